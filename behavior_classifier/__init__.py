@@ -1,0 +1,1 @@
+"""behavior_classifier package (work in progress)."""

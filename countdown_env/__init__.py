@@ -1,0 +1,66 @@
+"""Countdown: rules, exact scoring, solver, task generator and a Gymnasium environment.
+
+Pure Python: importing this package never imports torch, transformers or openai.
+"""
+
+from __future__ import annotations
+
+import gymnasium
+
+from countdown_env.expression import Outcome
+from countdown_env.rules import (
+    ANSWER_CLOSE,
+    ANSWER_OPEN,
+    DEFAULT_RULES,
+    THINK_CLOSE,
+    THINK_OPEN,
+    Rules,
+    chat_messages,
+    compact_prompt,
+    format_completion,
+    render_prompt,
+    tinyzero_prompt,
+)
+from countdown_env.scoring import Score, extract_answer, score_response
+from countdown_env.solver import Closest, all_solutions, closest, count_solutions, reachable, solve
+from countdown_env.tasks import PRESETS, Task, TaskConfig, generate_tasks, iter_tasks, read_tasks, split_of, task_at, to_dataset, write_tasks
+
+ENV_ID = "countdown_env/Countdown-v0"
+
+if ENV_ID not in gymnasium.registry:
+    gymnasium.register(id=ENV_ID, entry_point="countdown_env.env:CountdownEnv")
+
+__all__ = [
+    "ANSWER_CLOSE",
+    "ANSWER_OPEN",
+    "DEFAULT_RULES",
+    "ENV_ID",
+    "PRESETS",
+    "THINK_CLOSE",
+    "THINK_OPEN",
+    "Closest",
+    "Outcome",
+    "Rules",
+    "Score",
+    "Task",
+    "TaskConfig",
+    "all_solutions",
+    "chat_messages",
+    "closest",
+    "compact_prompt",
+    "count_solutions",
+    "extract_answer",
+    "format_completion",
+    "generate_tasks",
+    "iter_tasks",
+    "reachable",
+    "read_tasks",
+    "render_prompt",
+    "score_response",
+    "solve",
+    "split_of",
+    "task_at",
+    "tinyzero_prompt",
+    "to_dataset",
+    "write_tasks",
+]

@@ -1,0 +1,135 @@
+"""Countdown as a Gymnasium environment (single- or multi-turn text episodes)."""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+from gymnasium import spaces
+
+from countdown_env.rules import DEFAULT_RULES, Rules, render_prompt
+from countdown_env.scoring import Score, score_response
+from countdown_env.tasks import Task, TaskConfig, task_at
+
+#: Characters of observations and sampled actions: printable ASCII, newlines included.
+CHARSET = frozenset(string.printable)
+MAX_TEXT = 16_384
+
+
+class CountdownEnv(gym.Env[str, str]):
+    """Reach a target number from given numbers with + - * / (each number once).
+
+    ## Description
+    Each episode is one Countdown task. The observation is the prompt text; the action is
+    the model's completion, whose last `<answer>...</answer>` block is scored exactly (no
+    `eval`, exact fractions) by `countdown_env.score_response` under the env's `Rules`.
+
+    ## Observation Space
+    `spaces.Text(max_length=16384, charset=printable ASCII)`: the prompt, followed in
+    multi-turn mode by each earlier attempt and its feedback.
+
+    ## Action Space
+    `spaces.Text(max_length=16384, charset=printable ASCII)`: the completion. Any `str`
+    is accepted by `step`; characters outside the charset are scored like any others.
+
+    ## Rewards
+    `rules.correct_reward` (1.0) for a correct answer, `rules.format_reward` (0.1) for a
+    well-formed but wrong one, 0.0 otherwise.
+
+    ## Episode End
+    Single-turn (`max_attempts=1`, the default): after one step, `terminated=True`.
+    Multi-turn: `terminated=True` on a correct answer; `truncated=True` when the attempt
+    budget runs out. A wrong attempt returns feedback (what was wrong, the value reached).
+
+    ## Arguments
+    - `tasks`: tasks to draw episodes from (uniformly, with `np_random`); if None, tasks
+      are generated from `preset`.
+    - `preset`: task preset name for generated tasks (`tinyzero`, `priming`, `tiny`, `classic`).
+    - `rules`: a `Rules` or a dict of rule overrides.
+    - `prompt_style`: `tinyzero` or `compact`.
+    - `max_attempts`: attempts per episode (1 = single-turn).
+    - `render_mode`: None or `"ansi"`.
+
+    `reset(options={"task": Task | {"numbers": [...], "target": n}})` fixes the task.
+    """
+
+    metadata = {"render_modes": ["ansi"]}
+
+    def __init__(
+        self,
+        tasks: Sequence[Task] | None = None,
+        preset: str = "tinyzero",
+        rules: Rules | dict[str, Any] | None = None,
+        prompt_style: str = "tinyzero",
+        max_attempts: int = 1,
+        render_mode: str | None = None,
+    ) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
+        if isinstance(rules, dict):
+            rules = Rules.from_kwargs(**rules)
+        self.rules = rules or DEFAULT_RULES
+        self.tasks = list(tasks) if tasks is not None else None
+        if self.tasks is not None and not self.tasks:
+            raise ValueError("tasks is empty; pass at least one task or None to generate them")
+        self.task_config = TaskConfig.preset(preset, difficulty=False)
+        render_prompt(Task((1, 2), 3), prompt_style, self.rules)  # fail fast on a bad style
+        self.prompt_style = prompt_style
+        self.max_attempts = max_attempts
+        self.render_mode = render_mode
+        self.observation_space = spaces.Text(max_length=MAX_TEXT, charset=CHARSET)
+        self.action_space = spaces.Text(max_length=MAX_TEXT, charset=CHARSET)
+        self.task: Task | None = None
+        self.transcript = ""
+        self.attempts = 0
+        self.last_score: Score | None = None
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+        super().reset(seed=seed)
+        task = (options or {}).get("task")
+        if task is None:
+            if self.tasks is not None:
+                task = self.tasks[int(self.np_random.integers(len(self.tasks)))]
+            else:
+                task = task_at(int(self.np_random.integers(2**31)), 0, self.task_config)
+        elif isinstance(task, dict):
+            task = Task.from_dict(task)
+        elif not isinstance(task, Task):
+            raise TypeError(f"options['task'] must be a Task or a dict, got {type(task).__name__}")
+        self.task = task
+        self.transcript = render_prompt(task, self.prompt_style, self.rules)
+        self.attempts = 0
+        self.last_score = None
+        return self.transcript[-MAX_TEXT:], {"task": task}
+
+    def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        if self.task is None:
+            raise RuntimeError("call reset() before step()")
+        score = score_response(action, self.task, self.rules)
+        self.attempts += 1
+        self.last_score = score
+        terminated = score.correct or self.max_attempts == 1
+        truncated = not terminated and self.attempts >= self.max_attempts
+        self.transcript += action
+        if not (terminated or truncated):
+            self.transcript += f"\n{feedback(score)}\n"
+        info = {"score": score, "verdict": score.to_dict(), "task": self.task, "attempt": self.attempts}
+        return self.transcript[-MAX_TEXT:], score.reward, terminated, truncated, info
+
+    def render(self) -> str | None:
+        if self.render_mode != "ansi":
+            return None
+        if self.task is None:
+            return "(no task: call reset())"
+        status = "no attempt yet" if self.last_score is None else f"{self.last_score.outcome.value} ({self.last_score.reward})"
+        return f"numbers={list(self.task.numbers)} target={self.task.target} attempts={self.attempts}/{self.max_attempts} last={status}"
+
+
+def feedback(score: Score) -> str:
+    """What a multi-turn episode tells the model after a wrong attempt."""
+    reached = f" Your expression equals {score.value}." if score.value is not None else ""
+    return f"Feedback: that is not correct ({score.outcome.value}: {score.reason}).{reached} Try again."

@@ -1,0 +1,150 @@
+"""The rules of Countdown, defined once, and the prompts generated from them.
+
+The scorer (`scoring.py`), the solver (`solver.py`), the generator (`tasks.py`) and
+every prompt read the same `Rules` object, so a prompt never states a rule that the
+scorer does not enforce.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from countdown_env.tasks import Task
+
+ALL_OPERATORS = ("+", "-", "*", "/")
+
+#: The answer format, defined once: the completion reasons inside <think> and puts
+#: the final expression inside <answer>.
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What counts as a correct Countdown answer, and how it is rewarded."""
+
+    operators: tuple[str, ...] = ALL_OPERATORS
+    """Binary operators allowed in an answer (a subset of + - * /)."""
+    use_all_numbers: bool = True
+    """True: every given number exactly once. False: each at most once (the TV show)."""
+    integer_intermediates: bool = False
+    """True: every intermediate value must be an integer (the TV show's rule)."""
+    allow_negative_intermediates: bool = True
+    """False: no intermediate value may be negative."""
+    allow_unary_minus: bool = False
+    """True: `-3 + 5` is allowed; by default a leading minus is a disallowed operation."""
+    allow_trailing_equals: bool = True
+    """Tolerate a trailing `= <number>` after the expression (its number is not checked)."""
+    correct_reward: float = 1.0
+    """Reward for an expression that reaches the target under the rules."""
+    format_reward: float = 0.1
+    """Reward for a well-formed expression that is wrong (wrong numbers, value, or x/0)."""
+    max_answers: int = 1
+    """More `<answer>` blocks than this is hedging and scores 0 (malformed)."""
+    strict_ending: bool = False
+    """True: reward 0 unless the completion ends at its final `</answer>` (for RL training)."""
+    max_answer_chars: int = 512
+    """Longest answer expression parsed; longer answers are rejected without parsing."""
+    max_depth: int = 32
+    """Deepest parenthesis nesting parsed."""
+    max_magnitude: int = 10**15
+    """Largest absolute numerator/denominator of any literal or intermediate value."""
+
+    def __post_init__(self) -> None:
+        if not self.operators or any(op not in ALL_OPERATORS for op in self.operators):
+            raise ValueError(f"operators must be a non-empty subset of {ALL_OPERATORS}, got {self.operators!r}")
+        if len(set(self.operators)) != len(self.operators):
+            raise ValueError(f"operators has duplicates: {self.operators!r}")
+        if not 0.0 <= self.format_reward <= self.correct_reward <= 1.0:
+            raise ValueError(
+                "need 0 <= format_reward <= correct_reward <= 1, got "
+                f"format_reward={self.format_reward}, correct_reward={self.correct_reward}"
+            )
+        for name in ("max_answers", "max_answer_chars", "max_depth", "max_magnitude"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> Rules:
+        """Build rules from keyword overrides, with a clear error for an unknown name."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise ValueError(f"unknown rule(s) {unknown}; known rules: {sorted(known)}")
+        if "operators" in kwargs:
+            kwargs["operators"] = tuple(kwargs["operators"])
+        return cls(**kwargs)
+
+    def with_(self, **kwargs: Any) -> Rules:
+        return replace(self, **kwargs)
+
+    # ---- prompt text, generated from the rules -----------------------------------
+    def describe(self) -> str:
+        """The rules in one sentence, as stated to the model."""
+        ops = ", ".join(self.operators)
+        once = "each number must be used exactly once" if self.use_all_numbers else "each number can be used at most once"
+        extra = []
+        if self.integer_intermediates:
+            extra.append("every intermediate result must be a whole number")
+        if not self.allow_negative_intermediates:
+            extra.append("no intermediate result may be negative")
+        tail = (", " + ", ".join(extra)) if extra else ""
+        return f"You can use basic arithmetic operations ({ops}) and {once}{tail}."
+
+    def example_answer(self) -> str:
+        if "/" in self.operators and "+" in self.operators:
+            return "(1 + 2) / 3"
+        return f"(1 {self.operators[0]} 2) {self.operators[-1]} 3"
+
+    def question(self, task: Task) -> str:
+        return (
+            f"Using the numbers {list(task.numbers)}, create an equation that equals {task.target}. "
+            f"{self.describe()} Show your work in {THINK_OPEN} {THINK_CLOSE} tags. "
+            f"And return the final answer in {ANSWER_OPEN} {ANSWER_CLOSE} tags, "
+            f"for example {ANSWER_OPEN} {self.example_answer()} {ANSWER_CLOSE}."
+        )
+
+
+DEFAULT_RULES = Rules()
+
+
+def tinyzero_prompt(task: Task, rules: Rules = DEFAULT_RULES) -> str:
+    """TinyZero's base-model template; the completion starts with `<think>`."""
+    return (
+        "A conversation between User and Assistant. The user asks a question, and the Assistant "
+        "solves it. The assistant first thinks about the reasoning process in the mind and then "
+        "provides the user with the answer.\n"
+        f"User: {rules.question(task)}\n"
+        "Assistant: Let me solve this step by step.\n"
+    )
+
+
+def compact_prompt(task: Task, rules: Rules = DEFAULT_RULES) -> str:
+    """A short prompt for tiny character-level models (their context is a few hundred chars)."""
+    return f"Numbers: {' '.join(map(str, task.numbers))}\nTarget: {task.target}\n"
+
+
+def chat_messages(task: Task, rules: Rules = DEFAULT_RULES) -> list[dict[str, str]]:
+    """The same question for chat models (apply the tokenizer's chat template to it)."""
+    return [
+        {"role": "system", "content": "You are a helpful assistant. You first think about the reasoning process and then answer."},
+        {"role": "user", "content": rules.question(task)},
+    ]
+
+
+PROMPT_STYLES = {"tinyzero": tinyzero_prompt, "compact": compact_prompt}
+
+
+def render_prompt(task: Task, style: str = "tinyzero", rules: Rules = DEFAULT_RULES) -> str:
+    """The prompt text for `task` in one of `PROMPT_STYLES`."""
+    try:
+        return PROMPT_STYLES[style](task, rules)
+    except KeyError:
+        raise ValueError(f"unknown prompt style {style!r}; choose one of {sorted(PROMPT_STYLES)}") from None
+
+
+def format_completion(think: str, answer: str) -> str:
+    """The completion format every trace and model output follows."""
+    return f"{THINK_OPEN}{think}{THINK_CLOSE}\n{ANSWER_OPEN}{answer}{ANSWER_CLOSE}"

@@ -1,0 +1,132 @@
+"""Score a model completion: extract the answer, parse, check numbers, evaluate, reward.
+
+`score_response` is a pure, total function: any string in, a typed `Score` out.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+from countdown_env.expression import ExpressionError, Outcome, evaluate, literals, parse
+from countdown_env.rules import ANSWER_CLOSE, ANSWER_OPEN, DEFAULT_RULES, Rules
+from countdown_env.tasks import Task
+
+#: Outcomes whose answer was a well-formed expression (earns the format reward).
+WELL_FORMED = frozenset({Outcome.WRONG_NUMBERS, Outcome.DIVISION_BY_ZERO, Outcome.WRONG_VALUE, Outcome.CORRECT})
+
+
+@dataclass(frozen=True)
+class Score:
+    """The verdict on one completion."""
+
+    reward: float
+    outcome: Outcome
+    reason: str = ""
+    answer: str | None = None
+    """The text inside the last `<answer>` block, if any."""
+    value: Fraction | None = None
+    """The exact value the answer reached, when it could be evaluated."""
+    missing: tuple[int, ...] = ()
+    """Given numbers the answer did not use (when every number must be used)."""
+    extra: tuple[int, ...] = ()
+    """Literals in the answer beyond the given numbers."""
+
+    @property
+    def correct(self) -> bool:
+        return self.outcome is Outcome.CORRECT
+
+    @property
+    def well_formed(self) -> bool:
+        return self.outcome in WELL_FORMED
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "reward": self.reward,
+            "correct": self.correct,
+            "outcome": self.outcome.value,
+            "reason": self.reason,
+            "answer": self.answer,
+            "value": None if self.value is None else str(self.value),
+            "missing": list(self.missing),
+            "extra": list(self.extra),
+        }
+
+
+def extract_answer(response: str, rules: Rules = DEFAULT_RULES) -> tuple[str, str] | Score:
+    """(answer, text after it) for the last `<answer>...</answer>` pair, or a zero `Score`
+    saying why there is none (no complete pair, or more pairs than allowed: hedging)."""
+    end = response.rfind(ANSWER_CLOSE)
+    if end < 0:
+        return Score(0.0, Outcome.NO_ANSWER, "no </answer> tag")
+    start = response.rfind(ANSWER_OPEN, 0, end)
+    if start < 0:
+        return Score(0.0, Outcome.NO_ANSWER, "no <answer> before the last </answer>")
+    count = response.count(ANSWER_OPEN)
+    if count > rules.max_answers:
+        return Score(0.0, Outcome.MALFORMED, f"{count} <answer> blocks (hedging); at most {rules.max_answers} allowed")
+    return response[start + len(ANSWER_OPEN) : end], response[end + len(ANSWER_CLOSE) :]
+
+
+def check_numbers(used: Sequence[int], given: Sequence[int], rules: Rules) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(missing, extra) between the literals used and the numbers given, as multisets."""
+    used_c, given_c = Counter(used), Counter(given)
+    extra = tuple(sorted((used_c - given_c).elements()))
+    missing = tuple(sorted((given_c - used_c).elements())) if rules.use_all_numbers else ()
+    return missing, extra
+
+
+def score_response(response: str, task: Task, rules: Rules | None = None, **overrides: Any) -> Score:
+    """Score a completion against a task. Never raises, never evaluates code, bounded time.
+
+    `rules` (or keyword overrides of `Rules` fields) select the rules; defaults follow the
+    public contract.
+    """
+    if rules is None:
+        rules = Rules.from_kwargs(**overrides) if overrides else DEFAULT_RULES
+    elif overrides:
+        rules = rules.with_(**overrides)
+    if not isinstance(response, str):
+        return Score(0.0, Outcome.NO_ANSWER, f"response is {type(response).__name__}, not str")
+    extracted = extract_answer(response, rules)
+    if isinstance(extracted, Score):
+        return extracted
+    answer, after = extracted
+    try:
+        tree = parse(answer, rules)
+    except ExpressionError as err:
+        return Score(0.0, err.outcome, err.reason, answer=answer)
+    missing, extra = check_numbers(literals(tree), task.numbers, rules)
+    value: Fraction | None = None
+    try:
+        value = Fraction(evaluate(tree, rules))
+    except ExpressionError as err:
+        if err.outcome is Outcome.LIMIT_EXCEEDED or (err.outcome is Outcome.DISALLOWED_OPERATION and not (missing or extra)):
+            return Score(0.0, err.outcome, err.reason, answer=answer, missing=missing, extra=extra)
+        if not (missing or extra):
+            return _finish(rules, Outcome.DIVISION_BY_ZERO, err.reason, answer, None, missing, extra, after)
+    if missing or extra:
+        parts = [f"missing {list(missing)}" if missing else "", f"extra {list(extra)}" if extra else ""]
+        return _finish(rules, Outcome.WRONG_NUMBERS, "; ".join(p for p in parts if p), answer, value, missing, extra, after)
+    if value != task.target:
+        return _finish(rules, Outcome.WRONG_VALUE, f"reached {value}, target {task.target}", answer, value, (), (), after)
+    return _finish(rules, Outcome.CORRECT, "", answer, value, (), (), after)
+
+
+def _finish(
+    rules: Rules,
+    outcome: Outcome,
+    reason: str,
+    answer: str,
+    value: Fraction | None,
+    missing: tuple[int, ...],
+    extra: tuple[int, ...],
+    after: str,
+) -> Score:
+    if rules.strict_ending and after.strip():
+        return Score(0.0, Outcome.MALFORMED, "text after the final </answer> (strict_ending)", answer, value, missing, extra)
+    reward = rules.correct_reward if outcome is Outcome.CORRECT else rules.format_reward
+    return Score(reward, outcome, reason, answer, value, missing, extra)

@@ -1,0 +1,242 @@
+"""Exact Countdown solver, memoised over multisets of numbers.
+
+Values are ints while they can be and `Fraction`s only after an inexact division, so the
+common case runs on machine-speed integer arithmetic. Expressions are nested tuples
+`(op, left, right)` with int leaves, rendered to text only when asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import lru_cache
+from itertools import combinations
+from typing import Union
+
+from countdown_env.expression import BinOp, Node, Num, Value, apply, to_text
+from countdown_env.rules import DEFAULT_RULES, Rules
+
+Expr = Union[int, tuple]  # int leaf or (op, left, right)
+
+
+def expr_to_node(expr: Expr) -> Node:
+    if isinstance(expr, int):
+        return Num(expr)
+    op, left, right = expr
+    return BinOp(op, expr_to_node(left), expr_to_node(right))
+
+
+def expr_to_text(expr: Expr) -> str:
+    return to_text(expr_to_node(expr))
+
+
+def allowed_value(value: Value, rules: Rules) -> bool:
+    if isinstance(value, Fraction):
+        if rules.integer_intermediates:
+            return False
+        if max(abs(value.numerator), value.denominator) > rules.max_magnitude:
+            return False
+    elif abs(value) > rules.max_magnitude:
+        return False
+    return rules.allow_negative_intermediates or value >= 0
+
+
+def combine(a: Value, b: Value, rules: Rules) -> Iterator[tuple[str, bool, Value]]:
+    """(op, swapped, value) for every allowed binary operation on a and b.
+
+    + and * are tried in one order only (commutativity); - and / in both.
+    """
+    for op in rules.operators:
+        orders = ((False, a, b),) if op in "+*" else ((False, a, b), (True, b, a))
+        for swapped, x, y in orders:
+            value = apply(op, x, y)
+            if value is not None and allowed_value(value, rules):
+                yield op, swapped, value
+
+
+def _splits(items: tuple[Value, ...]) -> Iterator[tuple[tuple[Value, ...], tuple[Value, ...]]]:
+    """Distinct unordered splits of a sorted multiset into two non-empty sub-multisets."""
+    n = len(items)
+    seen: set[tuple[tuple[Value, ...], tuple[Value, ...]]] = set()
+    for size in range(1, n // 2 + 1):
+        for idx in combinations(range(n), size):
+            left = tuple(items[i] for i in idx)
+            right = tuple(items[i] for i in range(n) if i not in idx)
+            key = (left, right) if left <= right else (right, left)
+            if key not in seen:
+                seen.add(key)
+                yield key
+
+
+@lru_cache(maxsize=4096)
+def reachable_using_all(items: tuple[Value, ...], rules: Rules) -> dict[Value, Expr]:
+    """Every value an expression using *all* of `items` reaches, with one expression each."""
+    if len(items) == 1:
+        return {items[0]: items[0]}
+    out: dict[Value, Expr] = {}
+    for left, right in _splits(items):
+        lvals, rvals = reachable_using_all(left, rules), reachable_using_all(right, rules)
+        for a, ea in lvals.items():
+            for b, eb in rvals.items():
+                for op, swapped, value in combine(a, b, rules):
+                    if value not in out:
+                        out[value] = (op, eb, ea) if swapped else (op, ea, eb)
+    return out
+
+
+def sub_multisets(items: tuple[int, ...]) -> Iterator[tuple[int, ...]]:
+    seen: set[tuple[int, ...]] = set()
+    for size in range(1, len(items) + 1):
+        for idx in combinations(range(len(items)), size):
+            sub = tuple(items[i] for i in idx)
+            if sub not in seen:
+                seen.add(sub)
+                yield sub
+
+
+def reachable(numbers: Sequence[int], rules: Rules = DEFAULT_RULES) -> dict[Value, Expr]:
+    """Every value reachable under the rules, with one expression for each.
+
+    With `use_all_numbers` the expression uses every number; otherwise any sub-multiset,
+    preferring the fewest numbers.
+    """
+    items = tuple(sorted(numbers))
+    if rules.use_all_numbers:
+        return reachable_using_all(items, rules)
+    out: dict[Value, Expr] = {}
+    for sub in sub_multisets(items):  # smallest subsets first, so fewest operations win
+        for value, expr in reachable_using_all(sub, rules).items():
+            out.setdefault(value, expr)
+    return out
+
+
+def _dfs(items: list[tuple[Value, Expr]], target: int, rules: Rules, dead: set[tuple[Value, ...]]) -> Expr | None:
+    if not rules.use_all_numbers:
+        for value, expr in items:
+            if value == target:
+                return expr
+    if len(items) == 1:
+        return items[0][1] if items[0][0] == target else None
+    key = tuple(sorted(v for v, _ in items))
+    if key in dead:
+        return None
+    for i, j in combinations(range(len(items)), 2):
+        (a, ea), (b, eb) = items[i], items[j]
+        rest = [items[k] for k in range(len(items)) if k != i and k != j]
+        for op, swapped, value in combine(a, b, rules):
+            expr = (op, eb, ea) if swapped else (op, ea, eb)
+            found = _dfs([*rest, (value, expr)], target, rules, dead)
+            if found is not None:
+                return found
+    dead.add(key)
+    return None
+
+
+def solve(numbers: Sequence[int], target: int, rules: Rules = DEFAULT_RULES) -> str | None:
+    """One expression reaching `target` under the rules, or None if none does.
+
+    Depth-first "combine two numbers, recurse" with a memo of dead multisets: it stops
+    at the first solution, which is far cheaper than enumerating every reachable value.
+    """
+    if not numbers:
+        return None
+    expr = _dfs([(n, n) for n in numbers], target, rules, set())
+    return None if expr is None else expr_to_text(expr)
+
+
+@dataclass(frozen=True)
+class Closest:
+    value: Value
+    expression: str
+    distance: Value
+
+
+def closest(numbers: Sequence[int], target: int, rules: Rules = DEFAULT_RULES) -> Closest:
+    """The reachable value nearest to `target` (ties go to the smaller value)."""
+    values = reachable(numbers, rules)
+    best = min(values, key=lambda v: (abs(v - target), v))
+    return Closest(best, expr_to_text(values[best]), abs(best - target))
+
+
+# ---- all solutions, up to commutativity and associativity -----------------------------
+# A canonical form flattens chains of + and - into (positive terms, negative terms) and
+# chains of * and / into (numerator factors, denominator factors), each sorted, so
+# a+b+c, c+(b+a) and (a+c)+b are one solution.
+
+
+def _canon_key(form: object) -> str:
+    return repr(form)
+
+
+def _canon(op: str, a: object, b: object) -> tuple:
+    kind, inv = ("s", "-") if op in "+-" else ("p", "/")
+
+    def parts(x: object) -> tuple[tuple, tuple]:
+        if isinstance(x, tuple) and x[0] == kind:
+            return x[1], x[2]
+        return (x,), ()
+
+    (ap, an), (bp, bn) = parts(a), parts(b)
+    pos, neg = (ap + bn, an + bp) if op == inv else (ap + bp, an + bn)
+    return (kind, tuple(sorted(pos, key=_canon_key)), tuple(sorted(neg, key=_canon_key)))
+
+
+def _render_canon(form: object) -> str:
+    if isinstance(form, int):
+        return str(form)
+    kind, pos, neg = form  # type: ignore[misc]
+    plus, minus = (" + ", " - ") if kind == "s" else (" * ", " / ")
+
+    def term(x: object) -> str:
+        # Flattening leaves only sums inside products, and those need parentheses.
+        text = _render_canon(x)
+        return f"({text})" if isinstance(x, tuple) and kind == "p" else text
+
+    text = plus.join(term(x) for x in pos)
+    for x in neg:
+        text += minus + term(x)
+    return text
+
+
+@lru_cache(maxsize=1024)
+def _forms_all(items: tuple[Value, ...], rules: Rules, cap: int) -> dict[Value, frozenset]:
+    if len(items) == 1:
+        return {items[0]: frozenset([items[0]])}
+    out: dict[Value, set] = {}
+    for left, right in _splits(items):
+        lforms, rforms = _forms_all(left, rules, cap), _forms_all(right, rules, cap)
+        for a, fa in lforms.items():
+            for b, fb in rforms.items():
+                for op, swapped, value in combine(a, b, rules):
+                    bucket = out.setdefault(value, set())
+                    if len(bucket) >= cap:
+                        continue
+                    for x in fa:
+                        for y in fb:
+                            bucket.add(_canon(op, y, x) if swapped else _canon(op, x, y))
+                            if len(bucket) >= cap:
+                                break
+    return {v: frozenset(f) for v, f in out.items()}
+
+
+def all_solutions(numbers: Sequence[int], target: int, rules: Rules = DEFAULT_RULES, cap: int = 100) -> list[str]:
+    """Distinct solutions up to commutativity/associativity, at most `cap` of them.
+
+    The cap bounds the forms kept per (sub-multiset, value), so work stays bounded for
+    six numbers; below the cap the list is complete.
+    """
+    items = tuple(sorted(numbers))
+    subsets: Iterable[tuple[int, ...]] = [items] if rules.use_all_numbers else sub_multisets(items)
+    found: dict[str, None] = {}
+    for sub in subsets:
+        for form in _forms_all(sub, rules, cap).get(target, ()):
+            found.setdefault(_render_canon(form), None)
+            if len(found) >= cap:
+                return sorted(found)
+    return sorted(found)
+
+
+def count_solutions(numbers: Sequence[int], target: int, rules: Rules = DEFAULT_RULES, cap: int = 100) -> int:
+    """How many distinct solutions (up to commutativity/associativity), capped at `cap`."""
+    return len(all_solutions(numbers, target, rules, cap))

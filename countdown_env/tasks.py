@@ -1,0 +1,334 @@
+"""Countdown tasks: the `Task` type, generation presets, splits, difficulty, and files.
+
+Every task is derived from `(seed, index)` alone, so any one can be regenerated; the
+train/test split is a hash of the task's content, so a (sorted numbers, target) pair
+lands in the same split whatever the seed and the two splits never share one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from countdown_env.expression import Value, apply
+from countdown_env.rules import DEFAULT_RULES, Rules
+from countdown_env.solver import (
+    Expr,
+    allowed_value,
+    combine,
+    count_solutions,
+    expr_to_text,
+    reachable,
+    reachable_using_all,
+    solve,
+    sub_multisets,
+)
+
+SPLITS = ("train", "test")
+
+
+@dataclass(frozen=True)
+class Task:
+    """One Countdown problem: reach `target` from `numbers`."""
+
+    numbers: tuple[int, ...]
+    target: int
+    solution: str | None = None
+    """One reference solution, if known."""
+    solution_count: int | None = None
+    """Distinct solutions up to commutativity/associativity (capped at 100)."""
+    plus_minus_only: bool | None = None
+    """Whether + and - alone suffice."""
+    min_operations: int | None = None
+    """Fewest operations of any solution."""
+    seed: int | None = None
+    index: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "numbers", tuple(int(n) for n in self.numbers))
+        object.__setattr__(self, "target", int(self.target))
+        if not self.numbers:
+            raise ValueError("a task needs at least one number")
+        if any(n < 0 for n in self.numbers):
+            raise ValueError(f"numbers must be non-negative integers, got {self.numbers}")
+
+    @property
+    def key(self) -> tuple[tuple[int, ...], int]:
+        """Identity for de-duplication and splits: (sorted numbers, target)."""
+        return tuple(sorted(self.numbers)), self.target
+
+    def to_dict(self) -> dict[str, Any]:
+        row = {k: v for k, v in asdict(self).items() if v is not None}
+        row["numbers"] = list(self.numbers)
+        return row
+
+    @classmethod
+    def from_dict(cls, row: dict[str, Any]) -> Task:
+        numbers = row.get("numbers", row.get("nums"))
+        if numbers is None or "target" not in row:
+            raise ValueError(f"a task row needs 'numbers' (or 'nums') and 'target'; got keys {sorted(row)}")
+        known = {f.name for f in fields(cls)}
+        extra = {k: v for k, v in row.items() if k in known and k not in ("numbers", "target")}
+        return cls(numbers=tuple(numbers), target=row["target"], **extra)
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """How tasks are drawn. Build one from a preset with `TaskConfig.preset(name)`."""
+
+    min_numbers: int = 3
+    """Fewest numbers in a task."""
+    max_numbers: int = 4
+    """Most numbers in a task."""
+    number_range: tuple[int, int] = (1, 99)
+    """Inclusive range the numbers are drawn from (ignored when `large_numbers` is set)."""
+    target_range: tuple[int, int] = (1, 100)
+    """Inclusive range of targets."""
+    large_numbers: tuple[int, ...] = ()
+    """TV-show style: if set, draw 0-4 of these, the rest from two copies of `number_range`."""
+    filter_trivial: bool = True
+    """Drop tasks whose target is the sum of all numbers."""
+    difficulty: bool = False
+    """Compute solution count, plus/minus-only and minimum operations for each task
+    (about 10 ms a task for 4 numbers; `countdown-lab generate` turns it on)."""
+    rules: Rules = field(default_factory=Rules)
+    """The rules every task must be solvable under."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_numbers <= self.max_numbers <= 8:
+            raise ValueError(f"need 1 <= min_numbers <= max_numbers <= 8, got {self.min_numbers}, {self.max_numbers}")
+        for name in ("number_range", "target_range"):
+            lo, hi = getattr(self, name)
+            if lo > hi:
+                raise ValueError(f"{name} must be (low, high) with low <= high, got {(lo, hi)}")
+        if self.number_range[0] < 0:
+            raise ValueError(f"numbers must be non-negative, got number_range={self.number_range}")
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> TaskConfig:
+        try:
+            base = PRESETS[name]
+        except KeyError:
+            raise ValueError(f"unknown task preset {name!r}; choose one of {sorted(PRESETS)}") from None
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"unknown task option(s) {unknown}; known: {sorted(known)}")
+        return cls(**{**base, **overrides})
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # TinyZero's dataset: 3-4 numbers in 1..99, targets 1..100.
+    "tinyzero": {"min_numbers": 3, "max_numbers": 4, "number_range": (1, 99), "target_range": (1, 100)},
+    # The study's priming tasks: small numbers and targets.
+    "priming": {"min_numbers": 3, "max_numbers": 4, "number_range": (1, 24), "target_range": (10, 25)},
+    # What a 2.6M-parameter model learns on CPU in minutes (see shared/CALIBRATION.md).
+    "tiny": {"min_numbers": 3, "max_numbers": 3, "number_range": (1, 20), "target_range": (10, 30)},
+    # The TV show: 6 numbers, large ones from {25, 50, 75, 100}, targets 100..999,
+    # each number at most once, whole non-negative intermediates only.
+    "classic": {
+        "min_numbers": 6,
+        "max_numbers": 6,
+        "number_range": (1, 10),
+        "target_range": (100, 999),
+        "large_numbers": (25, 50, 75, 100),
+        "rules": Rules(use_all_numbers=False, integer_intermediates=True, allow_negative_intermediates=False),
+    },
+}
+
+
+def _rng(seed: int, index: int) -> random.Random:
+    # String seeds go through SHA-512, so streams are stable across processes and
+    # Python versions and (seed, index) pairs never collide.
+    return random.Random(f"countdown:{seed}:{index}")
+
+
+def _draw_numbers(rng: random.Random, config: TaskConfig) -> list[int]:
+    count = rng.randint(config.min_numbers, config.max_numbers)
+    lo, hi = config.number_range
+    if not config.large_numbers:
+        return [rng.randint(lo, hi) for _ in range(count)]
+    n_large = rng.randint(0, min(4, count, len(config.large_numbers)))
+    small_pool = [n for n in range(lo, hi + 1) for _ in range(2)]
+    return rng.sample(config.large_numbers, n_large) + rng.sample(small_pool, count - n_large)
+
+
+def split_of(key: tuple[tuple[int, ...], int], test_fraction: float) -> str:
+    """'test' for a stable `test_fraction` of all task keys, else 'train'."""
+    digest = hashlib.blake2b(repr(key).encode(), digest_size=8).digest()
+    return "test" if int.from_bytes(digest, "big") / 2**64 < test_fraction else "train"
+
+
+def _random_expressions(numbers: Sequence[int], rng: random.Random, rules: Rules) -> list[tuple[Value, Expr]]:
+    """Combine random pairs with random operators until two values are left, then every
+    allowed operation on those two: the (value, expression) pairs of one random tree
+    shape. Empty if a step breaks the rules. With `use_all_numbers=False` a random
+    subset of at least two numbers is used."""
+    items: list[tuple[Value, Expr]] = [(n, n) for n in numbers]
+    if not rules.use_all_numbers:
+        items = rng.sample(items, rng.randint(2 if len(items) > 1 else 1, len(items)))
+    while len(items) > 2:
+        i, j = rng.sample(range(len(items)), 2)
+        (a, ea), (b, eb) = items[i], items[j]
+        op = rng.choice(rules.operators)
+        value = apply(op, a, b)
+        if value is None or not allowed_value(value, rules):
+            return []
+        items = [item for k, item in enumerate(items) if k not in (i, j)] + [(value, (op, ea, eb))]
+    if len(items) == 1:
+        return items
+    # The last step tries every operator and order: four times the hits for one tree.
+    (a, ea), (b, eb) = items
+    return [(value, (op, eb, ea) if swapped else (op, ea, eb)) for op, swapped, value in combine(a, b, rules)]
+
+
+def task_at(seed: int, index: int, config: TaskConfig | None = None) -> Task:
+    """The task at `(seed, index)`: solvable under `config.rules` by construction.
+
+    The target is the value of an expression built over the drawn numbers, so a solution
+    exists by construction. Random expressions are tried first (cheap); if a few dozen
+    miss the target range, the target is drawn from every value the numbers reach, and
+    only if the numbers reach no admissible target at all are new numbers drawn from the
+    same stream (possible only for extreme configs; bounded, with a clear error).
+    """
+    config = config or TaskConfig()
+    rules = config.rules
+    rng = _rng(seed, index)
+    lo, hi = config.target_range
+    found: tuple[list[int], int, Expr] | None = None
+    for _ in range(100):
+        numbers = _draw_numbers(rng, config)
+        trivial = sum(numbers) if config.filter_trivial else None
+        for _ in range(64):
+            hits = [(v, e) for v, e in _random_expressions(numbers, rng, rules) if isinstance(v, int) and lo <= v <= hi and v != trivial]
+            if hits:
+                target, expr = rng.choice(hits)
+                found = (numbers, target, expr)
+                break
+        else:
+            values = reachable(numbers, rules)
+            targets = sorted(v for v in values if isinstance(v, int) and lo <= v <= hi and v != trivial)
+            if targets:
+                target = rng.choice(targets)
+                found = (numbers, target, values[target])
+        if found:
+            break
+    if found is None:
+        raise ValueError(f"no solvable task found for config {config}; widen target_range or number_range")
+    numbers, target, expr = found
+    task = Task(tuple(numbers), target, solution=expr_to_text(expr), seed=seed, index=index)
+    return with_difficulty(task, rules) if config.difficulty else task
+
+
+def with_difficulty(task: Task, rules: Rules = DEFAULT_RULES) -> Task:
+    """The task with solution count, plus/minus-only and minimum operations filled in."""
+    plus_minus = rules.with_(operators=tuple(op for op in rules.operators if op in "+-") or ("+",))
+    return replace(
+        task,
+        solution_count=count_solutions(task.numbers, task.target, rules),
+        plus_minus_only=solve(task.numbers, task.target, plus_minus) is not None,
+        min_operations=_min_operations(task.numbers, task.target, rules),
+    )
+
+
+def _min_operations(numbers: Sequence[int], target: int, rules: Rules) -> int:
+    if rules.use_all_numbers:
+        return len(numbers) - 1
+    for sub in sub_multisets(tuple(sorted(numbers))):  # smallest first
+        if target in reachable_using_all(sub, rules):
+            return len(sub) - 1
+    raise ValueError(f"{numbers} cannot reach {target}")
+
+
+def iter_tasks(seed: int, config: TaskConfig | None = None, split: str | None = None, test_fraction: float = 0.1, start: int = 0) -> Iterator[Task]:
+    """Distinct tasks for indices start, start+1, ...; only those in `split` if given."""
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}")
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    seen: set[tuple[tuple[int, ...], int]] = set()
+    index = start
+    while True:
+        task = task_at(seed, index, config)
+        index += 1
+        if task.key in seen or (split is not None and split_of(task.key, test_fraction) != split):
+            continue
+        seen.add(task.key)
+        yield task
+
+
+def generate_tasks(
+    n: int,
+    *,
+    seed: int,
+    preset: str = "tinyzero",
+    split: str | None = None,
+    test_fraction: float = 0.1,
+    config: TaskConfig | None = None,
+    **options: Any,
+) -> list[Task]:
+    """`n` distinct tasks, each solvable under the preset's rules; same seed, same tasks.
+
+    `options` override fields of the preset's `TaskConfig` (e.g. `difficulty=False`).
+    `split="train"`/`"test"` keeps only tasks of that split; the splits are disjoint.
+    """
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    config = config or TaskConfig.preset(preset, **options)
+    out: list[Task] = []
+    for task in iter_tasks(seed, config, split, test_fraction):
+        if len(out) >= n:
+            break
+        out.append(task)
+    return out
+
+
+# ---- files and datasets ------------------------------------------------------------
+
+
+def write_tasks(tasks: Iterable[Task], path: str | Path) -> Path:
+    """Write tasks as JSONL (one `{"numbers": [...], "target": n, ...}` per line)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as f:
+        for task in tasks:
+            f.write(json.dumps(task.to_dict()) + "\n")
+    return path
+
+
+def read_tasks(path: str | Path) -> list[Task]:
+    """Read a tasks file: JSONL (`numbers`/`target`) or parquet (`nums`/`target`, TinyZero)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"tasks file {path} does not exist")
+    if path.suffix == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError as err:  # pragma: no cover - pyarrow ships with datasets
+            raise ImportError("reading parquet tasks needs pyarrow: pip install pyarrow") from err
+        rows = pq.read_table(path).to_pylist()
+        return [Task.from_dict(row) for row in rows]
+    tasks = []
+    with path.open() as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                tasks.append(Task.from_dict(json.loads(line)))
+            except (json.JSONDecodeError, ValueError, TypeError) as err:
+                raise ValueError(f"{path}:{lineno}: not a task row ({err})") from None
+    return tasks
+
+
+def to_dataset(tasks: Sequence[Task]) -> Any:
+    """A Hugging Face `datasets.Dataset` with `numbers`, `target` and metadata columns."""
+    import datasets
+
+    rows = [task.to_dict() for task in tasks]
+    columns = {k: [row.get(k) for row in rows] for k in dict.fromkeys(k for row in rows for k in row)}
+    return datasets.Dataset.from_dict(columns)

@@ -1,0 +1,1 @@
+"""The lab: the command-line interface, the experiment runner and the demo."""

@@ -1,0 +1,1 @@
+"""priming package (work in progress)."""

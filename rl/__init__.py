@@ -1,0 +1,1 @@
+"""rl package (work in progress)."""
