@@ -1,1 +1,4 @@
-"""rl package (work in progress)."""
+"""RL on Countdown: tiny models, PPO (transformers + accelerate), GRPO/RLOO (TRL), evaluation.
+
+Submodules import torch; import them directly (`from rl.models import load_model`).
+"""
