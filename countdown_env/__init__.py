@@ -23,7 +23,18 @@ from countdown_env.rules import (
 )
 from countdown_env.scoring import Score, extract_answer, score_response
 from countdown_env.solver import Closest, all_solutions, closest, count_solutions, reachable, solve
-from countdown_env.tasks import PRESETS, Task, TaskConfig, generate_tasks, iter_tasks, read_tasks, split_of, task_at, to_dataset, write_tasks
+from countdown_env.tasks import (
+    PRESETS,
+    Task,
+    TaskConfig,
+    generate_tasks,
+    iter_tasks,
+    read_tasks,
+    split_of,
+    task_at,
+    to_dataset,
+    write_tasks,
+)
 
 ENV_ID = "countdown_env/Countdown-v0"
 

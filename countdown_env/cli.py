@@ -90,11 +90,15 @@ def _score(args: argparse.Namespace) -> int:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            row = json.loads(line)
+            try:
+                row = json.loads(line)
+                task = Task.from_dict(row)
+            except (json.JSONDecodeError, ValueError, TypeError, AttributeError) as err:
+                raise ValueError(f"{args.input}:{lineno}: not a JSON row with 'numbers' and 'target' ({err})") from None
             text = row.get("text", row.get("response"))
             if text is None:
                 raise ValueError(f"{args.input}:{lineno}: row has no 'text' (or 'response') field")
-            score = score_response(text, Task.from_dict(row), rules)
+            score = score_response(text, task, rules)
             outcomes[score.outcome.value] += 1
             total += score.reward
             if out:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Sequence
 from typing import Any
@@ -16,6 +17,13 @@ from countdown_env.tasks import Task, TaskConfig, task_at
 #: Characters of observations and sampled actions: printable ASCII, newlines included.
 CHARSET = frozenset(string.printable)
 MAX_TEXT = 16_384
+_OUTSIDE_CHARSET = re.compile(f"[^{re.escape(''.join(sorted(CHARSET)))}]")
+
+
+def _observation(transcript: str) -> str:
+    """The last MAX_TEXT characters, with characters outside CHARSET shown as '?', so
+    every observation lies in `observation_space` whatever text the agent sent."""
+    return _OUTSIDE_CHARSET.sub("?", transcript[-MAX_TEXT:])
 
 
 class CountdownEnv(gym.Env[str, str]):
@@ -28,7 +36,8 @@ class CountdownEnv(gym.Env[str, str]):
 
     ## Observation Space
     `spaces.Text(max_length=16384, charset=printable ASCII)`: the prompt, followed in
-    multi-turn mode by each earlier attempt and its feedback.
+    multi-turn mode by each earlier attempt and its feedback (the last 16384 characters;
+    characters outside the charset appear as `?`).
 
     ## Action Space
     `spaces.Text(max_length=16384, charset=printable ASCII)`: the completion. Any `str`
@@ -104,7 +113,7 @@ class CountdownEnv(gym.Env[str, str]):
         self.transcript = render_prompt(task, self.prompt_style, self.rules)
         self.attempts = 0
         self.last_score = None
-        return self.transcript[-MAX_TEXT:], {"task": task}
+        return _observation(self.transcript), {"task": task}
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
         if self.task is None:
@@ -118,7 +127,7 @@ class CountdownEnv(gym.Env[str, str]):
         if not (terminated or truncated):
             self.transcript += f"\n{feedback(score)}\n"
         info = {"score": score, "verdict": score.to_dict(), "task": self.task, "attempt": self.attempts}
-        return self.transcript[-MAX_TEXT:], score.reward, terminated, truncated, info
+        return _observation(self.transcript), score.reward, terminated, truncated, info
 
     def render(self) -> str | None:
         if self.render_mode != "ansi":

@@ -11,7 +11,6 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 from fractions import Fraction
-from typing import Union
 
 from countdown_env.rules import DEFAULT_RULES, Rules
 
@@ -29,7 +28,7 @@ class Outcome(str, Enum):
     CORRECT = "correct"
 
 
-Value = Union[int, Fraction]
+Value = int | Fraction
 
 
 @dataclass(frozen=True)
@@ -49,7 +48,7 @@ class Neg:
     operand: Node
 
 
-Node = Union[Num, BinOp, Neg]
+Node = Num | BinOp | Neg
 
 
 class ExpressionError(Exception):
@@ -63,7 +62,10 @@ class ExpressionError(Exception):
 
 # Characters models commonly write for the four operators.
 _ALIASES = str.maketrans({"×": "*", "x": "*", "X": "*", "÷": "/", "−": "-", "–": "-"})
-_TOKEN = re.compile(r"\s*(?:(\d+)|(\*\*|//|[-+*/()=])|(\S))")
+# ASCII digits only: `\d` would also take Arabic-Indic or full-width digits, which
+# the prompt never asks for and which make "which literal is which" ambiguous.
+_TOKEN = re.compile(r"\s*(?:([0-9]+)|(\*\*|//|[-+*/()=])|(\S))")
+_NAME = re.compile(r"[A-Za-z_]{2,}")
 _NAMED_BAD = {"**": "power (**)", "//": "floor division (//)"}
 _CHAR_BAD = {"%": "modulo (%)", "!": "factorial (!)", "^": "power (^)", ".": "decimal point", ",": "comma"}
 
@@ -72,16 +74,18 @@ def tokenize(text: str, rules: Rules = DEFAULT_RULES) -> list[str]:
     """Split an answer into integer literals and operator tokens, rejecting anything else."""
     if len(text) > rules.max_answer_chars:
         raise ExpressionError(Outcome.LIMIT_EXCEEDED, f"answer longer than {rules.max_answer_chars} characters")
-    if re.search(r"[A-Za-z_]{2,}", text):
-        name = re.search(r"[A-Za-z_]{2,}", text).group(0)  # type: ignore[union-attr]
-        raise ExpressionError(Outcome.DISALLOWED_OPERATION, f"names and functions are not allowed ({name!r})")
+    name = _NAME.search(text)
+    if name:
+        raise ExpressionError(Outcome.DISALLOWED_OPERATION, f"names and functions are not allowed ({name.group(0)!r})")
     text = text.translate(_ALIASES)
     tokens: list[str] = []
     for match in _TOKEN.finditer(text):
         number, op, other = match.groups()
         if number is not None:
-            if len(number) > len(str(rules.max_magnitude)):
-                raise ExpressionError(Outcome.LIMIT_EXCEEDED, f"literal with {len(number)} digits")
+            # The length test comes first: int() of a huge digit string is itself slow
+            # (and refused beyond 4300 digits).
+            if len(number) > len(str(rules.max_magnitude)) or int(number) > rules.max_magnitude:
+                raise ExpressionError(Outcome.LIMIT_EXCEEDED, f"literal {number[:20]}{'...' if len(number) > 20 else ''} beyond {rules.max_magnitude}")
             tokens.append(number)
         elif op is not None:
             if op in _NAMED_BAD:
@@ -98,7 +102,11 @@ def tokenize(text: str, rules: Rules = DEFAULT_RULES) -> list[str]:
 
 class _Parser:
     """expr := term (('+'|'-') term)* ; term := factor (('*'|'/') factor)* ;
-    factor := INT | '(' expr ')' | '-' factor (only if unary minus is allowed)."""
+    factor := INT | '(' expr ')' | '-' factor (only if unary minus is allowed).
+
+    Chains (`1+1+...`) are loops; only parentheses and unary minus recurse, and both
+    count toward `rules.max_depth`, which `Rules` caps so the recursion stays far
+    below Python's limit."""
 
     def __init__(self, tokens: list[str], rules: Rules) -> None:
         self.tokens = tokens
@@ -113,6 +121,11 @@ class _Parser:
         token = self.tokens[self.pos]
         self.pos += 1
         return token
+
+    def enter(self, what: str) -> None:
+        self.depth += 1
+        if self.depth > self.rules.max_depth:
+            raise ExpressionError(Outcome.LIMIT_EXCEEDED, f"{what} nested deeper than {self.rules.max_depth}")
 
     def binary(self, op: str, left: Node, right: Node) -> Node:
         if op not in self.rules.operators:
@@ -142,9 +155,7 @@ class _Parser:
             return Num(int(token))
         if token == "(":
             self.take()
-            self.depth += 1
-            if self.depth > self.rules.max_depth:
-                raise ExpressionError(Outcome.LIMIT_EXCEEDED, f"parentheses nested deeper than {self.rules.max_depth}")
+            self.enter("parentheses")
             node = self.expr()
             if self.peek() != ")":
                 raise ExpressionError(Outcome.MALFORMED, "unbalanced parentheses")
@@ -155,7 +166,10 @@ class _Parser:
             if not self.rules.allow_unary_minus:
                 raise ExpressionError(Outcome.DISALLOWED_OPERATION, "unary minus is not allowed")
             self.take()
-            return Neg(self.factor())
+            self.enter("unary minus")
+            node = Neg(self.factor())
+            self.depth -= 1
+            return node
         raise ExpressionError(Outcome.MALFORMED, f"unexpected {token!r}")
 
 
@@ -196,17 +210,28 @@ def literals(node: Node) -> list[int]:
 
 def apply(op: str, a: Value, b: Value) -> Value | None:
     """One exact operation; None for division by zero. Integers stay ints (fast path)."""
-    if op == "+":
-        return a + b
-    if op == "-":
-        return a - b
-    if op == "*":
-        return a * b
-    if b == 0:
-        return None
     if isinstance(a, int) and isinstance(b, int):
+        if op == "+":
+            return a + b
+        if op == "-":
+            return a - b
+        if op == "*":
+            return a * b
+        if b == 0:
+            return None
         return a // b if a % b == 0 else Fraction(a, b)
-    out = Fraction(a) / b
+    if op == "+":
+        out = a + b
+    elif op == "-":
+        out = a - b
+    elif op == "*":
+        out = a * b
+    elif b == 0:
+        return None
+    else:
+        out = Fraction(a) / b
+    # Whole results go back to int so equal values have one representation (and the
+    # int fast path above applies again).
     return out.numerator if out.denominator == 1 else out
 
 
@@ -225,19 +250,36 @@ def check_value(value: Value, rules: Rules) -> None:
 
 
 def evaluate(node: Node, rules: Rules = DEFAULT_RULES) -> Value:
-    """Exact value of a parsed tree under the rules (depth is bounded by the parser)."""
-    if isinstance(node, Num):
-        return node.value
-    if isinstance(node, Neg):
-        value = -evaluate(node.operand, rules)
+    """Exact value of a parsed tree under the rules, left operand first.
+
+    Iterative post-order walk: a chain like `1+1+...+1` parses to a tree as deep as the
+    chain is long, so recursion would hit Python's limit on long answers.
+    """
+    values: list[Value] = []
+    stack: list[tuple[Node, bool]] = [(node, False)]
+    while stack:
+        item, children_done = stack.pop()
+        if isinstance(item, Num):
+            values.append(item.value)
+            continue
+        if not children_done:
+            stack.append((item, True))
+            if isinstance(item, Neg):
+                stack.append((item.operand, False))
+            else:
+                stack.append((item.right, False))
+                stack.append((item.left, False))
+            continue
+        if isinstance(item, Neg):
+            value: Value | None = -values.pop()
+        else:
+            right = values.pop()
+            value = apply(item.op, values.pop(), right)
+            if value is None:
+                raise ExpressionError(Outcome.DIVISION_BY_ZERO, "division by zero")
         check_value(value, rules)
-        return value
-    left, right = evaluate(node.left, rules), evaluate(node.right, rules)
-    value = apply(node.op, left, right)
-    if value is None:
-        raise ExpressionError(Outcome.DIVISION_BY_ZERO, "division by zero")
-    check_value(value, rules)
-    return value
+        values.append(value)
+    return values[0]
 
 
 def to_text(node: Node) -> str:

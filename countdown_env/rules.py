@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from countdown_env.tasks import Task
 
 ALL_OPERATORS = ("+", "-", "*", "/")
+MAX_DEPTH_LIMIT = 100
 
 #: The answer format, defined once: the completion reasons inside <think> and puts
 #: the final expression inside <answer>.
@@ -48,7 +49,7 @@ class Rules:
     max_answer_chars: int = 512
     """Longest answer expression parsed; longer answers are rejected without parsing."""
     max_depth: int = 32
-    """Deepest parenthesis nesting parsed."""
+    """Deepest nesting of parentheses and unary minus parsed (at most `MAX_DEPTH_LIMIT`)."""
     max_magnitude: int = 10**15
     """Largest absolute numerator/denominator of any literal or intermediate value."""
 
@@ -65,6 +66,10 @@ class Rules:
         for name in ("max_answers", "max_answer_chars", "max_depth", "max_magnitude"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_depth > MAX_DEPTH_LIMIT:
+            # The parser recurses once per nesting level; this keeps it far from Python's
+            # recursion limit so scoring can never raise RecursionError.
+            raise ValueError(f"max_depth must be <= {MAX_DEPTH_LIMIT}, got {self.max_depth}")
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> Rules:

@@ -27,7 +27,8 @@ class Score:
     outcome: Outcome
     reason: str = ""
     answer: str | None = None
-    """The text inside the last `<answer>` block, if any."""
+    """The text inside the last `<answer>` block, if any (cut to `rules.max_answer_chars`
+    plus an ellipsis when longer, so a megabyte answer does not travel in every log row)."""
     value: Fraction | None = None
     """The exact value the answer reached, when it could be evaluated."""
     missing: tuple[int, ...] = ()
@@ -95,6 +96,8 @@ def score_response(response: str, task: Task, rules: Rules | None = None, **over
     if isinstance(extracted, Score):
         return extracted
     answer, after = extracted
+    if len(answer) > rules.max_answer_chars:
+        return Score(0.0, Outcome.LIMIT_EXCEEDED, f"answer longer than {rules.max_answer_chars} characters", answer=answer[: rules.max_answer_chars] + "...")
     try:
         tree = parse(answer, rules)
     except ExpressionError as err:

@@ -12,12 +12,11 @@ from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
 from itertools import combinations
-from typing import Union
 
 from countdown_env.expression import BinOp, Node, Num, Value, apply, to_text
 from countdown_env.rules import DEFAULT_RULES, Rules
 
-Expr = Union[int, tuple]  # int leaf or (op, left, right)
+Expr = int | tuple  # int leaf or (op, left, right)
 
 
 def expr_to_node(expr: Expr) -> Node:
@@ -111,6 +110,30 @@ def reachable(numbers: Sequence[int], rules: Rules = DEFAULT_RULES) -> dict[Valu
     return out
 
 
+def _last_step(a: Value, ea: Expr, b: Value, eb: Expr, target: int, ops: tuple[str, ...]) -> Expr | None:
+    """The final operation on the last two values, if one reaches `target`.
+
+    The leaves of the search are most of its nodes, so this tests the target directly
+    (`a == target * b` instead of building a Fraction for a / b) rather than listing
+    every value. The caller has checked that `target` itself is an allowed value.
+    """
+    if "+" in ops and a + b == target:
+        return ("+", ea, eb)
+    if "*" in ops and a * b == target:
+        return ("*", ea, eb)
+    if "-" in ops:
+        if a - b == target:
+            return ("-", ea, eb)
+        if b - a == target:
+            return ("-", eb, ea)
+    if "/" in ops:
+        if b != 0 and a == target * b:
+            return ("/", ea, eb)
+        if a != 0 and b == target * a:
+            return ("/", eb, ea)
+    return None
+
+
 def _dfs(items: list[tuple[Value, Expr]], target: int, rules: Rules, dead: set[tuple[Value, ...]]) -> Expr | None:
     if not rules.use_all_numbers:
         for value, expr in items:
@@ -118,6 +141,9 @@ def _dfs(items: list[tuple[Value, Expr]], target: int, rules: Rules, dead: set[t
                 return expr
     if len(items) == 1:
         return items[0][1] if items[0][0] == target else None
+    if len(items) == 2:
+        (a, ea), (b, eb) = items
+        return _last_step(a, ea, b, eb, target, rules.operators) if allowed_value(target, rules) else None
     key = tuple(sorted(v for v, _ in items))
     if key in dead:
         return None
@@ -153,7 +179,15 @@ class Closest:
 
 
 def closest(numbers: Sequence[int], target: int, rules: Rules = DEFAULT_RULES) -> Closest:
-    """The reachable value nearest to `target` (ties go to the smaller value)."""
+    """The reachable value nearest to `target` (ties go to the smaller value).
+
+    An exact solution is looked for first (the depth-first `solve` stops early); only
+    without one is every reachable value listed, which for six numbers under the
+    default (fractional) rules takes seconds.
+    """
+    exact = solve(numbers, target, rules)
+    if exact is not None:
+        return Closest(target, exact, 0)
     values = reachable(numbers, rules)
     best = min(values, key=lambda v: (abs(v - target), v))
     return Closest(best, expr_to_text(values[best]), abs(best - target))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 import random
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -32,6 +33,19 @@ from countdown_env.solver import (
 SPLITS = ("train", "test")
 
 
+def _as_int(value: Any, name: str) -> int:
+    """An exact integer from an int-like value (numpy ints, 3.0), never by truncation:
+    `int(2.5)` would silently turn a bad row into a different task."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be integers, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ValueError(f"{name} must be integers, got {value!r}") from None
+
+
 @dataclass(frozen=True)
 class Task:
     """One Countdown problem: reach `target` from `numbers`."""
@@ -50,8 +64,10 @@ class Task:
     index: int | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "numbers", tuple(int(n) for n in self.numbers))
-        object.__setattr__(self, "target", int(self.target))
+        if isinstance(self.numbers, (str, bytes)) or not isinstance(self.numbers, Iterable):
+            raise ValueError(f"numbers must be a sequence of integers, got {self.numbers!r}")
+        object.__setattr__(self, "numbers", tuple(_as_int(n, "numbers") for n in self.numbers))
+        object.__setattr__(self, "target", _as_int(self.target, "target"))
         if not self.numbers:
             raise ValueError("a task needs at least one number")
         if any(n < 0 for n in self.numbers):
@@ -245,19 +261,36 @@ def _min_operations(numbers: Sequence[int], target: int, rules: Rules) -> int:
     raise ValueError(f"{numbers} cannot reach {target}")
 
 
+#: Consecutive indices without a new task after which a config counts as exhausted.
+MAX_MISSES = 20_000
+
+
 def iter_tasks(seed: int, config: TaskConfig | None = None, split: str | None = None, test_fraction: float = 0.1, start: int = 0) -> Iterator[Task]:
-    """Distinct tasks for indices start, start+1, ...; only those in `split` if given."""
+    """Distinct tasks for indices start, start+1, ...; only those in `split` if given.
+
+    Raises ValueError once `MAX_MISSES` consecutive indices give no new task: a small
+    config (say 3 numbers in 1..5) has fewer distinct tasks than were asked for, and
+    looping forever would hide that.
+    """
     if split is not None and split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}")
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
     seen: set[tuple[tuple[int, ...], int]] = set()
     index = start
+    misses = 0
     while True:
         task = task_at(seed, index, config)
         index += 1
         if task.key in seen or (split is not None and split_of(task.key, test_fraction) != split):
+            misses += 1
+            if misses >= MAX_MISSES:
+                raise ValueError(
+                    f"found only {len(seen)} distinct {split or ''} tasks: {MAX_MISSES} draws in a row gave no new one; "
+                    "ask for fewer tasks or widen number_range/target_range"
+                )
             continue
+        misses = 0
         seen.add(task.key)
         yield task
 
@@ -311,8 +344,13 @@ def read_tasks(path: str | Path) -> list[Task]:
             import pyarrow.parquet as pq
         except ImportError as err:  # pragma: no cover - pyarrow ships with datasets
             raise ImportError("reading parquet tasks needs pyarrow: pip install pyarrow") from err
-        rows = pq.read_table(path).to_pylist()
-        return [Task.from_dict(row) for row in rows]
+        tasks = []
+        for rownum, row in enumerate(pq.read_table(path).to_pylist()):
+            try:
+                tasks.append(Task.from_dict(row))
+            except (ValueError, TypeError) as err:
+                raise ValueError(f"{path}: row {rownum}: not a task row ({err})") from None
+        return tasks
     tasks = []
     with path.open() as f:
         for lineno, line in enumerate(f, 1):
