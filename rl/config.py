@@ -1,0 +1,200 @@
+"""`PPOConfig`: every knob of a PPO run, typed, documented and validated; YAML presets over it.
+
+The CLI and notebooks build it the same way: `load_config(path_or_preset, overrides)`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from countdown_env import PRESETS, Rules
+from countdown_env.rules import PROMPT_STYLES
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+TRUNCATION_MODES = ("mask", "zero", "keep")
+KL_ESTIMATORS = ("k1", "k3")
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """A PPO run on Countdown (defaults: the `tiny-cpu` preset's spirit, small and safe)."""
+
+    # ---- data ---------------------------------------------------------------------
+    seed: int = 0
+    """Seeds everything: prompt order, sampling, mini-batch shuffles, generated tasks."""
+    task_preset: str = "tiny"
+    """countdown_env task preset for generated RL and eval tasks (ignored for RL tasks given by --tasks)."""
+    num_train_tasks: int = 4000
+    """RL prompts generated from the preset's train split (disjoint from the eval tasks)."""
+    num_eval_tasks: int = 200
+    """Held-out tasks (the preset's test split) for the periodic greedy evaluation."""
+    prompt_style: str = "compact"
+    """Prompt template: `compact` for tiny character-level models, `tinyzero` (or `chat`) for real LMs."""
+    # ---- reward -------------------------------------------------------------------
+    strict_ending: bool = True
+    """Reward 0 unless the completion ends at its final </answer> (stops babbling after the answer)."""
+    format_reward: float = 0.1
+    """Reward for a well-formed but wrong answer."""
+    truncated: str = "mask"
+    """Completions that hit max_response_length without EOS: `mask` (left out of the update),
+    `zero` (reward 0), or `keep` (scored like any other)."""
+    max_attempts: int = 1
+    """Turns per episode in the Gymnasium env: 1 = single-turn; >1 = multi-turn with feedback,
+    each turn one PPO sample rewarded by its own step."""
+    # ---- rollouts -----------------------------------------------------------------
+    prompts_per_step: int = 16
+    """Prompts per PPO step (over all processes)."""
+    rollouts_per_prompt: int = 4
+    """Completions sampled per prompt."""
+    max_response_length: int = 64
+    """Most tokens generated per completion."""
+    temperature: float = 1.0
+    """Sampling temperature for rollouts."""
+    generation_batch_size: int = 0
+    """Completions generated per `generate` call (0 = all of a step's at once)."""
+    # ---- optimisation -------------------------------------------------------------
+    total_steps: int = 100
+    """PPO steps (each: rollouts, then `ppo_epochs` passes over them)."""
+    actor_lr: float = 3e-5
+    """Policy learning rate (AdamW)."""
+    critic_lr: float = 1e-4
+    """Critic learning rate (AdamW)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay for both models."""
+    ppo_epochs: int = 1
+    """Passes over each step's rollouts."""
+    mini_batch_size: int = 32
+    """Completions per gradient step (per process)."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm."""
+    kl_coef: float = 0.001
+    """Coefficient of the per-token KL penalty to the reference, folded into the reward."""
+    kl_estimator: str = "k1"
+    """`k1` (log ratio, TRL/veRL default) or `k3` (non-negative)."""
+    gamma: float = 1.0
+    """Discount over tokens."""
+    lam: float = 1.0
+    """GAE lambda."""
+    cliprange: float = 0.2
+    """Policy ratio clip."""
+    cliprange_value: float = 0.2
+    """Value clip around the rollout-time value."""
+    entropy_coef: float = 0.0
+    """Entropy bonus weight."""
+    whiten_advantages: bool = True
+    """Normalise advantages to zero mean, unit variance over the step's tokens."""
+    # ---- logging and checkpoints --------------------------------------------------
+    eval_every: int = 25
+    """Greedy evaluation on the held-out tasks every this many steps (and at the end); 0 = never."""
+    save_every: int = 10
+    """Checkpoint every this many steps (and at the end)."""
+    keep_checkpoints: int = 2
+    """Most recent checkpoints kept on disk."""
+    log_rollouts: int = 16
+    """Completions per step written to rollouts.jsonl (for behaviour analysis)."""
+    model: str = ""
+    """Model path or hub id (usually given by --model, which overrides this)."""
+
+    def __post_init__(self) -> None:
+        positive = ("num_train_tasks", "prompts_per_step", "rollouts_per_prompt", "max_response_length", "total_steps",
+                    "ppo_epochs", "mini_batch_size", "save_every", "keep_checkpoints", "max_attempts")  # fmt: skip
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("num_eval_tasks", "eval_every", "log_rollouts", "generation_batch_size"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("actor_lr", "critic_lr", "temperature", "max_grad_norm", "cliprange", "cliprange_value"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("kl_coef", "entropy_coef", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not (0.0 <= self.gamma <= 1.0 and 0.0 <= self.lam <= 1.0):
+            raise ValueError(f"gamma and lam must be in [0, 1], got gamma={self.gamma}, lam={self.lam}")
+        if self.task_preset not in PRESETS:
+            raise ValueError(f"task_preset must be one of {sorted(PRESETS)}, got {self.task_preset!r}")
+        if self.prompt_style not in (*PROMPT_STYLES, "chat"):
+            raise ValueError(f"prompt_style must be one of {sorted((*PROMPT_STYLES, 'chat'))}, got {self.prompt_style!r}")
+        if self.truncated not in TRUNCATION_MODES:
+            raise ValueError(f"truncated must be one of {TRUNCATION_MODES}, got {self.truncated!r}")
+        if self.kl_estimator not in KL_ESTIMATORS:
+            raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {self.kl_estimator!r}")
+        self.rules  # noqa: B018 - validates format_reward through Rules
+
+    @property
+    def rules(self) -> Rules:
+        """The reward rules: defaults plus this run's strict ending and format reward."""
+        return Rules(strict_ending=self.strict_ending, format_reward=self.format_reward)
+
+    @property
+    def batch_size(self) -> int:
+        """Completions per step over all processes."""
+        return self.prompts_per_step * self.rollouts_per_prompt
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> PPOConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def preset_path(name: str) -> Path:
+    return CONFIG_DIR / f"{name}.yaml"
+
+
+def presets() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """`["key=value", ...]` -> dict, each value parsed as YAML (`3e-5`, `true`, `[1, 2]`)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def load_config(source: str | Path | None = None, overrides: dict[str, Any] | None = None) -> PPOConfig:
+    """A config from a YAML file or preset name (`tiny-cpu`, `paper-3b`), then `overrides`."""
+    values: dict[str, Any] = {}
+    if source:
+        path = Path(source)
+        if not path.exists():
+            if preset_path(str(source)).exists():
+                path = preset_path(str(source))
+            else:
+                raise FileNotFoundError(f"config {source} is neither a file nor a preset; presets: {presets()}")
+        values = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: a config file must be a mapping of field: value")
+    values.update(overrides or {})
+    known = {f.name: f for f in fields(PPOConfig)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"unknown config field(s) {unknown}; known fields: {sorted(known)}")
+    # YAML reads 1e-6 as a string; coerce each value to its field's type.
+    typed = {k: _coerce(k, v, known[k].type) for k, v in values.items()}
+    return PPOConfig(**typed)
+
+
+def _coerce(name: str, value: Any, annotation: Any) -> Any:
+    kind = {"int": int, "float": float, "bool": bool, "str": str}.get(str(annotation))
+    if kind is None or isinstance(value, kind):
+        return value
+    try:
+        if kind is bool:
+            raise TypeError
+        if kind is int and isinstance(value, float) and not value.is_integer():
+            raise TypeError
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a {kind.__name__}, got {value!r}") from None

@@ -1,0 +1,153 @@
+"""Evaluation of a policy on Countdown tasks: greedy accuracy, pass@k, diversity, OOD, length.
+
+RL trades diversity for greedy accuracy (shared/CALIBRATION.md), so pass@k and the number
+of distinct correct equations are reported beside accuracy. Evaluation uses the default
+(tolerant) rules: text after the final `</answer>` is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from countdown_env import DEFAULT_RULES, Rules, Task, TaskConfig, generate_tasks, score_response
+from rl.rollout import build_prompt, generate
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How `countdown-lab eval` evaluates a model."""
+
+    k: int = 8
+    """Samples per task at temperature 1 (pass@k for k = 1, 2, 4, ... up to this)."""
+    temperature: float = 1.0
+    """Sampling temperature for the pass@k samples."""
+    max_new_tokens: int = 96
+    """Longest completion, in tokens."""
+    prompt_style: str = "compact"
+    """Prompt template (`compact`, `tinyzero`, `chat`): the one the model was trained with."""
+    batch_size: int = 64
+    """Prompts per `generate` call."""
+    seed: int = 0
+    """Seeds the samples and the generated OOD tasks."""
+    num_ood_tasks: int = 200
+    """Harder tasks (one more number than the eval tasks' most) to generate; 0 = skip."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.k <= 64:
+            raise ValueError(f"k must be in 1..64, got {self.k}")
+        for name in ("max_new_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.num_ood_tasks < 0:
+            raise ValueError(f"num_ood_tasks must be >= 0, got {self.num_ood_tasks}")
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples with c correct (Chen et al., 2021): 1 - C(n-c, k) / C(n, k)."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"need 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def normalize_equation(answer: str) -> str:
+    """An answer without spaces and without a trailing `= n`, to count distinct equations."""
+    return re.sub(r"=.*$", "", re.sub(r"\s+", "", answer))
+
+
+def ood_tasks_for(tasks: Sequence[Task], n: int, seed: int) -> list[Task]:
+    """`n` harder tasks: one more number than the most in `tasks`, same number and target ranges."""
+    if not tasks or n == 0:
+        return []
+    numbers = [x for t in tasks for x in t.numbers]
+    targets = [t.target for t in tasks]
+    count = max(len(t.numbers) for t in tasks) + 1
+    config = TaskConfig(min_numbers=count, max_numbers=count, number_range=(min(numbers), max(numbers)), target_range=(min(targets), max(targets)))
+    return generate_tasks(n, seed=seed, config=config)
+
+
+def _sample_rows(tasks: Sequence[Task], texts: Sequence[str], finished: Sequence[bool], lengths: Sequence[float], rules: Rules, **fields: Any) -> list[dict[str, Any]]:
+    rows = []
+    for task, text, done, length in zip(tasks, texts, finished, lengths, strict=True):
+        score = score_response(text, task, rules)
+        rows.append({
+            "text": text, "numbers": list(task.numbers), "target": task.target, "reward": score.reward, "correct": score.correct,
+            "well_formed": score.well_formed, "outcome": score.outcome.value, "answer": score.answer, "finished": bool(done),
+            "length": int(length), **fields,
+        })  # fmt: skip
+    return rows
+
+
+def greedy_eval(
+    model: Any, tokenizer: Any, tasks: Sequence[Task], *, rules: Rules = DEFAULT_RULES, prompt_style: str = "compact",
+    max_new_tokens: int = 96, batch_size: int = 64, rows: list[dict[str, Any]] | None = None, **fields: Any,
+) -> dict[str, float]:  # fmt: skip
+    """accuracy, format_rate and mean response length of greedy completions (rows appended to `rows`)."""
+    import torch
+
+    prompts = [build_prompt(t, prompt_style, rules, tokenizer) for t in tasks]
+    with torch.inference_mode():
+        gen = generate(model, tokenizer, prompts, max_new_tokens, do_sample=False, batch_size=batch_size)
+    out = _sample_rows(tasks, gen.texts, gen.finished.tolist(), gen.lengths.tolist(), rules, mode="greedy", **fields)
+    if rows is not None:
+        rows.extend(out)
+    return {
+        "accuracy": float(np.mean([r["correct"] for r in out])) if out else 0.0,
+        "format_rate": float(np.mean([r["well_formed"] for r in out])) if out else 0.0,
+        "response_length": float(np.mean([r["length"] for r in out])) if out else 0.0,
+    }
+
+
+def evaluate(model: Any, tokenizer: Any, tasks: Sequence[Task], config: EvalConfig = EvalConfig(), *, rules: Rules = DEFAULT_RULES,
+             ood_tasks: Sequence[Task] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:  # fmt: skip
+    """(report, completion rows). The report has `n`, `accuracy` (greedy), `format_rate`,
+    `response_length`, `sample_accuracy` and `pass@k` at temperature 1, `distinct_correct`
+    (mean distinct correct equations per task among the k samples), and `ood/...`."""
+    import torch
+
+    if not tasks:
+        raise ValueError("no tasks to evaluate; pass a non-empty --tasks file")
+    rows: list[dict[str, Any]] = []
+    report: dict[str, Any] = {"n": len(tasks), "k": config.k}
+    report.update(greedy_eval(model, tokenizer, tasks, rules=rules, prompt_style=config.prompt_style, max_new_tokens=config.max_new_tokens,
+                              batch_size=config.batch_size, rows=rows, split="eval"))  # fmt: skip
+
+    # k samples per task at temperature 1, from a forked RNG seeded by config.seed.
+    repeated = [t for t in tasks for _ in range(config.k)]
+    prompts = [build_prompt(t, config.prompt_style, rules, tokenizer) for t in repeated]
+    with torch.random.fork_rng(devices=[]), torch.inference_mode():
+        torch.manual_seed(config.seed)
+        gen = generate(model, tokenizer, prompts, config.max_new_tokens, do_sample=True, temperature=config.temperature, batch_size=config.batch_size)
+    samples = _sample_rows(repeated, gen.texts, gen.finished.tolist(), gen.lengths.tolist(), rules, mode="sample", split="eval")
+    for i, row in enumerate(samples):
+        row["sample"] = i % config.k
+    rows.extend(samples)
+    per_task = [samples[i : i + config.k] for i in range(0, len(samples), config.k)]
+    correct_counts = [sum(r["correct"] for r in group) for group in per_task]
+    report["sample_accuracy"] = float(np.mean([r["correct"] for r in samples]))
+    report["sample_format_rate"] = float(np.mean([r["well_formed"] for r in samples]))
+    report["sample_response_length"] = float(np.mean([r["length"] for r in samples]))
+    k = 1
+    while k <= config.k:
+        report[f"pass@{k}"] = float(np.mean([pass_at_k(config.k, c, k) for c in correct_counts]))
+        k *= 2
+    report[f"pass@{config.k}"] = float(np.mean([c > 0 for c in correct_counts]))
+    report["distinct_correct"] = float(np.mean([len({normalize_equation(r["answer"]) for r in g if r["correct"]}) for g in per_task]))
+
+    ood = list(ood_tasks) if ood_tasks is not None else ood_tasks_for(tasks, config.num_ood_tasks, config.seed)
+    if ood:
+        ood_report = greedy_eval(model, tokenizer, ood, rules=rules, prompt_style=config.prompt_style, max_new_tokens=config.max_new_tokens,
+                                 batch_size=config.batch_size, rows=rows, split="ood")  # fmt: skip
+        report.update({f"ood/{k}": v for k, v in ood_report.items()})
+        report["ood/n"] = len(ood)
+        report["ood/num_numbers"] = max(len(t.numbers) for t in ood)
+    return report, rows
