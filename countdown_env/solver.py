@@ -233,38 +233,72 @@ def _render_canon(form: object) -> str:
     return text
 
 
-@lru_cache(maxsize=1024)
-def _forms_all(items: tuple[Value, ...], rules: Rules, cap: int) -> dict[Value, frozenset]:
+def _partners(a: Value, value: Value, ops: tuple[str, ...], rvals: dict[Value, Expr]) -> Iterator[tuple[str, bool, Value]]:
+    """(op, swapped, b) for every b in `rvals` with `a op b == value` (or `b op a` if swapped).
+
+    Solves for b instead of trying every b; only 0 * b and 0 / b (any b reaches 0) need a scan.
+    """
+    candidates: list[tuple[str, bool, Value | None]] = []
+    if "+" in ops:
+        candidates.append(("+", False, value - a))
+    if "-" in ops:
+        candidates += [("-", False, a - value), ("-", True, a + value)]
+    if "*" in ops:
+        if a != 0:
+            candidates.append(("*", False, apply("/", value, a)))
+        elif value == 0:
+            candidates += [("*", False, b) for b in rvals]
+    if "/" in ops:
+        if value != 0:
+            candidates.append(("/", False, apply("/", a, value)))
+        elif a == 0:
+            candidates += [("/", False, b) for b in rvals if b != 0]
+        if a != 0:
+            candidates.append(("/", True, value * a))
+    for op, swapped, b in candidates:
+        # The exact re-check keeps this a filter: a candidate is only ever a guess.
+        if b is not None and b in rvals and (apply(op, b, a) if swapped else apply(op, a, b)) == value:
+            yield op, swapped, b
+
+
+@lru_cache(maxsize=4096)
+def _forms_for(items: tuple[Value, ...], value: Value, rules: Rules, cap: int) -> frozenset:
+    """Canonical forms (at most `cap`) of expressions over all of `items` that reach `value`.
+
+    Top-down: for each split, each left value a and only the right values b that combine
+    with a into `value`, so forms are built for the values on a path to the target
+    rather than for every reachable value (seconds for six numbers otherwise).
+    """
     if len(items) == 1:
-        return {items[0]: frozenset([items[0]])}
-    out: dict[Value, set] = {}
+        return frozenset([items[0]]) if items[0] == value else frozenset()
+    if not allowed_value(value, rules):
+        return frozenset()
+    out: set = set()
     for left, right in _splits(items):
-        lforms, rforms = _forms_all(left, rules, cap), _forms_all(right, rules, cap)
-        for a, fa in lforms.items():
-            for b, fb in rforms.items():
-                for op, swapped, value in combine(a, b, rules):
-                    bucket = out.setdefault(value, set())
-                    if len(bucket) >= cap:
-                        continue
-                    for x in fa:
-                        for y in fb:
-                            bucket.add(_canon(op, y, x) if swapped else _canon(op, x, y))
-                            if len(bucket) >= cap:
-                                break
-    return {v: frozenset(f) for v, f in out.items()}
+        rvals = reachable_using_all(right, rules)
+        for a in reachable_using_all(left, rules):
+            for op, swapped, b in _partners(a, value, rules.operators, rvals):
+                fa, fb = _forms_for(left, a, rules, cap), _forms_for(right, b, rules, cap)
+                for x in fa:
+                    for y in fb:
+                        out.add(_canon(op, y, x) if swapped else _canon(op, x, y))
+                        if len(out) >= cap:
+                            return frozenset(out)
+    return frozenset(out)
 
 
 def all_solutions(numbers: Sequence[int], target: int, rules: Rules = DEFAULT_RULES, cap: int = 100) -> list[str]:
     """Distinct solutions up to commutativity/associativity, at most `cap` of them.
 
     The cap bounds the forms kept per (sub-multiset, value), so work stays bounded for
-    six numbers; below the cap the list is complete.
+    six numbers; below the cap the list is complete. Which solutions make the list when
+    there are more than `cap` depends on search order (the list is sorted, not ranked).
     """
     items = tuple(sorted(numbers))
     subsets: Iterable[tuple[int, ...]] = [items] if rules.use_all_numbers else sub_multisets(items)
     found: dict[str, None] = {}
     for sub in subsets:
-        for form in _forms_all(sub, rules, cap).get(target, ()):
+        for form in _forms_for(sub, target, rules, cap):
             found.setdefault(_render_canon(form), None)
             if len(found) >= cap:
                 return sorted(found)
