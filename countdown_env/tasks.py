@@ -90,7 +90,7 @@ class Task:
             raise ValueError(f"a task row needs 'numbers' (or 'nums') and 'target'; got keys {sorted(row)}")
         known = {f.name for f in fields(cls)}
         extra = {k: v for k, v in row.items() if k in known and k not in ("numbers", "target")}
-        return cls(numbers=tuple(numbers), target=row["target"], **extra)
+        return cls(numbers=numbers, target=row["target"], **extra)  # __post_init__ validates
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import random
 from collections import Counter
 from collections.abc import Iterator
 from fractions import Fraction
-from functools import lru_cache
+from functools import cache
 from itertools import combinations
 
 import pytest
@@ -40,7 +40,7 @@ def _ok(value: Fraction, rules: Rules) -> bool:
     return rules.allow_negative_intermediates or value >= 0
 
 
-@lru_cache(maxsize=None)
+@cache
 def brute(numbers: tuple[int, ...], rules: Rules) -> dict[Fraction, frozenset]:
     """value -> set of canonical forms of every expression using *all* of `numbers`."""
     if len(numbers) == 1:
