@@ -136,10 +136,16 @@ def prepare_tokenizer(tokenizer: Any) -> Any:
     return tokenizer
 
 
+def resolve_model_path(name_or_path: str | Path) -> str:
+    """A run directory (its final model in `model/`, as `countdown-lab sft` writes) or the path/hub id itself."""
+    inner = Path(name_or_path) / "model"
+    return str(inner) if (inner / "config.json").is_file() else str(name_or_path)
+
+
 def load_tokenizer(name_or_path: str | Path) -> Any:
     from transformers import AutoTokenizer
 
-    return prepare_tokenizer(AutoTokenizer.from_pretrained(str(name_or_path)))
+    return prepare_tokenizer(AutoTokenizer.from_pretrained(resolve_model_path(name_or_path)))
 
 
 def load_model(name_or_path: str | Path, *, dtype: Any = None, device: Any = None) -> Any:
@@ -149,7 +155,7 @@ def load_model(name_or_path: str | Path, *, dtype: Any = None, device: Any = Non
 
     if dtype is None:
         dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(resolve_model_path(name_or_path), dtype=dtype)
     return model.to(device) if device is not None else model
 
 

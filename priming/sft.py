@@ -1,0 +1,517 @@
+"""Supervised fine-tuning on reasoning traces ("priming") through TRL's `SFTTrainer`.
+
+`SFTRunConfig` is the whole job in one typed, validated object (the CLI and notebooks
+build the same one); `to_trl()` maps it onto `trl.SFTConfig`, and `run_sft` runs it.
+TRL does the work: prompt/completion tokenisation, EOS appended to every completion so
+the model learns to stop, completion-only loss, checkpoints and resuming. What this
+module adds is the study's recipe, a CPU preset, CPU-safe defaults and the run directory:
+
+    OUTPUT_DIR/config.json          the resolved configuration
+    OUTPUT_DIR/metrics.jsonl        one row per logged step: step, train/..., eval/...
+    OUTPUT_DIR/checkpoints/         checkpoint-N folders; `resume=True` picks the last one
+    OUTPUT_DIR/model/               the final model + tokenizer (LoRA merged), loadable by path
+
+The model lives in `model/` because a run directory's `config.json` is the run's
+configuration, not the model's; `rl.models.load_model` accepts the run directory too.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from countdown_env.rules import PROMPT_STYLES
+from countdown_env.scoring import score_response
+from countdown_env.tasks import Task
+
+#: Learning-rate schedules offered (names of transformers' `SchedulerType`).
+SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
+
+#: Named recipes; a preset's values are defaults that explicit options override.
+PRESETS: dict[str, dict[str, Any]] = {
+    # The study's priming recipe for 3B models: 5 epochs, lr 1e-5, cosine with 10%
+    # warm-up, weight decay 0.01 (the dataclass defaults). The batch (4 x 8 accumulated =
+    # 32 sequences a step) is our choice.
+    "paper-3b": {},
+    # Tiny models trained from scratch on 1 CPU thread (shared/CALIBRATION.md): a much
+    # higher learning rate, batch 16, short sequences, compact prompts.
+    "tiny-cpu": {
+        "epochs": 3.0,
+        "learning_rate": 2e-3,
+        "batch_size": 16,
+        "gradient_accumulation_steps": 1,
+        "max_length": 512,
+        "prompt_style": "compact",
+        "save_steps": 200,
+        "eval_max_new_tokens": 192,
+    },
+}
+
+
+@dataclass(frozen=True)
+class SFTRunConfig:
+    """One SFT job. Defaults are the study's recipe for 3B models (`PRESETS["paper-3b"]`)."""
+
+    model: str
+    """Model to fine-tune: a local path (e.g. from `countdown-lab init-model`, or a run directory) or a hub id."""
+    data: str
+    """Training data: what `countdown-lab prime` wrote, or a JSONL file (see `priming.sft_data`)."""
+    output_dir: str
+    """Run directory: config.json, metrics.jsonl, checkpoints/, model/."""
+    epochs: float = 5.0
+    """Passes over the training split."""
+    max_steps: int | None = None
+    """Stop after this many optimiser steps (overrides `epochs`)."""
+    learning_rate: float = 1e-5
+    """Peak learning rate of AdamW."""
+    lr_scheduler: str = "cosine"
+    """Learning-rate schedule after warm-up (one of `SCHEDULERS`)."""
+    warmup_ratio: float = 0.1
+    """Share of all steps spent warming the learning rate up from 0."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    batch_size: int = 4
+    """Sequences per device per forward pass."""
+    gradient_accumulation_steps: int = 8
+    """Forward passes per optimiser step (the effective batch is batch_size x this x devices)."""
+    max_length: int | None = 1024
+    """Longest prompt + completion in tokens; longer sequences are truncated (None: never)."""
+    prompt_style: str = "tinyzero"
+    """Prompt template for trace rows without a prompt (`countdown_env.rules.PROMPT_STYLES`)."""
+    max_train_samples: int | None = None
+    """Use only the first N training rows (None: all)."""
+    seed: int = 0
+    """Seed of initialisation (LoRA), data order and dropout."""
+    logging_steps: int = 10
+    """Optimiser steps between rows of metrics.jsonl."""
+    save_steps: int = 500
+    """Optimiser steps between checkpoints."""
+    save_total_limit: int | None = 2
+    """Checkpoints kept (older ones are deleted; None: keep all)."""
+    eval_steps: int | None = None
+    """Steps between evaluations on the `test` split (loss, and accuracy when rows carry tasks); None: only at the end."""
+    eval_samples: int = 200
+    """Held-out tasks whose greedy completions are scored for eval/accuracy (0: no generation)."""
+    eval_max_new_tokens: int = 512
+    """Generation budget per held-out task."""
+    lora_r: int = 0
+    """LoRA rank; 0 fine-tunes every weight."""
+    lora_alpha: int = 32
+    """LoRA scaling numerator (the update is scaled by alpha / r)."""
+    lora_dropout: float = 0.05
+    """Dropout on the LoRA branch."""
+    bf16: bool | None = None
+    """bf16 mixed precision; None: on only where a CUDA GPU supports it (TRL would turn it on everywhere)."""
+    gradient_checkpointing: bool | None = None
+    """Recompute activations to save memory; None: on only on a GPU (TRL turns it on everywhere, which only slows a CPU)."""
+    preset: str | None = None
+    """Name of the preset these values came from (recorded in config.json)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Further `trl.SFTConfig` fields passed through unchanged (e.g. {"packing": True})."""
+
+    def __post_init__(self) -> None:
+        for name in ("model", "data", "output_dir"):
+            if not getattr(self, name):
+                raise ValueError(f"{name} is required")
+        if not self.epochs > 0:
+            raise ValueError(f"epochs must be > 0, got {self.epochs}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1 (or None to train for `epochs`), got {self.max_steps}")
+        if not 0 < self.learning_rate < 1:
+            raise ValueError(f"learning_rate must be in (0, 1), got {self.learning_rate}")
+        if self.lr_scheduler not in SCHEDULERS:
+            raise ValueError(f"lr_scheduler must be one of {SCHEDULERS}, got {self.lr_scheduler!r}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        for name in ("batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps", "eval_max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_train_samples", "save_total_limit", "eval_steps"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1 or None, got {value}")
+        if self.max_length is not None and self.max_length < 8:
+            raise ValueError(f"max_length must be >= 8 tokens or None, got {self.max_length}")
+        if self.prompt_style not in PROMPT_STYLES:
+            raise ValueError(f"prompt_style must be one of {sorted(PROMPT_STYLES)}, got {self.prompt_style!r}")
+        if self.eval_samples < 0:
+            raise ValueError(f"eval_samples must be >= 0, got {self.eval_samples}")
+        if self.lora_r < 0 or self.lora_alpha < 1:
+            raise ValueError(f"lora_r must be >= 0 (0: no LoRA) and lora_alpha >= 1, got {self.lora_r}, {self.lora_alpha}")
+        if not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if self.preset is not None and self.preset not in PRESETS:
+            raise ValueError(f"unknown SFT preset {self.preset!r}; choose one of {sorted(PRESETS)}")
+        ours = {f.name for f in fields(self)}
+        clash = sorted(set(self.extra) & (ours | {"output_dir", "num_train_epochs", "per_device_train_batch_size", "warmup_steps"}))
+        if clash:
+            raise ValueError(f"extra must not set {clash}: use the config fields of the same meaning")
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> SFTRunConfig:
+        """A preset's values, with `overrides` (None values are ignored, so CLI defaults pass through)."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown SFT preset {name!r}; choose one of {sorted(PRESETS)}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"unknown SFT option(s) {unknown}; known: {sorted(known)}")
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return cls(**{**PRESETS[name], **given, "preset": name})
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir)
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.run_dir / "model"
+
+    def resolved_precision(self) -> dict[str, bool]:
+        """bf16 and gradient checkpointing after resolving None for this machine."""
+        gpu = _cuda_available()
+        bf16 = self.bf16 if self.bf16 is not None else gpu and _cuda_bf16()
+        checkpointing = self.gradient_checkpointing if self.gradient_checkpointing is not None else gpu
+        return {"bf16": bool(bf16), "gradient_checkpointing": bool(checkpointing)}
+
+    def to_trl(self, *, evaluate: bool = False, progress: bool = True) -> Any:
+        """The `trl.SFTConfig` this job trains with (checkpoints go to `checkpoint_dir`)."""
+        from trl import SFTConfig
+
+        precision = self.resolved_precision()
+        eval_args: dict[str, Any] = {"eval_strategy": "no"}
+        if evaluate and self.eval_steps is not None:
+            eval_args = {"eval_strategy": "steps", "eval_steps": self.eval_steps, "per_device_eval_batch_size": self.batch_size}
+        return SFTConfig(
+            output_dir=str(self.checkpoint_dir),
+            num_train_epochs=self.epochs,
+            max_steps=self.max_steps if self.max_steps is not None else -1,
+            learning_rate=self.learning_rate,
+            lr_scheduler_type=self.lr_scheduler,
+            # transformers 5 reads a float < 1 as a share of all steps (warmup_ratio is gone).
+            warmup_steps=self.warmup_ratio,
+            weight_decay=self.weight_decay,
+            per_device_train_batch_size=self.batch_size,
+            gradient_accumulation_steps=self.gradient_accumulation_steps,
+            max_length=self.max_length,
+            # Loss on the completion only: the prompt is given, not something to learn.
+            completion_only_loss=True,
+            seed=self.seed,
+            data_seed=self.seed,
+            logging_steps=self.logging_steps,
+            logging_first_step=True,
+            save_strategy="steps",
+            save_steps=self.save_steps,
+            save_total_limit=self.save_total_limit,
+            bf16=precision["bf16"],
+            **_checkpointing_args(SFTConfig, precision["gradient_checkpointing"]),
+            dataloader_pin_memory=_cuda_available(),
+            report_to="none",
+            disable_tqdm=not progress,
+            # Tokenising a few thousand short rows in worker processes costs more than it saves.
+            dataset_num_proc=None,
+            **eval_args,
+            **self.extra,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _checkpointing_args(config_cls: type, enabled: bool) -> dict[str, bool]:
+    """Activation checkpointing on or off, under the name this transformers version reads.
+
+    TRL defaults `gradient_checkpointing` to True; transformers 5 renamed it
+    `activation_checkpointing` and uses the old name only when the new one is unset.
+    """
+    names = {f.name for f in fields(config_cls)}
+    args = {"gradient_checkpointing": enabled}
+    if "activation_checkpointing" in names:
+        args["activation_checkpointing"] = enabled
+    return args
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _cuda_bf16() -> bool:
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+@dataclass(frozen=True)
+class SFTResult:
+    """What a finished SFT run produced."""
+
+    run_dir: Path
+    model_dir: Path
+    global_step: int
+    train_loss: float
+    """Mean training loss over the steps run in this call."""
+    seconds: float
+    """Wall-clock time of this call's training loop."""
+    n_train: int
+    resumed_from: str | None
+    final_eval: dict[str, float]
+    """The last evaluation (eval/loss, eval/accuracy, eval/well_formed), empty if there was no test split."""
+
+
+# ---- metrics.jsonl -----------------------------------------------------------------
+
+
+def namespaced(logs: dict[str, float]) -> dict[str, float]:
+    """Trainer log keys as the run-directory contract names them: `train/...`, `eval/...`."""
+    out = {}
+    for key, value in logs.items():
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            continue
+        if key == "train_loss":  # the run's mean loss, not a step's
+            out["train/mean_loss"] = float(value)
+        elif key.startswith("eval_"):
+            out["eval/" + key.removeprefix("eval_")] = float(value)
+        elif key.startswith("train_"):
+            out["train/" + key.removeprefix("train_")] = float(value)
+        elif "/" in key:
+            out[key] = float(value)
+        else:
+            out["train/" + key] = float(value)
+    return out
+
+
+def _make_callbacks(
+    config: SFTRunConfig, tokenizer: Any, *, evaluate: bool, eval_tasks: list[Task] | None, eval_prompts: list[str] | None
+) -> list[Any]:
+    """The run-directory callbacks; built here so that transformers is imported lazily."""
+    from transformers import TrainerCallback
+
+    class MetricsLogger(TrainerCallback):
+        """Appends one row per step to metrics.jsonl; everything logged at a step goes into its row.
+
+        A row is written when the step advances and when training ends, so a crash loses at
+        most the current step's row.
+        """
+
+        def __init__(self, path: Path) -> None:
+            self.path = path
+            self.pending: dict[str, Any] | None = None
+
+        def add(self, step: int, values: dict[str, float]) -> None:
+            if self.pending is not None and self.pending["step"] != step:
+                self.flush()
+            if self.pending is None:
+                self.pending = {"step": step}
+            self.pending.update(values)
+
+        def flush(self) -> None:
+            if self.pending is not None:
+                with self.path.open("a") as f:
+                    f.write(json.dumps(self.pending) + "\n")
+                self.pending = None
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
+            if state.is_world_process_zero and logs:
+                self.add(state.global_step, namespaced(logs))
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.is_world_process_zero:
+                self.flush()
+
+    class FinalEval(TrainerCallback):
+        """Evaluates at the last step too (inside the loop, so it shares that step's row), and
+        after every evaluation scores greedy completions for held-out tasks."""
+
+        def __init__(self, logger: MetricsLogger) -> None:
+            self.logger = logger
+            self.last: dict[str, float] = {}
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if evaluate and state.global_step >= state.max_steps:
+                control.should_evaluate = True
+
+        def on_evaluate(
+            self, args: Any, state: Any, control: Any, model: Any = None, metrics: dict[str, float] | None = None, **kwargs: Any
+        ) -> None:
+            self.last = namespaced({k: v for k, v in (metrics or {}).items() if k.startswith("eval_")})
+            if not state.is_world_process_zero or model is None or not eval_tasks or not eval_prompts:
+                return
+            accuracy = evaluate_generation(model, tokenizer, eval_prompts, eval_tasks, max_new_tokens=config.eval_max_new_tokens)
+            self.last.update(accuracy)
+            self.logger.add(state.global_step, accuracy)
+
+    logger = MetricsLogger(config.run_dir / "metrics.jsonl")
+    return [logger, FinalEval(logger)]
+
+
+def evaluate_generation(
+    model: Any, tokenizer: Any, prompts: list[str], tasks: list[Task], *, max_new_tokens: int, batch_size: int = 32
+) -> dict[str, float]:
+    """eval/accuracy, eval/well_formed and eval/mean_length of greedy completions."""
+    from rl.generation import generate_completions
+
+    completions = generate_completions(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    scores = [score_response(text, task) for text, task in zip(completions, tasks, strict=True)]
+    n = len(scores)
+    return {
+        "eval/accuracy": sum(s.correct for s in scores) / n,
+        "eval/well_formed": sum(s.well_formed for s in scores) / n,
+        "eval/mean_length": sum(len(c) for c in completions) / n,
+    }
+
+
+def _truncate_metrics(path: Path, last_step: int) -> None:
+    """Drop rows written after the checkpoint a run resumes from (they will be written again)."""
+    if not path.exists():
+        return
+    rows = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= last_step]
+    path.write_text("".join(row + "\n" for row in rows))
+
+
+# ---- the job -----------------------------------------------------------------------
+
+
+def last_checkpoint(config: SFTRunConfig) -> str | None:
+    """The newest checkpoint folder of a run, if any."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(config.checkpoint_dir)) if config.checkpoint_dir.is_dir() else None
+
+
+@dataclass
+class SFTJob:
+    """A trainer ready to run, with what `run_sft` reports about it."""
+
+    config: SFTRunConfig
+    trainer: Any
+    n_train: int
+    n_test: int
+    checkpoint: str | None
+    """The checkpoint training resumes from, if any."""
+    callbacks: list[Any]
+    """[metrics logger, final and accuracy evaluation]."""
+
+
+def build_job(config: SFTRunConfig, *, resume: bool = False, progress: bool = True) -> SFTJob:
+    """Load the data, model and tokenizer and build the `SFTTrainer` (nothing is trained or written yet).
+
+    `resume=True` requires a checkpoint in the run directory; without it, a run directory
+    that already has checkpoints is refused rather than silently mixed with a new run.
+    """
+    from trl import SFTTrainer
+
+    from priming.sft_data import load_sft_data, tasks_of
+    from rl.models import load_model, load_tokenizer
+
+    checkpoint = last_checkpoint(config)
+    if resume and checkpoint is None:
+        raise ValueError(f"--resume: no checkpoint under {config.checkpoint_dir}; drop --resume to start a new run")
+    if not resume and checkpoint is not None:
+        raise ValueError(
+            f"{config.run_dir} already has checkpoints ({Path(checkpoint).name}); pass --resume or choose another --output-dir"
+        )
+
+    data = load_sft_data(config.data, prompt_style=config.prompt_style)
+    train = data["train"]
+    if config.max_train_samples is not None:
+        train = train.select(range(min(config.max_train_samples, len(train))))
+    test = data.get("test")
+    eval_tasks = tasks_of(test) if test is not None and config.eval_samples else None
+    eval_prompts = None
+    if eval_tasks is not None:
+        eval_tasks = eval_tasks[: config.eval_samples]
+        eval_prompts = list(test["prompt"][: config.eval_samples])
+
+    tokenizer = load_tokenizer(config.model)
+    model = load_model(config.model)
+    peft_config = None
+    if config.lora_r:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules="all-linear",
+            task_type="CAUSAL_LM",
+        )
+    callbacks = _make_callbacks(config, tokenizer, evaluate=test is not None, eval_tasks=eval_tasks, eval_prompts=eval_prompts)
+    trainer = SFTTrainer(
+        model=model,
+        args=config.to_trl(evaluate=test is not None, progress=progress),
+        train_dataset=train.select_columns(["prompt", "completion"]),
+        eval_dataset=test.select_columns(["prompt", "completion"]) if test is not None else None,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=callbacks,
+    )
+    return SFTJob(config, trainer, len(train), len(test) if test is not None else 0, checkpoint if resume else None, callbacks)
+
+
+def run_sft(config: SFTRunConfig, *, resume: bool = False, progress: bool = True) -> SFTResult:
+    """Fine-tune `config.model` on `config.data` with TRL's SFTTrainer; see the module docstring for outputs.
+
+    `resume=True` continues from the last checkpoint in the run directory (optimizer,
+    schedule, data order and step count included).
+    """
+    job = build_job(config, resume=resume, progress=progress)
+    trainer, accuracy = job.trainer, job.callbacks[1]
+    main_process = trainer.is_world_process_zero()
+    if main_process:
+        config.run_dir.mkdir(parents=True, exist_ok=True)
+        resolved = {
+            **config.to_dict(),
+            "resolved": {
+                **config.resolved_precision(),
+                "n_train": job.n_train,
+                "n_test": job.n_test,
+                "total_steps": _total_steps(config, job.n_train, trainer.args.world_size),
+                "world_size": trainer.args.world_size,
+                "resumed_from": job.checkpoint,
+            },
+        }
+        (config.run_dir / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
+        if job.checkpoint is not None:
+            _truncate_metrics(config.run_dir / "metrics.jsonl", int(Path(job.checkpoint).name.rsplit("-", 1)[-1]))
+
+    start = time.perf_counter()
+    output = trainer.train(resume_from_checkpoint=job.checkpoint)
+    seconds = time.perf_counter() - start
+
+    final_eval = dict(accuracy.last)
+
+    # The final model, merged if LoRA was used, so that it loads by path like any checkpoint.
+    final = trainer.model.merge_and_unload() if config.lora_r else trainer.model
+    if main_process:
+        final.save_pretrained(str(config.model_dir))
+        trainer.processing_class.save_pretrained(str(config.model_dir))
+    trainer.accelerator.wait_for_everyone()
+    return SFTResult(
+        run_dir=config.run_dir,
+        model_dir=config.model_dir,
+        global_step=trainer.state.global_step,
+        train_loss=float(output.training_loss),
+        seconds=seconds,
+        n_train=job.n_train,
+        resumed_from=job.checkpoint,
+        final_eval=final_eval,
+    )
+
+
+def _total_steps(config: SFTRunConfig, n_train: int, world_size: int) -> int:
+    if config.max_steps is not None:
+        return config.max_steps
+    per_epoch = math.ceil(math.ceil(n_train / (config.batch_size * world_size)) / config.gradient_accumulation_steps)
+    return math.ceil(per_epoch * config.epochs)

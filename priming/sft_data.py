@@ -1,0 +1,129 @@
+"""The prompt/completion data SFT trains on, read from what `countdown-lab prime` writes or from JSONL.
+
+Accepted inputs (`load_sft_data`):
+- a Hugging Face dataset saved with `save_to_disk` (a `DatasetDict` with `train` and
+  optionally `test`, or a single `Dataset`), or a directory holding exactly one such dataset;
+- a directory with `train.jsonl` (and optionally `test.jsonl`);
+- one JSONL file.
+Rows either carry `prompt` and `completion` already, or are traces with `numbers`,
+`target` and the completion in `text`; the prompt of a trace is built by
+`countdown_env.rules.render_prompt`, the one place the prompt template lives.
+`numbers`/`target` are kept beside prompt/completion when present, so held-out rows can
+be scored by generation.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from countdown_env.rules import DEFAULT_RULES, Rules, render_prompt
+from countdown_env.tasks import Task
+
+#: Columns the trainer and the accuracy evaluation use; any others are dropped.
+KEPT_COLUMNS = ("prompt", "completion", "numbers", "target")
+
+
+def load_sft_data(path: str | Path, *, prompt_style: str = "compact", rules: Rules = DEFAULT_RULES) -> Any:
+    """A `datasets.DatasetDict` with a `train` split (and `test` if the input has one).
+
+    Every split has string columns `prompt` and `completion`, plus `numbers`/`target`
+    when the input rows carry them.
+    """
+    import datasets
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"SFT data {path} does not exist; pass the directory `countdown-lab prime` wrote or a JSONL file")
+    if path.is_file():
+        splits = {"train": _read_jsonl(path)}
+    elif _is_saved_dataset(path):
+        splits = _from_disk(path)
+    elif (path / "train.jsonl").exists():
+        splits = {name: _read_jsonl(path / f"{name}.jsonl") for name in ("train", "test") if (path / f"{name}.jsonl").exists()}
+    else:
+        saved = sorted(child for child in path.iterdir() if child.is_dir() and _is_saved_dataset(child))
+        if len(saved) != 1:
+            raise ValueError(
+                f"{path} holds no SFT data: expected a dataset saved with save_to_disk, train.jsonl/test.jsonl, "
+                f"or exactly one saved dataset in a subfolder (found {len(saved)})"
+            )
+        splits = _from_disk(saved[0])
+    if "train" not in splits:
+        raise ValueError(f"{path} has no 'train' split (splits: {sorted(splits)})")
+    out = {}
+    for name, split in splits.items():
+        if isinstance(split, list):
+            split = datasets.Dataset.from_list([_normalise_row(row, prompt_style, rules, f"{path}:{name}") for row in split])
+        else:
+            split = _normalise_dataset(split, prompt_style, rules, f"{path}:{name}")
+        if len(split) == 0:
+            raise ValueError(f"{path}: split {name!r} is empty")
+        out[name] = split
+    return datasets.DatasetDict(out)
+
+
+def _is_saved_dataset(path: Path) -> bool:
+    return (path / "dataset_dict.json").exists() or (path / "state.json").exists()
+
+
+def _from_disk(path: Path) -> dict[str, Any]:
+    import datasets
+
+    loaded = datasets.load_from_disk(str(path))
+    return dict(loaded) if isinstance(loaded, datasets.DatasetDict) else {"train": loaded}
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    with path.open() as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{lineno}: not JSON ({err.msg})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{lineno}: expected a JSON object per line")
+            rows.append(row)
+    return rows
+
+
+def _normalise_row(row: dict[str, Any], prompt_style: str, rules: Rules, where: str) -> dict[str, Any]:
+    """prompt/completion (+ numbers/target) from a prompt/completion row or a trace row."""
+    if "prompt" in row and "completion" in row:
+        out = {"prompt": row["prompt"], "completion": row["completion"]}
+    elif "text" in row and ("numbers" in row or "nums" in row) and "target" in row:
+        task = Task.from_dict(row)
+        out = {"prompt": render_prompt(task, prompt_style, rules), "completion": row["text"]}
+    else:
+        raise ValueError(
+            f"{where}: a row needs 'prompt' and 'completion', or a trace's 'numbers', 'target' and 'text'; got keys {sorted(row)}"
+        )
+    if not isinstance(out["prompt"], str) or not isinstance(out["completion"], str):
+        raise ValueError(f"{where}: 'prompt' and 'completion' must be strings (conversational data is not supported here)")
+    numbers = row.get("numbers", row.get("nums"))
+    if numbers is not None and "target" in row:
+        out["numbers"], out["target"] = [int(n) for n in numbers], int(row["target"])
+    return out
+
+
+def _normalise_dataset(dataset: Any, prompt_style: str, rules: Rules, where: str) -> Any:
+    columns = set(dataset.column_names)
+    if not ({"prompt", "completion"} <= columns):
+        # Trace rows: build prompts with the shared template (a row at a time; these sets are small).
+        dataset = dataset.map(lambda row: _normalise_row(row, prompt_style, rules, where))
+    if "nums" in dataset.column_names and "numbers" not in dataset.column_names:
+        dataset = dataset.rename_column("nums", "numbers")
+    if not ({"prompt", "completion"} <= set(dataset.column_names)):
+        raise ValueError(f"{where}: needs 'prompt' and 'completion' columns or trace columns; got {sorted(columns)}")
+    return dataset.select_columns([c for c in KEPT_COLUMNS if c in dataset.column_names])
+
+
+def tasks_of(dataset: Any) -> list[Task] | None:
+    """The tasks behind a split's rows, or None when the rows do not say (no numbers/target)."""
+    if not {"numbers", "target"} <= set(dataset.column_names):
+        return None
+    return [Task(numbers=tuple(n), target=t) for n, t in zip(dataset["numbers"], dataset["target"], strict=True)]
