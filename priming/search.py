@@ -1,0 +1,345 @@
+"""A budgeted search over the Countdown tree that records the path it took, dead ends included.
+
+The solver in `countdown_env.solver` stops at the first solution and remembers nothing; a
+reasoning trace needs the walk itself: which pair was combined, which leaf missed, where the
+search went back to. This module performs that walk and returns it as a list of typed events
+that `priming.render` turns into text. No library does this (search libraries return the
+answer, not the walk), hence the hand-written depth-first search.
+
+Two ways to expand a node, as a person solving Countdown would:
+- forward: combine two of the numbers still available (`Combine`), recurse;
+- backward (at the top of the task only): pick the number used last and the operation, and
+  derive the value the other numbers must make (`Decompose`), then solve that sub-problem
+  forward and finish with `Compose`.
+
+The walk is bounded. Each node tries at most `branch_cap` children, and the whole search
+expands at most `max_nodes` nodes and visits at most `max_dead_ends` failed leaves. Once a
+budget is spent (or a node's cap reached) the search only enters children from which the goal
+is still reachable (a memoised lookup in the solver's reachable-value table), so it always ends
+at a solution of a solvable task, and the trace stays short enough for a small model.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Literal
+
+from countdown_env.expression import Value, apply
+from countdown_env.rules import Rules
+from countdown_env.solver import Expr, allowed_value, combine, reachable_using_all
+
+Strategy = Literal["forward", "backward", "mixed"]
+STRATEGIES: tuple[str, ...] = ("forward", "backward", "mixed")
+
+#: Rules the search prefers: whole, non-negative intermediate values keep every written step
+#: simple arithmetic. Tasks that need a fraction or a negative value fall back to the full rules.
+PLAIN_RULES = Rules(integer_intermediates=True, allow_negative_intermediates=False)
+FULL_RULES = Rules()
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """How far the search may wander before it heads for a solution."""
+
+    strategy: Strategy = "forward"
+    """forward: combine pairs; backward: derive the last step from the goal first; mixed: both at the top."""
+    max_dead_ends: int = 3
+    """Failed leaves (every number used, goal missed) visited before the search follows a solution."""
+    min_dead_ends: int = 1
+    """Failed leaves visited first, when the tree has them (unsolvable children are tried first until then)."""
+    branch_cap: int = 2
+    """Children tried at one node before it is given up (unless it is the only way to the goal)."""
+    max_nodes: int = 40
+    """Nodes (combinations and decompositions) expanded before the search follows a solution."""
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if not 0 <= self.min_dead_ends <= self.max_dead_ends:
+            raise ValueError(f"need 0 <= min_dead_ends <= max_dead_ends, got {self.min_dead_ends}, {self.max_dead_ends}")
+        if self.branch_cap < 1:
+            raise ValueError(f"branch_cap must be >= 1, got {self.branch_cap}")
+        if self.max_nodes < 0:
+            raise ValueError(f"max_nodes must be >= 0, got {self.max_nodes}")
+
+
+# ---- events ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Combine:
+    """A forward step `left op right = value`, taken from the values in `before`."""
+
+    left: Value
+    op: str
+    right: Value
+    value: Value
+    before: tuple[Value, ...]
+    after: tuple[Value, ...]
+    goal: Value
+    """The value this (sub-)search is after."""
+
+    @property
+    def others(self) -> tuple[Value, ...]:
+        """Values of `before` not used by this step."""
+        return _remove(self.before, (self.left, self.right))
+
+
+@dataclass(frozen=True)
+class Decompose:
+    """A backward step: `goal = need op operand` (or `operand op need`), so `rest` must make `need`."""
+
+    goal: Value
+    op: str
+    operand: Value
+    need: Value
+    need_first: bool
+    """True: the last step is `need op operand`; False: `operand op need`."""
+    rest: tuple[Value, ...]
+
+    @property
+    def step(self) -> tuple[Value, str, Value, Value]:
+        """The last step as (left, op, right, value)."""
+        left, right = (self.need, self.operand) if self.need_first else (self.operand, self.need)
+        return left, self.op, right, self.goal
+
+
+@dataclass(frozen=True)
+class Compose:
+    """The step that finishes a decomposition once its sub-goal was reached."""
+
+    left: Value
+    op: str
+    right: Value
+    value: Value
+
+
+@dataclass(frozen=True)
+class Check:
+    """A leaf: every number of the (sub-)problem is used; `value` is compared with `goal`."""
+
+    value: Value
+    goal: Value
+    hit: bool
+    final: bool
+    """True when `goal` is the task's target (not a sub-goal of a decomposition)."""
+
+
+@dataclass(frozen=True)
+class Backtrack:
+    """The search returns to the node holding `values` to try another child."""
+
+    values: tuple[Value, ...]
+    goal: Value
+
+
+Event = Combine | Decompose | Compose | Check | Backtrack
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """The walk and where it ended."""
+
+    events: tuple[Event, ...]
+    expression: Expr | None
+    """The solution found (nested `(op, left, right)` tuples), or None."""
+    goal: Value
+    dead_ends: int
+    nodes: int
+    rules: Rules
+
+
+# ---- the search -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Child:
+    kind: Literal["combine", "decompose"]
+    i: int
+    j: int
+    op: str
+    swapped: bool
+    value: Value
+    solvable: bool
+
+
+def _remove(values: Sequence[Value], used: Sequence[Value]) -> tuple[Value, ...]:
+    rest = list(values)
+    for v in used:
+        rest.remove(v)
+    return tuple(rest)
+
+
+def _normal(value: Value) -> Value:
+    """Fractions with denominator 1 as ints, so `7 == Fraction(7)` keys one table entry."""
+    return int(value) if isinstance(value, Fraction) and value.denominator == 1 else value
+
+
+def reaches(values: Sequence[Value], goal: Value, rules: Rules) -> bool:
+    """Whether an expression using every one of `values` makes `goal` (memoised in the solver)."""
+    return goal in reachable_using_all(tuple(sorted(values)), rules)
+
+
+def _needs(goal: Value, operand: Value, rules: Rules) -> list[tuple[str, bool, Value]]:
+    """(op, need_first, need) with `need op operand == goal` or `operand op need == goal`."""
+    out: list[tuple[str, bool, Value]] = []
+    g, d = Fraction(goal), Fraction(operand)
+    for op in rules.operators:
+        if op == "+":
+            candidates = [(True, g - d)]
+        elif op == "-":
+            candidates = [(True, g + d), (False, d - g)]
+        elif op == "*":
+            candidates = [(True, g / d)] if d else []
+        else:
+            candidates = [(True, g * d)] + ([(False, d / g)] if g else [])
+        for need_first, need in candidates:
+            need = _normal(need)
+            left, right = (need, operand) if need_first else (operand, need)
+            if allowed_value(need, rules) and apply(op, left, right) == goal:
+                out.append((op, need_first, need))
+    return out
+
+
+class _Walk:
+    """One depth-first walk; mutable counters live here, not in module globals."""
+
+    def __init__(self, goal: Value, config: SearchConfig, rules: Rules, rng: random.Random) -> None:
+        self.goal = goal
+        self.config = config
+        self.rules = rules
+        self.rng = rng
+        self.events: list[Event] = []
+        self.dead_ends = 0
+        self.nodes = 0
+
+    def spent(self) -> bool:
+        return self.dead_ends >= self.config.max_dead_ends or self.nodes >= self.config.max_nodes
+
+    def forward_children(self, items: list[tuple[Value, Expr]], goal: Value) -> list[_Child]:
+        out = []
+        for i in range(len(items)):
+            for j in range(i + 1, len(items)):
+                rest = [items[k][0] for k in range(len(items)) if k not in (i, j)]
+                for op, swapped, value in combine(items[i][0], items[j][0], self.rules):
+                    out.append(_Child("combine", i, j, op, swapped, value, reaches([*rest, value], goal, self.rules)))
+        return out
+
+    def backward_children(self, items: list[tuple[Value, Expr]], goal: Value) -> list[_Child]:
+        out, seen = [], set()
+        for k in range(len(items)):
+            rest = [items[m][0] for m in range(len(items)) if m != k]
+            for op, need_first, need in _needs(goal, items[k][0], self.rules):
+                key = (items[k][0], op, need_first, need)
+                if key not in seen:
+                    seen.add(key)
+                    out.append(_Child("decompose", k, k, op, not need_first, need, reaches(rest, need, self.rules)))
+        return out
+
+    def fail_first(self, children: list[_Child]) -> list[_Child]:
+        """Move one failing child to the front while fewer than `min_dead_ends` failures were
+        shown, so the trace shows the search going wrong before it goes right."""
+        if self.dead_ends < self.config.min_dead_ends:
+            failing = next((k for k, c in enumerate(children) if not c.solvable), None)
+            if failing is not None:
+                children.insert(0, children.pop(failing))
+        return children
+
+    def children(self, items: list[tuple[Value, Expr]], goal: Value, top: bool) -> list[_Child]:
+        forward = self.forward_children(items, goal)
+        self.rng.shuffle(forward)
+        strategy = self.config.strategy
+        if not top or len(items) < 3 or strategy == "forward":
+            return self.fail_first(forward)
+        backward = self.backward_children(items, goal)
+        self.rng.shuffle(backward)
+        if strategy == "backward" or not backward:
+            # Forward moves stay as a last resort: `(a + b) / (c - d)` has no last step with
+            # a single number, so no decomposition reaches it.
+            return self.fail_first(backward) + forward
+        # mixed: one child of a random way, then every child of the other way, then the rest,
+        # so the second attempt at the top always uses the other way when it can.
+        first, second = (forward, backward) if self.rng.random() < 0.5 else (backward, forward)
+        first = self.fail_first(first)
+        return first[:1] + second + first[1:]
+
+    def explore(self, items: list[tuple[Value, Expr]], goal: Value, top: bool) -> Expr | None:
+        if len(items) == 1:
+            value, expr = items[0]
+            hit = value == goal
+            self.events.append(Check(value, goal, hit, final=goal == self.goal and top))
+            self.dead_ends += not hit
+            return expr if hit else None
+        tried = 0
+        values = tuple(v for v, _ in items)
+        children = self.children(items, goal, top)
+        doomed = not any(c.solvable for c in children)
+        for child in children:
+            # A spent budget skips failing children, except the first one of a node that was
+            # entered while the budget lasted and cannot succeed: the walk goes down to a leaf,
+            # so every return is preceded by a visible miss.
+            if not child.solvable and (tried >= self.config.branch_cap or (self.spent() and (tried or not doomed))):
+                continue
+            if tried:
+                self.events.append(Backtrack(values, goal))
+            tried += 1
+            self.nodes += 1
+            found = self.decompose(items, goal, child) if child.kind == "decompose" else self.combine(items, goal, top, child)
+            if found is not None:
+                return found
+        return None
+
+    def combine(self, items: list[tuple[Value, Expr]], goal: Value, top: bool, child: _Child) -> Expr | None:
+        (a, ea), (b, eb) = items[child.i], items[child.j]
+        left, right, el, er = (b, a, eb, ea) if child.swapped else (a, b, ea, eb)
+        rest = [items[k] for k in range(len(items)) if k not in (child.i, child.j)]
+        # The new value goes first: the next step then reads `13 + 9`, as people write it.
+        after = [(child.value, (child.op, el, er)), *rest]
+        self.events.append(Combine(left, child.op, right, child.value, tuple(v for v, _ in items), tuple(v for v, _ in after), goal))
+        return self.explore(after, goal, top)
+
+    def decompose(self, items: list[tuple[Value, Expr]], goal: Value, child: _Child) -> Expr | None:
+        operand, e_operand = items[child.i]
+        rest = [items[m] for m in range(len(items)) if m != child.i]
+        need_first = not child.swapped
+        event = Decompose(goal, child.op, operand, child.value, need_first, tuple(v for v, _ in rest))
+        self.events.append(event)
+        sub = self.explore(rest, child.value, top=False)
+        if sub is None:
+            return None
+        left, op, right, value = event.step
+        self.events.append(Compose(left, op, right, value))
+        self.events.append(Check(value, goal, True, final=goal == self.goal))
+        return (op, sub, e_operand) if need_first else (op, e_operand, sub)
+
+
+def search(numbers: Sequence[int], goal: int, config: SearchConfig, rng: random.Random) -> SearchResult:
+    """Walk the tree of `numbers` towards `goal`, recording every step, miss and return.
+
+    Uses `PLAIN_RULES` when the goal is reachable with whole non-negative intermediates,
+    else the full rules. Raises ValueError if no expression using every number makes `goal`.
+    """
+    for rules in (PLAIN_RULES, FULL_RULES):
+        if reaches(numbers, goal, rules):
+            break
+    else:
+        raise ValueError(f"no expression using every one of {list(numbers)} makes {goal}; traces need a solvable task")
+    walk = _Walk(goal, config, rules, rng)
+    expression = walk.explore([(n, n) for n in numbers], goal, top=True)
+    return SearchResult(tuple(walk.events), expression, goal, walk.dead_ends, walk.nodes, rules)
+
+
+def wrong_goal(numbers: Sequence[int], target: int, rng: random.Random, nearest: int = 3) -> int:
+    """A whole, non-negative value the numbers do make that is not `target`, drawn from the
+    `nearest` such values closest to it: the goal of a trace whose answer must be wrong."""
+    for rules in (PLAIN_RULES, FULL_RULES):
+        values = sorted(
+            (v for v in reachable_using_all(tuple(sorted(numbers)), rules) if isinstance(v, int) and v >= 0 and v != target),
+            key=lambda v: (abs(v - target), v),
+        )
+        if values:
+            return rng.choice(values[:nearest])
+    raise ValueError(f"{list(numbers)} make no whole value other than {target}; no wrong answer exists")
