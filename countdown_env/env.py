@@ -64,7 +64,8 @@ class CountdownEnv(gym.Env[str, str]):
     `reset(options={"task": Task | {"numbers": [...], "target": n}})` fixes the task.
     """
 
-    metadata = {"render_modes": ["ansi"]}
+    # render_fps is meaningless for text but Gymnasium's checker expects it declared.
+    metadata = {"render_modes": ["ansi"], "render_fps": 4}
 
     def __init__(
         self,

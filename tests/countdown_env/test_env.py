@@ -1,0 +1,147 @@
+"""CountdownEnv: Gymnasium's own checkers, make/make_vec, single- and multi-turn episodes."""
+
+from __future__ import annotations
+
+import warnings
+
+import gymnasium as gym
+import pytest
+from gymnasium.utils.env_checker import check_env, data_equivalence
+
+import countdown_env
+from countdown_env import ENV_ID, Task
+from countdown_env.env import CountdownEnv
+
+TASK = Task((2, 3, 4), 20)
+RIGHT = "<think>2+3=5, 5*4=20</think>\n<answer>(2 + 3) * 4</answer>"
+WRONG = "<think>guess</think>\n<answer>2 + 3 + 4</answer>"
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"max_attempts": 3, "prompt_style": "compact"}, {"tasks": [TASK, Task((1, 2), 3)], "preset": "tiny"}])
+def test_check_env_passes(kwargs: dict) -> None:
+    env = gym.make(ENV_ID, render_mode="ansi", **kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any checker warning fails the test
+        check_env(env.unwrapped)
+    env.close()
+
+
+def test_registered_and_made_with_kwargs() -> None:
+    assert ENV_ID == "countdown_env/Countdown-v0" and ENV_ID in gym.registry
+    env = gym.make(ENV_ID, tasks=[TASK], rules={"strict_ending": True}, prompt_style="compact")
+    obs, info = env.reset(seed=0)
+    assert obs == "Numbers: 2 3 4\nTarget: 20\n" and info["task"] == TASK
+    _, reward, *_ = env.step(RIGHT + " trailing")
+    assert reward == 0.0  # strict_ending reached the scorer
+
+
+def test_single_turn_episode() -> None:
+    env = CountdownEnv(tasks=[TASK])
+    obs, _ = env.reset(seed=1)
+    assert "[2, 3, 4]" in obs and "20" in obs and obs in env.observation_space
+    obs, reward, terminated, truncated, info = env.step(RIGHT)
+    assert (reward, terminated, truncated) == (1.0, True, False)
+    assert info["verdict"]["outcome"] == "correct" and info["score"].correct and info["attempt"] == 1
+    env.reset(options={"task": TASK})
+    _, reward, terminated, truncated, info = env.step(WRONG)
+    assert (reward, terminated, truncated) == (0.1, True, False)
+    assert info["verdict"]["outcome"] == "wrong_value" and info["verdict"]["value"] == "9"
+
+
+def test_multi_turn_feedback_and_truncation() -> None:
+    env = CountdownEnv(tasks=[TASK], max_attempts=3, render_mode="ansi")
+    env.reset(seed=0)
+    obs, reward, terminated, truncated, info = env.step(WRONG)
+    assert (terminated, truncated) == (False, False) and reward == 0.1
+    assert obs.endswith("Try again.\n") and "wrong_value" in obs and "equals 9" in obs
+    obs, _, terminated, truncated, _ = env.step("<answer>2**3</answer>")
+    assert (terminated, truncated) == (False, False) and "disallowed_operation" in obs
+    assert "attempts=2/3" in env.render()  # type: ignore[operator]
+    obs, reward, terminated, truncated, info = env.step(WRONG)
+    assert (terminated, truncated) == (False, True) and info["attempt"] == 3
+    assert not obs.endswith("Try again.\n")
+    # A correct answer ends a multi-turn episode early.
+    env.reset(seed=0)
+    env.step(WRONG)
+    _, reward, terminated, truncated, _ = env.step(RIGHT)
+    assert (reward, terminated, truncated) == (1.0, True, False)
+
+
+def test_reset_with_task_options() -> None:
+    env = CountdownEnv()
+    obs, info = env.reset(options={"task": {"numbers": [5, 7], "target": 35}})
+    assert info["task"] == Task((5, 7), 35) and "[5, 7]" in obs
+    obs, info = env.reset(options={"task": TASK})
+    assert info["task"] is TASK
+    with pytest.raises(TypeError):
+        env.reset(options={"task": (1, 2)})
+    with pytest.raises(ValueError):
+        env.reset(options={"task": {"numbers": [1.5], "target": 2}})
+
+
+def test_generated_tasks_follow_the_seed() -> None:
+    env = CountdownEnv(preset="tiny")
+    tasks = [env.reset(seed=s)[1]["task"] for s in (0, 1, 0)]
+    assert tasks[0] == tasks[2] and tasks[0] != tasks[1]
+    assert 10 <= tasks[0].target <= 30 and len(tasks[0].numbers) == 3
+
+
+def test_determinism_like_gymnasiums_data_equivalence_checker() -> None:
+    actions = [WRONG, "<answer>2*3*4</answer>", RIGHT, "nonsense", WRONG]
+
+    def rollout(seed: int) -> list:
+        env = CountdownEnv(max_attempts=2, preset="priming")
+        out = []
+        obs, info = env.reset(seed=seed)
+        out.append((obs, info))
+        for action in actions:
+            obs, reward, terminated, truncated, info = env.step(action)
+            out.append((obs, reward, terminated, truncated, info))
+            if terminated or truncated:
+                out.append(env.reset())
+        return out
+
+    assert data_equivalence(rollout(7), rollout(7), exact=True)
+    assert not data_equivalence(rollout(7), rollout(8))
+
+
+def test_observations_stay_in_the_observation_space() -> None:
+    env = CountdownEnv(tasks=[TASK], max_attempts=5)
+    env.reset(seed=0)
+    for action in ["<answer>2×3\x01</answer>", "ünïcödé ∑ \x00", "x" * 20_000]:
+        obs, *_ = env.step(action)
+        assert obs in env.observation_space
+    assert len(obs) == countdown_env.env.MAX_TEXT
+
+
+def test_make_vec_sync_steps_with_a_list_of_texts() -> None:
+    envs = gym.make_vec(ENV_ID, num_envs=3, vectorization_mode="sync", tasks=[TASK])
+    obs, infos = envs.reset(seed=0)
+    assert len(obs) == 3 and all("[2, 3, 4]" in o for o in obs)
+    obs, rewards, terminated, truncated, infos = envs.step([RIGHT, WRONG, "nothing"])
+    assert rewards.tolist() == [1.0, 0.1, 0.0]
+    assert terminated.tolist() == [True, True, True] and truncated.tolist() == [False, False, False]
+    # Vector infos are dicts of per-env arrays.
+    assert infos["verdict"]["outcome"].tolist() == ["correct", "wrong_value", "no_answer"]
+    envs.close()
+
+
+def test_render_and_bad_arguments() -> None:
+    assert CountdownEnv().render() is None
+    env = CountdownEnv(render_mode="ansi", tasks=[TASK])
+    assert "reset" in env.render()  # type: ignore[operator]
+    env.reset(seed=0)
+    assert env.render() == "numbers=[2, 3, 4] target=20 attempts=0/1 last=no attempt yet"
+    env.step(RIGHT)
+    assert env.render().endswith("last=correct (1.0)")  # type: ignore[union-attr]
+    with pytest.raises(RuntimeError):
+        CountdownEnv().step("x")
+    for kwargs in [{"render_mode": "human"}, {"max_attempts": 0}, {"tasks": []}, {"prompt_style": "fancy"}, {"rules": {"nope": 1}}, {"preset": "nope"}]:
+        with pytest.raises(ValueError):
+            CountdownEnv(**kwargs)
+
+
+def test_class_docstring_follows_gymnasium_sections() -> None:
+    doc = CountdownEnv.__doc__ or ""
+    for section in ("## Description", "## Observation Space", "## Action Space", "## Rewards", "## Episode End", "## Arguments"):
+        assert section in doc
