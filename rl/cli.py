@@ -1,9 +1,11 @@
-"""`countdown-lab init-model` (and the RL commands)."""
+"""`countdown-lab init-model`, `ppo` (and `grpo`/`rloo`), `eval`, `export-verl`."""
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
+from typing import Any
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -16,10 +18,131 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", "-o", type=Path, required=True)
     p.set_defaults(func=_init_model)
 
+    for name, algo, text in (
+        ("ppo", "ppo", "RL on Countdown: PPO with a critic (default), or --algo grpo|rloo through TRL"),
+        ("grpo", "grpo", "GRPO through TRL's GRPOTrainer (same as `ppo --algo grpo`)"),
+    ):
+        p = sub.add_parser(name, help=text, description=text + ". Writes config.json, metrics.jsonl, rollouts.jsonl, checkpoints/.")
+        p.add_argument("--model", help="start model: a local folder or a hub id (default: the config's `model`)")
+        p.add_argument("--output-dir", type=Path, required=True, help="run directory")
+        p.add_argument("--config", help="YAML config file or preset name (tiny-cpu, paper-3b); default tiny-cpu")
+        p.add_argument("--max-steps", type=int, help="stop after this many steps in total (overrides total_steps)")
+        p.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
+        p.add_argument("--tasks", type=Path, help="RL tasks file (JSONL or parquet); default: generated from the config's preset")
+        p.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE", help="override a config field (repeatable), e.g. --set actor_lr=1e-5")
+        p.add_argument("--algo", choices=("ppo", "grpo", "rloo"), default=algo, help="ppo (ours, with a critic) or TRL's grpo / rloo")
+        p.add_argument("--trl-set", dest="trl_overrides", action="append", metavar="KEY=VALUE",
+                       help="grpo/rloo only: extra TRL config options, e.g. --trl-set use_vllm=true")  # fmt: skip
+        p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+        p.set_defaults(func=_ppo)
+
+    p = sub.add_parser("eval", help="accuracy, pass@k, diversity, OOD accuracy and length of a model on a tasks file")
+    p.add_argument("--model", required=True, help="model folder (e.g. RUN/checkpoints/step-000100/policy) or hub id")
+    p.add_argument("--tasks", type=Path, required=True, help="tasks file (JSONL or parquet)")
+    p.add_argument("--output", type=Path, required=True, help="report JSON")
+    p.add_argument("--completions", type=Path, help="completions JSONL for `countdown-lab classify` (default: OUTPUT with .completions.jsonl)")
+    p.add_argument("--k", type=int, default=8, help="samples per task at temperature 1 (pass@k up to k)")
+    p.add_argument("--max-new-tokens", type=int, default=96)
+    p.add_argument("--prompt-style", default="compact", help="compact (tiny models), tinyzero, chat")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, help="evaluate only the first N tasks")
+    p.add_argument("--ood-tasks", type=Path, help="harder tasks file; default: generated with one more number than --tasks")
+    p.add_argument("--num-ood", type=int, default=200, help="generated OOD tasks (0 = skip)")
+    p.add_argument("--strict-ending", action="store_true", help="score with the training rule (reward 0 unless the text ends at </answer>)")
+    p.set_defaults(func=_eval)
+
+    p = sub.add_parser("export-verl", help="train/test parquet in veRL's (TinyZero's) schema and a compute_score reward module")
+    p.add_argument("--output-dir", type=Path, required=True)
+    p.add_argument("-n", "--num-train", type=int, default=327_680, help="train tasks (TinyZero: 327,680)")
+    p.add_argument("--num-test", type=int, default=1024)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--preset", default="tinyzero", help="task preset (tinyzero, priming, tiny, classic)")
+    p.add_argument("--template", choices=("base", "instruct"), default="base", help="base: TinyZero's template as one user turn; instruct: system + user")
+    p.add_argument("--tasks", type=Path, help="train tasks file instead of generated ones")
+    p.set_defaults(func=_export_verl)
+
 
 def _init_model(args: argparse.Namespace) -> int:
     from rl.models import count_parameters, init_model, load_model
 
     path = init_model(args.output, args.arch, args.size, seed=args.seed)
     print(f"{args.arch}/{args.size}: {count_parameters(load_model(path)):,} parameters, saved to {path}")
+    return 0
+
+
+def resolve_config(args: argparse.Namespace) -> Any:
+    """The run's config: --config (or, on --resume, the run's own config.json), then --set, --model, --max-steps."""
+    from rl.config import PPOConfig, load_config, parse_overrides
+
+    saved = args.output_dir / "config.json"
+    overrides: dict[str, Any] = {}
+    source: str | None = args.config
+    if args.resume and not args.config and saved.exists():
+        known = set(PPOConfig.__dataclass_fields__)
+        overrides = {k: v for k, v in json.loads(saved.read_text()).items() if k in known}
+    elif source is None:
+        source = "tiny-cpu"
+    overrides.update(parse_overrides(args.overrides))
+    if args.model:
+        overrides["model"] = args.model
+    if args.max_steps is not None:
+        overrides["total_steps"] = args.max_steps
+    return load_config(source, overrides)
+
+
+def _ppo(args: argparse.Namespace) -> int:
+    from countdown_env import read_tasks
+
+    config = resolve_config(args)
+    tasks = read_tasks(args.tasks) if args.tasks else None
+    if args.algo == "ppo":
+        from rl.train import train
+
+        run = train(config, args.output_dir, tasks=tasks, resume=args.resume, progress=not args.no_progress)
+    else:
+        from rl.config import parse_overrides
+        from rl.trl_algos import train_trl
+
+        run = train_trl(args.algo, config, args.output_dir, tasks=tasks, resume=args.resume, trl_overrides=parse_overrides(args.trl_overrides))
+    print(f"run directory: {run}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from countdown_env import Rules, read_tasks
+    from rl.evaluate import EvalConfig, evaluate
+    from rl.models import load_model, load_tokenizer
+    from rl.run_dir import write_atomic
+
+    config = EvalConfig(k=args.k, max_new_tokens=args.max_new_tokens, prompt_style=args.prompt_style, batch_size=args.batch_size,
+                        seed=args.seed, num_ood_tasks=args.num_ood)  # fmt: skip
+    tasks = read_tasks(args.tasks)[: args.limit]
+    ood = read_tasks(args.ood_tasks) if args.ood_tasks else None
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, tokenizer = load_model(args.model, device=device).eval(), load_tokenizer(args.model)
+    report, rows = evaluate(model, tokenizer, tasks, config, rules=Rules(strict_ending=args.strict_ending), ood_tasks=ood)
+    report["model"] = str(args.model)
+    report["tasks"] = str(args.tasks)
+    completions = args.completions or args.output.with_suffix(".completions.jsonl")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(completions, "".join(json.dumps(row) + "\n" for row in rows))
+    report["completions"] = str(completions)
+    write_atomic(args.output, json.dumps(report, indent=2))
+    print(json.dumps({k: v for k, v in report.items() if not isinstance(v, str)}, indent=2))
+    return 0
+
+
+def _export_verl(args: argparse.Namespace) -> int:
+    from countdown_env import read_tasks
+    from rl.verl_export import export_verl
+
+    tasks = read_tasks(args.tasks) if args.tasks else None
+    paths = export_verl(args.output_dir, num_train=args.num_train, num_test=args.num_test, seed=args.seed, preset=args.preset,
+                        template=args.template, train_tasks=tasks)  # fmt: skip
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+    print("veRL: see docs/verl.md for the training command")
     return 0

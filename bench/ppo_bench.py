@@ -1,0 +1,217 @@
+"""PPO benchmarks: (a) our seconds per step vs TRL 1.12's experimental PPOTrainer; (b) a learning figure.
+
+    nice -n 5 .venv/bin/python bench/ppo_bench.py            # everything
+    nice -n 5 .venv/bin/python bench/ppo_bench.py --stage speed
+    nice -n 5 .venv/bin/python bench/ppo_bench.py --stage learn
+
+(a) speed: same model (a `small` 2.7M Qwen2 built locally), same batch (16 prompts x 4
+    rollouts = 64 completions, one PPO epoch, mini-batches of 32), same response length
+    (64 tokens, no early stop for either: both generate the full length), same reward (our
+    scorer). TRL 1.12's PPOTrainer only takes a reward *model* (an `nn.Module` whose
+    backbone TRL calls, then its `score` head), so `bench/trl112_ppo.py` wraps our scorer
+    in one: its backbone decodes the token ids and puts each completion's reward in the
+    hidden state, its `score` head is the identity. TRL runs in its own venv
+    (`bench/.venv-trl112`: torch 2.13 CPU, trl 1.12, transformers 5.23), in a subprocess.
+(b) learn: a `small` model primed by SFT (the priming helper's model under runs/bench if
+    present, else SFT on optimal-path traces here), held-out greedy accuracy before and
+    after 100 PPO steps of the `tiny-cpu` config, minutes taken, and a PNG of
+    reward/accuracy vs step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "runs" / "bench" / "ppo"
+VENV = ROOT / "bench" / ".venv-trl112"
+PY = ROOT / ".venv" / "bin" / "python"
+CLI = ROOT / ".venv" / "bin" / "countdown-lab"
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+SPEED = {"prompts": 16, "rollouts": 4, "response_length": 64, "mini_batch": 32, "steps": 6, "warmup": 1}
+
+
+def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
+    print("$", " ".join(map(str, cmd)), flush=True)
+    return subprocess.run([str(c) for c in cmd], env=ENV, check=True, **kwargs)
+
+
+# ---- (a) speed ----------------------------------------------------------------------
+def ensure_trl112_venv() -> Path:
+    python = VENV / "bin" / "python"
+    if not (VENV / ".installed").exists():
+        run([sys.executable, "-m", "venv", VENV])
+        run([python, "-m", "pip", "install", "-q", "torch==2.13.0"])
+        run([python, "-m", "pip", "install", "-q", "trl==1.12.*", "transformers==5.23.*", "gymnasium"])  # gymnasium: countdown_env (the scorer)
+        (VENV / ".installed").touch()
+    return python
+
+
+def speed() -> dict[str, float]:
+    from rl.models import init_model
+
+    model = init_model(OUT / "speed-model", "qwen2", "small", seed=0)
+    # Ours: the same settings through the CLI, min_response_length not available, so the
+    # model is untrained (it rarely emits EOS: nearly every completion runs to 64 tokens).
+    ours_dir = OUT / "speed-ours"
+    if ours_dir.exists():
+        import shutil
+
+        shutil.rmtree(ours_dir)
+    steps = SPEED["steps"]
+    sets = [f"prompts_per_step={SPEED['prompts']}", f"rollouts_per_prompt={SPEED['rollouts']}", f"max_response_length={SPEED['response_length']}",
+            f"mini_batch_size={SPEED['mini_batch']}", "eval_every=0", f"save_every={steps + 1}", "truncated=keep", "num_train_tasks=500"]  # fmt: skip
+    cmd = [CLI, "ppo", "--model", model, "--output-dir", ours_dir, "--max-steps", steps, "--no-progress"]
+    for s in sets:
+        cmd += ["--set", s]
+    run(cmd)
+    rows = [json.loads(line) for line in (ours_dir / "metrics.jsonl").read_text().splitlines()]
+    ours = [r["time/seconds_per_step"] for r in rows if "time/seconds_per_step" in r][SPEED["warmup"] :]
+    ours_len = [r["response/length"] for r in rows if "response/length" in r]
+
+    python = ensure_trl112_venv()
+    out = subprocess.run([str(python), str(ROOT / "bench" / "trl112_ppo.py"), "--model", str(model), "--steps", str(steps), *[f"--{k}={v}" for k, v in SPEED.items()]],
+                         env={**ENV, "PYTHONPATH": str(ROOT)}, check=True, capture_output=True, text=True)  # fmt: skip
+    theirs = json.loads(out.stdout.strip().splitlines()[-1])
+    result = {
+        "ours_s_per_step": sum(ours) / len(ours),
+        "trl112_s_per_step": theirs["s_per_step"],
+        "ours_mean_length": sum(ours_len) / len(ours_len),
+        "ours_finished_rate": 1 - sum(r["reward/truncated_rate"] for r in rows if "reward/truncated_rate" in r) / len(ours_len),
+        "trl112_finished_rate": theirs["finished_rate"],
+    }
+    result["ratio"] = result["ours_s_per_step"] / result["trl112_s_per_step"]
+    return result
+
+
+# ---- (b) learning -------------------------------------------------------------------
+def optimal_path_text(solution: str, target: int) -> str:
+    """`<think>1*9=9, 9+9=18</think>\n<answer>9 + 1 * 9</answer>`: the solution's steps in order."""
+    from countdown_env import format_completion
+    from countdown_env.expression import BinOp, Num, evaluate, parse, to_text
+
+    steps: list[str] = []
+
+    def walk(node) -> str:
+        if isinstance(node, Num):
+            return str(node.value)
+        if isinstance(node, BinOp):
+            a, b = walk(node.left), walk(node.right)
+            value = evaluate(node)
+            shown = str(value.numerator) if getattr(value, "denominator", 1) == 1 else str(value)
+            steps.append(f"{a}{node.op}{b}={shown}")
+            return shown
+        return to_text(node)
+
+    walk(parse(solution))
+    return format_completion(", ".join(steps), solution)
+
+
+def task_sets() -> tuple[Path, Path, Path]:
+    """SFT tasks, RL tasks (disjoint from SFT) and held-out eval tasks (the preset's test split)."""
+    from countdown_env import generate_tasks, write_tasks
+
+    train = generate_tasks(4500, seed=0, preset="tiny", split="train")  # of the 4,794 there are
+    test = generate_tasks(200, seed=0, preset="tiny", split="test")
+    sft = OUT / "sft-traces.jsonl"
+    with sft.open("w") as f:
+        for task in train[:2500]:
+            f.write(json.dumps({"numbers": list(task.numbers), "target": task.target, "text": optimal_path_text(task.solution, task.target)}) + "\n")
+    return sft, write_tasks(train[2500:], OUT / "rl-tasks.jsonl"), write_tasks(test, OUT / "eval-tasks.jsonl")
+
+
+def primed_model() -> Path:
+    """The priming helper's SFT'd `small` model if it exists, else one SFT'd here."""
+    for candidate in (ROOT / "runs" / "bench" / "sft" / "model", ROOT / "runs" / "bench" / "priming" / "model"):
+        if (candidate / "config.json").exists():
+            return candidate
+    model = OUT / "sft" / "model"
+    if (model / "config.json").exists():
+        return model
+    from rl.models import init_model
+
+    sft_data, _, _ = task_sets()
+    base = init_model(OUT / "small-init", "qwen2", "small", seed=0)
+    run([CLI, "sft", "--model", base, "--data", sft_data, "--output-dir", OUT / "sft", "--preset", "tiny-cpu", "--epochs", "3",
+         "--eval-samples", "0", "--quiet"])  # fmt: skip
+    return model
+
+
+def evaluate(model: Path, tasks: Path, name: str) -> dict:
+    out = OUT / f"eval-{name}.json"
+    run([CLI, "eval", "--model", model, "--tasks", tasks, "--output", out, "--k", "8", "--max-new-tokens", "96", "--num-ood", "200"])
+    return json.loads(out.read_text())
+
+
+def learn(steps: int = 100) -> dict:
+    model = primed_model()
+    _, rl_tasks, eval_tasks = task_sets()
+    before = evaluate(model, eval_tasks, "before")
+    run_dir = OUT / "ppo-run"
+    t0 = time.time()
+    resume = ["--resume"] if (run_dir / "metrics.jsonl").exists() else []
+    run([CLI, "ppo", "--model", model, "--output-dir", run_dir, "--config", "tiny-cpu", "--tasks", rl_tasks, "--max-steps", steps, "--no-progress", *resume])
+    minutes = (time.time() - t0) / 60
+    last = max(int(p.name.split("-")[1]) for p in (run_dir / "checkpoints").glob("step-*"))
+    after = evaluate(run_dir / "checkpoints" / f"step-{last:06d}" / "policy", eval_tasks, "after")
+    plot(run_dir, OUT / "ppo-learning.png")
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    s_per_step = [r["time/seconds_per_step"] for r in rows if "time/seconds_per_step" in r]
+    return {"model": str(model), "before": before, "after": after, "minutes": minutes, "s_per_step": sum(s_per_step) / len(s_per_step)}
+
+
+def plot(run_dir: Path, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    df = pd.read_json(run_dir / "metrics.jsonl", lines=True)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    train = df.dropna(subset=["reward/mean"])
+    smooth = train.set_index("step")[["reward/mean", "reward/accuracy"]].rolling(10, min_periods=1).mean()
+    ax.plot(smooth.index, smooth["reward/mean"], label="reward (train rollouts, 10-step mean)")
+    ax.plot(smooth.index, smooth["reward/accuracy"], label="accuracy (train rollouts, 10-step mean)")
+    ev = df.dropna(subset=["eval/accuracy"])
+    ax.plot(ev["step"], ev["eval/accuracy"], "o-", label="held-out greedy accuracy")
+    ax.set_xlabel("PPO step")
+    ax.set_ylim(0, 1)
+    ax.legend()
+    ax.set_title("PPO (tiny-cpu) from an SFT-primed small model")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stage", choices=("all", "speed", "sft", "learn"), default="all")
+    parser.add_argument("--steps", type=int, default=100)
+    args = parser.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    sys.path.insert(0, str(ROOT))
+    results = {}
+    if args.stage in ("all", "speed"):
+        results["speed"] = speed()
+        print(json.dumps(results["speed"], indent=2), flush=True)
+    if args.stage == "sft":
+        print(primed_model())
+    if args.stage in ("all", "learn"):
+        results["learn"] = learn(args.steps)
+        keys = ("accuracy", "pass@8", "sample_accuracy", "distinct_correct", "format_rate", "response_length", "ood/accuracy")
+        for name in ("before", "after"):
+            print(name, {k: round(results["learn"][name][k], 3) for k in keys if k in results["learn"][name]})
+        print(f"minutes: {results['learn']['minutes']:.1f}, s/step: {results['learn']['s_per_step']:.2f}")
+    (OUT / f"results-{args.stage}.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""GRPO and RLOO through TRL's maintained trainers, with the same reward, config and run directory as PPO.
+
+TRL (>= 1.13) keeps `GRPOTrainer` and `RLOOTrainer`: critic-free, group-relative
+baselines, and vLLM generation on GPUs (`--set use_vllm=true` is not a PPOConfig field;
+pass TRL options through `trl_overrides`). One of our "steps" is one generation round of
+`prompts_per_step x rollouts_per_prompt` completions, as in PPO.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from countdown_env import Rules, Task, score_response
+from rl.config import PPOConfig
+from rl.rollout import build_prompt
+from rl.run_dir import RunDir, append_jsonl, truncate_after, write_atomic
+
+ALGOS = ("grpo", "rloo")
+
+
+def completion_text(completion: Any) -> str:
+    """A TRL completion as text: a string (standard format) or a list of messages (conversational)."""
+    if isinstance(completion, str):
+        return completion
+    return "".join(m.get("content", "") for m in completion if m.get("role") == "assistant")
+
+
+class CountdownReward:
+    """TRL reward function: `score_response` under `rules`, one float per completion.
+
+    Keeps the last batch's verdicts so the logging callback can write accuracy and
+    rollouts.jsonl rows in the run directory's format.
+    """
+
+    __name__ = "countdown"
+
+    def __init__(self, rules: Rules) -> None:
+        self.rules = rules
+        self.pending: list[dict[str, Any]] = []
+
+    def __call__(self, prompts: list[Any], completions: list[Any], numbers: list[list[int]], target: list[int], **kwargs: Any) -> list[float]:
+        rewards = []
+        for completion, nums, tgt in zip(completions, numbers, target, strict=True):
+            text = completion_text(completion)
+            score = score_response(text, Task(tuple(nums), int(tgt)), self.rules)
+            rewards.append(score.reward)
+            self.pending.append({"text": text, "numbers": list(nums), "target": int(tgt), "reward": score.reward,
+                                 "correct": score.correct, "outcome": score.outcome.value, "well_formed": score.well_formed})  # fmt: skip
+        return rewards
+
+
+def to_trl_dataset(tasks: Sequence[Task], config: PPOConfig, tokenizer: Any) -> Any:
+    """A `datasets.Dataset` with `prompt` (text, or messages for the chat style), `numbers`, `target`."""
+    import datasets
+
+    from countdown_env import chat_messages
+
+    if config.prompt_style == "chat":
+        prompts: list[Any] = [chat_messages(t, config.rules) for t in tasks]
+    else:
+        prompts = [build_prompt(t, config.prompt_style, config.rules, tokenizer) for t in tasks]
+    return datasets.Dataset.from_dict({"prompt": prompts, "numbers": [list(t.numbers) for t in tasks], "target": [t.target for t in tasks]})
+
+
+# TRL log keys -> the run directory's namespaced keys (both are kept: unmapped keys go under trl/).
+KEY_MAP = {
+    "reward": "reward/mean",
+    "reward_std": "reward/std",
+    "completions/mean_length": "response/length",
+    "completions/clipped_ratio": "reward/truncated_rate",
+    "kl": "objective/kl",
+    "entropy": "policy/entropy",
+    "loss": "losses/policy_loss",
+    "clip_ratio/region_mean": "policy/clipfrac",
+    "learning_rate": "lr/actor",
+}
+
+
+def train_trl(
+    algo: str,
+    config: PPOConfig,
+    output_dir: str | Path,
+    *,
+    tasks: Sequence[Task] | None = None,
+    resume: bool = False,
+    trl_overrides: dict[str, Any] | None = None,
+) -> Path:
+    """Train with TRL's GRPOTrainer or RLOOTrainer; writes config.json, metrics.jsonl, rollouts.jsonl."""
+    import torch
+    from transformers import TrainerCallback
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from rl.models import load_tokenizer
+    from rl.train import split_tasks
+
+    if algo not in ALGOS:
+        raise ValueError(f"algo must be one of {ALGOS} (or ppo), got {algo!r}")
+    if not config.model:
+        raise ValueError("no model: pass --model PATH (a local model folder or a hub id)")
+    if config.max_attempts != 1:
+        raise ValueError("--algo grpo/rloo is single-turn; set max_attempts=1 (multi-turn episodes are PPO-only)")
+    if config.mini_batch_size % config.rollouts_per_prompt and config.batch_size % config.mini_batch_size:
+        raise ValueError("mini_batch_size must divide prompts_per_step x rollouts_per_prompt")
+    if algo == "grpo":
+        from trl import GRPOConfig as TRLConfig
+        from trl import GRPOTrainer as Trainer
+    else:
+        from trl import RLOOConfig as TRLConfig
+        from trl import RLOOTrainer as Trainer
+
+    run = RunDir(Path(output_dir))
+    trl_dir = run.root / "trl"
+    last = get_last_checkpoint(str(trl_dir)) if resume and trl_dir.exists() else None
+    if not resume and run.has_logs():
+        raise ValueError(f"{run.root} already holds a run; pass --resume to continue it or choose another --output-dir")
+    train_tasks, _ = split_tasks(config, tasks)
+    tokenizer = load_tokenizer(config.model)
+    # TRL pads prompts on the left itself; its processing class must have a pad token.
+    steps_per_generation = max(1, config.batch_size // config.mini_batch_size)
+    optimizer_steps_per_step = steps_per_generation * config.ppo_epochs
+    args = TRLConfig(
+        output_dir=str(trl_dir),
+        learning_rate=config.actor_lr,
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        per_device_train_batch_size=min(config.mini_batch_size, config.batch_size),
+        num_generations=config.rollouts_per_prompt,
+        generation_batch_size=config.batch_size,
+        max_completion_length=config.max_response_length,
+        temperature=config.temperature,
+        top_k=0,
+        top_p=1.0,
+        beta=config.kl_coef,
+        epsilon=config.cliprange,
+        num_iterations=config.ppo_epochs,
+        mask_truncated_completions=config.truncated == "mask",
+        max_steps=config.total_steps * optimizer_steps_per_step,
+        logging_steps=optimizer_steps_per_step,
+        save_steps=config.save_every * optimizer_steps_per_step,
+        save_total_limit=config.keep_checkpoints,
+        seed=config.seed,
+        data_seed=config.seed,
+        bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
+        # Like our PPO: a constant learning rate, and no activation recomputation on small models.
+        lr_scheduler_type="constant",
+        gradient_checkpointing=torch.cuda.is_available(),
+        report_to="none",
+        disable_tqdm=False,
+        **(trl_overrides or {}),
+    )
+    reward = CountdownReward(config.rules)
+
+    class RunDirLogger(TrainerCallback):
+        """Writes TRL's logs as metrics.jsonl rows (one per generation round) and rollouts.jsonl."""
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
+            if not state.is_world_process_zero or not logs or "reward" not in logs:
+                return
+            step = state.global_step // optimizer_steps_per_step
+            rows, reward.pending = reward.pending, []
+            row: dict[str, Any] = {"step": step}
+            if rows:
+                row["reward/accuracy"] = sum(r["correct"] for r in rows) / len(rows)
+                row["reward/format_rate"] = sum(r["well_formed"] for r in rows) / len(rows)
+            for key, value in logs.items():
+                row[KEY_MAP.get(key, f"trl/{key}")] = value
+            append_jsonl(run.metrics, [row])
+            append_jsonl(run.rollouts, [{"step": step, **r} for r in rows[: config.log_rollouts]])
+
+    run.root.mkdir(parents=True, exist_ok=True)
+    start = 0
+    if last:
+        start = json.loads((Path(last) / "trainer_state.json").read_text())["global_step"] // optimizer_steps_per_step
+    for log in (run.metrics, run.rollouts):
+        truncate_after(log, start)
+    write_atomic(run.config, json.dumps({**config.to_dict(), "algo": algo, "trl": args.to_dict()}, indent=2, default=str))
+    trainer = Trainer(
+        model=config.model,
+        reward_funcs=[reward],
+        args=args,
+        train_dataset=to_trl_dataset(train_tasks, config, tokenizer),
+        processing_class=tokenizer,
+        callbacks=[RunDirLogger()],
+    )
+    trainer.train(resume_from_checkpoint=last)
+    trainer.save_model(str(run.root / "final"))
+    tokenizer.save_pretrained(str(run.root / "final"))
+    return run.root

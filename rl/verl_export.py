@@ -1,0 +1,107 @@
+"""Export Countdown for veRL (the trainer TinyZero runs on): parquet files and a reward module.
+
+The parquet rows follow TinyZero's `examples/data_preprocess/countdown.py` schema, which
+veRL's PPO trainer reads (`data.train_files`, `data.val_files`):
+
+    data_source  "countdown"
+    prompt       [{"role": "user", "content": ...}]      (chat list; veRL applies the chat template)
+    ability      "math"
+    reward_model {"style": "rule", "ground_truth": {"target": int, "numbers": [int, ...]}}
+    extra_info   {"split": "train" | "test", "index": int}
+    nums, target the task again, so `countdown-lab` reads the files as a tasks file too
+
+`compute_score` is the function veRL calls through `custom_reward_function.path/name`,
+backed by `countdown_env.score_response` (no `eval`, exact arithmetic).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from countdown_env import Rules, Task, chat_messages, generate_tasks, score_response, tinyzero_prompt
+
+DATA_SOURCE = "countdown"
+TEMPLATES = ("base", "instruct")
+#: Where a decoded prompt + response sequence hands over to the model (TinyZero passes the
+#: whole sequence to its scorer; newer veRL passes the response alone).
+RESPONSE_MARKERS = ("<|im_start|>assistant", "Assistant:")
+
+REWARD_MODULE = '''"""veRL reward function for Countdown (written by `countdown-lab export-verl`).
+
+Use with: custom_reward_function.path={path} custom_reward_function.name=compute_score
+"""
+import sys
+
+try:
+    from rl.verl_export import compute_score
+except ImportError:  # countdown-lab not installed in veRL's environment: use the checkout it came from
+    sys.path.insert(0, {root!r})
+    from rl.verl_export import compute_score
+
+__all__ = ["compute_score"]
+'''
+
+
+def compute_score(data_source: str, solution_str: str, ground_truth: dict[str, Any], extra_info: dict[str, Any] | None = None) -> float:
+    """veRL's reward hook: the Countdown reward of `solution_str` for the task in `ground_truth`."""
+    for marker in RESPONSE_MARKERS:
+        if marker in solution_str:
+            solution_str = solution_str.rsplit(marker, 1)[1]
+            break
+    numbers = ground_truth.get("numbers", ground_truth.get("nums"))
+    task = Task(tuple(int(n) for n in numbers), int(ground_truth["target"]))
+    return float(score_response(solution_str, task, Rules()).reward)
+
+
+def verl_row(task: Task, split: str, index: int, template: str = "base") -> dict[str, Any]:
+    """One parquet row in TinyZero's/veRL's schema."""
+    if template == "base":
+        prompt = [{"role": "user", "content": tinyzero_prompt(task)}]
+    elif template == "instruct":
+        prompt = chat_messages(task)
+    else:
+        raise ValueError(f"template must be one of {TEMPLATES}, got {template!r}")
+    return {
+        "data_source": DATA_SOURCE,
+        "prompt": prompt,
+        "ability": "math",
+        "reward_model": {"style": "rule", "ground_truth": {"target": task.target, "numbers": list(task.numbers)}},
+        "extra_info": {"split": split, "index": index},
+        "nums": list(task.numbers),
+        "target": task.target,
+    }
+
+
+def export_verl(
+    output_dir: str | Path,
+    *,
+    num_train: int = 327_680,
+    num_test: int = 1024,
+    seed: int = 0,
+    preset: str = "tinyzero",
+    template: str = "base",
+    train_tasks: Sequence[Task] | None = None,
+) -> dict[str, Path]:
+    """Write train.parquet, test.parquet (disjoint splits) and countdown_reward.py into `output_dir`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    test = generate_tasks(num_test, seed=seed, preset=preset, split="test")
+    if train_tasks is None:
+        train = generate_tasks(num_train, seed=seed, preset=preset, split="train")
+    else:
+        held_out = {t.key for t in test}
+        train = [t for t in train_tasks if t.key not in held_out]
+    paths = {}
+    for split, tasks in (("train", train), ("test", test)):
+        rows = [verl_row(task, split, i, template) for i, task in enumerate(tasks)]
+        paths[split] = output_dir / f"{split}.parquet"
+        pq.write_table(pa.Table.from_pylist(rows), paths[split])
+    reward = output_dir / "countdown_reward.py"
+    reward.write_text(REWARD_MODULE.format(path=reward.resolve(), root=str(Path(__file__).resolve().parents[1])))
+    paths["reward"] = reward
+    return paths
