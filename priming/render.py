@@ -99,10 +99,10 @@ PHRASES: dict[str, dict[str, tuple[str, ...]]] = {
         "close": ("",),
         VERIFICATION + "/miss": ("{v} not {goal}", "{v}!={goal}", "{v} vs {goal} no"),
         VERIFICATION + "/hit": ("{v} is target", "got {goal}", "{goal} reached"),
-        VERIFICATION + "/hit_sub": ("got {goal}", "have {goal}", "{goal} as needed"),
+        VERIFICATION + "/hit_sub": ("got {goal}", "{goal} found", "{goal} as needed"),
         BACKTRACKING: ("back", "go back", "undo", "back to {state}"),
         SUBGOAL_SETTING: ("first {a}&{b} then {rest}", "plan {a}&{b} then {rest}", "subgoal {a}&{b} first"),
-        BACKWARD_CHAINING: ("need {x} from {rest} as {last}", "{goal}={lastrev} so need {x}", "work back {last} need {x}"),
+        BACKWARD_CHAINING: ("need {x} from {rest} as {last}", "{goal}={lastrev} so need {x}", "last step {last} so need {x}"),
     },
 }
 

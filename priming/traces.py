@@ -25,6 +25,8 @@ from priming.search import SearchConfig, SearchResult, search, wrong_goal
 
 #: Bumped whenever the same (tasks, condition, seed, config) would give different text.
 GENERATOR_VERSION = "synthetic-1"
+#: Walks tried per failed-path budget before a trace over `max_chars` is searched with a smaller budget.
+RETRIES_PER_BUDGET = 4
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,8 @@ class TraceConfig:
     def __post_init__(self) -> None:
         if self.style not in STYLES:
             raise ValueError(f"style must be one of {STYLES}, got {self.style!r}")
+        if self.min_dead_ends > self.max_dead_ends:
+            raise ValueError(f"min_dead_ends ({self.min_dead_ends}) must be <= max_dead_ends ({self.max_dead_ends})")
         if self.max_chars is not None and self.max_chars < 40:
             raise ValueError(f"max_chars must be >= 40 (room for the tags and an answer), got {self.max_chars}")
         source = get_condition(self.dots_source)
@@ -124,9 +128,11 @@ def _think_of(text: str) -> str:
     return text[text.index("<think>") + len("<think>") : text.index("</think>")]
 
 
-def _search(task: Task, goal: int, condition: Condition, config: TraceConfig, seed: int, index: int, budget: int | None) -> SearchResult:
+def _search(
+    task: Task, goal: int, condition: Condition, config: TraceConfig, seed: int, index: int, budget: int, attempt: int
+) -> SearchResult:
     search_config = config.search_config(condition.strategy, explores=condition.explores, max_dead_ends=budget)
-    return search(task.numbers, goal, search_config, _rng("search", seed, index, task, condition.strategy, budget))
+    return search(task.numbers, goal, search_config, _rng("search", seed, index, task, condition.strategy, budget, attempt))
 
 
 def _trace(
@@ -156,24 +162,26 @@ def _trace(
 def _reasoning_trace(task: Task, condition: Condition, *, seed: int, index: int, incorrect: bool, config: TraceConfig) -> Trace:
     goal = wrong_goal(task.numbers, task.target, _rng("goal", seed, index, task)) if incorrect else task.target
     shortest = None
-    # Too long: search again with fewer failed paths, down to the condition's minimum.
+    # Too long: search again (another random walk), then with fewer failed paths, down to the
+    # condition's minimum. Attempt 0 of the full budget is the trace when nothing is too long.
     budgets = range(config.max_dead_ends, config.search_config(explores=True).min_dead_ends - 1, -1) if condition.explores else [0]
     for budget in budgets:
-        result = _search(task, goal, condition, config, seed, index, budget)
-        answer = expr_to_text(result.expression) if result.expression is not None else ""
-        rendered = render(
-            result.events,
-            condition.behaviors,
-            numbers=task.numbers,
-            goal=goal,
-            answer=answer,
-            style=config.style,
-            rng=_rng("text", seed, index, task, condition.name, budget),
-        )
-        text = format_completion(rendered.think, answer)
-        if config.max_chars is None or len(text) <= config.max_chars:
-            return _trace(task, condition, goal, result, text, rendered.behaviors, incorrect)
-        shortest = len(text) if shortest is None else min(shortest, len(text))
+        for attempt in range(RETRIES_PER_BUDGET):
+            result = _search(task, goal, condition, config, seed, index, budget, attempt)
+            answer = expr_to_text(result.expression) if result.expression is not None else ""
+            rendered = render(
+                result.events,
+                condition.behaviors,
+                numbers=task.numbers,
+                goal=goal,
+                answer=answer,
+                style=config.style,
+                rng=_rng("text", seed, index, task, condition.name, budget, attempt),
+            )
+            text = format_completion(rendered.think, answer)
+            if config.max_chars is None or len(text) <= config.max_chars:
+                return _trace(task, condition, goal, result, text, rendered.behaviors, incorrect)
+            shortest = len(text) if shortest is None else min(shortest, len(text))
     raise ValueError(
         f"no {condition.name} trace for {list(task.numbers)} -> {task.target} fits in max_chars={config.max_chars} "
         f"(shortest: {shortest} characters); raise max_chars, lower min_dead_ends or use the compact style"
