@@ -66,6 +66,11 @@ _ALIASES = str.maketrans({"×": "*", "x": "*", "X": "*", "÷": "/", "−": "-", 
 # the prompt never asks for and which make "which literal is which" ambiguous.
 _TOKEN = re.compile(r"\s*(?:([0-9]+)|(\*\*|//|[-+*/()=])|(\S))")
 _NAME = re.compile(r"[A-Za-z_]{2,}")
+# Fast path for the common answer made only of digits, operators, parentheses and
+# spaces: one findall instead of a Python loop over matches. `**` and `//` are excluded
+# here so they still get their own "not allowed" reason from the full tokenizer.
+_PLAIN = re.compile(r"[0-9+\-*/()= ]*")
+_PLAIN_TOKEN = re.compile(r"[0-9]+|[-+*/()=]")
 _NAMED_BAD = {"**": "power (**)", "//": "floor division (//)"}
 _CHAR_BAD = {"%": "modulo (%)", "!": "factorial (!)", "^": "power (^)", ".": "decimal point", ",": "comma"}
 
@@ -74,6 +79,15 @@ def tokenize(text: str, rules: Rules = DEFAULT_RULES) -> list[str]:
     """Split an answer into integer literals and operator tokens, rejecting anything else."""
     if len(text) > rules.max_answer_chars:
         raise ExpressionError(Outcome.LIMIT_EXCEEDED, f"answer longer than {rules.max_answer_chars} characters")
+    if _PLAIN.fullmatch(text) and "**" not in text and "//" not in text:
+        tokens = _PLAIN_TOKEN.findall(text)
+        digits = len(str(rules.max_magnitude))
+        for token in tokens:
+            if len(token) >= digits and token.isdigit() and (len(token) > digits or int(token) > rules.max_magnitude):
+                raise ExpressionError(Outcome.LIMIT_EXCEEDED, f"literal {token[:20]}{'...' if len(token) > 20 else ''} beyond {rules.max_magnitude}")
+        if not tokens:
+            raise ExpressionError(Outcome.MALFORMED, "empty answer")
+        return tokens
     name = _NAME.search(text)
     if name:
         raise ExpressionError(Outcome.DISALLOWED_OPERATION, f"names and functions are not allowed ({name.group(0)!r})")
@@ -127,6 +141,13 @@ class _Parser:
         if self.depth > self.rules.max_depth:
             raise ExpressionError(Outcome.LIMIT_EXCEEDED, f"{what} nested deeper than {self.rules.max_depth}")
 
+    # Tree-building hooks; `_EvaluatingParser` overrides them to compute values instead.
+    def num(self, token: str) -> Node:
+        return Num(int(token))
+
+    def neg(self, operand: Node) -> Node:
+        return Neg(operand)
+
     def binary(self, op: str, left: Node, right: Node) -> Node:
         if op not in self.rules.operators:
             raise ExpressionError(Outcome.DISALLOWED_OPERATION, f"operator {op!r} is not allowed by the rules")
@@ -152,7 +173,7 @@ class _Parser:
             raise ExpressionError(Outcome.MALFORMED, "expression ends too early")
         if token.isdigit():
             self.take()
-            return Num(int(token))
+            return self.num(token)
         if token == "(":
             self.take()
             self.enter("parentheses")
@@ -167,7 +188,7 @@ class _Parser:
                 raise ExpressionError(Outcome.DISALLOWED_OPERATION, "unary minus is not allowed")
             self.take()
             self.enter("unary minus")
-            node = Neg(self.factor())
+            node = self.neg(self.factor())
             self.depth -= 1
             return node
         raise ExpressionError(Outcome.MALFORMED, f"unexpected {token!r}")
@@ -175,7 +196,78 @@ class _Parser:
 
 def parse(text: str, rules: Rules = DEFAULT_RULES) -> Node:
     """Parse an answer into a tree; a trailing `= <int>` is dropped if the rules allow it."""
-    tokens = tokenize(text, rules)
+    tokens = _drop_trailing_equals(tokenize(text, rules), rules)
+    parser = _Parser(tokens, rules)
+    node = parser.expr()
+    if parser.pos != len(tokens):
+        raise ExpressionError(Outcome.MALFORMED, f"unexpected {tokens[parser.pos]!r} after a complete expression")
+    return node
+
+
+class _EvaluatingParser(_Parser):
+    """The same grammar, computing values while parsing (the scorer's hot path).
+
+    Gives exactly what `parse` then `literals` and `evaluate` give, without building a
+    tree: literals are collected as they are read, and the first evaluation error
+    (x/0, a rule broken by an intermediate) is recorded rather than raised, so that a
+    syntax error later in the text still wins and the numbers can still be checked.
+    Values are propagated as None after an error.
+    """
+
+    def __init__(self, tokens: list[str], rules: Rules) -> None:
+        super().__init__(tokens, rules)
+        self.used: list[int] = []
+        self.error: ExpressionError | None = None
+        self.limit = rules.max_magnitude
+        self.plain_ints_ok = rules.allow_negative_intermediates
+
+    def num(self, token: str) -> Value:  # type: ignore[override]
+        value = int(token)
+        self.used.append(value)
+        return value
+
+    def neg(self, operand: Value | None) -> Value | None:  # type: ignore[override]
+        return None if operand is None else self.check(-operand)
+
+    def binary(self, op: str, left: Value | None, right: Value | None) -> Value | None:  # type: ignore[override]
+        if op not in self.rules.operators:
+            raise ExpressionError(Outcome.DISALLOWED_OPERATION, f"operator {op!r} is not allowed by the rules")
+        if left is None or right is None:
+            return None
+        value = apply(op, left, right)
+        if value is None:
+            return self.fail(ExpressionError(Outcome.DIVISION_BY_ZERO, "division by zero"))
+        return self.check(value)
+
+    def check(self, value: Value) -> Value | None:
+        # Fast accept for the common case; everything else goes through check_value.
+        if type(value) is int and -self.limit <= value <= self.limit and (value >= 0 or self.plain_ints_ok):
+            return value
+        try:
+            check_value(value, self.rules)
+        except ExpressionError as err:
+            return self.fail(err)
+        return value
+
+    def fail(self, err: ExpressionError) -> None:
+        if self.error is None:
+            self.error = err
+        return None
+
+
+def parse_and_evaluate(text: str, rules: Rules = DEFAULT_RULES) -> tuple[Value | None, list[int], ExpressionError | None]:
+    """(value, literals, first evaluation error) in one pass; raises ExpressionError for
+    text that does not parse (exactly when `parse` raises). The value is None iff there
+    is an evaluation error, which is the one `evaluate(parse(text))` would raise."""
+    tokens = _drop_trailing_equals(tokenize(text, rules), rules)
+    parser = _EvaluatingParser(tokens, rules)
+    value = parser.expr()
+    if parser.pos != len(tokens):
+        raise ExpressionError(Outcome.MALFORMED, f"unexpected {tokens[parser.pos]!r} after a complete expression")
+    return value, parser.used, parser.error  # type: ignore[return-value]
+
+
+def _drop_trailing_equals(tokens: list[str], rules: Rules) -> list[str]:
     if "=" in tokens:
         at = tokens.index("=")
         tail = tokens[at + 1 :]
@@ -186,11 +278,7 @@ def parse(text: str, rules: Rules = DEFAULT_RULES) -> Node:
         tokens = tokens[:at]
         if not tokens:
             raise ExpressionError(Outcome.MALFORMED, "nothing before '='")
-    parser = _Parser(tokens, rules)
-    node = parser.expr()
-    if parser.pos != len(tokens):
-        raise ExpressionError(Outcome.MALFORMED, f"unexpected {tokens[parser.pos]!r} after a complete expression")
-    return node
+    return tokens
 
 
 def literals(node: Node) -> list[int]:

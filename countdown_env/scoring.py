@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from countdown_env.expression import ExpressionError, Outcome, evaluate, literals, parse
+from countdown_env.expression import ExpressionError, Outcome, parse_and_evaluate
 from countdown_env.rules import ANSWER_CLOSE, ANSWER_OPEN, DEFAULT_RULES, Rules
 from countdown_env.tasks import Task
 
@@ -74,6 +74,8 @@ def extract_answer(response: str, rules: Rules = DEFAULT_RULES) -> tuple[str, st
 
 def check_numbers(used: Sequence[int], given: Sequence[int], rules: Rules) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(missing, extra) between the literals used and the numbers given, as multisets."""
+    if len(used) == len(given) and sorted(used) == sorted(given):  # the common case, without Counters
+        return (), ()
     used_c, given_c = Counter(used), Counter(given)
     extra = tuple(sorted((used_c - given_c).elements()))
     missing = tuple(sorted((given_c - used_c).elements())) if rules.use_all_numbers else ()
@@ -99,14 +101,12 @@ def score_response(response: str, task: Task, rules: Rules | None = None, **over
     if len(answer) > rules.max_answer_chars:
         return Score(0.0, Outcome.LIMIT_EXCEEDED, f"answer longer than {rules.max_answer_chars} characters", answer=answer[: rules.max_answer_chars] + "...")
     try:
-        tree = parse(answer, rules)
-    except ExpressionError as err:
-        return Score(0.0, err.outcome, err.reason, answer=answer)
-    missing, extra = check_numbers(literals(tree), task.numbers, rules)
-    value: Fraction | None = None
-    try:
-        value = Fraction(evaluate(tree, rules))
-    except ExpressionError as err:
+        raw, used, err = parse_and_evaluate(answer, rules)
+    except ExpressionError as syntax:
+        return Score(0.0, syntax.outcome, syntax.reason, answer=answer)
+    missing, extra = check_numbers(used, task.numbers, rules)
+    value = None if raw is None else Fraction(raw)
+    if err is not None:
         if err.outcome is Outcome.LIMIT_EXCEEDED or (err.outcome is Outcome.DISALLOWED_OPERATION and not (missing or extra)):
             return Score(0.0, err.outcome, err.reason, answer=answer, missing=missing, extra=extra)
         if not (missing or extra):

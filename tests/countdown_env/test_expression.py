@@ -166,3 +166,37 @@ def test_apply_is_exact_and_normalises_whole_fractions() -> None:
     assert apply("/", -6, 4) == Fraction(-3, 2)
     assert apply("/", 5, 0) is None and apply("/", half, 0) is None
     assert apply("*", Fraction(2, 3), 3) == 2 and type(apply("*", Fraction(2, 3), 3)) is int
+
+
+RULE_VARIANTS = [
+    Rules(),
+    Rules(integer_intermediates=True, allow_negative_intermediates=False),
+    Rules(allow_unary_minus=True, max_magnitude=10**4, max_depth=4),
+    Rules(operators=("+", "*"), allow_trailing_equals=False),
+]
+
+
+@settings(max_examples=500, deadline=200)
+@given(
+    text=st.one_of(st.text(alphabet="0123456789+-*/()= ", max_size=40), st.text(alphabet="0123456789+-*/()=. x^!", max_size=40), expression_text().map(lambda d: d[0])),
+    variant=st.integers(0, len(RULE_VARIANTS) - 1),
+)
+def test_one_pass_evaluation_agrees_with_parse_then_evaluate(text: str, variant: int) -> None:
+    from countdown_env.expression import parse_and_evaluate
+
+    rules = RULE_VARIANTS[variant]
+    try:
+        tree = parse(text, rules)
+    except ExpressionError as err:
+        with pytest.raises(ExpressionError) as info:
+            parse_and_evaluate(text, rules)
+        assert (info.value.outcome, info.value.reason) == (err.outcome, err.reason)
+        return
+    value, used, error = parse_and_evaluate(text, rules)
+    assert used == literals(tree)
+    try:
+        expected = evaluate(tree, rules)
+    except ExpressionError as err:
+        assert value is None and error is not None and (error.outcome, error.reason) == (err.outcome, err.reason)
+    else:
+        assert error is None and value == expected and type(value) is type(expected)
