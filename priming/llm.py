@@ -289,6 +289,8 @@ def generate_llm_traces(
     written = 0
     bar = tqdm(total=len(todo), desc="llm traces", file=sys.stderr, disable=not progress)
     with output.open("a") as out, ThreadPoolExecutor(max_workers=config.concurrency) as pool:
+        if not _ends_with_newline(output):
+            out.write("\n")  # end a line cut off by a crash, or the next row would be glued to it
         pending: dict[Future[dict[str, Any]], tuple[int, Task]] = {}
         queue = iter(todo)
 
@@ -319,6 +321,15 @@ def generate_llm_traces(
     for line in errors[:5]:
         print(f"prime: request failed after retries: {line}", file=sys.stderr)
     return LLMRun(len(todo), written, len(done & {task_key(i, t) for i, t in enumerate(tasks)}), len(errors), tuple(errors))
+
+
+def _ends_with_newline(path: Path) -> bool:
+    """True for an empty file or one whose last byte is a newline."""
+    with path.open("rb") as f:
+        if f.seek(0, os.SEEK_END) == 0:
+            return True
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
 
 
 def select_rows(rows: Iterable[dict[str, Any]], tasks: Sequence[Task], keep: str) -> list[dict[str, Any]]:
