@@ -217,6 +217,10 @@ class SFTRunConfig:
             **_checkpointing_args(SFTConfig, precision["gradient_checkpointing"]),
             dataloader_pin_memory=_cuda_available(),
             report_to="none",
+            # Without a GPU, say so: transformers then runs one DDP process per `torchrun` /
+            # `accelerate launch` worker on CPU (gloo) instead of a single process.
+            use_cpu=not _cuda_available(),
+            ddp_find_unused_parameters=False,
             disable_tqdm=not progress,
             # Tokenising a few thousand short rows in worker processes costs more than it saves.
             dataset_num_proc=None,
@@ -359,16 +363,19 @@ def _make_callbacks(
 def evaluate_generation(
     model: Any, tokenizer: Any, prompts: list[str], tasks: list[Task], *, max_new_tokens: int, batch_size: int = 32
 ) -> dict[str, float]:
-    """eval/accuracy, eval/well_formed and eval/mean_length of greedy completions."""
+    """eval/accuracy, eval/well_formed, eval/mean_length and eval/generation_seconds of greedy completions."""
     from rl.generation import generate_completions
 
+    start = time.perf_counter()
     completions = generate_completions(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    seconds = time.perf_counter() - start
     scores = [score_response(text, task) for text, task in zip(completions, tasks, strict=True)]
     n = len(scores)
     return {
         "eval/accuracy": sum(s.correct for s in scores) / n,
         "eval/well_formed": sum(s.well_formed for s in scores) / n,
         "eval/mean_length": sum(len(c) for c in completions) / n,
+        "eval/generation_seconds": seconds,
     }
 
 

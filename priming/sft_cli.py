@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from countdown_env.rules import PROMPT_STYLES
@@ -88,6 +89,8 @@ def _sft(args: argparse.Namespace) -> int:
         **fields,
     )
     result = run_sft(config, resume=args.resume, progress=not args.quiet)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun / accelerate launch, report once
+        return 0
     evals = "".join(f", {k} {v:.3f}" for k, v in result.final_eval.items())
     print(
         f"trained {result.global_step} steps on {result.n_train} rows in {result.seconds / 60:.1f} min "
