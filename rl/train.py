@@ -111,7 +111,9 @@ def train(
 
     if not config.model:
         raise ValueError("no model: pass --model PATH (a local model folder or a hub id)")
-    accelerator = Accelerator()
+    # cpu=True on a machine without a GPU: under `accelerate launch --multi_gpu` / torchrun
+    # this makes accelerate form a gloo process group (MULTI_CPU) instead of N lone runs.
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
     rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
     if config.prompts_per_step % world:
         raise ValueError(f"prompts_per_step {config.prompts_per_step} must be divisible by the number of processes {world}")

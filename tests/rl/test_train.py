@@ -1,0 +1,134 @@
+"""PPO end to end on the tiny model: the run directory, resume without lost or duplicated steps, 2 processes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lab.cli import main
+from rl.models import load_model
+from rl.run_dir import read_jsonl
+from tests.rl.conftest import fast_args
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+REPO = Path(__file__).resolve().parents[2]
+
+
+def steps_of(path):
+    return [row["step"] for row in read_jsonl(path)]
+
+
+def test_ppo_run_writes_the_run_directory(tiny_model, tmp_path):
+    out = tmp_path / "run"
+    assert main(fast_args(tiny_model, out, "--max-steps", 3)) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["total_steps"] == 3 and config["prompts_per_step"] == 4 and config["model"] == str(tiny_model)
+    rows = read_jsonl(out / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [0, 1, 2, 3]  # step 0: the evaluation before training
+    for key in ("reward/mean", "reward/accuracy", "reward/format_rate", "response/length", "objective/kl", "policy/entropy",
+                "losses/value_loss", "policy/clipfrac", "time/seconds_per_step"):  # fmt: skip
+        assert all(isinstance(r[key], float) for r in rows[1:]), key
+    assert "eval/accuracy" in rows[0] and "eval/accuracy" in rows[2] and "eval/accuracy" in rows[3] and "eval/accuracy" not in rows[1]
+    rollouts = read_jsonl(out / "rollouts.jsonl")
+    assert [r["step"] for r in rollouts] == [1, 1, 1, 2, 2, 2, 3, 3, 3]
+    assert {"step", "text", "numbers", "target", "reward", "correct"} <= set(rollouts[0])
+    # Checkpoints: the newest two kept, each with a loadable policy and accelerate's state.
+    ckpts = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert ckpts == ["step-000002", "step-000003"]
+    last = out / "checkpoints" / "step-000003"
+    assert json.loads((last / "state.json").read_text()) == {"step": 3}
+    assert (last / "optimizer.bin").exists() and (last / "random_states_0.pkl").exists()
+    assert load_model(last / "policy") is not None
+    # A second run into the same directory without --resume is refused.
+    assert main(fast_args(tiny_model, out, "--max-steps", 3)) == 2
+
+
+def test_training_changes_the_policy(tiny_model, tmp_path):
+    import torch
+
+    out = tmp_path / "run"
+    assert main(fast_args(tiny_model, out, "--max-steps", 1, "--set", "actor_lr=1e-2")) == 0
+    before, after = load_model(tiny_model), load_model(out / "checkpoints" / "step-000001" / "policy")
+    assert any(not torch.equal(a, b) for a, b in zip(before.parameters(), after.parameters(), strict=True))
+
+
+def test_resume_continues_to_more_steps_without_duplicates(tiny_model, tmp_path):
+    out = tmp_path / "run"
+    assert main(fast_args(tiny_model, out, "--max-steps", 2)) == 0
+    assert main(fast_args(tiny_model, out, "--max-steps", 4, "--resume")) == 0
+    assert steps_of(out / "metrics.jsonl") == [0, 1, 2, 3, 4]
+    assert sorted(set(steps_of(out / "rollouts.jsonl"))) == [1, 2, 3, 4]
+    assert json.loads((out / "config.json").read_text())["resumed_from"] == 2
+
+
+def test_resume_is_deterministic(tiny_model, tmp_path):
+    """Steps redone after a resume see the same prompts and samples as an uninterrupted run."""
+    straight, resumed = tmp_path / "a", tmp_path / "b"
+    assert main(fast_args(tiny_model, straight, "--max-steps", 3)) == 0
+    assert main(fast_args(tiny_model, resumed, "--max-steps", 2)) == 0
+    assert main(fast_args(tiny_model, resumed, "--max-steps", 3, "--resume")) == 0
+    a, b = read_jsonl(straight / "rollouts.jsonl"), read_jsonl(resumed / "rollouts.jsonl")
+    assert [(r["step"], r["numbers"], r["target"]) for r in a] == [(r["step"], r["numbers"], r["target"]) for r in b]
+    assert [r["text"] for r in a] == [r["text"] for r in b]
+
+
+def test_kill_9_then_resume_loses_and_duplicates_no_step(tiny_model, tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "lab.cli", *fast_args(tiny_model, out, "--max-steps", 200)]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (out / "checkpoints" / "step-000002").exists():
+            time.sleep(0.05)
+        assert (out / "checkpoints" / "step-000002").exists(), "no checkpoint within 2 minutes"
+        time.sleep(0.3)  # kill somewhere in a later step, possibly mid-write
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    killed_at = steps_of(out / "metrics.jsonl")[-1]
+    assert killed_at < 200
+    final = killed_at + 2
+    assert main(fast_args(tiny_model, out, "--max-steps", final, "--resume")) == 0
+    assert steps_of(out / "metrics.jsonl") == list(range(final + 1))
+    rollout_steps = steps_of(out / "rollouts.jsonl")
+    assert rollout_steps == sorted(rollout_steps) and set(rollout_steps) == set(range(1, final + 1))
+    assert all(rollout_steps.count(s) == 3 for s in range(1, final + 1))
+    assert not list((out / "checkpoints").glob(".tmp-*"))
+
+
+def test_bad_config_is_a_clear_error(tiny_model, tmp_path, capsys):
+    assert main(fast_args(tiny_model, tmp_path / "x", "--set", "cliprange=-1")) == 2
+    assert "cliprange must be > 0" in capsys.readouterr().err
+    assert main(fast_args(tiny_model, tmp_path / "y", "--set", "no_such_field=1")) == 2
+    assert "unknown config field" in capsys.readouterr().err
+
+
+def test_two_processes_with_gloo(tiny_model, tmp_path):
+    """`accelerate launch` with 2 CPU processes (gloo): shared prompts, one log, DDP-synchronised weights."""
+    out = tmp_path / "run"
+    accelerate = Path(sys.executable).parent / "accelerate"
+    cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+           "--dynamo_backend", "no", "--main_process_port", "29577", "-m", "lab.cli", *fast_args(tiny_model, out, "--max-steps", 2)]  # fmt: skip
+    result = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((out / "config.json").read_text())["num_processes"] == 2
+    assert steps_of(out / "metrics.jsonl") == [0, 1, 2]
+    ckpt = out / "checkpoints" / "step-000002"
+    assert (ckpt / "random_states_0.pkl").exists() and (ckpt / "random_states_1.pkl").exists()
+
+
+@pytest.mark.parametrize("algo", ["grpo", "rloo"])
+def test_trl_algorithms_write_the_same_run_directory(tiny_model, tmp_path, algo):
+    out = tmp_path / algo
+    assert main(fast_args(tiny_model, out, "--max-steps", 2, "--algo", algo)) == 0
+    rows = read_jsonl(out / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2]
+    assert {"reward/mean", "reward/accuracy", "response/length"} <= set(rows[0])
+    assert {r["step"] for r in read_jsonl(out / "rollouts.jsonl")} == {1, 2}
+    assert json.loads((out / "config.json").read_text())["algo"] == algo
+    assert load_model(out / "final") is not None
