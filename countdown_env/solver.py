@@ -68,9 +68,25 @@ def _splits(items: tuple[Value, ...]) -> Iterator[tuple[tuple[Value, ...], tuple
                 yield key
 
 
-@lru_cache(maxsize=4096)
+#: Sub-multisets up to this size are memoised across calls. Larger ones are not: six
+#: numbers under the default rules reach ~340k values (~80 MB), and a cache of thousands
+#: of those would exhaust memory, while small ones are shared by nearly every search.
+CACHED_SIZE = 4
+
+
 def reachable_using_all(items: tuple[Value, ...], rules: Rules) -> dict[Value, Expr]:
-    """Every value an expression using *all* of `items` reaches, with one expression each."""
+    """Every value an expression using *all* of `items` (sorted) reaches, one expression each."""
+    if len(items) <= CACHED_SIZE:
+        return _reachable_cached(items, rules)
+    return _reachable(items, rules)
+
+
+@lru_cache(maxsize=4096)
+def _reachable_cached(items: tuple[Value, ...], rules: Rules) -> dict[Value, Expr]:
+    return _reachable(items, rules)
+
+
+def _reachable(items: tuple[Value, ...], rules: Rules) -> dict[Value, Expr]:
     if len(items) == 1:
         return {items[0]: items[0]}
     out: dict[Value, Expr] = {}
@@ -167,8 +183,33 @@ def solve(numbers: Sequence[int], target: int, rules: Rules = DEFAULT_RULES) -> 
     """
     if not numbers:
         return None
-    expr = _dfs([(n, n) for n in numbers], target, rules, set())
+    if rules.use_all_numbers and len(numbers) >= MEET_IN_THE_MIDDLE_FROM:
+        expr = _meet_in_the_middle(tuple(sorted(numbers)), target, rules)
+    else:
+        expr = _dfs([(n, n) for n in numbers], target, rules, set())
     return None if expr is None else expr_to_text(expr)
+
+
+#: From this many numbers (all of them used), `solve` splits the numbers in two and
+#: matches reachable values instead of searching depth-first: 4x faster when there is
+#: no solution for six numbers (the depth-first search must then visit every tree),
+#: but slower than the depth-first search's early exit for four.
+MEET_IN_THE_MIDDLE_FROM = 5
+
+
+def _meet_in_the_middle(items: tuple[Value, ...], target: int, rules: Rules) -> Expr | None:
+    """An expression whose last operation joins a value of one part of `items` with one of
+    the other. Balanced splits first: their value sets are the cheapest to list."""
+    if not allowed_value(target, rules):
+        return None
+    for left, right in sorted(_splits(items), key=lambda split: max(len(split[0]), len(split[1]))):
+        lvals, rvals = reachable_using_all(left, rules), reachable_using_all(right, rules)
+        if len(lvals) > len(rvals):
+            lvals, rvals = rvals, lvals
+        for a, ea in lvals.items():
+            for op, swapped, b in _partners(a, target, rules.operators, rvals):
+                return (op, rvals[b], ea) if swapped else (op, ea, rvals[b])
+    return None
 
 
 @dataclass(frozen=True)

@@ -183,3 +183,23 @@ def test_solve_edge_cases() -> None:
     assert solve((4, 0), 0) is not None
     assert solve((2, 3), -1) == "2 - 3"
     assert solve((2, 3), -1, Rules(allow_negative_intermediates=False)) is None
+
+
+def test_meet_in_the_middle_agrees_with_depth_first_search(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Five and six numbers: solve (meet in the middle) vs the depth-first search vs reachable."""
+    from countdown_env import solver
+
+    rng = random.Random(5)
+    cases = [(tuple(rng.randint(1, 12) for _ in range(5)), Rules()) for _ in range(2)]
+    cases.append(((1, 2, 3, 5, 7, 11), Rules(operators=("+", "-", "*"))))
+    for numbers, rules in cases:
+        values = reachable(numbers, rules)
+        targets = [*rng.sample(range(0, 400), 12), 10**6 + 7]
+        mitm = {t: solve(numbers, t, rules) for t in targets}
+        monkeypatch.setattr(solver, "MEET_IN_THE_MIDDLE_FROM", 99)
+        dfs = {t: solve(numbers, t, rules) for t in targets}
+        monkeypatch.undo()
+        for t in targets:
+            assert (mitm[t] is None) == (dfs[t] is None) == (t not in values), (numbers, t)
+            if mitm[t] is not None:
+                check_expression(mitm[t], numbers, t, rules)
