@@ -54,41 +54,43 @@ def ensure_trl112_venv() -> Path:
     return python
 
 
-def speed() -> dict[str, float]:
+def speed(rounds: int = 2) -> dict[str, float]:
+    """Seconds per PPO step, ours and TRL 1.12's, alternating A B A B so that load from other
+    jobs on the machine hits both alike; the first step of every run is warm-up, not timed."""
     from rl.models import init_model
 
     model = init_model(OUT / "speed-model", "qwen2", "small", seed=0)
-    # Ours: the same settings through the CLI, min_response_length not available, so the
-    # model is untrained (it rarely emits EOS: nearly every completion runs to 64 tokens).
-    ours_dir = OUT / "speed-ours"
-    if ours_dir.exists():
-        import shutil
-
-        shutil.rmtree(ours_dir)
-    steps = SPEED["steps"]
-    sets = [f"prompts_per_step={SPEED['prompts']}", f"rollouts_per_prompt={SPEED['rollouts']}", f"max_response_length={SPEED['response_length']}",
-            f"mini_batch_size={SPEED['mini_batch']}", "eval_every=0", f"save_every={steps + 1}", "truncated=keep", "num_train_tasks=500"]  # fmt: skip
-    cmd = [CLI, "ppo", "--model", model, "--output-dir", ours_dir, "--max-steps", steps, "--no-progress"]
-    for s in sets:
-        cmd += ["--set", s]
-    run(cmd)
-    rows = [json.loads(line) for line in (ours_dir / "metrics.jsonl").read_text().splitlines()]
-    ours = [r["time/seconds_per_step"] for r in rows if "time/seconds_per_step" in r][SPEED["warmup"] :]
-    ours_len = [r["response/length"] for r in rows if "response/length" in r]
-
     python = ensure_trl112_venv()
-    out = subprocess.run([str(python), str(ROOT / "bench" / "trl112_ppo.py"), "--model", str(model), "--steps", str(steps), *[f"--{k}={v}" for k, v in SPEED.items()]],
-                         env={**ENV, "PYTHONPATH": str(ROOT)}, check=True, capture_output=True, text=True)  # fmt: skip
-    theirs = json.loads(out.stdout.strip().splitlines()[-1])
-    result = {
-        "ours_s_per_step": sum(ours) / len(ours),
-        "trl112_s_per_step": theirs["s_per_step"],
-        "ours_mean_length": sum(ours_len) / len(ours_len),
-        "ours_finished_rate": 1 - sum(r["reward/truncated_rate"] for r in rows if "reward/truncated_rate" in r) / len(ours_len),
-        "trl112_finished_rate": theirs["finished_rate"],
-    }
-    result["ratio"] = result["ours_s_per_step"] / result["trl112_s_per_step"]
-    return result
+    steps = SPEED["steps"]
+    ours, theirs, ours_finished, theirs_finished = [], [], [], []
+    for r in range(rounds):
+        ours_dir = OUT / f"speed-ours-{r}"
+        if ours_dir.exists():
+            import shutil
+
+            shutil.rmtree(ours_dir)
+        # truncated=keep: every completion is trained on, as in TRL (which has no masking option).
+        sets = [f"prompts_per_step={SPEED['prompts']}", f"rollouts_per_prompt={SPEED['rollouts']}", f"max_response_length={SPEED['response_length']}",
+                f"mini_batch_size={SPEED['mini_batch']}", "eval_every=0", f"save_every={steps + 1}", "truncated=keep", "num_train_tasks=500"]  # fmt: skip
+        cmd = [CLI, "ppo", "--model", model, "--output-dir", ours_dir, "--max-steps", steps, "--no-progress"]
+        for s in sets:
+            cmd += ["--set", s]
+        run(cmd, capture_output=True)
+        rows = [json.loads(line) for line in (ours_dir / "metrics.jsonl").read_text().splitlines()]
+        timed = [row for row in rows if "time/seconds_per_step" in row][SPEED["warmup"] :]
+        ours.append(sum(row["time/seconds_per_step"] for row in timed) / len(timed))
+        ours_finished.append(1 - sum(row["reward/truncated_rate"] for row in timed) / len(timed))
+
+        out = subprocess.run([str(python), str(ROOT / "bench" / "trl112_ppo.py"), "--model", str(model), "--steps", str(steps),
+                              *[f"--{k}={v}" for k, v in SPEED.items() if k != "steps"]],
+                             env={**ENV, "PYTHONPATH": str(ROOT)}, check=True, capture_output=True, text=True)  # fmt: skip
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        theirs.append(result["s_per_step"])
+        theirs_finished.append(result["finished_rate"])
+        print(f"round {r}: ours {ours[-1]:.3f} s/step, TRL 1.12 {theirs[-1]:.3f} s/step", flush=True)
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    return {"ours_s_per_step": mean(ours), "trl112_s_per_step": mean(theirs), "ratio": mean(ours) / mean(theirs),
+            "ours_runs": ours, "trl112_runs": theirs, "ours_finished_rate": mean(ours_finished), "trl112_finished_rate": mean(theirs_finished)}  # fmt: skip
 
 
 # ---- (b) learning -------------------------------------------------------------------

@@ -197,4 +197,4 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
             raise TypeError
         return kind(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a {kind.__name__}, got {value!r}") from None
+        raise ValueError(f"{name} must be of type {kind.__name__}, got {value!r}") from None
