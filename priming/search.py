@@ -25,11 +25,12 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import cached_property
 from typing import Literal
 
 from countdown_env.expression import Value, apply
 from countdown_env.rules import Rules
-from countdown_env.solver import Expr, allowed_value, combine, reachable_using_all
+from countdown_env.solver import Expr, allowed_value, combine, reachable_using_all, solve
 
 Strategy = Literal["forward", "backward", "mixed"]
 STRATEGIES: tuple[str, ...] = ("forward", "backward", "mixed")
@@ -155,15 +156,26 @@ class SearchResult:
 # ---- the search -----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Child:
+    """One way to expand a node. Whether the goal is still reachable through it is computed
+    only when the walk asks (most children are never looked at), then kept."""
+
     kind: Literal["combine", "decompose"]
     i: int
     j: int
     op: str
     swapped: bool
     value: Value
-    solvable: bool
+    values: tuple[Value, ...]
+    """The values left to combine after this move."""
+    goal: Value
+    """The value they must make."""
+    rules: Rules
+
+    @cached_property
+    def solvable(self) -> bool:
+        return reaches(self.values, self.goal, self.rules)
 
 
 def _remove(values: Sequence[Value], used: Sequence[Value]) -> tuple[Value, ...]:
@@ -225,7 +237,7 @@ class _Walk:
             for j in range(i + 1, len(items)):
                 rest = [items[k][0] for k in range(len(items)) if k not in (i, j)]
                 for op, swapped, value in combine(items[i][0], items[j][0], self.rules):
-                    out.append(_Child("combine", i, j, op, swapped, value, reaches([*rest, value], goal, self.rules)))
+                    out.append(_Child("combine", i, j, op, swapped, value, (*rest, value), goal, self.rules))
         return out
 
     def backward_children(self, items: list[tuple[Value, Expr]], goal: Value) -> list[_Child]:
@@ -236,7 +248,7 @@ class _Walk:
                 key = (items[k][0], op, need_first, need)
                 if key not in seen:
                     seen.add(key)
-                    out.append(_Child("decompose", k, k, op, not need_first, need, reaches(rest, need, self.rules)))
+                    out.append(_Child("decompose", k, k, op, not need_first, need, tuple(rest), need, self.rules))
         return out
 
     def fail_first(self, children: list[_Child]) -> list[_Child]:
@@ -276,12 +288,11 @@ class _Walk:
         tried = 0
         values = tuple(v for v, _ in items)
         children = self.children(items, goal, top)
-        doomed = not any(c.solvable for c in children)
         for child in children:
             # A spent budget skips failing children, except the first one of a node that was
             # entered while the budget lasted and cannot succeed: the walk goes down to a leaf,
             # so every return is preceded by a visible miss.
-            if not child.solvable and (tried >= self.config.branch_cap or (self.spent() and (tried or not doomed))):
+            if not child.solvable and (tried >= self.config.branch_cap or (self.spent() and (tried or any(c.solvable for c in children)))):
                 continue
             if tried:
                 self.events.append(Backtrack(values, goal))
@@ -323,7 +334,9 @@ def search(numbers: Sequence[int], goal: int, config: SearchConfig, rng: random.
     else the full rules. Raises ValueError if no expression using every number makes `goal`.
     """
     for rules in (PLAIN_RULES, FULL_RULES):
-        if reaches(numbers, goal, rules):
+        # The solver's depth-first search stops at the first solution: much cheaper than the
+        # whole reachable-value table of all the numbers, which only sub-multisets need.
+        if solve(numbers, goal, rules) is not None:
             break
     else:
         raise ValueError(f"no expression using every one of {list(numbers)} makes {goal}; traces need a solvable task")
