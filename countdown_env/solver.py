@@ -178,8 +178,10 @@ def _dfs(items: list[tuple[Value, Expr]], target: int, rules: Rules, dead: set[t
 def solve(numbers: Sequence[int], target: int, rules: Rules = DEFAULT_RULES) -> str | None:
     """One expression reaching `target` under the rules, or None if none does.
 
-    Depth-first "combine two numbers, recurse" with a memo of dead multisets: it stops
-    at the first solution, which is far cheaper than enumerating every reachable value.
+    Up to four numbers (or when numbers may be left out): depth-first "combine two
+    numbers, recurse" with a memo of dead multisets, which stops at the first solution
+    and is far cheaper than enumerating every reachable value. From five numbers, all
+    used: meet in the middle (see `MEET_IN_THE_MIDDLE_FROM`).
     """
     if not numbers:
         return None
