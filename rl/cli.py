@@ -9,6 +9,7 @@ from typing import Any
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
+    from rl.config import help_text
     from rl.models import ARCHS, SIZES
 
     p = sub.add_parser("init-model", help="build a tiny randomly initialised model + tokenizer, saved like a hub checkpoint")
@@ -22,7 +23,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         ("ppo", "ppo", "RL on Countdown: PPO with a critic (default), or --algo grpo|rloo through TRL"),
         ("grpo", "grpo", "GRPO through TRL's GRPOTrainer (same as `ppo --algo grpo`)"),
     ):
-        p = sub.add_parser(name, help=text, description=text + ". Writes config.json, metrics.jsonl, rollouts.jsonl, checkpoints/.")
+        p = sub.add_parser(name, help=text, description=text + ". Writes config.json, metrics.jsonl, rollouts.jsonl, checkpoints/.",
+                           epilog=help_text(), formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
         p.add_argument("--model", help="start model: a local folder or a hub id (default: the config's `model`)")
         p.add_argument("--output-dir", type=Path, required=True, help="run directory")
         p.add_argument("--config", help="YAML config file or preset name (tiny-cpu, paper-3b); default tiny-cpu")

@@ -144,6 +144,29 @@ class PPOConfig:
         return dataclasses.replace(self, **changes)
 
 
+def field_docs() -> dict[str, str]:
+    """Each PPOConfig field's docstring (the string under it), for `--help`."""
+    import ast
+    import inspect
+
+    body = ast.parse(inspect.getsource(PPOConfig)).body[0].body
+    docs = {}
+    for node, following in zip(body, body[1:], strict=False):
+        is_field = isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+        is_doc = isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant) and isinstance(following.value.value, str)
+        if is_field and is_doc:
+            docs[node.target.id] = " ".join(following.value.value.split())
+    return docs
+
+
+def help_text() -> str:
+    """`--set` fields with their defaults and docs, for the CLI's epilog."""
+    defaults = PPOConfig()
+    return "config fields (--set KEY=VALUE):\n" + "\n".join(
+        f"  {name} = {getattr(defaults, name)!r}: {doc}" for name, doc in field_docs().items()
+    )
+
+
 def preset_path(name: str) -> Path:
     return CONFIG_DIR / f"{name}.yaml"
 

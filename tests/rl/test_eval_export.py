@@ -126,3 +126,12 @@ def test_multi_turn_feeds_back_and_asks_again(tiny_model):
     prompts = tokenizer.batch_decode(rollout.generation.query, skip_special_tokens=True)
     assert "Feedback:" not in prompts[0] and "Feedback:" in prompts[2] and "Feedback:" in prompts[4]
     assert not math.isnan(rollout.scores.sum().item())
+
+
+def test_every_config_field_is_documented_in_help():
+    from dataclasses import fields
+
+    from rl.config import field_docs, help_text
+
+    assert set(field_docs()) == {f.name for f in fields(PPOConfig)}
+    assert "actor_lr = 3e-05: Policy learning rate" in help_text()
