@@ -1,45 +1,69 @@
-"""`countdown-lab demo` (and, later, `experiment`)."""
+"""`countdown-lab experiment` and `countdown-lab demo`."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
-import time
-from collections import Counter
 from pathlib import Path
+from typing import Any
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="run the main job on the embedded default")
+    p = sub.add_parser("experiment", help="the study's experiment: prime, SFT, PPO and classify per condition and seed")
+    p.add_argument("--preset", default="tiny-cpu", help="lab/presets/<name>.yaml (tiny-cpu, demo, paper-3b) or a YAML file")
+    p.add_argument("--conditions", nargs="+", help="priming conditions, <condition>_incorrect, or none")
+    p.add_argument("--seeds", nargs="+", type=int)
+    p.add_argument("--model", help="base model path or hub id (default: the embedded tiny model)")
+    p.add_argument("--jobs", type=int, help="runs in parallel")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[], help="override any experiment field (YAML value), e.g. --set ppo='{total_steps: 50}'")
+    p.add_argument("--output-dir", type=Path, required=True)
+    p.set_defaults(func=_experiment)
+
+    p = sub.add_parser("demo", help="the main job on the embedded default: a short experiment (tiny model, heuristic judge), < 10 min on 2 cores")
     p.add_argument("--output-dir", type=Path, default=Path("runs/demo"))
-    p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_demo)
 
 
-def _demo(args: argparse.Namespace) -> int:
-    """Interim demo until the experiment runner lands: generate, solve, score a batch."""
-    from tqdm import tqdm
+def _overrides(items: list[str]) -> dict[str, Any]:
+    import yaml
 
-    from countdown_env import generate_tasks, score_response, solve, write_tasks
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set takes KEY=VALUE, got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
 
-    start = time.perf_counter()
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    tasks = generate_tasks(500, seed=args.seed, preset="tinyzero", difficulty=True)
-    write_tasks(tasks, args.output_dir / "tasks.jsonl")
-    outcomes: Counter[str] = Counter()
-    for task in tqdm(tasks, desc="solve+score", file=sys.stderr):
-        expression = solve(task.numbers, task.target)
-        completion = f"<think>searching</think>\n<answer>{expression}</answer>"
-        outcomes[score_response(completion, task).outcome.value] += 1
-    summary = {
-        "tasks": len(tasks),
-        "solved_and_scored_correct": outcomes["correct"],
-        "mean_solution_count": sum(t.solution_count or 0 for t in tasks) / len(tasks),
-        "plus_minus_only_share": sum(bool(t.plus_minus_only) for t in tasks) / len(tasks),
-        "seconds": round(time.perf_counter() - start, 2),
-    }
-    (args.output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(json.dumps(summary, indent=2))
-    print(f"tasks and summary in {args.output_dir}")
+
+def _experiment(args: argparse.Namespace) -> int:
+    from lab.experiment import ExperimentConfig, run_experiment
+
+    config = ExperimentConfig.load(args.preset, conditions=args.conditions, seeds=args.seeds, model=args.model, jobs=args.jobs, **_overrides(args.set))
+    root = run_experiment(config, args.output_dir)
+    _report(root)
     return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from lab.experiment import ExperimentConfig, run_experiment
+
+    root = run_experiment(ExperimentConfig.load("demo"), args.output_dir)
+    _report(root)
+    return 0
+
+
+def _report(root: Path) -> None:
+    import pandas as pd
+
+    table = pd.read_csv(root / "summary.csv")
+    print()
+    print((root / "summary.md").read_text())
+    for _, row in table.iterrows():
+        if "acc_before" in row:
+            print(f"{row['condition']} seed {row['seed']}: held-out accuracy {row['acc_before']:.3f} -> {row['acc_after']:.3f} after {row.get('last_step', '?')} PPO steps")
+    timing = json.loads((root / "timing.json").read_text()) if (root / "timing.json").exists() else {}
+    print(f"\nsummary: {root / 'summary.md'} (and summary.csv, frequencies.csv)")
+    print(f"plots:   {root / 'plots'}/ (accuracy_vs_step.png, behaviors_vs_step.png, behavior_share_vs_step.png)")
+    if timing:
+        print(f"took {timing['minutes']} minutes")

@@ -1,0 +1,287 @@
+"""The study's experiment in miniature: for each condition and seed, prime, SFT, PPO, classify.
+
+Every stage writes its output to disk and a marker when it finishes, so re-running the same
+command skips what is done and resumes what was interrupted (SFT and PPO resume from their
+own checkpoints). Layout of an experiment directory:
+
+    experiment.json                  the resolved ExperimentConfig
+    tasks/seed-<s>/{sft,rl,eval}.jsonl
+    runs/<condition>-seed<s>/        a run directory (contract): config.json, metrics.jsonl,
+        traces/                      rollouts.jsonl, checkpoints/ (PPO), plus the priming
+        sft/                         traces, the SFT run, classified rollouts and stage markers
+        rollouts_classified.jsonl
+        .done/<stage>
+    summary.csv, summary.md, frequencies.csv, plots/*.png
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from countdown_env import Task, generate_tasks, read_tasks, write_tasks
+
+PRESET_DIR = Path(__file__).parent / "presets"
+INCORRECT_SUFFIX = "_incorrect"
+NO_PRIMING = "none"
+STAGES = ("traces", "sft", "ppo", "classify")
+
+
+def parse_condition(name: str) -> tuple[str | None, bool]:
+    """'all_strategies_incorrect' -> ('all_strategies', True); 'none' -> (None, False)."""
+    from priming import CONDITIONS
+
+    if name == NO_PRIMING:
+        return None, False
+    base, incorrect = (name[: -len(INCORRECT_SUFFIX)], True) if name.endswith(INCORRECT_SUFFIX) else (name, False)
+    if base not in CONDITIONS:
+        choices = sorted([*CONDITIONS, NO_PRIMING]) + [f"<condition>{INCORRECT_SUFFIX}"]
+        raise ValueError(f"unknown condition {name!r}; choose from {choices}")
+    return base, incorrect
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """One experiment: conditions x seeds, each primed, fine-tuned, trained with PPO and classified."""
+
+    conditions: tuple[str, ...] = ("only_backtracking", "negative_control")
+    """Priming conditions (`priming.CONDITIONS`), `<condition>_incorrect` for wrong-answer traces, or `none` (PPO from the base model)."""
+    seeds: tuple[int, ...] = (0,)
+    """One run per condition and seed; the seed drives tasks, traces, SFT and PPO."""
+    model: str = ""
+    """Base model path or hub id; empty: the embedded default (a local `arch`/`size` model built from a config)."""
+    arch: str = "qwen2"
+    """Architecture of the embedded default model (`llama` or `qwen2`)."""
+    size: str = "small"
+    """Size of the embedded default model (`tiny`, `small`, `base`)."""
+    task_preset: str = "tiny"
+    """countdown_env task preset for priming, RL and evaluation tasks."""
+    num_sft_tasks: int = 2000
+    """Tasks with one priming trace each (from the train split)."""
+    num_rl_tasks: int = 2000
+    """RL prompts (train split, disjoint from the SFT tasks and the eval tasks)."""
+    num_eval_tasks: int = 200
+    """Held-out tasks (test split) for the greedy evaluation during PPO."""
+    prompt_style: str = "compact"
+    """Prompt template for SFT, PPO and evaluation (`compact` for tiny models, `tinyzero` for real LMs)."""
+    trace_style: str = "compact"
+    """Trace phrasing (`compact` short phrases for tiny models, `full` sentences)."""
+    trace_max_chars: int | None = None
+    """Longest priming trace in characters (None: the style's default)."""
+    sft_preset: str = "tiny-cpu"
+    """`priming.sft` preset (`tiny-cpu` or `paper-3b`)."""
+    sft: dict[str, Any] = field(default_factory=dict)
+    """Overrides of `priming.sft.SFTRunConfig` fields (e.g. {"max_steps": 300})."""
+    ppo_preset: str = "tiny-cpu"
+    """`rl/configs` preset name or a YAML path for PPO."""
+    ppo: dict[str, Any] = field(default_factory=dict)
+    """Overrides of `rl.config.PPOConfig` fields (e.g. {"total_steps": 50})."""
+    judge: str = "heuristic"
+    """Behaviour judge for the rollouts: `heuristic` (offline) or `openai` (any OpenAI-compatible endpoint)."""
+    judge_base_url: str | None = None
+    """Base URL of the judge endpoint (judge=openai); the key comes from OPENAI_API_KEY."""
+    judge_model: str | None = None
+    """Judge model name (judge=openai)."""
+    jobs: int = 1
+    """Runs in parallel (one process each, one thread each: on 2 cores, 2 one-thread jobs beat one two-thread job)."""
+
+    def __post_init__(self) -> None:
+        from countdown_env import PRESETS
+
+        object.__setattr__(self, "conditions", tuple(self.conditions))
+        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
+        if not self.conditions or not self.seeds:
+            raise ValueError("an experiment needs at least one condition and one seed")
+        for name in self.conditions:
+            parse_condition(name)
+        if len(set(self.conditions)) != len(self.conditions):
+            raise ValueError(f"conditions has duplicates: {self.conditions}")
+        if self.task_preset not in PRESETS:
+            raise ValueError(f"task_preset must be one of {sorted(PRESETS)}, got {self.task_preset!r}")
+        for name in ("num_sft_tasks", "num_rl_tasks", "num_eval_tasks", "jobs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.judge not in ("heuristic", "openai"):
+            raise ValueError(f"judge must be 'heuristic' or 'openai', got {self.judge!r}")
+        if self.judge == "openai" and not (self.judge_base_url and self.judge_model):
+            raise ValueError("judge=openai needs judge_base_url and judge_model")
+
+    @classmethod
+    def load(cls, preset_or_path: str, **overrides: Any) -> ExperimentConfig:
+        """A preset name (`lab/presets/<name>.yaml`) or a YAML path, with overrides (None values ignored)."""
+        path = Path(preset_or_path)
+        if not path.suffix:
+            path = PRESET_DIR / f"{preset_or_path}.yaml"
+        if not path.is_file():
+            known = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+            raise ValueError(f"no experiment preset {preset_or_path!r}; choose one of {known} or pass a YAML file")
+        values = yaml.safe_load(path.read_text()) or {}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown experiment field(s) {unknown} in {path}; known: {sorted(known)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ---- stages -------------------------------------------------------------------------
+
+
+def _done(run: Path, stage: str) -> bool:
+    return (run / ".done" / stage).exists()
+
+
+def _mark(run: Path, stage: str, info: dict[str, Any] | None = None) -> None:
+    (run / ".done").mkdir(parents=True, exist_ok=True)
+    (run / ".done" / stage).write_text(json.dumps(info or {}))
+
+
+def make_tasks(config: ExperimentConfig, seed: int, root: Path) -> dict[str, list[Task]]:
+    """SFT, RL and eval tasks for one seed, shared by every condition (so conditions differ only in priming).
+
+    SFT and RL tasks are disjoint slices of the train split; eval tasks come from the test split.
+    """
+    folder = root / "tasks" / f"seed-{seed}"
+    paths = {name: folder / f"{name}.jsonl" for name in ("sft", "rl", "eval")}
+    if all(p.exists() for p in paths.values()):
+        return {name: read_tasks(p) for name, p in paths.items()}
+    train = generate_tasks(config.num_sft_tasks + config.num_rl_tasks, seed=seed, preset=config.task_preset, split="train")
+    if len(train) < config.num_sft_tasks + config.num_rl_tasks:
+        raise ValueError(f"preset {config.task_preset!r} has too few distinct tasks; lower num_sft_tasks/num_rl_tasks")
+    tasks = {
+        "sft": train[: config.num_sft_tasks],
+        "rl": train[config.num_sft_tasks :],
+        "eval": generate_tasks(config.num_eval_tasks, seed=seed, preset=config.task_preset, split="test"),
+    }
+    for name, items in tasks.items():
+        write_tasks(items, paths[name])
+    return tasks
+
+
+def base_model(config: ExperimentConfig, root: Path) -> str:
+    if config.model:
+        return config.model
+    from rl.models import default_model
+
+    return str(default_model(root / "models", config.arch, config.size))
+
+
+def stage_traces(config: ExperimentConfig, run: Path, condition: str, incorrect: bool, seed: int, tasks: list[Task]) -> Path:
+    from priming.export import with_prompt, write_prime_output
+    from priming.traces import GENERATOR_VERSION, TraceConfig, generate_trace
+
+    out = run / "traces"
+    if _done(run, "traces"):
+        return out
+    overrides = {"max_chars": config.trace_max_chars} if config.trace_max_chars else {}
+    trace_config = TraceConfig.for_style(config.trace_style, **overrides)
+    traces = [generate_trace(t, condition, seed=seed, index=i, incorrect=incorrect, config=trace_config) for i, t in enumerate(tasks)]
+    rows = [with_prompt(trace.to_dict(), config.prompt_style) for trace in traces]
+    metadata = {"condition": condition, "incorrect": incorrect, "seed": seed, "generator": "synthetic", "generator_version": GENERATOR_VERSION,
+                "prompt_style": config.prompt_style, "trace_config": asdict(trace_config)}  # fmt: skip
+    write_prime_output(rows, out, metadata, test_size=0.05, seed=seed)
+    _mark(run, "traces", {"n": len(rows)})
+    return out
+
+
+def stage_sft(config: ExperimentConfig, run: Path, model: str, data: Path, seed: int) -> str:
+    from priming.sft import SFTRunConfig, run_sft
+
+    out = run / "sft"
+    if not _done(run, "sft"):
+        sft = SFTRunConfig.from_preset(config.sft_preset, model=model, data=str(data), output_dir=str(out), seed=seed,
+                                       prompt_style=config.prompt_style, **config.sft)  # fmt: skip
+        result = run_sft(sft, resume=(out / "checkpoints").exists(), progress=True)
+        _mark(run, "sft", {k: v for k, v in asdict(result).items() if isinstance(v, int | float | str)})
+    return str(out / "model")
+
+
+def stage_ppo(config: ExperimentConfig, run: Path, model: str, seed: int, tasks: list[Task]) -> None:
+    from rl.config import load_config
+    from rl.train import train
+
+    if _done(run, "ppo"):
+        return
+    ppo = load_config(config.ppo_preset, {**config.ppo, "model": model, "seed": seed, "task_preset": config.task_preset,
+                                          "num_eval_tasks": config.num_eval_tasks, "prompt_style": config.prompt_style})  # fmt: skip
+    train(ppo, run, tasks=tasks, resume=(run / "metrics.jsonl").exists(), progress=True)
+    _mark(run, "ppo")
+
+
+def make_judge(config: ExperimentConfig) -> Any:
+    if config.judge == "heuristic":
+        from behavior_classifier import HeuristicJudge
+
+        return HeuristicJudge()
+    from behavior_classifier import JudgeConfig, LLMJudge
+
+    return LLMJudge(JudgeConfig(base_url=config.judge_base_url, model=config.judge_model))
+
+
+def stage_classify(config: ExperimentConfig, run: Path) -> None:
+    from behavior_classifier import classify_file
+
+    if _done(run, "classify"):
+        return
+    classify_file(run / "rollouts.jsonl", run / "rollouts_classified.jsonl", make_judge(config), progress=False)
+    _mark(run, "classify")
+
+
+def run_one(config: ExperimentConfig, root: Path, name: str, seed: int) -> Path:
+    """Every stage of one (condition, seed) run; each skipped if already done."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    condition, incorrect = parse_condition(name)
+    run = root / "runs" / f"{name}-seed{seed}"
+    run.mkdir(parents=True, exist_ok=True)
+    tasks = make_tasks(config, seed, root)
+    model = base_model(config, root)
+    if condition is not None:
+        data = stage_traces(config, run, condition, incorrect, seed, tasks["sft"])
+        model = stage_sft(config, run, model, data, seed)
+    stage_ppo(config, run, model, seed, tasks["rl"])
+    stage_classify(config, run)
+    return run
+
+
+def run_experiment(config: ExperimentConfig, output_dir: str | Path) -> Path:
+    """All runs (in `config.jobs` parallel processes), then the summary table and plots."""
+    root = Path(output_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "experiment.json").write_text(json.dumps(config.to_dict(), indent=2))
+    for seed in config.seeds:  # before forking, so parallel runs never race to write them
+        make_tasks(config, seed, root)
+    base_model(config, root)
+    jobs = [(name, seed) for seed in config.seeds for name in config.conditions]
+    start = time.perf_counter()
+    if config.jobs == 1:
+        for name, seed in jobs:
+            print(f"== {name} seed {seed}", file=sys.stderr)
+            run_one(config, root, name, seed)
+    else:
+        # spawn, not fork: forking a process that has loaded torch can deadlock its thread pools.
+        with ProcessPoolExecutor(max_workers=config.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(run_one, config, root, name, seed): (name, seed) for name, seed in jobs}
+            for future in as_completed(futures):
+                future.result()  # re-raise a failed run here
+                print(f"== finished {futures[future]}", file=sys.stderr)
+    from lab.summary import summarize
+
+    summarize(root)
+    minutes = (time.perf_counter() - start) / 60
+    (root / "timing.json").write_text(json.dumps({"minutes": round(minutes, 2), "runs": len(jobs), "jobs": config.jobs}))
+    return root
