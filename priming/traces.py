@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from countdown_env.expression import Outcome
-from countdown_env.rules import format_completion
+from countdown_env.rules import THINK_CLOSE, THINK_OPEN, format_completion
 from countdown_env.scoring import score_response
 from countdown_env.solver import expr_to_text
 from countdown_env.tasks import Task
@@ -125,7 +125,7 @@ def _rng(kind: str, seed: int, index: int, task: Task, *extra: object) -> random
 
 
 def _think_of(text: str) -> str:
-    return text[text.index("<think>") + len("<think>") : text.index("</think>")]
+    return text[text.index(THINK_OPEN) + len(THINK_OPEN) : text.index(THINK_CLOSE)]
 
 
 def _search(
@@ -211,6 +211,8 @@ def generate_traces(
 
     With `incorrect=True` each trace reasons towards a nearby value the numbers do make
     instead of the target, with the same behaviours, so its answer is well-formed and wrong.
+    The trace is consistent about that value (its plans and checks name it as the goal, as if
+    the target had been misread), so every written computation stays correct.
     """
     get_condition(condition)  # fail before any work on a bad name
     return [generate_trace(task, condition, seed=seed, index=i, incorrect=incorrect, config=config) for i, task in enumerate(tasks)]
