@@ -59,8 +59,11 @@ PHRASES: dict[str, dict[str, tuple[str, ...]]] = {
             "I have {nums} and want to reach {goal}.",
             "Numbers {nums}, target {goal}.",
         ),
-        "step": ("{step}.", "Try {step}.", "{step}, leaving {after}.", "Combine {a} and {b}: {step}."),
-        "last_step": ("{step}.", "Try {step}.", "Then {step}."),
+        "step": ("{step}.", "Now {step}.", "{step}, leaving {after}.", "Combine {a} and {b}: {step}."),
+        "last_step": ("{step}.", "Finally {step}.", "Then {step}."),
+        # A step on two other numbers that keeps the previous result for later (4+ numbers):
+        # said explicitly, so that it does not read as abandoning that result.
+        "step_aside": ("Keeping {prev}, {step}.", "{prev} stays as it is; next {step}.", "Also {step}, to go with {prev}."),
         "close": ("So the answer is {expr}.", "The equation is {expr}.", "Written as one expression: {expr}."),
         VERIFICATION + "/miss": (
             "{v} is not {goal}.",
@@ -96,6 +99,7 @@ PHRASES: dict[str, dict[str, tuple[str, ...]]] = {
         "open": ("",),
         "step": ("{step}",),
         "last_step": ("{step}",),
+        "step_aside": ("{step}",),
         "close": ("",),
         VERIFICATION + "/miss": ("{v} not {goal}", "{v}!={goal}", "{v} vs {goal} no"),
         VERIFICATION + "/hit": ("{v} is target", "got {goal}", "{goal} reached"),
@@ -162,6 +166,7 @@ def render(
         raise ValueError(f"style must be one of {STYLES}, got {style!r}")
     w = _Writer(behaviors, style, rng)
     w.say("open", goal=num(goal), nums=listing(numbers, style))
+    previous: Combine | None = None  # the step just before on the current path
     for event in events:
         if isinstance(event, Combine):
             slots = {
@@ -172,10 +177,16 @@ def render(
             }
             if event.others:
                 w.behave(SUBGOAL_SETTING, rest=listing(event.others, style), **slots)
+            if previous is not None and previous.value not in (event.left, event.right):
+                w.say("step_aside", prev=num(previous.value), **slots)
+            elif event.others:
                 w.say("step", after=listing(event.after, style), **slots)
             else:
                 w.say("last_step", **slots)
-        elif isinstance(event, Decompose):
+            previous = event
+            continue
+        previous = None
+        if isinstance(event, Decompose):
             if BACKWARD_CHAINING not in behaviors:
                 raise ValueError("the walk works backwards but the condition does not show backward chaining")
             left, op, right, value = event.step
