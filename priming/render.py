@@ -60,7 +60,7 @@ PHRASES: dict[str, dict[str, tuple[str, ...]]] = {
             "Numbers {nums}, target {goal}.",
         ),
         "step": ("{step}.", "Now {step}.", "{step}, leaving {after}.", "Combine {a} and {b}: {step}."),
-        "last_step": ("{step}.", "Finally {step}.", "Then {step}."),
+        "last_step": ("{step}.", "Next {step}.", "Then {step}."),
         # A step on two other numbers that keeps the previous result for later (4+ numbers):
         # said explicitly, so that it does not read as abandoning that result.
         "step_aside": ("Keeping {prev}, {step}.", "{prev} stays as it is; next {step}.", "Also {step}, to go with {prev}."),
