@@ -9,11 +9,14 @@ import pytest
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 
 
-def run_notebook(name: str, env: dict[str, str] | None = None) -> nbformat.NotebookNode:
+def run_notebook(name: str) -> nbformat.NotebookNode:
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
-    client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}})
-    client.execute(env=env) if env else client.execute()
+    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
     return nb
+
+
+def errors(nb: nbformat.NotebookNode) -> list[str]:
+    return [f"{out['ename']}: {out['evalue']}" for cell in nb.cells for out in cell.get("outputs", []) if out.get("output_type") == "error"]
 
 
 def outputs_text(nb: nbformat.NotebookNode) -> str:
@@ -28,7 +31,16 @@ def test_countdown_env_notebook_runs_and_shows_rejected_exploits():
     nb = run_notebook("countdown_env.ipynb")
     text = outputs_text(nb)
     assert "disallowed_operation" in text and "correct" in text
-    assert not any(out.get("output_type") == "error" for cell in nb.cells for out in cell.get("outputs", []))
+    assert not errors(nb)
+
+
+def test_behavior_frequencies_notebook_shows_a_run(quick_experiment, monkeypatch):
+    monkeypatch.setenv("COUNTDOWN_RUN_DIR", str(quick_experiment))  # the kernel inherits the environment
+    nb = run_notebook("behavior_frequencies.ipynb")
+    assert not errors(nb)
+    text = outputs_text(nb)
+    assert "only_backtracking" in text and "empty_cot" in text
+    assert (quick_experiment / "plots" / "notebook_behaviors.png").exists()
 
 
 if __name__ == "__main__":  # pragma: no cover

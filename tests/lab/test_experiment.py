@@ -1,0 +1,67 @@
+import json
+
+import pandas as pd
+import pytest
+
+from lab.cli import main
+from lab.experiment import ExperimentConfig, parse_condition, run_experiment
+from lab.summary import run_dirs
+
+
+def test_experiment_writes_contract_run_dirs_summary_and_plots(quick_experiment):
+    root = quick_experiment
+    runs = run_dirs(root)
+    assert [r.name for r in runs] == ["empty_cot-seed0", "only_backtracking-seed0"]
+    for run in runs:
+        for name in ("config.json", "metrics.jsonl", "rollouts.jsonl", "rollouts_classified.jsonl"):
+            assert (run / name).exists(), name
+        assert (run / "sft" / "model" / "config.json").exists()
+        assert (run / "traces" / "metadata.json").exists()
+        rows = [json.loads(line) for line in (run / "rollouts_classified.jsonl").open()]
+        assert rows and all(set(r["behaviors"]) == {"verification", "backtracking", "subgoal_setting", "backward_chaining"} for r in rows)
+        steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").open()]
+        assert steps == sorted(steps) and steps[-1] == 3
+    table = pd.read_csv(root / "summary.csv")
+    assert set(table["condition"]) == {"only_backtracking", "empty_cot"}
+    assert {"acc_before", "acc_after", "avg_backtracking_before", "avg_backtracking_after"} <= set(table.columns)
+    assert table["acc_after"].between(0, 1).all()
+    for png in ("accuracy_vs_step.png", "behaviors_vs_step.png"):
+        assert (root / "plots" / png).stat().st_size > 10_000
+    # The priming traces of each condition carry its behaviours (and the control none).
+    meta = json.loads((root / "runs" / "only_backtracking-seed0" / "traces" / "metadata.json").read_text())
+    assert meta["condition"] == "only_backtracking" and meta["incorrect"] is False
+
+
+def test_rerun_skips_finished_runs(quick_experiment):
+    before = {p: p.stat().st_mtime_ns for p in quick_experiment.rglob("metrics.jsonl")}
+    run_experiment(ExperimentConfig.load("quick"), quick_experiment)
+    after = {p: p.stat().st_mtime_ns for p in quick_experiment.rglob("metrics.jsonl")}
+    assert before == after  # nothing retrained
+
+
+def test_shared_tasks_are_disjoint(quick_experiment):
+    from countdown_env import read_tasks
+
+    folder = quick_experiment / "tasks" / "seed-0"
+    keys = {name: {t.key for t in read_tasks(folder / f"{name}.jsonl")} for name in ("sft", "rl", "eval")}
+    assert not keys["sft"] & keys["rl"] and not keys["sft"] & keys["eval"] and not keys["rl"] & keys["eval"]
+
+
+@pytest.mark.parametrize(("name", "expected"), [("none", (None, False)), ("dots", ("dots", False)), ("all_strategies_incorrect", ("all_strategies", True))])
+def test_parse_condition(name, expected):
+    assert parse_condition(name) == expected
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [({"conditions": ["backtrack"]}, "unknown condition"), ({"seeds": []}, "at least one"), ({"jobs": 0}, "jobs"),
+     ({"judge": "openai"}, "judge_base_url"), ({"task_preset": "huge"}, "task_preset"), ({"colour": 1}, "unknown experiment field")],
+)  # fmt: skip
+def test_bad_configs_fail_fast(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        ExperimentConfig.load("quick", **overrides)
+
+
+def test_cli_reports_a_bad_preset(capsys):
+    assert main(["experiment", "--preset", "nope", "--output-dir", "/tmp/never"]) == 2
+    assert "no experiment preset" in capsys.readouterr().err
