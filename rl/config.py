@@ -57,6 +57,9 @@ class PPOConfig:
     """Sampling temperature for rollouts."""
     generation_batch_size: int = 0
     """Completions generated per `generate` call (0 = all of a step's at once)."""
+    logprobs_from_generation: bool = True
+    """Take the rollout policy's log-probs from generate's logits instead of a second forward
+    pass (faster; keeps batch x length x vocab floats, so turn off for large vocabularies)."""
     # ---- optimisation -------------------------------------------------------------
     total_steps: int = 100
     """PPO steps (each: rollouts, then `ppo_epochs` passes over them)."""

@@ -41,6 +41,9 @@ class Generation:
     """(B,) bool: the completion ended with EOS (False: cut at max_new_tokens)."""
     texts: list[str]
     """Decoded completions without special tokens."""
+    logprobs: torch.Tensor | None = None
+    """(B, T) log-probabilities of the sampled tokens under the sampling policy (logits /
+    temperature), when generated with `return_logprobs=True`."""
 
     @property
     def lengths(self) -> torch.Tensor:
@@ -69,25 +72,34 @@ def generate(
     do_sample: bool = True,
     temperature: float = 1.0,
     batch_size: int = 0,
+    return_logprobs: bool = False,
 ) -> Generation:
     """Complete `prompts` in batches with `model.generate` (left padding, stop at EOS).
 
     Sampling is pure temperature sampling (top_k=0, top_p=1), so the sampled tokens'
     log-probabilities are those the PPO update computes from the logits.
+    `return_logprobs` keeps them from the generation's own logits (saves PPO one forward
+    pass; holds B x T x vocab floats per batch, so only for small vocabularies/batches).
     """
     device = next(model.parameters()).device
     batch_size = batch_size or len(prompts)
     eos = tokenizer.eos_token_id
-    queries, query_masks, responses = [], [], []
+    queries, query_masks, responses, logprobs = [], [], [], []
     for start in range(0, len(prompts), batch_size):
         enc = tokenizer(list(prompts[start : start + batch_size]), return_tensors="pt", padding=True, add_special_tokens=False).to(device)
         sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if do_sample else {"do_sample": False}
         out = model.generate(
-            **enc, max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=tokenizer.pad_token_id, **sampling
-        )
+            **enc, max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=tokenizer.pad_token_id,
+            return_dict_in_generate=True, output_logits=return_logprobs, **sampling,
+        )  # fmt: skip
+        new_tokens = out.sequences[:, enc.input_ids.shape[1] :]
         queries.append(enc.input_ids)
         query_masks.append(enc.attention_mask)
-        responses.append(out[:, enc.input_ids.shape[1] :])
+        responses.append(new_tokens)
+        if return_logprobs:
+            # out.logits: one (b, V) tensor per generated position, before temperature.
+            logits = torch.stack(out.logits, dim=1).float() / temperature
+            logprobs.append(torch.gather(torch.log_softmax(logits, -1), 2, new_tokens.unsqueeze(-1)).squeeze(-1))
     query = pad_cat(queries, tokenizer.pad_token_id, left=True)
     query_mask = pad_cat(query_masks, 0, left=True)
     response = pad_cat(responses, tokenizer.pad_token_id, left=False)
@@ -95,7 +107,8 @@ def generate(
     # Tokens after the first EOS are padding whatever generate filled them with.
     response = torch.where(mask.bool(), response, torch.full_like(response, tokenizer.pad_token_id))
     texts = tokenizer.batch_decode(response * mask.long() + tokenizer.pad_token_id * (1 - mask.long()), skip_special_tokens=True)
-    return Generation(query, query_mask, response, mask, finished, texts)
+    lp = pad_cat(logprobs, 0.0, left=False) * mask if return_logprobs else None
+    return Generation(query, query_mask, response, mask, finished, texts, lp)
 
 
 def pad_cat(tensors: Sequence[torch.Tensor], value: int | float, *, left: bool) -> torch.Tensor:
@@ -116,6 +129,7 @@ def concat_generations(parts: Sequence[Generation], pad_token_id: int) -> Genera
         response_mask=pad_cat([g.response_mask for g in parts], 0.0, left=False),
         finished=torch.cat([g.finished for g in parts]),
         texts=[t for g in parts for t in g.texts],
+        logprobs=pad_cat([g.logprobs for g in parts], 0.0, left=False) if all(g.logprobs is not None for g in parts) else None,
     )
 
 
@@ -172,6 +186,7 @@ def collect(
     truncated: str = "mask",
     max_attempts: int = 1,
     batch_size: int = 0,
+    return_logprobs: bool = False,
 ) -> Rollout:
     """Sample one episode per task (repeat tasks for several rollouts per prompt) and score it.
 
@@ -193,7 +208,8 @@ def collect(
     for turn in range(max_attempts):
         if not active:
             break
-        gen = generate(model, tokenizer, [transcripts[i] for i in active], max_new_tokens, temperature=temperature, batch_size=batch_size)
+        gen = generate(model, tokenizer, [transcripts[i] for i in active], max_new_tokens, temperature=temperature, batch_size=batch_size,
+                       return_logprobs=return_logprobs)  # fmt: skip
         still_active = []
         for row, i in enumerate(active):
             observation, reward, terminated, trunc, info = envs[i].step(gen.texts[row])

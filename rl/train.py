@@ -60,10 +60,12 @@ def step_tasks(tasks: Sequence[Task], config: PPOConfig, step: int, rank: int, w
     (seed, epoch) only, so a resumed run sees exactly the prompts it would have seen.
     """
     per_step, n = config.prompts_per_step, len(tasks)
-    chosen = []
+    chosen, orders = [], {}
     for i in range((step - 1) * per_step, step * per_step):
         epoch, pos = divmod(i, n)
-        chosen.append(tasks[int(np.random.default_rng([config.seed, epoch]).permutation(n)[pos])])
+        if epoch not in orders:
+            orders[epoch] = np.random.default_rng([config.seed, epoch]).permutation(n)
+        chosen.append(tasks[int(orders[epoch][pos])])
     share = per_step // world
     mine = chosen[rank * share : (rank + 1) * share]
     return [task for task in mine for _ in range(config.rollouts_per_prompt)]
@@ -168,7 +170,7 @@ def train(
         rollout = collect(accelerator.unwrap_model(policy), tokenizer, step_tasks(train_tasks, config, step, rank, world),
                           rules=config.rules, prompt_style=config.prompt_style, max_new_tokens=config.max_response_length,
                           temperature=config.temperature, truncated=config.truncated, max_attempts=config.max_attempts,
-                          batch_size=config.generation_batch_size)  # fmt: skip
+                          batch_size=config.generation_batch_size, return_logprobs=config.logprobs_from_generation)  # fmt: skip
         t_gen = time.perf_counter() - t0
         gen = rollout.generation
         device = accelerator.device
@@ -179,9 +181,10 @@ def train(
 
         # 6. Log-probs under the rollout policy and the reference, values from the critic.
         with torch.no_grad():
-            logits = forward_response(policy, query, query_mask, response, attn) / config.temperature
-            old_logprobs = logprobs_from_logits(logits, response)
-            del logits
+            if gen.logprobs is not None:
+                old_logprobs = gen.logprobs.to(device)
+            else:
+                old_logprobs = logprobs_from_logits(forward_response(policy, query, query_mask, response, attn) / config.temperature, response)
             ref_logprobs = logprobs_from_logits(forward_response(ref, query, query_mask, response, attn) / config.temperature, response)
             old_values = forward_response(critic, query, query_mask, response, attn).squeeze(-1).float()
 

@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from lab.cli import main
 from rl.config import PPOConfig, load_config, parse_overrides
 from rl.evaluate import normalize_equation, ood_tasks_for, pass_at_k
 from rl.rollout import collect, response_mask
+from rl.run_dir import read_jsonl
 from rl.verl_export import compute_score
 
 
@@ -37,14 +39,14 @@ def test_eval_command_reports_and_saves_completions(tiny_model, tmp_path):
         assert key in report, key
     assert report["n"] == 6 and report["ood/n"] == 3 and report["ood/num_numbers"] == 4
     assert 0.0 <= report["accuracy"] <= 1.0 and 0 < report["response_length"] <= 16
-    rows = [json.loads(line) for line in open(report["completions"])]
+    rows = read_jsonl(Path(report["completions"]))
     assert len(rows) == 6 + 6 * 4 + 3  # greedy, samples, OOD greedy
     assert {"text", "numbers", "target", "reward", "correct"} <= set(rows[0])
     assert sorted({r["mode"] for r in rows}) == ["greedy", "sample"]
     # The same seed gives the same samples.
     out2 = tmp_path / "eval2.json"
     assert main(["eval", "--model", str(tiny_model), "--tasks", str(tasks), "--output", str(out2), "--k", "4", "--max-new-tokens", "16", "--num-ood", "3"]) == 0
-    rows2 = [json.loads(line) for line in open(json.loads(out2.read_text())["completions"])]
+    rows2 = read_jsonl(Path(json.loads(out2.read_text())["completions"]))
     assert [r["text"] for r in rows] == [r["text"] for r in rows2]
 
 
@@ -135,3 +137,22 @@ def test_every_config_field_is_documented_in_help():
 
     assert set(field_docs()) == {f.name for f in fields(PPOConfig)}
     assert "actor_lr = 3e-05: Policy learning rate" in help_text()
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_generation_logprobs_equal_a_forward_pass(tiny_model, temperature):
+    """The log-probs kept from `generate` are those PPO's forward pass computes (left padding, masks, temperature)."""
+    from rl.models import load_model, load_tokenizer
+    from rl.ppo import logprobs_from_logits
+    from rl.train import forward_response
+
+    model, tokenizer = load_model(tiny_model), load_tokenizer(tiny_model)
+    torch.manual_seed(0)
+    tasks = [Task((3, 5, 2), 16), Task((11, 12, 13, 14), 20), Task((1, 2, 3), 6)]  # prompts of different lengths
+    rollout = collect(model, tokenizer, tasks, rules=load_config("tiny-cpu").rules, prompt_style="compact", max_new_tokens=12,
+                      temperature=temperature, return_logprobs=True)  # fmt: skip
+    gen = rollout.generation
+    with torch.no_grad():
+        logits = forward_response(model, gen.query, gen.query_mask, gen.response, gen.response_mask) / temperature
+    expected = logprobs_from_logits(logits, gen.response) * gen.response_mask
+    assert torch.allclose(gen.logprobs, expected, atol=1e-4)
