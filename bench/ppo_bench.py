@@ -49,7 +49,9 @@ def ensure_trl112_venv() -> Path:
     if not (VENV / ".installed").exists():
         run([sys.executable, "-m", "venv", VENV])
         run([python, "-m", "pip", "install", "-q", "torch==2.13.0"])
-        run([python, "-m", "pip", "install", "-q", "trl==1.12.*", "transformers==5.23.*", "gymnasium"])  # gymnasium: countdown_env (the scorer)
+        run(
+            [python, "-m", "pip", "install", "-q", "trl==1.12.*", "transformers==5.23.*", "gymnasium"]
+        )  # gymnasium: countdown_env (the scorer)
         (VENV / ".installed").touch()
     return python
 
@@ -125,7 +127,10 @@ def task_sets() -> tuple[Path, Path, Path]:
     sft = OUT / "sft-traces.jsonl"
     with sft.open("w") as f:
         for task in train[:2500]:
-            f.write(json.dumps({"numbers": list(task.numbers), "target": task.target, "text": optimal_path_text(task.solution, task.target)}) + "\n")
+            f.write(
+                json.dumps({"numbers": list(task.numbers), "target": task.target, "text": optimal_path_text(task.solution, task.target)})
+                + "\n"
+            )
     return sft, write_tasks(train[2500:], OUT / "rl-tasks.jsonl"), write_tasks(test, OUT / "eval-tasks.jsonl")
 
 
@@ -159,7 +164,24 @@ def learn(steps: int = 100) -> dict:
     run_dir = OUT / "ppo-run"
     t0 = time.time()
     resume = ["--resume"] if (run_dir / "metrics.jsonl").exists() else []
-    run([CLI, "ppo", "--model", model, "--output-dir", run_dir, "--config", "tiny-cpu", "--tasks", rl_tasks, "--max-steps", steps, "--no-progress", *resume])
+    run(
+        [
+            CLI,
+            "ppo",
+            "--model",
+            model,
+            "--output-dir",
+            run_dir,
+            "--config",
+            "tiny-cpu",
+            "--tasks",
+            rl_tasks,
+            "--max-steps",
+            steps,
+            "--no-progress",
+            *resume,
+        ]
+    )
     minutes = (time.time() - t0) / 60
     last = max(int(p.name.split("-")[1]) for p in (run_dir / "checkpoints").glob("step-*"))
     after = evaluate(run_dir / "checkpoints" / f"step-{last:06d}" / "policy", eval_tasks, "after")

@@ -31,7 +31,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--max-steps", type=int, help="stop after this many steps in total (overrides total_steps)")
         p.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
         p.add_argument("--tasks", type=Path, help="RL tasks file (JSONL or parquet); default: generated from the config's preset")
-        p.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE", help="override a config field (repeatable), e.g. --set actor_lr=1e-5")
+        p.add_argument(
+            "--set",
+            dest="overrides",
+            action="append",
+            metavar="KEY=VALUE",
+            help="override a config field (repeatable), e.g. --set actor_lr=1e-5",
+        )
         p.add_argument("--algo", choices=("ppo", "grpo", "rloo"), default=algo, help="ppo (ours, with a critic) or TRL's grpo / rloo")
         p.add_argument("--trl-set", dest="trl_overrides", action="append", metavar="KEY=VALUE",
                        help="grpo/rloo only: extra TRL config options, e.g. --trl-set use_vllm=true")  # fmt: skip
@@ -42,7 +48,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="model folder (e.g. RUN/checkpoints/step-000100/policy) or hub id")
     p.add_argument("--tasks", type=Path, required=True, help="tasks file (JSONL or parquet)")
     p.add_argument("--output", type=Path, required=True, help="report JSON")
-    p.add_argument("--completions", type=Path, help="completions JSONL for `countdown-lab classify` (default: OUTPUT with .completions.jsonl)")
+    p.add_argument(
+        "--completions", type=Path, help="completions JSONL for `countdown-lab classify` (default: OUTPUT with .completions.jsonl)"
+    )
     p.add_argument("--k", type=int, default=8, help="samples per task at temperature 1 (pass@k up to k)")
     p.add_argument("--max-new-tokens", type=int, default=96)
     p.add_argument("--prompt-style", default="compact", help="compact (tiny models), tinyzero, chat")
@@ -60,7 +68,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-test", type=int, default=1024)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--preset", default="tinyzero", help="task preset (tinyzero, priming, tiny, classic)")
-    p.add_argument("--template", choices=("base", "instruct"), default="base", help="base: TinyZero's template as one user turn; instruct: system + user")
+    p.add_argument(
+        "--template",
+        choices=("base", "instruct"),
+        default="base",
+        help="base: TinyZero's template as one user turn; instruct: system + user",
+    )
     p.add_argument("--tasks", type=Path, help="train tasks file instead of generated ones")
     p.set_defaults(func=_export_verl)
 
@@ -106,7 +119,9 @@ def _ppo(args: argparse.Namespace) -> int:
         from rl.config import parse_overrides
         from rl.trl_algos import train_trl
 
-        run = train_trl(args.algo, config, args.output_dir, tasks=tasks, resume=args.resume, trl_overrides=parse_overrides(args.trl_overrides))
+        run = train_trl(
+            args.algo, config, args.output_dir, tasks=tasks, resume=args.resume, trl_overrides=parse_overrides(args.trl_overrides)
+        )
     print(f"run directory: {run}")
     return 0
 

@@ -71,11 +71,15 @@ def ood_tasks_for(tasks: Sequence[Task], n: int, seed: int) -> list[Task]:
     numbers = [x for t in tasks for x in t.numbers]
     targets = [t.target for t in tasks]
     count = max(len(t.numbers) for t in tasks) + 1
-    config = TaskConfig(min_numbers=count, max_numbers=count, number_range=(min(numbers), max(numbers)), target_range=(min(targets), max(targets)))
+    config = TaskConfig(
+        min_numbers=count, max_numbers=count, number_range=(min(numbers), max(numbers)), target_range=(min(targets), max(targets))
+    )
     return generate_tasks(n, seed=seed, config=config)
 
 
-def _sample_rows(tasks: Sequence[Task], texts: Sequence[str], finished: Sequence[bool], lengths: Sequence[float], rules: Rules, **fields: Any) -> list[dict[str, Any]]:
+def _sample_rows(
+    tasks: Sequence[Task], texts: Sequence[str], finished: Sequence[bool], lengths: Sequence[float], rules: Rules, **fields: Any
+) -> list[dict[str, Any]]:
     rows = []
     for task, text, done, length in zip(tasks, texts, finished, lengths, strict=True):
         score = score_response(text, task, rules)
@@ -126,7 +130,9 @@ def evaluate(model: Any, tokenizer: Any, tasks: Sequence[Task], config: EvalConf
     prompts = [build_prompt(t, config.prompt_style, rules, tokenizer) for t in repeated]
     with torch.random.fork_rng(devices=[]), torch.inference_mode():
         torch.manual_seed(config.seed)
-        gen = generate(model, tokenizer, prompts, config.max_new_tokens, do_sample=True, temperature=config.temperature, batch_size=config.batch_size)
+        gen = generate(
+            model, tokenizer, prompts, config.max_new_tokens, do_sample=True, temperature=config.temperature, batch_size=config.batch_size
+        )
     samples = _sample_rows(repeated, gen.texts, gen.finished.tolist(), gen.lengths.tolist(), rules, mode="sample", split="eval")
     for i, row in enumerate(samples):
         row["sample"] = i % config.k

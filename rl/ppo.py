@@ -94,7 +94,9 @@ def kl_penalized_rewards(
     return rewards, kl
 
 
-def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0, lam: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+def gae(
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0, lam: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalised advantage estimation over response tokens: `(advantages, returns)`.
 
     delta_t = r_t + gamma * V_{t+1} - V_t;  A_t = delta_t + gamma * lam * A_{t+1}; the
@@ -125,7 +127,9 @@ class PolicyLoss:
     """Mean probability ratio pi / pi_old."""
 
 
-def clipped_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, clip: float = 0.2) -> PolicyLoss:
+def clipped_policy_loss(
+    logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, clip: float = 0.2
+) -> PolicyLoss:
     """PPO's clipped surrogate, averaged over masked tokens (to be minimised)."""
     log_ratio = logprobs - old_logprobs
     ratio = torch.exp(log_ratio)

@@ -162,7 +162,13 @@ class Rollout:
                 "turn": turn,
             }
             for text, task, score, verdict, done, turn in zip(
-                self.generation.texts, self.tasks, self.scores.tolist(), self.verdicts, self.generation.finished.tolist(), self.turns, strict=True
+                self.generation.texts,
+                self.tasks,
+                self.scores.tolist(),
+                self.verdicts,
+                self.generation.finished.tolist(),
+                self.turns,
+                strict=True,
             )
         ]
 

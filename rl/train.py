@@ -81,7 +81,9 @@ def load_critic(model_path: str) -> Any:
     return critic
 
 
-def forward_response(model: Any, query: torch.Tensor, query_mask: torch.Tensor, response: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+def forward_response(
+    model: Any, query: torch.Tensor, query_mask: torch.Tensor, response: torch.Tensor, response_mask: torch.Tensor
+) -> torch.Tensor:
     """Outputs at the positions that predict each response token: `(B, T, ...)`.
 
     Position ids follow the attention mask, as in `generate` with left padding, so the
@@ -159,7 +161,9 @@ def train(
 
     if main and start == 0 and config.eval_every and eval_tasks:
         append_jsonl(run.metrics, [{"step": 0, **evaluate_now(0)}])
-    bar = tqdm(range(start + 1, config.total_steps + 1), initial=start, total=config.total_steps, desc="ppo", disable=not (main and progress))
+    bar = tqdm(
+        range(start + 1, config.total_steps + 1), initial=start, total=config.total_steps, desc="ppo", disable=not (main and progress)
+    )
     for step in bar:
         t0 = time.perf_counter()
         torch.manual_seed(config.seed * 1_000_003 + step * 1009 + rank)
@@ -184,7 +188,9 @@ def train(
             if gen.logprobs is not None:
                 old_logprobs = gen.logprobs.to(device)
             else:
-                old_logprobs = logprobs_from_logits(forward_response(policy, query, query_mask, response, attn) / config.temperature, response)
+                old_logprobs = logprobs_from_logits(
+                    forward_response(policy, query, query_mask, response, attn) / config.temperature, response
+                )
             ref_logprobs = logprobs_from_logits(forward_response(ref, query, query_mask, response, attn) / config.temperature, response)
             old_values = forward_response(critic, query, query_mask, response, attn).squeeze(-1).float()
 
@@ -243,7 +249,9 @@ def train(
     return run.root
 
 
-def step_metrics(rollout: Rollout, kl: torch.Tensor, mask: torch.Tensor, rewards: torch.Tensor, values: torch.Tensor, stats: dict[str, list[float]]) -> dict[str, float]:
+def step_metrics(
+    rollout: Rollout, kl: torch.Tensor, mask: torch.Tensor, rewards: torch.Tensor, values: torch.Tensor, stats: dict[str, list[float]]
+) -> dict[str, float]:
     """The namespaced numbers of one step (this process's share)."""
     gen = rollout.generation
     verdicts = rollout.verdicts

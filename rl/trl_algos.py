@@ -41,7 +41,9 @@ class CountdownReward:
         self.rules = rules
         self.pending: list[dict[str, Any]] = []
 
-    def __call__(self, prompts: list[Any], completions: list[Any], numbers: list[list[int]], target: list[int], **kwargs: Any) -> list[float]:
+    def __call__(
+        self, prompts: list[Any], completions: list[Any], numbers: list[list[int]], target: list[int], **kwargs: Any
+    ) -> list[float]:
         rewards = []
         for completion, nums, tgt in zip(completions, numbers, target, strict=True):
             text = completion_text(completion)

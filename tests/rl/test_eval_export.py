@@ -17,7 +17,9 @@ from rl.run_dir import read_jsonl
 from rl.verl_export import compute_score
 
 
-@pytest.mark.parametrize(("n", "c", "k", "expected"), [(8, 0, 1, 0.0), (8, 8, 8, 1.0), (8, 2, 1, 0.25), (8, 1, 8, 1.0), (4, 1, 2, 0.5), (8, 2, 4, 1 - 15 / 70)])
+@pytest.mark.parametrize(
+    ("n", "c", "k", "expected"), [(8, 0, 1, 0.0), (8, 8, 8, 1.0), (8, 2, 1, 0.25), (8, 1, 8, 1.0), (4, 1, 2, 0.5), (8, 2, 4, 1 - 15 / 70)]
+)
 def test_pass_at_k_by_hand(n, c, k, expected):
     assert pass_at_k(n, c, k) == pytest.approx(expected)
 
@@ -32,7 +34,26 @@ def test_normalize_equation_and_ood_tasks():
 def test_eval_command_reports_and_saves_completions(tiny_model, tmp_path):
     tasks = write_tasks(generate_tasks(6, seed=0, preset="tiny", split="test"), tmp_path / "tasks.jsonl")
     out = tmp_path / "eval.json"
-    assert main(["eval", "--model", str(tiny_model), "--tasks", str(tasks), "--output", str(out), "--k", "4", "--max-new-tokens", "16", "--num-ood", "3"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(tiny_model),
+                "--tasks",
+                str(tasks),
+                "--output",
+                str(out),
+                "--k",
+                "4",
+                "--max-new-tokens",
+                "16",
+                "--num-ood",
+                "3",
+            ]
+        )
+        == 0
+    )
     report = json.loads(out.read_text())
     for key in ("accuracy", "n", "format_rate", "response_length", "sample_accuracy", "pass@1", "pass@2", "pass@4", "distinct_correct",
                 "ood/accuracy", "ood/n"):  # fmt: skip
@@ -45,7 +66,26 @@ def test_eval_command_reports_and_saves_completions(tiny_model, tmp_path):
     assert sorted({r["mode"] for r in rows}) == ["greedy", "sample"]
     # The same seed gives the same samples.
     out2 = tmp_path / "eval2.json"
-    assert main(["eval", "--model", str(tiny_model), "--tasks", str(tasks), "--output", str(out2), "--k", "4", "--max-new-tokens", "16", "--num-ood", "3"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(tiny_model),
+                "--tasks",
+                str(tasks),
+                "--output",
+                str(out2),
+                "--k",
+                "4",
+                "--max-new-tokens",
+                "16",
+                "--num-ood",
+                "3",
+            ]
+        )
+        == 0
+    )
     rows2 = read_jsonl(Path(json.loads(out2.read_text())["completions"]))
     assert [r["text"] for r in rows] == [r["text"] for r in rows2]
 
@@ -107,7 +147,9 @@ def test_collect_applies_the_truncation_rule(tiny_model, mode):
     model, tokenizer = load_model(tiny_model), load_tokenizer(tiny_model)
     torch.manual_seed(0)
     tasks = generate_tasks(8, seed=0, preset="tiny")
-    rollout = collect(model, tokenizer, tasks, rules=load_config("tiny-cpu").rules, prompt_style="compact", max_new_tokens=6, truncated=mode)
+    rollout = collect(
+        model, tokenizer, tasks, rules=load_config("tiny-cpu").rules, prompt_style="compact", max_new_tokens=6, truncated=mode
+    )
     cut = ~rollout.generation.finished
     assert cut.any()  # a random model rarely stops within 6 tokens
     masked = rollout.loss_mask[cut].sum().item()
@@ -122,7 +164,9 @@ def test_multi_turn_feeds_back_and_asks_again(tiny_model):
 
     model, tokenizer = load_model(tiny_model), load_tokenizer(tiny_model)
     tasks = [Task((3, 5, 2), 16), Task((1, 2, 3), 6)]
-    rollout = collect(model, tokenizer, tasks, rules=load_config("tiny-cpu").rules, prompt_style="compact", max_new_tokens=4, max_attempts=3)
+    rollout = collect(
+        model, tokenizer, tasks, rules=load_config("tiny-cpu").rules, prompt_style="compact", max_new_tokens=4, max_attempts=3
+    )
     # A random model never solves these in 4 tokens: every episode uses all 3 turns.
     assert rollout.turns == [0, 0, 1, 1, 2, 2]
     prompts = tokenizer.batch_decode(rollout.generation.query, skip_special_tokens=True)
