@@ -163,9 +163,16 @@ def test_presets():
 
 
 def test_trl_config_turns_off_bf16_and_checkpointing_on_cpu():
+    import torch
+
+    gpu = torch.cuda.is_available()
     trl_config = SFTRunConfig(model="m", data="d", output_dir="o").to_trl()
-    assert trl_config.bf16 is False and trl_config.gradient_checkpointing is False
+    # TRL's own defaults are bf16=True and gradient_checkpointing=True everywhere.
+    assert trl_config.bf16 is (gpu and torch.cuda.is_bf16_supported()) and trl_config.gradient_checkpointing is gpu
+    assert trl_config.use_cpu is not gpu  # DDP on CPU under torchrun needs use_cpu
     assert trl_config.completion_only_loss is True
+    forced = SFTRunConfig(model="m", data="d", output_dir="o", bf16=False, gradient_checkpointing=True).to_trl()
+    assert forced.bf16 is False and forced.gradient_checkpointing is True
     assert trl_config.get_warmup_steps(100) == 10 and trl_config.lr_scheduler_type.value == "cosine"
 
 
