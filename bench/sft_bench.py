@@ -39,6 +39,7 @@ def main() -> None:
     parser.add_argument("--n-test", type=int, default=200)
     parser.add_argument("--epochs", type=float, default=3.0)
     parser.add_argument("--eval-steps", type=int, default=250)
+    parser.add_argument("--lr", type=float, default=None, help="learning rate (default: the tiny-cpu preset's)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(1)  # the machine is shared; one thread per job (shared/CALIBRATION.md)
@@ -71,6 +72,7 @@ def main() -> None:
         data=str(data),
         output_dir=str(out),
         epochs=args.epochs,
+        learning_rate=args.lr,
         seed=args.seed,
         eval_steps=args.eval_steps,
         eval_samples=args.n_test,
@@ -104,6 +106,7 @@ def main() -> None:
     train_seconds = trained["seconds"] - eval_seconds
     figures = {
         "condition": args.condition,
+        "learning_rate": sft.learning_rate,
         "n_train_traces": len(train_traces),
         "mean_trace_chars": round(trace_chars, 1),
         "traces_per_second": {k: round(v) for k, v in speed.items()},

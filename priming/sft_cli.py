@@ -91,7 +91,8 @@ def _sft(args: argparse.Namespace) -> int:
     result = run_sft(config, resume=args.resume, progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun / accelerate launch, report once
         return 0
-    evals = "".join(f", {k} {v:.3f}" for k, v in result.final_eval.items())
+    shown = ("eval/loss", "eval/accuracy", "eval/well_formed")
+    evals = "".join(f", {k} {result.final_eval[k]:.3f}" for k in shown if k in result.final_eval)
     print(
         f"trained {result.global_step} steps on {result.n_train} rows in {result.seconds / 60:.1f} min "
         f"(mean loss {result.train_loss:.3f}{evals}); model saved to {result.model_dir}"

@@ -40,16 +40,18 @@ def load_sft_data(path: str | Path, *, prompt_style: str = "compact", rules: Rul
         splits = {"train": _read_jsonl(path)}
     elif _is_saved_dataset(path):
         splits = _from_disk(path)
-    elif (path / "train.jsonl").exists():
-        splits = {name: _read_jsonl(path / f"{name}.jsonl") for name in ("train", "test") if (path / f"{name}.jsonl").exists()}
     else:
+        # `countdown-lab prime` writes OUTPUT_DIR/dataset/ beside train.jsonl/test.jsonl: prefer the dataset.
         saved = sorted(child for child in path.iterdir() if child.is_dir() and _is_saved_dataset(child))
-        if len(saved) != 1:
+        if len(saved) == 1:
+            splits = _from_disk(saved[0])
+        elif (path / "train.jsonl").exists():
+            splits = {name: _read_jsonl(path / f"{name}.jsonl") for name in ("train", "test") if (path / f"{name}.jsonl").exists()}
+        else:
             raise ValueError(
                 f"{path} holds no SFT data: expected a dataset saved with save_to_disk, train.jsonl/test.jsonl, "
                 f"or exactly one saved dataset in a subfolder (found {len(saved)})"
             )
-        splits = _from_disk(saved[0])
     if "train" not in splits:
         raise ValueError(f"{path} has no 'train' split (splits: {sorted(splits)})")
     out = {}

@@ -102,6 +102,19 @@ def test_saved_dataset_and_jsonl_directory_are_read(saved_dataset, tmp_path):
     assert len(data["train"]) == 3 and tasks_of(data["test"]) is None
 
 
+def test_reads_what_prime_writes(tmp_path):
+    from lab.cli import main
+
+    out = tmp_path / "prime"
+    args = ["prime", "-c", "only_backtracking", "-o", str(out), "--preset", "tiny", "--num", "40", "--prompt-style", "compact"]
+    assert main([*args, "--trace-style", "compact"]) == 0
+    data = load_sft_data(out)
+    assert set(data) == {"train", "test"} and len(data["train"]) + len(data["test"]) == 40
+    row = data["train"][0]
+    assert row["prompt"] == render_prompt(Task(tuple(row["numbers"]), row["target"]), "compact")
+    assert "<answer>" in row["completion"]
+
+
 @pytest.mark.parametrize(
     ("row", "message"),
     [
