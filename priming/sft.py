@@ -383,8 +383,15 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
     """Drop rows written after the checkpoint a run resumes from (they will be written again)."""
     if not path.exists():
         return
-    rows = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= last_step]
-    path.write_text("".join(row + "\n" for row in rows))
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by the crash being resumed from
+            continue
+        if row.get("step", 0) <= last_step:
+            kept.append(line)
+    path.write_text("".join(line + "\n" for line in kept))
 
 
 # ---- the job -----------------------------------------------------------------------

@@ -235,6 +235,9 @@ def test_resume_continues_from_the_last_checkpoint(tiny_model, traces, tmp_path)
     run_dir = tmp_path / "run"
     first = run_sft(_config(tiny_model, traces, run_dir, max_steps=10, save_steps=5), progress=False)
     assert first.global_step == 10 and (run_dir / "checkpoints" / "checkpoint-10").is_dir()
+    # Rows past the checkpoint (and a line cut short by a crash) are dropped when resuming.
+    with (run_dir / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 12, "train/loss": 9.0}\n{"step": 1')
     with pytest.raises(ValueError, match="pass --resume"):
         run_sft(_config(tiny_model, traces, run_dir, max_steps=16, save_steps=5), progress=False)
     second = run_sft(_config(tiny_model, traces, run_dir, max_steps=16, save_steps=5), resume=True, progress=False)
