@@ -119,7 +119,11 @@ def _completion_body(request: dict[str, Any], reply: Reply, n: int) -> dict[str,
         "created": int(time.time()),
         "model": str(request.get("model", "test-model")),
         "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop", "logprobs": None}],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens},
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
     }
 
 
@@ -228,7 +232,11 @@ class OpenAIServer:
                     self.close_connection = True
                     return
                 if reply.body is not None:
-                    body = reply.body if isinstance(reply.body, bytes) else (reply.body if isinstance(reply.body, str) else json.dumps(reply.body)).encode()
+                    body = (
+                        reply.body
+                        if isinstance(reply.body, bytes)
+                        else (reply.body if isinstance(reply.body, str) else json.dumps(reply.body)).encode()
+                    )
                 elif reply.status == 200:
                     body = json.dumps(_completion_body(record.json or {}, reply, n)).encode()
                 else:

@@ -1,0 +1,180 @@
+"""Classify a JSONL file of completions, resumably: the job behind `countdown-lab classify`.
+
+Input rows need ``text``; every other field is copied. Output rows get ``behaviors`` (the counts), or
+``behaviors: null`` and ``judge_error`` for a trace the judge could not label, plus ``input_row`` (the
+0-based line of the input row) and ``judge`` (which judge and version labelled it).
+
+Output is appended and flushed as results arrive, so a killed job loses at most the requests in flight;
+re-running the same command skips every row already in the output (failures included, unless
+``retry_failed``) and so repeats no finished request. When all rows are done the file is rewritten in input
+order (atomically, via a temporary file and ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from tqdm import tqdm
+
+from behavior_classifier.behaviors import Counts
+from behavior_classifier.client import JudgeInput, LLMJudge, Usage, redact
+
+
+class Judge(Protocol):
+    """The small interface every judge offers: ``judge(text) -> counts``."""
+
+    name: str
+    version: str
+
+    def __call__(self, text: str) -> Counts: ...
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a classify run did."""
+
+    total: int
+    """Rows in the input."""
+    already_done: int
+    """Rows found in the output before this run (skipped)."""
+    labelled: int
+    """Rows labelled in this run."""
+    failed: int
+    """Rows recorded as failures in this run."""
+    usage: Usage
+    """Requests, tokens and cache hits of this run (LLM judge only; zeros for the heuristic)."""
+    seconds: float
+
+    def describe(self) -> str:
+        u = self.usage
+        return (
+            f"{self.total} rows: {self.already_done} already done, {self.labelled} labelled, {self.failed} failed "
+            f"in {self.seconds:.1f}s; requests {u.requests}, cache hits {u.cache_hits}, "
+            f"tokens {u.prompt_tokens} prompt + {u.completion_tokens} completion = {u.prompt_tokens + u.completion_tokens}"
+        )
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """Input rows; each must be a JSON object with a string `text`."""
+    rows = []
+    with path.open() as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as err:
+                raise ValueError(f"{path}:{line_no}: not JSON ({err}); each line must be one JSON object") from None
+            if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+                raise ValueError(f"{path}:{line_no}: each row needs a string field 'text' (the completion)")
+            rows.append(row)
+    return rows
+
+
+def _read_done(output: Path, rows: list[dict[str, Any]], retry_failed: bool) -> dict[int, dict[str, Any]]:
+    """Rows already in `output`, by input row. Drops a torn last line (a kill mid-write) and, if asked, failures."""
+    if not output.exists():
+        return {}
+    done: dict[int, dict[str, Any]] = {}
+    dropped = False
+    with output.open() as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+                index = int(row["input_row"])
+            except (ValueError, KeyError, TypeError):
+                dropped = True  # only a torn final line is expected here; it is rewritten below
+                continue
+            if not 0 <= index < len(rows) or row.get("text") != rows[index]["text"]:
+                raise ValueError(f"{output} holds rows of another input (row {index} differs); choose a new --output or delete it")
+            if retry_failed and row.get("behaviors") is None:
+                dropped = True
+                continue
+            done[index] = row
+    if dropped:
+        _write_ordered(output, done)
+    return done
+
+
+def _write_ordered(output: Path, rows: dict[int, dict[str, Any]]) -> None:
+    tmp = output.with_name(output.name + ".tmp")
+    with tmp.open("w") as f:
+        for index in sorted(rows):
+            f.write(json.dumps(rows[index]) + "\n")
+    os.replace(tmp, output)
+
+
+def _output_row(row: dict[str, Any], index: int, judge_label: str, counts: Counts | None, error: str | None) -> dict[str, Any]:
+    out = {**row, "input_row": index, "behaviors": counts, "judge": judge_label}
+    out.pop("judge_error", None)
+    if counts is None:
+        out["judge_error"] = error or "unknown error"
+    return out
+
+
+def _judge_input(row: dict[str, Any]) -> JudgeInput:
+    numbers = row.get("numbers", row.get("nums"))
+    target = row.get("target")
+    ok = isinstance(numbers, list) and all(isinstance(n, int) for n in numbers) and isinstance(target, int)
+    return JudgeInput(row["text"], tuple(numbers) if ok else None, target if ok else None)
+
+
+def classify_file(
+    input_path: Path,
+    output_path: Path,
+    judge: Judge | LLMJudge,
+    *,
+    retry_failed: bool = False,
+    progress: bool = True,
+    on_result: Callable[[int], None] | None = None,
+) -> RunSummary:
+    """Label every row of `input_path` into `output_path`, resuming from what the output already holds."""
+    start = time.monotonic()
+    rows = read_rows(input_path)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    done = _read_done(output_path, rows, retry_failed)
+    pending = [i for i in range(len(rows)) if i not in done]
+    label = f"{judge.name}:{judge.version}"
+    usage = Usage()
+    labelled = failed = 0
+    bar = tqdm(total=len(rows), initial=len(done), desc=f"classify ({judge.name})", unit="trace", file=sys.stderr, disable=not progress)
+    with output_path.open("a") as out:
+
+        def record(index: int, counts: Counts | None, error: str | None) -> None:
+            nonlocal labelled, failed
+            row = _output_row(rows[index], index, label, counts, error)
+            out.write(json.dumps(row) + "\n")
+            out.flush()  # a result on disk is a request never repeated
+            done[index] = row
+            labelled += counts is not None
+            failed += counts is None
+            bar.update(1)
+            if on_result is not None:
+                on_result(index)
+
+        if isinstance(judge, LLMJudge):
+
+            async def run() -> None:
+                async for k, result in judge.stream([_judge_input(rows[i]) for i in pending]):
+                    usage.add(result)
+                    record(pending[k], result.counts, result.error)
+
+            asyncio.run(run())
+        else:
+            for i in pending:
+                try:
+                    record(i, judge(rows[i]["text"]), None)
+                except Exception as err:  # a judge bug on one odd trace is recorded, not fatal to the job
+                    record(i, None, redact(f"{type(err).__name__}: {err}")[:500])
+    bar.close()
+    if len(done) == len(rows):
+        _write_ordered(output_path, done)
+    return RunSummary(len(rows), len(rows) - len(pending), labelled, failed, usage, time.monotonic() - start)

@@ -1,0 +1,313 @@
+"""The LLM judge over any OpenAI-compatible endpoint (OpenAI, vLLM, Ollama...): concurrency, retries, cache.
+
+- HTTP, retries and backoff come from the `openai` client itself: its ``max_retries`` retries 408/409/429/5xx,
+  timeouts and connection errors with exponential backoff and honours ``Retry-After`` / ``retry-after-ms``.
+- A reply that holds no valid counts is re-requested `JudgeConfig.malformed_retries` times, then the trace is
+  recorded as an explicit failure (`JudgeResult.counts is None`, `error` set): never as zeros.
+- ``response_format={"type": "json_object"}`` is sent while the server accepts it; on a 400/422 the request is
+  repeated without it and JSON mode stays off for the rest of the run (the parser tolerates prose and fences).
+- Results are cached on disk (sqlite, stdlib) under a key of model, prompt version, mode and the prompt inputs,
+  so a re-run costs nothing.
+- The API key is read from ``OPENAI_API_KEY`` only and never logged, printed or written; error texts are
+  redacted in case a server echoes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from behavior_classifier.behaviors import BEHAVIORS, Counts
+from behavior_classifier.judge import MODES, PROMPT_VERSION, MalformedReply, build_behavior_messages, build_messages, parse_counts
+
+if TYPE_CHECKING:
+    import openai
+
+log = logging.getLogger(__name__)
+
+API_KEY_ENV = "OPENAI_API_KEY"
+_PLACEHOLDER_KEY = "EMPTY"  # what vLLM's docs use when a local server needs no key
+
+
+@dataclass(frozen=True)
+class JudgeConfig:
+    """How the LLM judge talks to its endpoint."""
+
+    base_url: str = "https://api.openai.com/v1"
+    """OpenAI-compatible base URL, e.g. http://localhost:8000/v1 for vLLM or http://localhost:11434/v1 for Ollama."""
+    model: str = "gpt-4o-mini"
+    """Model name sent with each request (the study judged with gpt-4o-mini)."""
+    mode: str = "all"
+    """'all': one request per trace for the four counts; 'per_behavior': one request per behaviour (the study's layout)."""
+    concurrency: int = 16
+    """Requests in flight at most."""
+    timeout: float = 60.0
+    """Seconds before one HTTP request times out (then it is retried)."""
+    max_retries: int = 6
+    """Retries of one request on 429/5xx/timeouts/connection errors (the openai client's own backoff, honouring Retry-After)."""
+    malformed_retries: int = 2
+    """Extra requests when a reply holds no valid counts, before the trace is recorded as failed."""
+    json_mode: bool = True
+    """Send response_format={"type": "json_object"} while the server accepts it."""
+    max_tokens: int = 256
+    """Reply length cap; a JSON object of four counts needs far fewer."""
+    cache_path: Path | None = None
+    """sqlite file caching results across runs; None disables the cache."""
+
+    def __post_init__(self) -> None:
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must start with http:// or https://, got {self.base_url!r}")
+        if not self.model:
+            raise ValueError("model must be a non-empty model name, e.g. --model gpt-4o-mini")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {list(MODES)}, got {self.mode!r}")
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
+        if self.timeout <= 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {self.timeout}")
+        if self.max_retries < 0 or self.malformed_retries < 0:
+            raise ValueError("max_retries and malformed_retries must be >= 0")
+        if self.max_tokens < 16:
+            raise ValueError(f"max_tokens must be >= 16 to fit a JSON object of counts, got {self.max_tokens}")
+
+
+@dataclass(frozen=True)
+class JudgeInput:
+    """One trace to judge; numbers and target, when known, go into the prompt."""
+
+    text: str
+    numbers: tuple[int, ...] | None = None
+    target: int | None = None
+
+
+@dataclass(frozen=True)
+class JudgeResult:
+    """The outcome for one trace: counts, or an explicit error."""
+
+    counts: Counts | None
+    error: str | None = None
+    cached: bool = False
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass
+class Usage:
+    """Totals over a run (mutable accumulator)."""
+
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cache_hits: int = 0
+    failures: int = 0
+
+    def add(self, result: JudgeResult) -> None:
+        self.requests += result.requests
+        self.prompt_tokens += result.prompt_tokens
+        self.completion_tokens += result.completion_tokens
+        self.cache_hits += int(result.cached)
+        self.failures += int(result.counts is None)
+
+
+class ResultCache:
+    """Successful judge results on disk (sqlite): key -> counts. Failures are not cached, so a re-run retries them."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # One connection used from the event loop's thread (and possibly a caller's thread): serialised by a lock.
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, counts TEXT NOT NULL)")
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Counts | None:
+        with self._lock:
+            row = self._db.execute("SELECT counts FROM results WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def put(self, key: str, counts: Counts) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO results (key, counts) VALUES (?, ?)", (key, json.dumps(counts)))
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM results").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def cache_key(config: JudgeConfig, item: JudgeInput) -> str:
+    payload = [config.model, PROMPT_VERSION, config.mode, item.text, list(item.numbers) if item.numbers else None, item.target]
+    return hashlib.sha256(json.dumps(payload).encode()).hexdigest()
+
+
+def api_key() -> str:
+    """The key from the environment, or a placeholder for local servers that need none. Never log the value."""
+    key = os.environ.get(API_KEY_ENV)
+    if not key:
+        log.warning("%s is not set; sending a placeholder key (fine for local vLLM/Ollama servers)", API_KEY_ENV)
+        return _PLACEHOLDER_KEY
+    return key
+
+
+def redact(message: str) -> str:
+    """`message` with the API key (if any) replaced, for anything that is logged or written."""
+    key = os.environ.get(API_KEY_ENV)
+    return message.replace(key, "[redacted]") if key else message
+
+
+def _describe(err: BaseException) -> str:
+    """A short, key-free description of a failed request."""
+    status = getattr(err, "status_code", None)
+    text = f"{type(err).__name__}" + (f" (HTTP {status})" if status else "") + f": {err}"
+    return redact(text)[:500]
+
+
+class LLMJudge:
+    """LLM judge: ``judge(text) -> counts`` (raises on failure), ``judge.batch(texts)``, and ``judge.stream(items)``.
+
+    ``stream`` is the async core used by the file job: it yields ``(index, JudgeResult)`` as results arrive.
+    """
+
+    name = "openai"
+
+    def __init__(self, config: JudgeConfig) -> None:
+        self.config = config
+        self.version = f"{config.model}@{PROMPT_VERSION}/{config.mode}"
+        self._json_mode = config.json_mode
+        self.cache = ResultCache(config.cache_path) if config.cache_path else None
+        self.usage = Usage()
+
+    # -- public forms -------------------------------------------------------------------------------------------
+    def __call__(self, text: str) -> Counts:
+        result = self.batch([text])[0]
+        if result.counts is None:
+            raise RuntimeError(f"judge failed: {result.error}")
+        return result.counts
+
+    def batch(self, texts: Iterable[str | JudgeInput]) -> list[JudgeResult]:
+        items = [t if isinstance(t, JudgeInput) else JudgeInput(t) for t in texts]
+
+        async def collect() -> list[JudgeResult]:
+            out: list[JudgeResult | None] = [None] * len(items)
+            async for i, result in self.stream(items):
+                out[i] = result
+            return [r for r in out if r is not None]
+
+        return asyncio.run(collect())
+
+    async def stream(self, items: Sequence[JudgeInput]) -> AsyncIterator[tuple[int, JudgeResult]]:
+        """Judge `items` with at most `concurrency` requests in flight; yield results in completion order."""
+        import openai
+
+        client = openai.AsyncOpenAI(
+            base_url=self.config.base_url, api_key=api_key(), max_retries=self.config.max_retries, timeout=self.config.timeout
+        )
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        for i in range(len(items)):
+            queue.put_nowait(i)
+        done: asyncio.Queue[tuple[int, JudgeResult]] = asyncio.Queue()
+
+        async def worker() -> None:
+            # A fixed pool of workers bounds concurrency and memory, whatever the number of traces.
+            while True:
+                try:
+                    i = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                try:
+                    result = await self._judge_one(client, items[i])
+                except Exception as err:  # anything unexpected (e.g. an unparsable HTTP body) fails this trace, not the run
+                    result = JudgeResult(None, error=_describe(err))
+                self.usage.add(result)
+                await done.put((i, result))
+
+        workers = [asyncio.create_task(worker()) for _ in range(min(self.config.concurrency, max(1, len(items))))]
+        try:
+            for _ in range(len(items)):
+                yield await done.get()
+        finally:
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            await client.close()
+
+    # -- one trace ------------------------------------------------------------------------------------------------
+    async def _judge_one(self, client: openai.AsyncOpenAI, item: JudgeInput) -> JudgeResult:
+        key = cache_key(self.config, item)
+        if self.cache is not None:
+            cached = self.cache.get(key)
+            if cached is not None:
+                return JudgeResult(cached, cached=True)
+        if self.config.mode == "all":
+            plans = [(BEHAVIORS, build_messages(item.text, item.numbers, item.target))]
+        else:
+            plans = [((name,), build_behavior_messages(name, item.text, item.numbers, item.target)) for name in BEHAVIORS]
+        counts: Counts = {}
+        totals = [0, 0, 0]  # requests, prompt tokens, completion tokens
+        for names, messages in plans:
+            part, error = await self._ask(client, messages, names, totals)
+            if part is None:
+                return JudgeResult(None, error=error, requests=totals[0], prompt_tokens=totals[1], completion_tokens=totals[2])
+            counts.update(part)
+        counts = {name: counts[name] for name in BEHAVIORS}
+        if self.cache is not None:
+            self.cache.put(key, counts)
+        return JudgeResult(counts, requests=totals[0], prompt_tokens=totals[1], completion_tokens=totals[2])
+
+    async def _ask(
+        self, client: openai.AsyncOpenAI, messages: list[dict[str, str]], names: Sequence[str], totals: list[int]
+    ) -> tuple[Counts | None, str | None]:
+        """One prompt, re-asked while the reply is malformed. Returns (counts, None) or (None, error)."""
+        import openai
+
+        last_problem = ""
+        for _attempt in range(1 + self.config.malformed_retries):
+            try:
+                response = await self._create(client, messages)
+            except (openai.APIError, asyncio.TimeoutError) as err:
+                # The client already retried transient errors; what reaches here is final for this trace.
+                return None, _describe(err)
+            except ValueError as err:
+                # A 200 whose body is not a chat completion (the client fails to decode it): a malformed reply.
+                totals[0] += 1
+                last_problem = f"unreadable response body ({type(err).__name__})"
+                continue
+            totals[0] += 1
+            if response.usage is not None:
+                totals[1] += response.usage.prompt_tokens or 0
+                totals[2] += response.usage.completion_tokens or 0
+            reply = response.choices[0].message.content if response.choices else None
+            try:
+                return parse_counts(reply, names), None
+            except MalformedReply as err:
+                last_problem = str(err)
+        return None, redact(f"MalformedReply after {1 + self.config.malformed_retries} attempts: {last_problem}")[:500]
+
+    async def _create(self, client: openai.AsyncOpenAI, messages: list[dict[str, str]]) -> Any:
+        import openai
+
+        kwargs: dict[str, Any] = {"model": self.config.model, "messages": messages, "temperature": 0, "max_tokens": self.config.max_tokens}
+        if not self._json_mode:
+            return await client.chat.completions.create(**kwargs)
+        try:
+            return await client.chat.completions.create(**kwargs, response_format={"type": "json_object"})
+        except (openai.BadRequestError, openai.UnprocessableEntityError):
+            # Servers without JSON mode reject the field with 400/422; the parser copes with plain text.
+            response = await client.chat.completions.create(**kwargs)
+            if self._json_mode:
+                log.warning("the server rejected response_format=json_object; continuing without JSON mode")
+            self._json_mode = False
+            return response
