@@ -170,12 +170,13 @@ def make_tasks(config: ExperimentConfig, seed: int, root: Path) -> dict[str, lis
     return tasks
 
 
-def base_model(config: ExperimentConfig, root: Path) -> str:
+def base_model(config: ExperimentConfig, root: Path, seed: int) -> str:
+    """The given model, or the embedded default initialised with the run's seed (seeds differ in weights too)."""
     if config.model:
         return config.model
     from rl.models import default_model
 
-    return str(default_model(root / "models", config.arch, config.size))
+    return str(default_model(root / "models", config.arch, config.size, seed=seed))
 
 
 def stage_traces(config: ExperimentConfig, run: Path, condition: str, incorrect: bool, seed: int, tasks: list[Task]) -> Path:
@@ -249,7 +250,7 @@ def run_one(config: ExperimentConfig, root: Path, name: str, seed: int) -> Path:
     run = root / "runs" / f"{name}-seed{seed}"
     run.mkdir(parents=True, exist_ok=True)
     tasks = make_tasks(config, seed, root)
-    model = base_model(config, root)
+    model = base_model(config, root, seed)
     if condition is not None:
         data = stage_traces(config, run, condition, incorrect, seed, tasks["sft"])
         model = stage_sft(config, run, model, data, seed)
@@ -265,7 +266,7 @@ def run_experiment(config: ExperimentConfig, output_dir: str | Path) -> Path:
     (root / "experiment.json").write_text(json.dumps(config.to_dict(), indent=2))
     for seed in config.seeds:  # before forking, so parallel runs never race to write them
         make_tasks(config, seed, root)
-    base_model(config, root)
+        base_model(config, root, seed)
     jobs = [(name, seed) for seed in config.seeds for name in config.conditions]
     start = time.perf_counter()
     if config.jobs == 1:
