@@ -132,3 +132,10 @@ def test_trl_algorithms_write_the_same_run_directory(tiny_model, tmp_path, algo)
     assert {r["step"] for r in read_jsonl(out / "rollouts.jsonl")} == {1, 2}
     assert json.loads((out / "config.json").read_text())["algo"] == algo
     assert load_model(out / "final") is not None
+
+
+def test_grpo_resume_continues_from_trl_checkpoint(tiny_model, tmp_path):
+    out = tmp_path / "grpo"
+    assert main(fast_args(tiny_model, out, "--max-steps", 1, "--algo", "grpo")) == 0
+    assert main(fast_args(tiny_model, out, "--max-steps", 2, "--algo", "grpo", "--resume")) == 0
+    assert [r["step"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2]
