@@ -186,7 +186,7 @@ def learn(steps: int = 100, start: str | None = None) -> dict:
     minutes = (time.time() - t0) / 60
     last = max(int(p.name.split("-")[1]) for p in (run_dir / "checkpoints").glob("step-*"))
     after = evaluate(run_dir / "checkpoints" / f"step-{last:06d}" / "policy", eval_tasks, "after")
-    plot(run_dir, ROOT / "bench" / "ppo_learning.png")
+    plot(run_dir, ROOT / "bench" / "figures" / "ppo_learning.png")
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     s_per_step = [r["time/seconds_per_step"] for r in rows if "time/seconds_per_step" in r]
     # Minutes of PPO steps from the log (a resumed or re-run bench still reports the run's own time).
@@ -201,6 +201,7 @@ def plot(run_dir: Path, path: Path) -> Path:
     import matplotlib.pyplot as plt
     import pandas as pd
 
+    path.parent.mkdir(parents=True, exist_ok=True)
     df = pd.read_json(run_dir / "metrics.jsonl", lines=True)
     fig, ax = plt.subplots(figsize=(7, 4))
     train = df.dropna(subset=["reward/mean"])

@@ -25,7 +25,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ):
         p = sub.add_parser(name, help=text, description=text + ". Writes config.json, metrics.jsonl, rollouts.jsonl, checkpoints/.",
                            epilog=help_text(), formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-        p.add_argument("--model", help="start model: a local folder or a hub id (default: the config's `model`)")
+        p.add_argument("--model", help="start model: a local folder, hub id or SFT run directory (default: the config's `model`)")
         p.add_argument("--output-dir", type=Path, required=True, help="run directory")
         p.add_argument("--config", help="YAML config file or preset name (tiny-cpu, paper-3b); default tiny-cpu")
         p.add_argument("--max-steps", type=int, help="stop after this many steps in total (overrides total_steps)")
@@ -45,7 +45,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         p.set_defaults(func=_ppo)
 
     p = sub.add_parser("eval", help="accuracy, pass@k, diversity, OOD accuracy and length of a model on a tasks file")
-    p.add_argument("--model", required=True, help="model folder (e.g. RUN/checkpoints/step-000100/policy) or hub id")
+    p.add_argument(
+        "--model", required=True, help="model folder, hub id, or run directory (a PPO run's newest checkpoint, an SFT run's model)"
+    )
     p.add_argument("--tasks", type=Path, required=True, help="tasks file (JSONL or parquet)")
     p.add_argument("--output", type=Path, required=True, help="report JSON")
     p.add_argument(
@@ -86,6 +88,24 @@ def _init_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def resolve_model(name: str) -> str:
+    """A model folder, hub id, or run directory: an SFT run's `model/`, a GRPO run's `final/`,
+    or a PPO run's newest `checkpoints/step-N/policy`."""
+    from rl.run_dir import RunDir
+
+    path = Path(name)
+    is_model_folder = (path / "config.json").exists() and not (path / "metrics.jsonl").exists()  # run dirs have a config.json too
+    if not path.is_dir() or is_model_folder:
+        return name
+    for sub in ("model", "final"):
+        if (path / sub / "config.json").exists():
+            return str(path / sub)
+    latest = RunDir(path).latest_checkpoint()
+    if latest and (latest[1] / "policy" / "config.json").exists():
+        return str(latest[1] / "policy")
+    return name
+
+
 def resolve_config(args: argparse.Namespace) -> Any:
     """The run's config: --config (or, on --resume, the run's own config.json), then --set, --model, --max-steps."""
     from rl.config import PPOConfig, load_config, parse_overrides
@@ -100,7 +120,7 @@ def resolve_config(args: argparse.Namespace) -> Any:
         source = "tiny-cpu"
     overrides.update(parse_overrides(args.overrides))
     if args.model:
-        overrides["model"] = args.model
+        overrides["model"] = resolve_model(args.model)
     if args.max_steps is not None:
         overrides["total_steps"] = args.max_steps
     return load_config(source, overrides)
@@ -139,9 +159,10 @@ def _eval(args: argparse.Namespace) -> int:
     tasks = read_tasks(args.tasks)[: args.limit]
     ood = read_tasks(args.ood_tasks) if args.ood_tasks else None
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, tokenizer = load_model(args.model, device=device).eval(), load_tokenizer(args.model)
+    model_path = resolve_model(args.model)
+    model, tokenizer = load_model(model_path, device=device).eval(), load_tokenizer(model_path)
     report, rows = evaluate(model, tokenizer, tasks, config, rules=Rules(strict_ending=args.strict_ending), ood_tasks=ood)
-    report["model"] = str(args.model)
+    report["model"] = model_path
     report["tasks"] = str(args.tasks)
     completions = args.completions or args.output.with_suffix(".completions.jsonl")
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -200,3 +200,21 @@ def test_generation_logprobs_equal_a_forward_pass(tiny_model, temperature):
         logits = forward_response(model, gen.query, gen.query_mask, gen.response, gen.response_mask) / temperature
     expected = logprobs_from_logits(logits, gen.response) * gen.response_mask
     assert torch.allclose(gen.logprobs, expected, atol=1e-4)
+
+
+def test_run_directories_resolve_to_their_model(tiny_model, tmp_path):
+    from rl.cli import resolve_model
+
+    assert resolve_model(str(tiny_model)) == str(tiny_model)
+    assert resolve_model("Qwen/Qwen2.5-3B") == "Qwen/Qwen2.5-3B"
+    sft_run = tmp_path / "sft"
+    (sft_run / "model").mkdir(parents=True)
+    (sft_run / "model" / "config.json").write_text("{}")
+    (sft_run / "metrics.jsonl").write_text("")
+    assert resolve_model(str(sft_run)) == str(sft_run / "model")
+    ppo_run = tmp_path / "ppo"
+    for step in (2, 10):
+        (ppo_run / "checkpoints" / f"step-{step:06d}" / "policy").mkdir(parents=True)
+        (ppo_run / "checkpoints" / f"step-{step:06d}" / "policy" / "config.json").write_text("{}")
+    (ppo_run / "checkpoints" / ".tmp-step-000011").mkdir()  # an unfinished checkpoint is ignored
+    assert resolve_model(str(ppo_run)) == str(ppo_run / "checkpoints" / "step-000010" / "policy")
