@@ -33,18 +33,27 @@ from behavior_classifier.behaviors import BEHAVIORS, Counts
 
 MAX_CHARS = 20_000
 """Longest text looked at (characters); the rest is ignored so a runaway completion costs bounded time."""
+MAX_SENTENCE_CHARS = 400
+"""Longest sentence matched (characters): pattern work per sentence stays small whatever the input."""
 
 _THINK = re.compile(r"<think>(.*?)(?:</think>|$)", re.S | re.I)
 _ANSWER = re.compile(r"<answer>.*?(?:</answer>|$)", re.S | re.I)
 # Sentence ends: newlines, ". ", "! ", "? ", "; ", "..." (a decimal point has no space after it).
-_SPLIT = re.compile(r"\n+|(?<=[.!?;])\s+|\.\.\.|…|(?<=\*\*)\s+(?=\*\*)")
+# Commas split too: terse traces ("2+3=5, 5!=14, back, 5*15=75") put one step between commas.
+_SPLIT = re.compile(r"\n+|(?<=[.!?;])\s+|\.\.\.|…|,\s+(?!(?:the|our)\s+target|which\b)|(?<=\*\*)\s+(?=\*\*)")
 
-_NUM = r"\d+(?:\.\d+)?"
+_NUM = r"\d{1,12}(?:\.\d{1,6})?"
 _OP = r"[-+*/×x÷−–]"
 # "a op b [op c ...] = r" (forward arithmetic). Parentheses are allowed around operands.
-_EXPR = rf"(?:\(\s*)*-?{_NUM}(?:\s*\)*\s*{_OP}\s*(?:\(\s*)*{_NUM})*\s*\)*"
+# Bounded repeats ({0,3}) keep matching linear: untrusted text like "((((((...1" cannot make the engine backtrack
+# over long runs of parentheses or spaces.
+_S = r"\s{0,3}"
+# One operator step: closing parens, the operator, opening parens, a number. Every optional run is either
+# bounded and anchored by a required character, so there is one way to match (no exponential backtracking).
+_STEP = rf"(?:{_S}\)){{0,3}}{_S}{_OP}{_S}(?:\({_S}){{0,3}}{_NUM}"
+_EXPR = rf"(?:\({_S}){{0,3}}-?{_NUM}(?:{_STEP}){{0,12}}(?:{_S}\)){{0,3}}"
 # "a op b [op c ...] = r", possibly chained ("(30 - 25 + 3) * 4 = 8 * 4 = 32"): the result is the last value.
-_EQUATION = re.compile(rf"((?:\(\s*)*{_NUM}(?:\s*\)*\s*{_OP}\s*(?:\(\s*)*{_NUM})+\s*\)*)((?:\s*=\s*{_EXPR})+)")
+_EQUATION = re.compile(rf"((?:\({_S}){{0,3}}{_NUM}(?:{_STEP}){{1,12}}(?:{_S}\)){{0,3}})((?:{_S}={_S}{_EXPR}){{1,4}})")
 _NUMBER = re.compile(_NUM)
 _NOT_LEFT = r"[\d)*+\-/×x÷−–=.]"  # characters that, before "N =", show N ends an expression
 
@@ -69,6 +78,7 @@ _VERIFY = _rx(
     r"\b(?:double[-\s]?check|sanity\s+check|let\s+me\s+check|let's\s+check|check:|checking|verify|verifying|verified|confirm)\b",
     r"\bleft\s+over\b|\bleftover\b|\bunused\b|\bused\s+twice\b|\breuse\b|\bnot\s+(?:a\s+)?whole\b|\bnot\s+an\s+integer\b",
     r"^\s*(?:no|nope|nah|yes|yep|right|argh|hmm,?\s+no)\b[.!,]?",
+    rf"\bvs\.?\s+{_NUM}|\b(?:no|nope)\s*[.!]?\s*$|\b(?:reached|found)\s*[.!]?\s*$|^\s*got\s+{_NUM}",
     rf"\bis\s+{_NUM}\s*=\s*{_NUM}\s*\?",
 )
 # "Let me double-check:"-style announcements: counted once together with the verdict that follows.
@@ -85,12 +95,14 @@ _BACKTRACK = _rx(
     r"\bnew\s+(?:approach|idea|plan|attempt|intermediate)\b|\bdead\s+end\b|\banother\s+look\b|\blook\s+at\s+it\s+another\s+way\b",
     rf"^\s*(?:or|maybe|perhaps|oh\s+wait|wait|actually|hmm|ok(?:ay)?|so\s+maybe)\b[,:]?\s*(?:\(|{_NUM}|maybe|what|how|if|i|we|let)",
     r"^\s*option\s+[b-z]\b",
+    r"^\s*(?:back|undo|go\s+back)\b",
 )
 
 _SUBGOAL = _rx(
     r"\bsub-?\s?goals?\b|\bintermediate\s+(?:target|goal|step|value|result)\b|\b(?:first|second|third|next|new)\s+goal\b",
     r"\bbreak(?:ing)?\s+(?:this|it|the\s+problem)\s+down\b|\bbreaking\s+down\b|\bmy\s+plan\b|\bplan:",
     r"\b(?:get|come|aim|go|start|land)\s+(?:close\s+to|near|to\s+around|around)\s+\d+",
+    r"^\s*(?:plan|first)\b.*\bthen\b",
     r"\baim(?:ing)?\s+for\s+\d+|\bfirst\s+(?:make|get|reach|build|form|find|create|aim)\b",
     rf"\b(?:make|get|reach|build)\s+{_NUM}\s+(?:first|and\s+then|and\s+(?:subtract|add|multiply|divide))",
     rf"\b(?:what\s+if\s+i|if\s+i\s+can|i'll\s+try\s+to|try\s+to|let\s+me|let's)\s+(?:make|get|reach|build)\s+(?:a\s+)?{_NUM}\s+(?:to|and|then|first|so)\b",
@@ -137,7 +149,7 @@ def _thinking(text: str) -> str:
 
 
 def _sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SPLIT.split(_thinking(text)) if s and s.strip()]
+    return [s.strip()[:MAX_SENTENCE_CHARS] for s in _SPLIT.split(_thinking(text)) if s and s.strip()]
 
 
 def _equations(sentence: str) -> list[_Equation]:

@@ -1,0 +1,61 @@
+"""`countdown-lab classify` with the heuristic judge and `countdown-lab frequencies`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from behavior_classifier.behaviors import BEHAVIORS
+from lab.cli import main
+
+ROWS = [
+    {
+        "step": 0,
+        "text": "<think>5 + 6 = 11, not 39. Let me try 9 * 5 = 45, 45 - 6 = 39.</think><answer>9 * 5 - 6</answer>",
+        "correct": True,
+        "numbers": [5, 6, 9],
+        "target": 39,
+    },
+    {"step": 0, "text": "<think>6 * 4 = 24, 24 - 2 = 22.</think><answer>6 * 4 - 2</answer>", "correct": True},
+    {"step": 1, "text": "<think>32 is 8 times 4, so I need 8 from 25, 30 and 3.</think>", "correct": False, "extra": {"k": 1}},
+]
+
+
+def test_classify_heuristic_copies_fields_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    inp, out = tmp_path / "rollouts.jsonl", tmp_path / "classified.jsonl"
+    inp.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    assert main(["classify", str(inp), "--output", str(out), "--quiet"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["input_row"] for r in rows] == [0, 1, 2]
+    for src, row in zip(ROWS, rows, strict=True):
+        assert {k: row[k] for k in src} == src
+        assert set(row["behaviors"]) == set(BEHAVIORS) and row["judge"].startswith("heuristic")
+    assert rows[0]["behaviors"]["backtracking"] == 1 and rows[2]["behaviors"]["backward_chaining"] == 1
+    assert main(["classify", str(inp), "--output", str(out), "--quiet"]) == 0
+    assert "3 already done" in capsys.readouterr().err
+    assert len(out.read_text().splitlines()) == 3
+
+    assert (
+        main(["frequencies", str(out), "--condition", "demo", "--output", str(tmp_path / "f.csv"), "--plot", str(tmp_path / "f.png")]) == 0
+    )
+    assert (tmp_path / "f.png").stat().st_size > 0 and "avg_verifications" in (tmp_path / "f.csv").read_text()
+
+
+def test_classify_errors_say_what_to_change(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"completion": "x"}\n')
+    assert main(["classify", str(bad), "--output", str(tmp_path / "o.jsonl")]) == 2
+    assert "needs a string field 'text'" in capsys.readouterr().err
+    good = tmp_path / "good.jsonl"
+    good.write_text(json.dumps(ROWS[0]) + "\n")
+    assert main(["classify", str(good), "--output", str(tmp_path / "o.jsonl"), "--judge", "openai"]) == 2
+    assert "--base-url" in capsys.readouterr().err
+    # An output file from another input is refused rather than silently mixed.
+    other = tmp_path / "other.jsonl"
+    assert main(["classify", str(good), "--output", str(other), "--quiet"]) == 0
+    inp2 = tmp_path / "in2.jsonl"
+    inp2.write_text(json.dumps(ROWS[1]) + "\n")
+    assert main(["classify", str(inp2), "--output", str(other), "--quiet"]) == 2
+    assert "another input" in capsys.readouterr().err
