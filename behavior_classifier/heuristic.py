@@ -5,7 +5,8 @@ of Countdown's "combine two numbers, check, go back" rhythm. This judge is the o
 Python regular expressions over sentences, fast (thousands of traces per second) and deterministic.
 
 How it reads a trace:
-- The text inside ``<think>`` (or the whole text) is split into sentences (lines, ``. ! ? ;`` and ``...``).
+- The text inside ``<think>`` (or the whole text) is lower-cased and split into sentences (lines, ``. ! ? ;``,
+  ``...`` and commas, since terse traces put one step between commas).
 - Each sentence counts at most once per behaviour.
 - verification: the sentence judges a value against the target or the rules (``not 30``, ``too big``,
   ``off by one``, ``that works``, ``✓``, ``left over``...). An announcement ("Let me double-check:")
