@@ -3,7 +3,7 @@
 The long-CoT studies found that reflection words can rise while accuracy falls, so every frequency table
 carries accuracy and response length next to the behaviour numbers.
 
-Column names follow the study's published results (``/work/shared/reference/*.csv``, see its README):
+Column names follow the study's published results (``behavior_classifier/reference/*.csv``, see its README):
 ``avg_verifications, avg_backtracking, avg_subgoals, avg_backwards`` (mean count per response),
 ``total_*`` (sums), ``accuracy`` and ``response_length`` (characters), so our tables and theirs plot
 with the same code. We add ``n`` (responses with counts), ``failed`` (responses the judge could not label;
@@ -32,7 +32,7 @@ REFERENCE_NAMES: Final = {
 
 REFERENCE_FILES: Final = {"llama": "cognitive_behaviors_llama_results.csv", "qwen": "cognitive_behaviors_qwen_results.csv"}
 REFERENCE_DIR_ENV: Final = "COUNTDOWN_REFERENCE_DIR"
-"""Environment variable naming the folder of the study's CSVs (default: /work/shared/reference if it exists)."""
+"""Environment variable naming the folder of the study's CSVs (default: the copy shipped in `behavior_classifier/reference/`)."""
 
 AVG_COLUMNS: Final = tuple(f"avg_{REFERENCE_NAMES[b]}" for b in BEHAVIORS)
 TOTAL_COLUMNS: Final = tuple(f"total_{REFERENCE_NAMES[b]}" for b in BEHAVIORS)
@@ -96,7 +96,9 @@ def behavior_frequencies(classified: pd.DataFrame, by: Sequence[str] = ("conditi
 
 def reference_dir() -> Path:
     env = os.environ.get(REFERENCE_DIR_ENV)
-    return Path(env) if env else Path("/work/shared/reference")
+    # The CSVs ship with the package (data only, Apache-2.0, see reference/README.md), so
+    # notebooks and CI find them on any machine.
+    return Path(env) if env else Path(__file__).parent / "reference"
 
 
 def load_reference(model: str = "llama", directory: Path | str | None = None) -> pd.DataFrame:

@@ -79,7 +79,9 @@ def test_untrusted_input_costs_bounded_time() -> None:
     for text in nasty:
         start = time.perf_counter()
         counts = count_behaviors(text)
-        assert time.perf_counter() - start < 0.5, text[:20]
+        # Catastrophic regex backtracking costs seconds to minutes on these; the judge takes
+        # milliseconds. The bound is loose so a loaded CI machine cannot make it flaky.
+        assert time.perf_counter() - start < 5.0, text[:20]
         assert all(isinstance(v, int) and v >= 0 for v in counts.values())
     assert len(nasty[0]) > MAX_CHARS
 

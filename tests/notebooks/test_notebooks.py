@@ -40,6 +40,7 @@ def test_behavior_frequencies_notebook_shows_a_run(quick_experiment, monkeypatch
     assert not errors(nb)
     text = outputs_text(nb)
     assert "only_backtracking" in text and "empty_cot" in text
+    assert "same columns as ours: True" in text  # the study's shipped CSVs load beside our table
     assert (quick_experiment / "plots" / "notebook_behaviors.png").exists()
 
 
