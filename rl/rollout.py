@@ -155,7 +155,7 @@ class Rollout:
                 "text": text,
                 "numbers": list(task.numbers),
                 "target": task.target,
-                "reward": float(score),
+                "reward": round(float(score), 6),  # float32 -> 0.1, not 0.10000000149
                 "correct": verdict.correct,
                 "outcome": verdict.outcome.value,
                 "finished": bool(done),
