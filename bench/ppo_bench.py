@@ -158,43 +158,41 @@ def evaluate(model: Path, tasks: Path, name: str) -> dict:
     return json.loads(out.read_text())
 
 
-def learn(steps: int = 100, start: str | None = None) -> dict:
-    model = primed_model(start)
-    _, rl_tasks, eval_tasks = task_sets()
-    before = evaluate(model, eval_tasks, "before")
-    run_dir = OUT / "ppo-run"
-    t0 = time.time()
+def ppo_run(model: Path, rl_tasks: Path, run_dir: Path, steps: int, *sets: str) -> None:
+    """`countdown-lab ppo --config tiny-cpu` (plus `--set` overrides), resuming a run that was cut short."""
     resume = ["--resume"] if (run_dir / "metrics.jsonl").exists() else []
-    run(
-        [
-            CLI,
-            "ppo",
-            "--model",
-            model,
-            "--output-dir",
-            run_dir,
-            "--config",
-            "tiny-cpu",
-            "--tasks",
-            rl_tasks,
-            "--max-steps",
-            steps,
-            "--no-progress",
-            *resume,
-        ]
-    )
-    minutes = (time.time() - t0) / 60
-    last = max(int(p.name.split("-")[1]) for p in (run_dir / "checkpoints").glob("step-*"))
-    after = evaluate(run_dir / "checkpoints" / f"step-{last:06d}" / "policy", eval_tasks, "after")
-    plot(run_dir, ROOT / "bench" / "figures" / "ppo_learning.png")
+    extra = [arg for item in sets for arg in ("--set", item)]
+    cmd = [CLI, "ppo", "--model", model, "--output-dir", run_dir, "--config", "tiny-cpu", "--tasks", rl_tasks, "--max-steps", steps]
+    run([*cmd, "--no-progress", *extra, *resume])
+
+
+def summary(run_dir: Path, after: dict, wall_minutes: float) -> dict:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     s_per_step = [r["time/seconds_per_step"] for r in rows if "time/seconds_per_step" in r]
     # Minutes of PPO steps from the log (a resumed or re-run bench still reports the run's own time).
-    return {"model": str(model), "before": before, "after": after, "wall_minutes": minutes, "minutes": sum(s_per_step) / 60,
-            "s_per_step": sum(s_per_step) / len(s_per_step)}  # fmt: skip
+    return {"after": after, "wall_minutes": wall_minutes, "minutes": sum(s_per_step) / 60, "s_per_step": sum(s_per_step) / len(s_per_step),
+            "eval_curve": [(r["step"], r["eval/accuracy"]) for r in rows if "eval/accuracy" in r]}  # fmt: skip
 
 
-def plot(run_dir: Path, path: Path) -> Path:
+def learn(steps: int = 100, start: str | None = None, variant_prompts: int = 32) -> dict:
+    """The `tiny-cpu` preset (16 prompts/step) and one variant with more prompts per step, from the same start."""
+    model = primed_model(start)
+    _, rl_tasks, eval_tasks = task_sets()
+    results = {"model": str(model), "before": evaluate(model, eval_tasks, "before")}
+    runs = {"tiny-cpu": (OUT / "ppo-run", ())}
+    if variant_prompts:
+        runs[f"{variant_prompts} prompts/step"] = (OUT / f"ppo-run-{variant_prompts}prompts", (f"prompts_per_step={variant_prompts}",))
+    for name, (run_dir, sets) in runs.items():
+        t0 = time.time()
+        ppo_run(model, rl_tasks, run_dir, steps, *sets)
+        after = evaluate(run_dir, eval_tasks, "after" if name == "tiny-cpu" else f"after-{run_dir.name.split('-')[-1]}")
+        results[name] = summary(run_dir, after, (time.time() - t0) / 60)
+    plot(OUT / "ppo-run", ROOT / "bench" / "figures" / "ppo_learning.png", {name: d for name, (d, _) in runs.items() if name != "tiny-cpu"})
+    return results
+
+
+def plot(run_dir: Path, path: Path, others: dict[str, Path] | None = None) -> Path:
+    """Rollout reward/accuracy of `run_dir` and held-out greedy accuracy of it and `others` vs step."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -210,9 +208,12 @@ def plot(run_dir: Path, path: Path) -> Path:
     ax.plot(smooth.index, smooth["reward/accuracy"], label="accuracy (train rollouts, 10-step mean)")
     ev = df.dropna(subset=["eval/accuracy"])
     ax.plot(ev["step"], ev["eval/accuracy"], "o-", label="held-out greedy accuracy")
+    for name, other in (others or {}).items():
+        ev = pd.read_json(other / "metrics.jsonl", lines=True).dropna(subset=["eval/accuracy"])
+        ax.plot(ev["step"], ev["eval/accuracy"], "s--", label=f"held-out greedy accuracy, {name}")
     ax.set_xlabel("PPO step")
     ax.set_ylim(bottom=0)
-    ax.legend()
+    ax.legend(fontsize=8)
     ax.set_title("PPO (tiny-cpu) from an SFT-primed small model")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -224,6 +225,7 @@ def main() -> None:
     parser.add_argument("--stage", choices=("all", "speed", "sft", "learn"), default="all")
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--start-model", help="primed model to start PPO from (default: SFT one on optimal-path traces)")
+    parser.add_argument("--variant-prompts", type=int, default=32, help="also run tiny-cpu with this many prompts per step (0 = skip)")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str(ROOT))
@@ -234,11 +236,16 @@ def main() -> None:
     if args.stage == "sft":
         print(primed_model(args.start_model))
     if args.stage in ("all", "learn"):
-        results["learn"] = learn(args.steps, args.start_model)
+        results["learn"] = learned = learn(args.steps, args.start_model, args.variant_prompts)
         keys = ("accuracy", "pass@8", "sample_accuracy", "distinct_correct", "format_rate", "response_length", "ood/accuracy")
-        for name in ("before", "after"):
-            print(name, {k: round(results["learn"][name][k], 3) for k in keys if k in results["learn"][name]})
-        print(f"minutes: {results['learn']['minutes']:.1f}, s/step: {results['learn']['s_per_step']:.2f}")
+        print("before", {k: round(learned["before"][k], 3) for k in keys if k in learned["before"]})
+        for name, res in learned.items():
+            if isinstance(res, dict) and "after" in res:
+                print(
+                    name,
+                    {k: round(res["after"][k], 3) for k in keys if k in res["after"]},
+                    f"{res['minutes']:.1f} min, {res['s_per_step']:.2f} s/step",
+                )
     (OUT / f"results-{args.stage}.json").write_text(json.dumps(results, indent=2))
 
 
