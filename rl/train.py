@@ -150,7 +150,9 @@ def train(
         run.root.mkdir(parents=True, exist_ok=True)
         run.checkpoints.mkdir(exist_ok=True)
         for log in (run.metrics, run.rollouts):
-            truncate_after(log, start)  # rows of steps after the checkpoint will be redone
+            # Rows of steps after the checkpoint will be redone; with no checkpoint that
+            # includes the step-0 evaluation, so nothing is kept (else step 0 appears twice).
+            truncate_after(log, start if start > 0 else -1)
         write_atomic(run.config, json.dumps({**config.to_dict(), "num_processes": world, "resumed_from": start}, indent=2))
     accelerator.wait_for_everyone()
 

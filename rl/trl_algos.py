@@ -177,7 +177,7 @@ def train_trl(
     if last:
         start = json.loads((Path(last) / "trainer_state.json").read_text())["global_step"] // optimizer_steps_per_step
     for log in (run.metrics, run.rollouts):
-        truncate_after(log, start)
+        truncate_after(log, start if start > 0 else -1)  # as in rl/train.py: no checkpoint, nothing kept
     write_atomic(run.config, json.dumps({**config.to_dict(), "algo": algo, "trl": args.to_dict()}, indent=2, default=str))
     trainer = Trainer(
         model=config.model,

@@ -101,6 +101,17 @@ def test_kill_9_then_resume_loses_and_duplicates_no_step(tiny_model, tmp_path):
     assert not list((out / "checkpoints").glob(".tmp-*"))
 
 
+def test_resume_before_the_first_checkpoint_starts_clean(tiny_model, tmp_path):
+    """A run killed after its step-0 evaluation but before any checkpoint redoes step 0 once."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"step": 0, "eval/accuracy": 0.5}\n{"step": 1, "reward/mean": 0.0}\n')
+    (out / "rollouts.jsonl").write_text('{"step": 1, "text": "stale"}\n')
+    assert main(fast_args(tiny_model, out, "--max-steps", 2, "--resume")) == 0
+    assert steps_of(out / "metrics.jsonl") == [0, 1, 2]
+    assert "stale" not in (out / "rollouts.jsonl").read_text()
+
+
 def test_bad_config_is_a_clear_error(tiny_model, tmp_path, capsys):
     assert main(fast_args(tiny_model, tmp_path / "x", "--set", "cliprange=-1")) == 2
     assert "cliprange must be > 0" in capsys.readouterr().err
