@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from behavior_classifier.frequencies import AVG_COLUMNS, behavior_frequencies, plot_frequencies, read_classified
+from countdown_env.steps import step_accuracy
 
 
 def run_dirs(root: Path) -> list[Path]:
@@ -52,7 +53,27 @@ def summary_row(run: Path, freqs: pd.DataFrame) -> dict[str, Any]:
         first, last = freqs.iloc[0], freqs.iloc[-1]
         for column in (*AVG_COLUMNS, "response_length"):
             row[f"{column}_before"], row[f"{column}_after"] = first[column], last[column]
+    row.update(step_accuracy_row(run))
     return row
+
+
+def step_accuracy_row(run: Path) -> dict[str, float]:
+    """Share of arithmetic steps written in the rollouts that are right, first vs last logged step.
+
+    Tiny models learn the form of reasoning before its arithmetic; without this column a
+    flat accuracy curve cannot be told apart from a model that cannot add.
+    """
+    path = run / "rollouts.jsonl"
+    if not path.exists():
+        return {}
+    with path.open() as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    if not rows:
+        return {}
+    steps = sorted({r["step"] for r in rows})
+    first = [r["text"] for r in rows if r["step"] == steps[0]]
+    last = [r["text"] for r in rows if r["step"] == steps[-1]]
+    return {"step_acc_before": step_accuracy(first)[1], "step_acc_after": step_accuracy(last)[1]}
 
 
 def to_markdown(frame: pd.DataFrame, digits: int = 3) -> str:
@@ -114,7 +135,7 @@ def summarize(root: str | Path) -> dict[str, Path]:
     table.to_csv(out["summary_csv"], index=False)
     numeric = table.drop(columns=["seed"]).groupby("condition").agg(["mean", "std"])
     numeric.columns = [f"{a}_{b}" for a, b in numeric.columns]
-    keep = [c for c in ("acc_before_mean", "acc_after_mean", "acc_after_std", "acc_gain_mean", "avg_backtracking_after_mean", "avg_verifications_after_mean", "response_length_after_mean") if c in numeric]
+    keep = [c for c in ("acc_before_mean", "acc_after_mean", "acc_after_std", "acc_gain_mean", "avg_backtracking_after_mean", "avg_verifications_after_mean", "response_length_after_mean", "step_acc_before_mean", "step_acc_after_mean") if c in numeric]
     md = ["# Experiment summary", "", "## Per run", "", to_markdown(table), "", "## Mean over seeds", "", to_markdown(numeric[keep].reset_index())]
     out["summary_md"].write_text("\n".join(md) + "\n")
     curves = accuracy_curves(runs)
