@@ -88,14 +88,19 @@ def build_behavior_messages(
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
+_UNDECODABLE: Final = (ValueError, RecursionError)
+"""What json raises on text that is not JSON (deep nesting exhausts the recursion limit)."""
+
+
 def _json_objects(reply: str) -> list[object]:
     """JSON objects found in `reply`: the whole reply, fenced blocks, then every `{` that starts one."""
     reply = reply[:MAX_REPLY_CHARS].strip()
     candidates: list[object] = []
-    with contextlib.suppress(ValueError):
+    # RecursionError: the stdlib decoder recurses once per nesting level, so `[[[[...` raises it, not ValueError.
+    with contextlib.suppress(*_UNDECODABLE):
         candidates.append(json.loads(reply))
     for block in _FENCE.findall(reply):
-        with contextlib.suppress(ValueError):
+        with contextlib.suppress(*_UNDECODABLE):
             candidates.append(json.loads(block.strip()))
     decoder = json.JSONDecoder()
     # raw_decode from each opening brace finds an object embedded in prose; capped so a reply full of
@@ -105,7 +110,7 @@ def _json_objects(reply: str) -> list[object]:
             break
         try:
             obj, _ = decoder.raw_decode(reply, match.start())
-        except ValueError:
+        except _UNDECODABLE:
             continue
         candidates.append(obj)
     return candidates

@@ -107,6 +107,19 @@ def test_every_trace_labelled_or_explicitly_failed_despite_misbehaviour(tmp_path
     assert summary.usage.prompt_tokens > 0 and summary.usage.completion_tokens > 0
 
 
+def test_deeply_nested_reply_is_retried_as_malformed(tmp_path: Path) -> None:
+    # A reply that exhausts the JSON decoder's recursion limit is a malformed reply (re-asked), not a crash.
+    def handler(request: dict, n: int) -> Reply:
+        return Reply.ok("[" * 5000) if n == 0 else good(request)
+
+    with OpenAIServer(handler) as server:
+        judge = LLMJudge(config(server, tmp_path, cache_path=None, malformed_retries=1))
+        [result] = judge.batch(["TRACE-5"])
+        assert len(server.requests) == 2
+    assert not server.errors
+    assert result.counts == expected(5) and result.error is None and result.requests == 2
+
+
 def test_retry_after_is_honoured(tmp_path: Path) -> None:
     def handler(request: dict, n: int) -> Reply:
         return Reply.error(429, retry_after=0.6) if n == 0 else good(request)

@@ -57,6 +57,20 @@ def test_parse_single_behaviour() -> None:
         parse_counts('{"backtracking": 1, "planning": 2}', ("backtracking",))
 
 
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "[" * 5000,  # json.loads recurses once per level: RecursionError, not ValueError
+        '{"verification": ' + "[" * 5000,  # the same inside raw_decode from a brace
+        "```json\n" + "[" * 5000 + "\n```",  # and inside a fenced block
+        "{" + '"a":{' * 5000,
+    ],
+)
+def test_parse_deep_nesting_is_a_malformed_reply(reply: str) -> None:
+    with pytest.raises(MalformedReply):
+        parse_counts(reply)
+
+
 def test_parse_bounded_on_huge_replies() -> None:
     with pytest.raises(MalformedReply):
         parse_counts("{" * 1_000_000)
