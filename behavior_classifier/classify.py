@@ -2,7 +2,10 @@
 
 Input rows need ``text``; every other field is copied. Output rows get ``behaviors`` (the counts), or
 ``behaviors: null`` and ``judge_error`` for a trace the judge could not label, plus ``input_row`` (the
-0-based line of the input row) and ``judge`` (which judge and version labelled it).
+0-based line of the input row) and ``judge`` (which judge and version labelled it). An input row's own
+``behaviors`` (e.g. the counts a priming trace was generated with) is kept as ``behaviors_input``, so the
+judge's agreement with it can be computed from the output alone; a row that already has ``behaviors_input``
+(an output classified again) keeps it.
 
 Output is appended and flushed as results arrive, so a killed job loses at most the requests in flight;
 re-running the same command skips every row already in the output (failures included, unless
@@ -114,6 +117,8 @@ def _write_ordered(output: Path, rows: dict[int, dict[str, Any]]) -> None:
 
 def _output_row(row: dict[str, Any], index: int, judge_label: str, counts: Counts | None, error: str | None) -> dict[str, Any]:
     out = {**row, "input_row": index, "behaviors": counts, "judge": judge_label}
+    if "behaviors" in row and "behaviors_input" not in row:
+        out["behaviors_input"] = row["behaviors"]  # ground truth the judge's counts are compared against
     out.pop("judge_error", None)
     if counts is None:
         out["judge_error"] = error or "unknown error"

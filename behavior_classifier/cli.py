@@ -15,7 +15,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "classify",
         help="count the four reasoning behaviours in completions (heuristic or an OpenAI-compatible LLM judge)",
         description="Rows need 'text'; other fields are copied and 'behaviors' is added (null plus 'judge_error' when the "
-        "judge fails). Re-running the same command resumes. The LLM judge's key comes from OPENAI_API_KEY only.",
+        "judge fails); an input 'behaviors' field (e.g. a priming trace's counts) is kept as 'behaviors_input'. Re-running the same command resumes. The LLM judge's key comes from OPENAI_API_KEY only.",
     )
     p.add_argument("input", type=Path, help="JSONL with a 'text' field per row (e.g. a run's rollouts.jsonl)")
     p.add_argument("--output", "-o", type=Path, required=True, help="output JSONL (appended as results arrive; resumable)")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from behavior_classifier.agreement import agreement
 from behavior_classifier.behaviors import BEHAVIORS
 from lab.cli import main
 
@@ -41,6 +42,27 @@ def test_classify_heuristic_copies_fields_and_resumes(tmp_path: Path, capsys: py
         main(["frequencies", str(out), "--condition", "demo", "--output", str(tmp_path / "f.csv"), "--plot", str(tmp_path / "f.png")]) == 0
     )
     assert (tmp_path / "f.png").stat().st_size > 0 and "avg_verifications" in (tmp_path / "f.csv").read_text()
+
+
+def test_classify_keeps_input_behaviors_as_behaviors_input(tmp_path: Path) -> None:
+    # Priming traces carry the counts they were generated with in 'behaviors'; the judge's counts must not erase them.
+    truth = [
+        {"verification": 0, "backtracking": 3, "subgoal_setting": 0, "backward_chaining": 0},
+        {"verification": 2, "backtracking": 0, "subgoal_setting": 1, "backward_chaining": 0},
+        None,
+    ]
+    inp, out, again = tmp_path / "traces.jsonl", tmp_path / "classified.jsonl", tmp_path / "again.jsonl"
+    src = [{**r, "behaviors": t} for r, t in zip(ROWS[:2], truth[:2], strict=True)] + [{**ROWS[2], "behaviors": None}]
+    inp.write_text("".join(json.dumps(r) + "\n" for r in src) + json.dumps(ROWS[0]) + "\n")
+    assert main(["classify", str(inp), "--output", str(out), "--quiet"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r.get("behaviors_input", "absent") for r in rows] == [*truth, "absent"]  # a row without the field gets none
+    assert rows[0]["behaviors"] != truth[0] and rows[0]["behaviors"]["backtracking"] == 1  # the judge's own counts
+    assert agreement([r["behaviors_input"] for r in rows[:2]], [r["behaviors"] for r in rows[:2]])  # computable from the output
+    # Classifying the output again keeps the original ground truth, not the first judge's counts (which become
+    # 'behaviors_input' only where the input had none).
+    assert main(["classify", str(out), "--output", str(again), "--quiet"]) == 0
+    assert [json.loads(line).get("behaviors_input") for line in again.read_text().splitlines()] == [*truth, rows[3]["behaviors"]]
 
 
 def test_classify_errors_say_what_to_change(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
