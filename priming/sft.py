@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -27,6 +28,7 @@ from typing import Any
 from countdown_env.rules import PROMPT_STYLES
 from countdown_env.scoring import score_response
 from countdown_env.tasks import Task
+from rl.run_dir import truncate_after
 
 #: Learning-rate schedules offered (names of transformers' `SchedulerType`).
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
@@ -379,26 +381,15 @@ def evaluate_generation(
     }
 
 
-def _truncate_metrics(path: Path, last_step: int) -> None:
-    """Drop rows written after the checkpoint a run resumes from (they will be written again)."""
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:  # a line cut short by the crash being resumed from
-            continue
-        if row.get("step", 0) <= last_step:
-            kept.append(line)
-    path.write_text("".join(line + "\n" for line in kept))
-
-
 # ---- the job -----------------------------------------------------------------------
 
 
 def last_checkpoint(config: SFTRunConfig) -> str | None:
-    """The newest checkpoint folder of a run, if any."""
+    """The newest checkpoint folder of a run, if any.
+
+    This, not the existence of `checkpoints/`, is how a caller decides whether to resume:
+    transformers creates that folder as soon as the trainer is built, before any checkpoint.
+    """
     from transformers.trainer_utils import get_last_checkpoint
 
     return get_last_checkpoint(str(config.checkpoint_dir)) if config.checkpoint_dir.is_dir() else None
@@ -421,8 +412,9 @@ class SFTJob:
 def build_job(config: SFTRunConfig, *, resume: bool = False, progress: bool = True) -> SFTJob:
     """Load the data, model and tokenizer and build the `SFTTrainer` (nothing is trained or written yet).
 
-    `resume=True` requires a checkpoint in the run directory; without it, a run directory
-    that already has checkpoints is refused rather than silently mixed with a new run.
+    `resume=True` continues from the last checkpoint, or starts afresh (saying so) when the
+    run directory has none yet, e.g. a run killed before its first save. Without it, a run
+    directory that already has checkpoints is refused rather than silently mixed with a new run.
     """
     from trl import SFTTrainer
 
@@ -431,7 +423,8 @@ def build_job(config: SFTRunConfig, *, resume: bool = False, progress: bool = Tr
 
     checkpoint = last_checkpoint(config)
     if resume and checkpoint is None:
-        raise ValueError(f"--resume: no checkpoint under {config.checkpoint_dir}; drop --resume to start a new run")
+        # Like `rl`'s --resume: re-running an interrupted stage must work whether or not it got to its first save.
+        print(f"sft: --resume: no checkpoint under {config.checkpoint_dir} yet; starting from scratch", file=sys.stderr)
     if not resume and checkpoint is not None:
         raise ValueError(
             f"{config.run_dir} already has checkpoints ({Path(checkpoint).name}); pass --resume or choose another --output-dir"
@@ -478,7 +471,8 @@ def run_sft(config: SFTRunConfig, *, resume: bool = False, progress: bool = True
     """Fine-tune `config.model` on `config.data` with TRL's SFTTrainer; see the module docstring for outputs.
 
     `resume=True` continues from the last checkpoint in the run directory (optimizer,
-    schedule, data order and step count included).
+    schedule, data order and step count included), or starts from scratch if there is none yet;
+    `resume=False` starts from scratch and refuses a run directory that has checkpoints.
     """
     job = build_job(config, resume=resume, progress=progress)
     trainer, accuracy = job.trainer, job.callbacks[1]
@@ -497,8 +491,14 @@ def run_sft(config: SFTRunConfig, *, resume: bool = False, progress: bool = True
             },
         }
         (config.run_dir / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
+        metrics = config.run_dir / "metrics.jsonl"
         if job.checkpoint is not None:
-            _truncate_metrics(config.run_dir / "metrics.jsonl", int(Path(job.checkpoint).name.rsplit("-", 1)[-1]))
+            # Rows after the checkpoint will be written again by the resumed steps.
+            truncate_after(metrics, int(Path(job.checkpoint).name.rsplit("-", 1)[-1]))
+        else:
+            # A fresh start: rows of an earlier attempt killed before its first checkpoint would
+            # otherwise be followed by this run's rows for the same steps.
+            metrics.unlink(missing_ok=True)
 
     start = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=job.checkpoint)

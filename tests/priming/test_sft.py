@@ -10,7 +10,7 @@ import pytest
 from countdown_env.rules import format_completion, render_prompt
 from countdown_env.solver import solve
 from countdown_env.tasks import Task, generate_tasks
-from priming.sft import SFTRunConfig, build_job, namespaced, run_sft
+from priming.sft import SFTRunConfig, build_job, last_checkpoint, namespaced, run_sft
 from priming.sft_data import load_sft_data, tasks_of
 
 
@@ -245,8 +245,23 @@ def test_resume_continues_from_the_last_checkpoint(tiny_model, traces, tmp_path)
     steps = [row["step"] for row in _metrics(run_dir)]
     assert steps == sorted(steps) and len(steps) == len(set(steps))  # continued, not restarted
     assert steps[0] == 1 and steps[-1] == 16
-    with pytest.raises(ValueError, match="no checkpoint"):
-        run_sft(_config(tiny_model, traces, tmp_path / "fresh"), resume=True, progress=False)
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_restart_of_a_run_killed_before_its_first_checkpoint(tiny_model, traces, tmp_path, capsys, resume):
+    # What a run killed before its first save leaves: rows of its first steps, and the empty
+    # checkpoints/ folder transformers creates as soon as the trainer is built.
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "metrics.jsonl").write_text('{"step": 1, "train/loss": 9.0}\n{"step": 2, "train/loss": 8.0}\n{"step": 3')
+    config = _config(tiny_model, traces, run_dir, max_steps=4, logging_steps=1, save_steps=100)
+    assert last_checkpoint(config) is None  # the documented way to decide whether to resume
+    result = run_sft(config, resume=resume, progress=False)
+    assert result.global_step == 4 and result.resumed_from is None
+    rows = _metrics(run_dir)
+    assert [row["step"] for row in rows if "train/loss" in row] == [1, 2, 3, 4]  # started afresh, old rows gone
+    assert all(row.get("train/loss") != 9.0 for row in rows)
+    assert ("starting from scratch" in capsys.readouterr().err) is resume
 
 
 def test_lora_run_saves_a_merged_model(tiny_model, traces, tmp_path):
