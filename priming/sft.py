@@ -33,6 +33,17 @@ from rl.run_dir import truncate_after
 #: Learning-rate schedules offered (names of transformers' `SchedulerType`).
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
 
+#: `trl.SFTConfig` fields that `SFTRunConfig.trl_kwargs` sets, so `extra` must not (a test keeps this in step).
+TRL_FIELDS_SET = frozenset(
+    {
+        "output_dir", "num_train_epochs", "max_steps", "learning_rate", "lr_scheduler_type", "warmup_steps", "weight_decay",
+        "per_device_train_batch_size", "gradient_accumulation_steps", "max_length", "completion_only_loss", "seed", "data_seed",
+        "logging_steps", "logging_first_step", "save_strategy", "save_steps", "save_total_limit", "bf16", "gradient_checkpointing",
+        "activation_checkpointing", "dataloader_pin_memory", "report_to", "use_cpu", "ddp_find_unused_parameters", "disable_tqdm",
+        "dataset_num_proc", "eval_strategy", "eval_steps", "per_device_eval_batch_size",
+    }
+)  # fmt: skip
+
 #: Named recipes; a preset's values are defaults that explicit options override.
 PRESETS: dict[str, dict[str, Any]] = {
     # The study's priming recipe for 3B models: 5 epochs, lr 1e-5, cosine with 10%
@@ -151,9 +162,9 @@ class SFTRunConfig:
         if self.preset is not None and self.preset not in PRESETS:
             raise ValueError(f"unknown SFT preset {self.preset!r}; choose one of {sorted(PRESETS)}")
         ours = {f.name for f in fields(self)}
-        clash = sorted(set(self.extra) & (ours | {"output_dir", "num_train_epochs", "per_device_train_batch_size", "warmup_steps"}))
+        clash = sorted(set(self.extra) & (ours | TRL_FIELDS_SET))
         if clash:
-            raise ValueError(f"extra must not set {clash}: use the config fields of the same meaning")
+            raise ValueError(f"extra must not set {clash}: `to_trl()` sets them (use the config fields of the same meaning)")
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> SFTRunConfig:
@@ -190,11 +201,20 @@ class SFTRunConfig:
         """The `trl.SFTConfig` this job trains with (checkpoints go to `checkpoint_dir`)."""
         from trl import SFTConfig
 
+        args = self.trl_kwargs(SFTConfig, evaluate=evaluate, progress=progress)
+        # Checked again here, from the arguments themselves, in case TRL_FIELDS_SET falls behind them.
+        clash = sorted(set(self.extra) & set(args))
+        if clash:
+            raise ValueError(f"extra must not set {clash}: `to_trl()` sets them (use the config fields of the same meaning)")
+        return SFTConfig(**args, **self.extra)
+
+    def trl_kwargs(self, config_cls: type, *, evaluate: bool = False, progress: bool = True) -> dict[str, Any]:
+        """The `trl.SFTConfig` arguments this config sets itself (`extra` not included)."""
         precision = self.resolved_precision()
         eval_args: dict[str, Any] = {"eval_strategy": "no"}
         if evaluate and self.eval_steps is not None:
             eval_args = {"eval_strategy": "steps", "eval_steps": self.eval_steps, "per_device_eval_batch_size": self.batch_size}
-        return SFTConfig(
+        return dict(
             output_dir=str(self.checkpoint_dir),
             num_train_epochs=self.epochs,
             max_steps=self.max_steps if self.max_steps is not None else -1,
@@ -216,7 +236,7 @@ class SFTRunConfig:
             save_steps=self.save_steps,
             save_total_limit=self.save_total_limit,
             bf16=precision["bf16"],
-            **_checkpointing_args(SFTConfig, precision["gradient_checkpointing"]),
+            **_checkpointing_args(config_cls, precision["gradient_checkpointing"]),
             dataloader_pin_memory=_cuda_available(),
             report_to="none",
             # Without a GPU, say so: transformers then runs one DDP process per `torchrun` /
@@ -227,7 +247,6 @@ class SFTRunConfig:
             # Tokenising a few thousand short rows in worker processes costs more than it saves.
             dataset_num_proc=None,
             **eval_args,
-            **self.extra,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from countdown_env.rules import format_completion, render_prompt
 from countdown_env.solver import solve
 from countdown_env.tasks import Task, generate_tasks
-from priming.sft import SFTRunConfig, build_job, last_checkpoint, namespaced, run_sft
+from priming.sft import TRL_FIELDS_SET, SFTRunConfig, build_job, last_checkpoint, namespaced, run_sft
 from priming.sft_data import load_sft_data, tasks_of
 
 
@@ -149,6 +150,9 @@ def test_missing_or_empty_data_is_refused(tmp_path):
         ({"lora_r": -1}, "lora_r"),
         ({"max_length": 4}, "max_length"),
         ({"extra": {"num_train_epochs": 2}}, "extra must not set"),
+        ({"extra": {"report_to": "wandb"}}, "extra must not set"),
+        ({"extra": {"seed": 1}}, "extra must not set"),
+        ({"extra": {"eval_strategy": "epoch"}}, "extra must not set"),
         ({"model": ""}, "model is required"),
     ],
 )
@@ -187,6 +191,16 @@ def test_trl_config_turns_off_bf16_and_checkpointing_on_cpu():
     forced = SFTRunConfig(model="m", data="d", output_dir="o", bf16=False, gradient_checkpointing=True).to_trl()
     assert forced.bf16 is False and forced.gradient_checkpointing is True
     assert trl_config.get_warmup_steps(100) == 10 and trl_config.lr_scheduler_type.value == "cosine"
+
+
+def test_extra_refuses_exactly_the_fields_to_trl_sets():
+    from trl import SFTConfig
+
+    config = SFTRunConfig(model="m", data="d", output_dir="o", eval_steps=5)
+    set_by_us = set(config.trl_kwargs(SFTConfig, evaluate=True)) | set(config.trl_kwargs(SFTConfig, evaluate=False))
+    assert set_by_us == TRL_FIELDS_SET - ({"activation_checkpointing"} - {f.name for f in fields(SFTConfig)})
+    # Any other SFTConfig field passes through.
+    assert SFTRunConfig(model="m", data="d", output_dir="o", extra={"packing": True}).to_trl().packing is True
 
 
 def test_namespaced_metrics():
