@@ -141,7 +141,12 @@ def run_rg(python: Path, spec: dict[str, Any]) -> dict[str, Any]:
         done = subprocess.run([str(python), __file__, "--rg-worker", f.name], capture_output=True, text=True, env=env, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"reasoning-gym worker failed:\n{done.stderr[-3000:]}")
-        version = subprocess.run([str(python), "-c", "import importlib.metadata as m; print(m.version('reasoning-gym'))"], capture_output=True, text=True, check=True)
+        version = subprocess.run(
+            [str(python), "-c", "import importlib.metadata as m; print(m.version('reasoning-gym'))"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         return {**json.loads(done.stdout.strip().splitlines()[-1]), "version": version.stdout.strip()}
     finally:
         os.unlink(f.name)

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections import Counter
+from itertools import islice
 from pathlib import Path
 
 from tqdm import tqdm
@@ -13,12 +14,12 @@ from tqdm import tqdm
 from countdown_env.rules import Rules
 from countdown_env.scoring import score_response
 from countdown_env.solver import all_solutions, closest, solve
-from countdown_env.tasks import PRESETS, SPLITS, Task, TaskConfig, iter_tasks, with_difficulty
+from countdown_env.tasks import PRESETS, SPLITS, Task, TaskConfig, iter_tasks, with_difficulty, write_tasks
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="generate solvable tasks (JSONL, optional HF dataset)")
-    p.add_argument("-n", "--num", type=int, default=1000, help="tasks per split")
+    p.add_argument("-n", "--num", type=_non_negative, default=1000, help="tasks per split")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--preset", default="tinyzero", choices=sorted(PRESETS))
     p.add_argument("--split", default="both", choices=[*SPLITS, "both", "none"], help="'both' writes train.jsonl and test.jsonl")
@@ -43,21 +44,26 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_score)
 
 
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def _generate(args: argparse.Namespace) -> int:
     config = TaskConfig.preset(args.preset, difficulty=False)
     splits = {"both": list(SPLITS), "none": [None]}.get(args.split, [args.split])
     for split in splits:
         path = args.output / f"{split}.jsonl" if args.split == "both" else args.output
         path.parent.mkdir(parents=True, exist_ok=True)
-        tasks: list[Task] = []
         stream = iter_tasks(args.seed, config, split, args.test_fraction)
-        for task in tqdm(stream, total=args.num, desc=f"generate {split or 'all'}", file=sys.stderr):
-            tasks.append(task if args.no_difficulty else with_difficulty(task, config.rules))
-            if len(tasks) >= args.num:
-                break
-        with path.open("w") as f:
-            for task in tasks:
-                f.write(json.dumps(task.to_dict()) + "\n")
+        chosen = list(islice(stream, args.num))
+        tasks = [
+            t if args.no_difficulty else with_difficulty(t, config.rules)
+            for t in tqdm(chosen, desc=f"generate {split or 'all'}", file=sys.stderr)
+        ]
+        write_tasks(tasks, path)
         if args.dataset:
             from countdown_env.tasks import to_dataset
 
@@ -106,5 +112,9 @@ def _score(args: argparse.Namespace) -> int:
     if out:
         out.close()
     n = sum(outcomes.values())
-    print(json.dumps({"n": n, "accuracy": outcomes["correct"] / max(n, 1), "mean_reward": total / max(n, 1), "outcomes": dict(outcomes)}, indent=2))
+    print(
+        json.dumps(
+            {"n": n, "accuracy": outcomes["correct"] / max(n, 1), "mean_reward": total / max(n, 1), "outcomes": dict(outcomes)}, indent=2
+        )
+    )
     return 0

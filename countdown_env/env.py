@@ -5,12 +5,13 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Sequence
+from dataclasses import fields
 from typing import Any
 
 import gymnasium as gym
 from gymnasium import spaces
 
-from countdown_env.rules import DEFAULT_RULES, Rules, render_prompt
+from countdown_env.rules import Rules, render_prompt
 from countdown_env.scoring import Score, score_response
 from countdown_env.tasks import Task, TaskConfig, task_at
 
@@ -80,13 +81,18 @@ class CountdownEnv(gym.Env[str, str]):
             raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
+        self.task_config = TaskConfig.preset(preset, difficulty=False)
+        # The preset's rules (e.g. `classic`: each number at most once) unless given; a dict
+        # overrides single rules on top of them, so prompt, tasks and scorer always agree.
         if isinstance(rules, dict):
-            rules = Rules.from_kwargs(**rules)
-        self.rules = rules or DEFAULT_RULES
+            unknown = sorted(set(rules) - {f.name for f in fields(Rules)})
+            if unknown:
+                raise ValueError(f"unknown rule(s) {unknown}; known rules: {sorted(f.name for f in fields(Rules))}")
+            rules = self.task_config.rules.with_(**{k: tuple(v) if k == "operators" else v for k, v in rules.items()})
+        self.rules = rules or self.task_config.rules
         self.tasks = list(tasks) if tasks is not None else None
         if self.tasks is not None and not self.tasks:
             raise ValueError("tasks is empty; pass at least one task or None to generate them")
-        self.task_config = TaskConfig.preset(preset, difficulty=False)
         render_prompt(Task((1, 2), 3), prompt_style, self.rules)  # fail fast on a bad style
         self.prompt_style = prompt_style
         self.max_attempts = max_attempts

@@ -84,7 +84,9 @@ def tokenize(text: str, rules: Rules = DEFAULT_RULES) -> list[str]:
         digits = len(str(rules.max_magnitude))
         for token in tokens:
             if len(token) >= digits and token.isdigit() and (len(token) > digits or int(token) > rules.max_magnitude):
-                raise ExpressionError(Outcome.LIMIT_EXCEEDED, f"literal {token[:20]}{'...' if len(token) > 20 else ''} beyond {rules.max_magnitude}")
+                raise ExpressionError(
+                    Outcome.LIMIT_EXCEEDED, f"literal {token[:20]}{'...' if len(token) > 20 else ''} beyond {rules.max_magnitude}"
+                )
         if not tokens:
             raise ExpressionError(Outcome.MALFORMED, "empty answer")
         return tokens
@@ -99,7 +101,9 @@ def tokenize(text: str, rules: Rules = DEFAULT_RULES) -> list[str]:
             # The length test comes first: int() of a huge digit string is itself slow
             # (and refused beyond 4300 digits).
             if len(number) > len(str(rules.max_magnitude)) or int(number) > rules.max_magnitude:
-                raise ExpressionError(Outcome.LIMIT_EXCEEDED, f"literal {number[:20]}{'...' if len(number) > 20 else ''} beyond {rules.max_magnitude}")
+                raise ExpressionError(
+                    Outcome.LIMIT_EXCEEDED, f"literal {number[:20]}{'...' if len(number) > 20 else ''} beyond {rules.max_magnitude}"
+                )
             tokens.append(number)
         elif op is not None:
             if op in _NAMED_BAD:

@@ -43,7 +43,9 @@ class Rules:
     format_reward: float = 0.1
     """Reward for a well-formed expression that is wrong (wrong numbers, value, or x/0)."""
     max_answers: int = 1
-    """More `<answer>` blocks than this is hedging and scores 0 (malformed)."""
+    """More `<answer>` blocks than this after the reasoning is hedging and scores 0 (malformed).
+    Blocks inside `<think>...</think>` (e.g. restating the format) are not counted; the answer
+    is always the last block."""
     strict_ending: bool = False
     """True: reward 0 unless the completion ends at its final `</answer>` (for RL training)."""
     max_answer_chars: int = 512

@@ -12,7 +12,7 @@ from fractions import Fraction
 from typing import Any
 
 from countdown_env.expression import ExpressionError, Outcome, parse_and_evaluate
-from countdown_env.rules import ANSWER_CLOSE, ANSWER_OPEN, DEFAULT_RULES, Rules
+from countdown_env.rules import ANSWER_CLOSE, ANSWER_OPEN, DEFAULT_RULES, THINK_CLOSE, Rules
 from countdown_env.tasks import Task
 
 #: Outcomes whose answer was a well-formed expression (earns the format reward).
@@ -66,7 +66,10 @@ def extract_answer(response: str, rules: Rules = DEFAULT_RULES) -> tuple[str, st
     start = response.rfind(ANSWER_OPEN, 0, end)
     if start < 0:
         return Score(0.0, Outcome.NO_ANSWER, "no <answer> before the last </answer>")
-    count = response.count(ANSWER_OPEN)
+    # Hedging is counted after the reasoning: a model that restates the answer format inside
+    # <think> has not hedged, one that writes two answers after it has.
+    think_end = response.rfind(THINK_CLOSE, 0, start)
+    count = response.count(ANSWER_OPEN, think_end + len(THINK_CLOSE) if think_end >= 0 else 0)
     if count > rules.max_answers:
         return Score(0.0, Outcome.MALFORMED, f"{count} <answer> blocks (hedging); at most {rules.max_answers} allowed")
     return response[start + len(ANSWER_OPEN) : end], response[end + len(ANSWER_CLOSE) :]
@@ -99,7 +102,12 @@ def score_response(response: str, task: Task, rules: Rules | None = None, **over
         return extracted
     answer, after = extracted
     if len(answer) > rules.max_answer_chars:
-        return Score(0.0, Outcome.LIMIT_EXCEEDED, f"answer longer than {rules.max_answer_chars} characters", answer=answer[: rules.max_answer_chars] + "...")
+        return Score(
+            0.0,
+            Outcome.LIMIT_EXCEEDED,
+            f"answer longer than {rules.max_answer_chars} characters",
+            answer=answer[: rules.max_answer_chars] + "...",
+        )
     try:
         raw, used, err = parse_and_evaluate(answer, rules)
     except ExpressionError as syntax:

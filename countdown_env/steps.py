@@ -15,7 +15,9 @@ from countdown_env.expression import apply
 
 #: Longest text read: reasoning beyond it is not scanned (bounded work on untrusted text).
 MAX_CHARS = 20_000
-_STEP = re.compile(r"(?<![\d.])(\d{1,12})\s*([-+*/])\s*(\d{1,12})\s*=\s*(-?\d{1,15})(?![\d.])")
+# "= 7." ends a sentence: only a digit or a decimal part after the result disqualifies it.
+_STEP = re.compile(r"(?<![\d.])(\d{1,12})\s*([-+*/])\s*(\d{1,12})\s*=\s*(-?\d{1,15})(?!\d|\.\d)")
+_CHAINED = frozenset("+-*/()")
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,15 @@ class Step:
 
 def written_steps(text: str) -> list[Step]:
     """Every integer step `a op b = c` written in `text` (the first MAX_CHARS characters)."""
-    return [Step(int(a), op, int(b), int(c)) for a, op, b, c in _STEP.findall(text[:MAX_CHARS])]
+    text = text[:MAX_CHARS]
+    steps = []
+    for match in _STEP.finditer(text):
+        before = text[: match.start()].rstrip()[-1:]
+        if before and before in _CHAINED:
+            continue  # "10 - 4 - 2 = 4": the tail of a longer expression, not the step 4 - 2 = 4
+        a, op, b, c = match.groups()
+        steps.append(Step(int(a), op, int(b), int(c)))
+    return steps
 
 
 def step_accuracy(texts: Iterable[str]) -> tuple[int, float]:

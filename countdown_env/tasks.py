@@ -85,6 +85,8 @@ class Task:
 
     @classmethod
     def from_dict(cls, row: dict[str, Any]) -> Task:
+        if not isinstance(row, dict):
+            raise ValueError(f'a task row must be an object like {{"numbers": [3, 5], "target": 8}}, got {type(row).__name__}')
         numbers = row.get("numbers", row.get("nums"))
         if numbers is None or "target" not in row:
             raise ValueError(f"a task row needs 'numbers' (or 'nums') and 'target'; got keys {sorted(row)}")
@@ -265,7 +267,9 @@ def _min_operations(numbers: Sequence[int], target: int, rules: Rules) -> int:
 MAX_MISSES = 20_000
 
 
-def iter_tasks(seed: int, config: TaskConfig | None = None, split: str | None = None, test_fraction: float = 0.1, start: int = 0) -> Iterator[Task]:
+def iter_tasks(
+    seed: int, config: TaskConfig | None = None, split: str | None = None, test_fraction: float = 0.1, start: int = 0
+) -> Iterator[Task]:
     """Distinct tasks for indices start, start+1, ...; only those in `split` if given.
 
     Raises ValueError once `MAX_MISSES` consecutive indices give no new task: a small

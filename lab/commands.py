@@ -15,11 +15,19 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", nargs="+", type=int)
     p.add_argument("--model", help="base model path or hub id (default: the embedded tiny model)")
     p.add_argument("--jobs", type=int, help="runs in parallel")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[], help="override any experiment field (YAML value), e.g. --set ppo='{total_steps: 50}'")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        default=[],
+        help="override any experiment field (YAML value), e.g. --set ppo='{total_steps: 50}'",
+    )
     p.add_argument("--output-dir", type=Path, required=True)
     p.set_defaults(func=_experiment)
 
-    p = sub.add_parser("demo", help="the main job on the embedded default: a short experiment (tiny model, heuristic judge), < 10 min on 2 cores")
+    p = sub.add_parser(
+        "demo", help="the main job on the embedded default: a short experiment (tiny model, heuristic judge), < 10 min on 2 cores"
+    )
     p.add_argument("--output-dir", type=Path, default=Path("runs/demo"))
     p.set_defaults(func=_demo)
 
@@ -39,7 +47,9 @@ def _overrides(items: list[str]) -> dict[str, Any]:
 def _experiment(args: argparse.Namespace) -> int:
     from lab.experiment import ExperimentConfig, run_experiment
 
-    config = ExperimentConfig.load(args.preset, conditions=args.conditions, seeds=args.seeds, model=args.model, jobs=args.jobs, **_overrides(args.set))
+    config = ExperimentConfig.load(
+        args.preset, conditions=args.conditions, seeds=args.seeds, model=args.model, jobs=args.jobs, **_overrides(args.set)
+    )
     root = run_experiment(config, args.output_dir)
     _report(root)
     return 0
@@ -61,7 +71,9 @@ def _report(root: Path) -> None:
     print((root / "summary.md").read_text())
     for _, row in table.iterrows():
         if "acc_before" in row:
-            print(f"{row['condition']} seed {row['seed']}: held-out accuracy {row['acc_before']:.3f} -> {row['acc_after']:.3f} after {row.get('last_step', '?')} PPO steps")
+            print(
+                f"{row['condition']} seed {row['seed']}: held-out accuracy {row['acc_before']:.3f} -> {row['acc_after']:.3f} after {row.get('last_step', '?')} PPO steps"
+            )
     timing = json.loads((root / "timing.json").read_text()) if (root / "timing.json").exists() else {}
     print(f"\nsummary: {root / 'summary.md'} (and summary.csv, frequencies.csv)")
     print(f"plots:   {root / 'plots'}/ (accuracy_vs_step.png, behaviors_vs_step.png, behavior_share_vs_step.png)")

@@ -33,7 +33,6 @@ from countdown_env import Task, generate_tasks, read_tasks, write_tasks
 PRESET_DIR = Path(__file__).parent / "presets"
 INCORRECT_SUFFIX = "_incorrect"
 NO_PRIMING = "none"
-STAGES = ("traces", "sft", "ppo", "classify")
 
 
 def parse_condition(name: str) -> tuple[str | None, bool]:
@@ -198,13 +197,14 @@ def stage_traces(config: ExperimentConfig, run: Path, condition: str, incorrect:
 
 
 def stage_sft(config: ExperimentConfig, run: Path, model: str, data: Path, seed: int) -> str:
-    from priming.sft import SFTRunConfig, run_sft
+    from priming.sft import SFTRunConfig, last_checkpoint, run_sft
 
     out = run / "sft"
     if not _done(run, "sft"):
         sft = SFTRunConfig.from_preset(config.sft_preset, model=model, data=str(data), output_dir=str(out), seed=seed,
                                        prompt_style=config.prompt_style, **config.sft)  # fmt: skip
-        result = run_sft(sft, resume=(out / "checkpoints").exists(), progress=True)
+        # Resume only from a saved checkpoint: the Trainer creates checkpoints/ before its first save.
+        result = run_sft(sft, resume=last_checkpoint(sft) is not None, progress=True)
         _mark(run, "sft", {k: v for k, v in asdict(result).items() if isinstance(v, int | float | str)})
     return str(out / "model")
 

@@ -47,7 +47,9 @@ def summary_row(run: Path, freqs: pd.DataFrame) -> dict[str, Any]:
     evals = metrics.dropna(subset=["eval/accuracy"]) if "eval/accuracy" in metrics else pd.DataFrame()
     row: dict[str, Any] = {"condition": condition, "seed": seed}
     if not evals.empty:
-        row.update(acc_before=evals.iloc[0]["eval/accuracy"], acc_after=evals.iloc[-1]["eval/accuracy"], last_step=int(evals.iloc[-1]["step"]))
+        row.update(
+            acc_before=evals.iloc[0]["eval/accuracy"], acc_after=evals.iloc[-1]["eval/accuracy"], last_step=int(evals.iloc[-1]["step"])
+        )
         row["acc_gain"] = row["acc_after"] - row["acc_before"]
     if not freqs.empty:
         first, last = freqs.iloc[0], freqs.iloc[-1]
@@ -78,6 +80,7 @@ def step_accuracy_row(run: Path) -> dict[str, float]:
 
 def to_markdown(frame: pd.DataFrame, digits: int = 3) -> str:
     """A GitHub markdown table (by hand: pandas' to_markdown needs the optional `tabulate`)."""
+
     def cell(v: Any) -> str:
         return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
 
@@ -130,13 +133,41 @@ def summarize(root: str | Path) -> dict[str, Path]:
         raise ValueError(f"no run directories with metrics.jsonl under {root}")
     per_run = {run: run_frequencies(run) for run in runs}
     table = pd.DataFrame([summary_row(run, per_run[run]) for run in runs]).sort_values(["condition", "seed"])
-    freqs = pd.concat([f for f in per_run.values() if not f.empty], ignore_index=True) if any(not f.empty for f in per_run.values()) else pd.DataFrame()
+    freqs = (
+        pd.concat([f for f in per_run.values() if not f.empty], ignore_index=True)
+        if any(not f.empty for f in per_run.values())
+        else pd.DataFrame()
+    )
     out = {"summary_csv": root / "summary.csv", "summary_md": root / "summary.md", "plots": root / "plots"}
     table.to_csv(out["summary_csv"], index=False)
     numeric = table.drop(columns=["seed"]).groupby("condition").agg(["mean", "std"])
     numeric.columns = [f"{a}_{b}" for a, b in numeric.columns]
-    keep = [c for c in ("acc_before_mean", "acc_after_mean", "acc_after_std", "acc_gain_mean", "avg_backtracking_after_mean", "avg_verifications_after_mean", "response_length_after_mean", "step_acc_before_mean", "step_acc_after_mean") if c in numeric]
-    md = ["# Experiment summary", "", "## Per run", "", to_markdown(table), "", "## Mean over seeds", "", to_markdown(numeric[keep].reset_index())]
+    keep = [
+        c
+        for c in (
+            "acc_before_mean",
+            "acc_after_mean",
+            "acc_after_std",
+            "acc_gain_mean",
+            "avg_backtracking_after_mean",
+            "avg_verifications_after_mean",
+            "response_length_after_mean",
+            "step_acc_before_mean",
+            "step_acc_after_mean",
+        )
+        if c in numeric
+    ]
+    md = [
+        "# Experiment summary",
+        "",
+        "## Per run",
+        "",
+        to_markdown(table),
+        "",
+        "## Mean over seeds",
+        "",
+        to_markdown(numeric[keep].reset_index()),
+    ]
     out["summary_md"].write_text("\n".join(md) + "\n")
     curves = accuracy_curves(runs)
     if not curves.empty:
@@ -144,6 +175,10 @@ def summarize(root: str | Path) -> dict[str, Path]:
     if not freqs.empty:
         freqs.to_csv(root / "frequencies.csv", index=False)
         mean_freqs = freqs.drop(columns=["seed"]).groupby(["condition", "step"], as_index=False).mean(numeric_only=True)
-        plot_frequencies(mean_freqs, out["plots"] / "behaviors_vs_step.png", title="behaviours per response (mean over seeds), accuracy and length of rollouts")
+        plot_frequencies(
+            mean_freqs,
+            out["plots"] / "behaviors_vs_step.png",
+            title="behaviours per response (mean over seeds), accuracy and length of rollouts",
+        )
         plot_frequencies(mean_freqs, out["plots"] / "behavior_share_vs_step.png", metric="share")
     return out

@@ -79,3 +79,17 @@ def test_score_bad_input_exits_2_with_a_message(tmp_path: Path, capsys: pytest.C
 def test_missing_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["score", str(tmp_path / "nope.jsonl")]) == 2
     assert "error" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("n", [0, 3])
+def test_generate_writes_exactly_n(tmp_path: Path, n: int) -> None:
+    out = tmp_path / "tasks.jsonl"
+    assert main(["generate", "-n", str(n), "--split", "train", "--no-difficulty", "--output", str(out)]) == 0
+    assert len(read_tasks(out)) == n
+
+
+def test_a_tasks_row_that_is_not_an_object_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text("[1, 2, 3]\n")
+    with pytest.raises(ValueError, match="must be an object"):
+        read_tasks(path)

@@ -17,7 +17,9 @@ RIGHT = "<think>2+3=5, 5*4=20</think>\n<answer>(2 + 3) * 4</answer>"
 WRONG = "<think>guess</think>\n<answer>2 + 3 + 4</answer>"
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"max_attempts": 3, "prompt_style": "compact"}, {"tasks": [TASK, Task((1, 2), 3)], "preset": "tiny"}])
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"max_attempts": 3, "prompt_style": "compact"}, {"tasks": [TASK, Task((1, 2), 3)], "preset": "tiny"}]
+)
 def test_check_env_passes(kwargs: dict) -> None:
     env = gym.make(ENV_ID, render_mode="ansi", **kwargs)
     with warnings.catch_warnings():
@@ -136,7 +138,14 @@ def test_render_and_bad_arguments() -> None:
     assert env.render().endswith("last=correct (1.0)")  # type: ignore[union-attr]
     with pytest.raises(RuntimeError):
         CountdownEnv().step("x")
-    for kwargs in [{"render_mode": "human"}, {"max_attempts": 0}, {"tasks": []}, {"prompt_style": "fancy"}, {"rules": {"nope": 1}}, {"preset": "nope"}]:
+    for kwargs in [
+        {"render_mode": "human"},
+        {"max_attempts": 0},
+        {"tasks": []},
+        {"prompt_style": "fancy"},
+        {"rules": {"nope": 1}},
+        {"preset": "nope"},
+    ]:
         with pytest.raises(ValueError):
             CountdownEnv(**kwargs)
 
@@ -145,3 +154,19 @@ def test_class_docstring_follows_gymnasium_sections() -> None:
     doc = CountdownEnv.__doc__ or ""
     for section in ("## Description", "## Observation Space", "## Action Space", "## Rewards", "## Episode End", "## Arguments"):
         assert section in doc
+
+
+def test_env_uses_its_presets_rules_so_reference_solutions_score_correct() -> None:
+    # `classic` tasks use each number at most once; the env's prompt and scorer must agree.
+    env = CountdownEnv(preset="classic", prompt_style="tinyzero")
+    assert env.rules.use_all_numbers is False
+    assert "at most once" in env.reset(seed=0)[0]
+    for seed in range(10):
+        _, info = env.reset(seed=seed)
+        task = info["task"]
+        _, reward, *_ = env.step(f"<think></think>\n<answer>{task.solution}</answer>")
+        assert reward == 1.0, (task, env.last_score)
+    overridden = CountdownEnv(preset="classic", rules={"format_reward": 0.2})
+    assert overridden.rules.use_all_numbers is False and overridden.rules.format_reward == 0.2
+    with pytest.raises(ValueError, match="unknown rule"):
+        CountdownEnv(rules={"colour": 1})

@@ -122,7 +122,12 @@ def test_evaluate_agrees_with_reference_under_tv_rules(data: tuple[str, list[int
 def test_tokenize() -> None:
     assert tokenize("12 + (3*4) = 24") == ["12", "+", "(", "3", "*", "4", ")", "=", "24"]
     assert tokenize("6 ÷ 3 × 2 − 1") == ["6", "/", "3", "*", "2", "-", "1"]
-    for text, outcome in [("2**3", Outcome.DISALLOWED_OPERATION), ("7//2", Outcome.DISALLOWED_OPERATION), ("   ", Outcome.MALFORMED), ("a", Outcome.MALFORMED)]:
+    for text, outcome in [
+        ("2**3", Outcome.DISALLOWED_OPERATION),
+        ("7//2", Outcome.DISALLOWED_OPERATION),
+        ("   ", Outcome.MALFORMED),
+        ("a", Outcome.MALFORMED),
+    ]:
         with pytest.raises(ExpressionError) as info:
             tokenize(text)
         assert info.value.outcome is outcome
@@ -178,7 +183,11 @@ RULE_VARIANTS = [
 
 @settings(max_examples=500, deadline=200)
 @given(
-    text=st.one_of(st.text(alphabet="0123456789+-*/()= ", max_size=40), st.text(alphabet="0123456789+-*/()=. x^!", max_size=40), expression_text().map(lambda d: d[0])),
+    text=st.one_of(
+        st.text(alphabet="0123456789+-*/()= ", max_size=40),
+        st.text(alphabet="0123456789+-*/()=. x^!", max_size=40),
+        expression_text().map(lambda d: d[0]),
+    ),
     variant=st.integers(0, len(RULE_VARIANTS) - 1),
 )
 def test_one_pass_evaluation_agrees_with_parse_then_evaluate(text: str, variant: int) -> None:

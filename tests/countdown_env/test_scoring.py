@@ -168,6 +168,13 @@ def test_last_answer_block_is_used_when_several_are_allowed() -> None:
     assert score_response(text, task).outcome is Outcome.MALFORMED  # default: hedging
 
 
+def test_answer_tags_inside_the_reasoning_are_not_hedging() -> None:
+    task = Task((2, 3), 6)
+    think = "<think>I must give the final answer in <answer> </answer> tags, e.g. <answer>2+3</answer>. 2*3=6.</think>\n"
+    assert score_response(think + "<answer>2*3</answer>", task).correct
+    assert score_response(think + "<answer>2+3</answer> or <answer>2*3</answer>", task).outcome is Outcome.MALFORMED
+
+
 def test_text_after_the_answer_is_allowed_unless_strict_ending() -> None:
     task = Task((2, 3), 6)
     tail = answer("2*3") + "\nThat is my final answer, I hope it helps."

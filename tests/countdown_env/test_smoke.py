@@ -5,7 +5,9 @@ from countdown_env import Task, generate_tasks, score_response, solve
 
 
 def test_import_does_not_pull_torch():
-    code = "import sys, countdown_env; assert 'torch' not in sys.modules and 'transformers' not in sys.modules and 'openai' not in sys.modules"
+    code = (
+        "import sys, countdown_env; assert 'torch' not in sys.modules and 'transformers' not in sys.modules and 'openai' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

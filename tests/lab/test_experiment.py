@@ -23,7 +23,9 @@ def test_experiment_writes_contract_run_dirs_summary_and_plots(quick_experiment)
         assert steps == sorted(steps) and steps[-1] == 3
     table = pd.read_csv(root / "summary.csv")
     assert set(table["condition"]) == {"only_backtracking", "empty_cot"}
-    assert {"acc_before", "acc_after", "avg_backtracking_before", "avg_backtracking_after", "step_acc_before", "step_acc_after"} <= set(table.columns)
+    assert {"acc_before", "acc_after", "avg_backtracking_before", "avg_backtracking_after", "step_acc_before", "step_acc_after"} <= set(
+        table.columns
+    )
     assert table["acc_after"].between(0, 1).all()
     for png in ("accuracy_vs_step.png", "behaviors_vs_step.png"):
         assert (root / "plots" / png).stat().st_size > 10_000
@@ -47,7 +49,9 @@ def test_shared_tasks_are_disjoint(quick_experiment):
     assert not keys["sft"] & keys["rl"] and not keys["sft"] & keys["eval"] and not keys["rl"] & keys["eval"]
 
 
-@pytest.mark.parametrize(("name", "expected"), [("none", (None, False)), ("dots", ("dots", False)), ("all_strategies_incorrect", ("all_strategies", True))])
+@pytest.mark.parametrize(
+    ("name", "expected"), [("none", (None, False)), ("dots", ("dots", False)), ("all_strategies_incorrect", ("all_strategies", True))]
+)
 def test_parse_condition(name, expected):
     assert parse_condition(name) == expected
 
