@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from behavior_classifier.behaviors import Counts
 from behavior_classifier.client import JudgeInput, LLMJudge, Usage, redact
+from behavior_classifier.jsonl import read_jsonl
 
 
 class Judge(Protocol):
@@ -66,19 +67,12 @@ class RunSummary:
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
-    """Input rows; each must be a JSON object with a string `text`."""
-    rows = []
-    with path.open() as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as err:
-                raise ValueError(f"{path}:{line_no}: not JSON ({err}); each line must be one JSON object") from None
-            if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-                raise ValueError(f"{path}:{line_no}: each row needs a string field 'text' (the completion)")
-            rows.append(row)
+    """Input rows; each must be a JSON object with a string `text`. A half-written last line (a run still
+    appending) is left for the next run, which labels it then."""
+    rows = read_jsonl(path)
+    for i, row in enumerate(rows):
+        if not isinstance(row.get("text"), str):
+            raise ValueError(f"{path}: row {i + 1} (of non-blank lines): each row needs a string field 'text' (the completion)")
     return rows
 
 

@@ -12,7 +12,6 @@ left out of the averages) and ``share_*`` (fraction of responses showing the beh
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any, Final
 import pandas as pd
 
 from behavior_classifier.behaviors import BEHAVIORS
+from behavior_classifier.jsonl import read_jsonl
 
 REFERENCE_NAMES: Final = {
     "verification": "verifications",
@@ -43,11 +43,10 @@ COLUMNS: Final = ("condition", "step", "n", "failed", *AVG_COLUMNS, *TOTAL_COLUM
 def read_classified(path: Path | str, condition: str | None = None) -> pd.DataFrame:
     """Classified rollouts (JSONL with `text` and `behaviors`, e.g. from `countdown-lab classify`) as a DataFrame.
 
-    `condition` fills the `condition` column where rows lack one (e.g. the run's name).
+    `condition` fills the `condition` column where rows lack one (e.g. the run's name). A half-written last
+    line (a run still appending, watched from a notebook) is skipped; a bad line elsewhere raises ValueError.
     """
-    with Path(path).open() as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    return classified_frame(rows, condition)
+    return classified_frame(read_jsonl(path), condition)
 
 
 def classified_frame(rows: Iterable[Mapping[str, Any]], condition: str | None = None) -> pd.DataFrame:

@@ -65,6 +65,18 @@ def test_classify_keeps_input_behaviors_as_behaviors_input(tmp_path: Path) -> No
     assert [json.loads(line).get("behaviors_input") for line in again.read_text().splitlines()] == [*truth, rows[3]["behaviors"]]
 
 
+def test_classify_of_a_file_still_being_written_labels_the_whole_rows(tmp_path: Path) -> None:
+    inp, out = tmp_path / "rollouts.jsonl", tmp_path / "classified.jsonl"
+    whole = "".join(json.dumps(r) + "\n" for r in ROWS[:2])
+    inp.write_text(whole + json.dumps(ROWS[2])[:30])  # the run is mid-way through writing row 2
+    assert main(["classify", str(inp), "--output", str(out), "--quiet"]) == 0
+    assert [json.loads(line)["input_row"] for line in out.read_text().splitlines()] == [0, 1]
+    inp.write_text(whole + json.dumps(ROWS[2]) + "\n")  # finished: a re-run labels only the new row
+    assert main(["classify", str(inp), "--output", str(out), "--quiet"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["input_row"] for r in rows] == [0, 1, 2] and rows[2]["extra"] == {"k": 1}
+
+
 def test_classify_errors_say_what_to_change(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"completion": "x"}\n')

@@ -31,6 +31,28 @@ ROWS = [
 ]
 
 
+def test_read_classified_skips_a_half_written_last_line_only(tmp_path: Path) -> None:
+    # A notebook reading a run's JSONL while the run still appends sees a torn last line (no newline yet).
+    path = tmp_path / "live.jsonl"
+    whole = "".join(json.dumps(r) + "\n" for r in ROWS[:2])
+    torn = json.dumps(ROWS[3])[:25]
+    path.write_text(whole + torn)
+    frame = read_classified(path, "live")
+    assert len(frame) == 2 and list(frame["response_length"]) == [10, 30]
+    path.write_text(whole + json.dumps(ROWS[3]) + "\n")  # the writer finished the line
+    assert len(read_classified(path, "live")) == 3
+    # A bad line in the middle, or a bad last line that was completed with its newline, is an error naming file:line.
+    path.write_text(json.dumps(ROWS[0]) + "\n" + torn + "\n" + json.dumps(ROWS[1]) + "\n")
+    with pytest.raises(ValueError, match=r"live\.jsonl:2: not JSON"):
+        read_classified(path)
+    path.write_text(whole + torn + "\n")
+    with pytest.raises(ValueError, match=r"live\.jsonl:3: not JSON"):
+        read_classified(path)
+    path.write_text(whole + "[1, 2]\n")
+    with pytest.raises(ValueError, match=r"live\.jsonl:3: a list, not a JSON object"):
+        read_classified(path)
+
+
 def test_frequencies_shape_and_values(tmp_path: Path) -> None:
     path = tmp_path / "rollouts.classified.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
