@@ -437,7 +437,7 @@ def build_job(config: SFTRunConfig, *, resume: bool = False, progress: bool = Tr
     """
     from trl import SFTTrainer
 
-    from priming.sft_data import load_sft_data, tasks_of
+    from priming.sft_data import check_prompt_style, load_sft_data, tasks_of
     from rl.models import load_model, load_tokenizer
 
     checkpoint = last_checkpoint(config)
@@ -449,6 +449,7 @@ def build_job(config: SFTRunConfig, *, resume: bool = False, progress: bool = Tr
             f"{config.run_dir} already has checkpoints ({Path(checkpoint).name}); pass --resume or choose another --output-dir"
         )
 
+    check_prompt_style(config.data, config.prompt_style)
     data = load_sft_data(config.data, prompt_style=config.prompt_style)
     train = data["train"]
     if config.max_train_samples is not None:

@@ -66,6 +66,38 @@ def load_sft_data(path: str | Path, *, prompt_style: str = "compact", rules: Rul
     return datasets.DatasetDict(out)
 
 
+def recorded_prompt_style(path: str | Path) -> str | None:
+    """The prompt style `countdown-lab prime` recorded for the data at `path`, if it did.
+
+    prime writes OUTPUT_DIR/metadata.json beside dataset/, train.jsonl and test.jsonl, so the
+    file is looked for in `path` (the output directory) and in its parent (one of those inside it).
+    """
+    path = Path(path)
+    for folder in ([path] if path.is_dir() else []) + [path.parent]:
+        meta = folder / "metadata.json"
+        if meta.is_file():
+            try:
+                recorded = json.loads(meta.read_text()).get("prompt_style")
+            except (json.JSONDecodeError, AttributeError):
+                return None  # not prime's metadata
+            return recorded if isinstance(recorded, str) else None
+    return None
+
+
+def check_prompt_style(path: str | Path, prompt_style: str) -> None:
+    """Refuse data whose saved prompts were rendered in another style than the one SFT is configured for.
+
+    prime saves a `prompt` column, which SFT uses as it is; without this check a `--preset paper-3b`
+    run (tinyzero) would silently train on compact prompts and be evaluated on them too.
+    """
+    recorded = recorded_prompt_style(path)
+    if recorded is not None and recorded != prompt_style:
+        raise ValueError(
+            f"{path} was written with prompt style {recorded!r} but SFT uses {prompt_style!r}: re-run "
+            f"`countdown-lab prime --prompt-style {prompt_style}`, or pass `sft --prompt-style {recorded}`"
+        )
+
+
 def _is_saved_dataset(path: Path) -> bool:
     return (path / "dataset_dict.json").exists() or (path / "state.json").exists()
 

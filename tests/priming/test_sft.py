@@ -12,7 +12,7 @@ from countdown_env.rules import format_completion, render_prompt
 from countdown_env.solver import solve
 from countdown_env.tasks import Task, generate_tasks
 from priming.sft import TRL_FIELDS_SET, SFTRunConfig, build_job, last_checkpoint, namespaced, run_sft
-from priming.sft_data import load_sft_data, tasks_of
+from priming.sft_data import check_prompt_style, load_sft_data, recorded_prompt_style, tasks_of
 
 
 def _trace_rows(tasks: list[Task]) -> list[dict]:
@@ -114,6 +114,20 @@ def test_reads_what_prime_writes(tmp_path):
     row = data["train"][0]
     assert row["prompt"] == render_prompt(Task(tuple(row["numbers"]), row["target"]), "compact")
     assert "<answer>" in row["completion"]
+
+
+def test_prompt_style_of_prime_data_must_match_the_sft_config(tiny_model, tmp_path):
+    from lab.cli import main
+
+    out = tmp_path / "prime"
+    assert main(["prime", "-c", "only_backtracking", "-o", str(out), "--preset", "tiny", "--num", "12"]) == 0  # compact by default
+    assert recorded_prompt_style(out) == recorded_prompt_style(out / "dataset") == recorded_prompt_style(out / "train.jsonl") == "compact"
+    paper = SFTRunConfig.from_preset("paper-3b", model=str(tiny_model), data=str(out / "dataset"), output_dir=str(tmp_path / "run"))
+    with pytest.raises(ValueError, match="countdown-lab prime --prompt-style tinyzero.*sft --prompt-style compact"):
+        build_job(paper, progress=False)
+    assert not (tmp_path / "run").exists()  # refused before anything was built
+    check_prompt_style(out, "compact")  # the matching style passes
+    check_prompt_style(tmp_path / "elsewhere.jsonl", "tinyzero")  # data without prime's metadata is not judged
 
 
 @pytest.mark.parametrize(
