@@ -100,7 +100,7 @@ def greedy_eval(
 
     prompts = [build_prompt(t, prompt_style, rules, tokenizer) for t in tasks]
     with torch.inference_mode():
-        gen = generate(model, tokenizer, prompts, max_new_tokens, do_sample=False, batch_size=batch_size)
+        gen = generate(model, tokenizer, prompts, max_new_tokens, prompt_style=prompt_style, do_sample=False, batch_size=batch_size)
     out = _sample_rows(tasks, gen.texts, gen.finished.tolist(), gen.lengths.tolist(), rules, mode="greedy", **fields)
     if rows is not None:
         rows.extend(out)
@@ -128,11 +128,12 @@ def evaluate(model: Any, tokenizer: Any, tasks: Sequence[Task], config: EvalConf
     # k samples per task at temperature 1, from a forked RNG seeded by config.seed.
     repeated = [t for t in tasks for _ in range(config.k)]
     prompts = [build_prompt(t, config.prompt_style, rules, tokenizer) for t in repeated]
-    with torch.random.fork_rng(devices=[]), torch.inference_mode():
+    # Fork the RNG of the device that samples too (the CPU's is always forked), so the caller's state is untouched.
+    device = next(model.parameters()).device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.inference_mode():
         torch.manual_seed(config.seed)
-        gen = generate(
-            model, tokenizer, prompts, config.max_new_tokens, do_sample=True, temperature=config.temperature, batch_size=config.batch_size
-        )
+        gen = generate(model, tokenizer, prompts, config.max_new_tokens, prompt_style=config.prompt_style, do_sample=True,
+                       temperature=config.temperature, batch_size=config.batch_size)  # fmt: skip
     samples = _sample_rows(repeated, gen.texts, gen.finished.tolist(), gen.lengths.tolist(), rules, mode="sample", split="eval")
     for i, row in enumerate(samples):
         row["sample"] = i % config.k

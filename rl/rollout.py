@@ -62,6 +62,17 @@ def response_mask(response: torch.Tensor, eos_token_id: int | Sequence[int]) -> 
     return (positions <= first.unsqueeze(1)).float(), finished
 
 
+def tokenize_prompts(tokenizer: Any, prompts: Sequence[str], prompt_style: str | None = None) -> Any:
+    """Left-padded `input_ids`/`attention_mask` for `prompts`, tokenised as SFT tokenises them.
+
+    The one place prompts become ids (PPO rollouts, evaluation, `generate_completions`), so a
+    model is sampled with the ids it was primed on: TRL's SFTTrainer tokenises text with the
+    tokenizer's special tokens (Llama's BOS), while a chat template already writes them into
+    the text, so `chat` prompts get none added (no doubled BOS).
+    """
+    return tokenizer(list(prompts), return_tensors="pt", padding=True, padding_side="left", add_special_tokens=prompt_style != "chat")
+
+
 @torch.no_grad()
 def generate(
     model: Any,
@@ -69,25 +80,35 @@ def generate(
     prompts: Sequence[str],
     max_new_tokens: int,
     *,
+    prompt_style: str | None = None,
     do_sample: bool = True,
     temperature: float = 1.0,
     batch_size: int = 0,
     return_logprobs: bool = False,
+    progress: bool = False,
 ) -> Generation:
     """Complete `prompts` in batches with `model.generate` (left padding, stop at EOS).
 
+    Prompts are tokenised by `tokenize_prompts` (`prompt_style` decides the special tokens).
     Sampling is pure temperature sampling (top_k=0, top_p=1), so the sampled tokens'
     log-probabilities are those the PPO update computes from the logits.
     `return_logprobs` keeps them from the generation's own logits (saves PPO one forward
     pass; holds B x T x vocab floats per batch, so only for small vocabularies/batches).
     """
+    from tqdm import tqdm
+
     device = next(model.parameters()).device
     batch_size = batch_size or len(prompts)
     eos = tokenizer.eos_token_id
+    # Greedy decoding warns about sampling knobs left in a generation config, hence the Nones.
+    sampling = (
+        {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
+        if do_sample
+        else {"do_sample": False, "top_k": None, "top_p": None}
+    )
     queries, query_masks, responses, logprobs = [], [], [], []
-    for start in range(0, len(prompts), batch_size):
-        enc = tokenizer(list(prompts[start : start + batch_size]), return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-        sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if do_sample else {"do_sample": False}
+    for start in tqdm(range(0, len(prompts), batch_size), desc="generate", disable=not progress):
+        enc = tokenize_prompts(tokenizer, prompts[start : start + batch_size], prompt_style).to(device)
         out = model.generate(
             **enc, max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=tokenizer.pad_token_id,
             return_dict_in_generate=True, output_logits=return_logprobs, **sampling,
@@ -214,8 +235,8 @@ def collect(
     for turn in range(max_attempts):
         if not active:
             break
-        gen = generate(model, tokenizer, [transcripts[i] for i in active], max_new_tokens, temperature=temperature, batch_size=batch_size,
-                       return_logprobs=return_logprobs)  # fmt: skip
+        gen = generate(model, tokenizer, [transcripts[i] for i in active], max_new_tokens, prompt_style=prompt_style, temperature=temperature,
+                       batch_size=batch_size, return_logprobs=return_logprobs)  # fmt: skip
         still_active = []
         for row, i in enumerate(active):
             observation, reward, terminated, trunc, info = envs[i].step(gen.texts[row])

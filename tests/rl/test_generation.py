@@ -53,3 +53,56 @@ def test_training_mode_is_restored_and_bad_arguments_refused(model_and_tokenizer
     for kwargs in ({"max_new_tokens": 0}, {"batch_size": 0}, {"do_sample": True, "temperature": 0.0}):
         with pytest.raises(ValueError):
             generate_completions(model, tokenizer, PROMPTS, **kwargs)
+
+
+def bos_model_and_tokenizer():
+    """A tiny model whose tokenizer adds a BOS to every text, as Llama-3's does."""
+    from tokenizers.processors import TemplateProcessing
+
+    from rl.models import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    tokenizer.backend_tokenizer.post_processor = TemplateProcessing(single="<s> $A", special_tokens=[("<s>", tokenizer.bos_token_id)])
+    model, tokenizer = build_model("llama", "tiny", seed=2, tokenizer=tokenizer)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.normal_(0.0, 0.3, generator=generator)
+    return model.eval(), prepare_tokenizer(tokenizer)
+
+
+def test_rollouts_evaluation_and_sft_tokenise_prompts_alike():
+    """SFT (TRL's tokenisation: BOS added), PPO rollouts, greedy_eval and generate_completions see the same prompt ids."""
+    from trl.data_utils import _tokenize
+
+    from countdown_env import DEFAULT_RULES
+    from rl.evaluate import greedy_eval
+    from rl.rollout import collect, tokenize_prompts
+
+    model, tokenizer = bos_model_and_tokenizer()
+    tasks = generate_tasks(3, seed=0, preset="tiny")
+    prompts = [render_prompt(t, "compact") for t in tasks]
+    sft_ids = [_tokenize(tokenizer, p)["input_ids"] for p in prompts]
+    assert all(ids[0] == tokenizer.bos_token_id and ids.count(tokenizer.bos_token_id) == 1 for ids in sft_ids)
+
+    rollout = collect(model, tokenizer, tasks, rules=DEFAULT_RULES, prompt_style="compact", max_new_tokens=4)
+    gen = rollout.generation
+    assert [q[m.bool()].tolist() for q, m in zip(gen.query, gen.query_mask, strict=True)] == sft_ids
+
+    # Greedy completions from exactly the SFT ids: what evaluation must reproduce.
+    expected = []
+    for ids in sft_ids:
+        out = model.generate(torch.tensor([ids]), max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        expected.append(tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True))
+    without_bos = [tokenizer.decode(model.generate(torch.tensor([ids[1:]]), max_new_tokens=8, do_sample=False,
+                                                   pad_token_id=tokenizer.pad_token_id)[0, len(ids) - 1 :], skip_special_tokens=True)
+                   for ids in sft_ids]  # fmt: skip
+    assert expected != without_bos  # the BOS changes what this model says, so the checks below can fail
+    assert generate_completions(model, tokenizer, prompts, max_new_tokens=8, batch_size=2) == expected
+    rows: list[dict] = []
+    greedy_eval(model, tokenizer, tasks, prompt_style="compact", max_new_tokens=8, rows=rows)
+    assert [r["text"] for r in rows] == expected
+
+    # A chat template writes its own BOS into the text: none is added on top.
+    chat = tokenize_prompts(tokenizer, ["<s>user: hi"], "chat").input_ids[0].tolist()
+    assert chat.count(tokenizer.bos_token_id) == 1
