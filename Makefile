@@ -2,8 +2,10 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # The CPU build of torch goes in first, so no multi-GB CUDA build is pulled on a CPU box.
-# On a GPU box: make TORCH_SPEC='torch' install
+# This project's machines serve torch==2.13.0 as a CPU wheel from local disk; elsewhere add
+# TORCH_INDEX=https://download.pytorch.org/whl/cpu. On a GPU box: make TORCH_SPEC=torch install
 TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
 export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
@@ -12,7 +14,7 @@ export TOKENIZERS_PARALLELISM ?= false
 $(VENV)/.installed: setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 

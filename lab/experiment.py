@@ -32,6 +32,8 @@ from countdown_env import Task, generate_tasks, read_tasks, write_tasks
 
 PRESET_DIR = Path(__file__).parent / "presets"
 INCORRECT_SUFFIX = "_incorrect"
+SFT_SET_BY_EXPERIMENT = frozenset({"model", "data", "output_dir", "seed", "prompt_style"})
+PPO_SET_BY_EXPERIMENT = frozenset({"model", "seed", "task_preset", "num_eval_tasks", "prompt_style"})
 NO_PRIMING = "none"
 
 
@@ -109,10 +111,33 @@ class ExperimentConfig:
         for name in ("num_sft_tasks", "num_rl_tasks", "num_eval_tasks", "jobs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        self._check_overrides()
         if self.judge not in ("heuristic", "openai"):
             raise ValueError(f"judge must be 'heuristic' or 'openai', got {self.judge!r}")
         if self.judge == "openai" and not (self.judge_base_url and self.judge_model):
             raise ValueError("judge=openai needs judge_base_url and judge_model")
+
+    def _check_overrides(self) -> None:
+        """Fail now, not hours later when the stage starts, on a bad style or override."""
+        from countdown_env.rules import PROMPT_STYLES
+        from priming.render import STYLES
+        from priming.sft import SFTRunConfig
+        from rl.config import PPOConfig
+
+        if self.prompt_style not in PROMPT_STYLES:
+            raise ValueError(f"prompt_style must be one of {sorted(PROMPT_STYLES)}, got {self.prompt_style!r}")
+        if self.trace_style not in STYLES:
+            raise ValueError(f"trace_style must be one of {STYLES}, got {self.trace_style!r}")
+        for name, cls, owned in (("sft", SFTRunConfig, SFT_SET_BY_EXPERIMENT), ("ppo", PPOConfig, PPO_SET_BY_EXPERIMENT)):
+            overrides = getattr(self, name)
+            if not isinstance(overrides, dict):
+                raise ValueError(f"{name} must be a mapping of {cls.__name__} fields, got {overrides!r}")
+            unknown = sorted(set(overrides) - {f.name for f in fields(cls)})
+            if unknown:
+                raise ValueError(f"{name} overrides {unknown} are not {cls.__name__} fields")
+            clash = sorted(set(overrides) & owned)
+            if clash:
+                raise ValueError(f"{name} overrides {clash} are set by the experiment itself; use the experiment's own fields (seeds, model, prompt_style, ...)")
 
     @classmethod
     def load(cls, preset_or_path: str, **overrides: Any) -> ExperimentConfig:
@@ -240,6 +265,20 @@ def stage_classify(config: ExperimentConfig, run: Path) -> None:
     _mark(run, "classify")
 
 
+def check_same_config(config: ExperimentConfig, path: Path) -> None:
+    """Refuse to resume an experiment directory made with other settings: its finished
+    stages (tasks, traces, SFT, PPO) would be silently mixed with new ones."""
+    if not path.exists():
+        return
+    before = json.loads(path.read_text())
+    now = json.loads(json.dumps(config.to_dict()))  # tuples -> lists, as on disk
+    # Adding conditions or seeds, or changing parallelism, leaves finished runs valid.
+    free = {"jobs", "conditions", "seeds"}
+    changed = sorted(k for k in set(before) | set(now) if k not in free and before.get(k) != now.get(k))
+    if changed:
+        raise ValueError(f"{path.parent} was made with different settings ({', '.join(changed)}); use a new --output-dir, or the same settings to resume")
+
+
 def run_one(config: ExperimentConfig, root: Path, name: str, seed: int) -> Path:
     """Every stage of one (condition, seed) run; each skipped if already done."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -263,6 +302,7 @@ def run_experiment(config: ExperimentConfig, output_dir: str | Path) -> Path:
     """All runs (in `config.jobs` parallel processes), then the summary table and plots."""
     root = Path(output_dir)
     root.mkdir(parents=True, exist_ok=True)
+    check_same_config(config, root / "experiment.json")
     (root / "experiment.json").write_text(json.dumps(config.to_dict(), indent=2))
     for seed in config.seeds:  # before forking, so parallel runs never race to write them
         make_tasks(config, seed, root)

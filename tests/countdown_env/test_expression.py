@@ -67,7 +67,7 @@ def expression_text(draw: st.DrawFn, leaves: int | None = None) -> tuple[str, li
     return text, numbers
 
 
-@settings(max_examples=400, deadline=200)
+@settings(max_examples=400, deadline=2000)
 @given(data=expression_text(), offset=st.sampled_from([0, 0, 0, 1, -1, 7]), seed=st.integers(0, 2**16))
 def test_random_expressions_correct_iff_independent_evaluation_agrees(data: tuple[str, list[int]], offset: int, seed: int) -> None:
     text, numbers = data
@@ -84,7 +84,7 @@ def test_random_expressions_correct_iff_independent_evaluation_agrees(data: tupl
     assert score.outcome in (Outcome.CORRECT, Outcome.WRONG_VALUE)
 
 
-@settings(max_examples=200, deadline=200)
+@settings(max_examples=200, deadline=2000)
 @given(data=expression_text())
 def test_to_text_round_trips_with_minimal_parentheses(data: tuple[str, list[int]]) -> None:
     text, numbers = data
@@ -95,7 +95,7 @@ def test_to_text_round_trips_with_minimal_parentheses(data: tuple[str, list[int]
     assert rendered.count("(") <= text.count("(")
 
 
-@settings(max_examples=200, deadline=200)
+@settings(max_examples=200, deadline=2000)
 @given(data=expression_text(leaves=4))
 def test_evaluate_agrees_with_reference_under_tv_rules(data: tuple[str, list[int]]) -> None:
     """Under integer/non-negative rules, evaluate rejects exactly when some step breaks them."""
@@ -181,7 +181,7 @@ RULE_VARIANTS = [
 ]
 
 
-@settings(max_examples=500, deadline=200)
+@settings(max_examples=500, deadline=2000)
 @given(
     text=st.one_of(
         st.text(alphabet="0123456789+-*/()= ", max_size=40),

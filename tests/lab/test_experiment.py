@@ -69,3 +69,18 @@ def test_bad_configs_fail_fast(overrides, message):
 def test_cli_reports_a_bad_preset(capsys):
     assert main(["experiment", "--preset", "nope", "--output-dir", "/tmp/never"]) == 2
     assert "no experiment preset" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [({"sft": {"learning_rat": 1}}, "not SFTRunConfig fields"), ({"ppo": {"seed": 3}}, "set by the experiment"),
+     ({"prompt_style": "fancy"}, "prompt_style"), ({"trace_style": "long"}, "trace_style")],
+)  # fmt: skip
+def test_bad_overrides_fail_fast(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        ExperimentConfig.load("quick", **overrides)
+
+
+def test_resuming_with_other_settings_is_refused(quick_experiment):
+    with pytest.raises(ValueError, match="different settings"):
+        run_experiment(ExperimentConfig.load("quick", num_rl_tasks=65), quick_experiment)
