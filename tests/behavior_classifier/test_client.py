@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -215,16 +217,26 @@ def test_per_behavior_mode_sends_one_prompt_per_behaviour(tmp_path: Path) -> Non
     assert [r.counts for r in results] == [expected(5), expected(8)]
 
 
-def _run_cli(args: list[str], env: dict[str, str], **kwargs) -> subprocess.Popen:
-    return subprocess.Popen(
+@contextlib.contextmanager
+def _run_cli(args: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen]:
+    """`countdown-lab classify ARGS` in its own process group, killed whole on exit (a timeout or a failed
+    assert included) so no judge process outlives the test."""
+    proc = subprocess.Popen(
         [sys.executable, "-m", "lab.cli", "classify", *args],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        **kwargs,
+        start_new_session=True,
     )
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:  # not reaped yet, so its pid still names our group and nobody else's
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()  # reaps it and closes the pipes
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -250,18 +262,16 @@ def test_killed_job_resumes_losing_nothing_and_repeating_no_finished_request(tmp
             "--no-cache",
             "--quiet",
         ]
-        proc = _run_cli(args, _env())
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 8):
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        with _run_cli(args, _env()):  # killed (SIGKILL to its group) on leaving the block
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 8):
+                time.sleep(0.02)
         finished_first = {json.loads(line)["input_row"] for line in out.read_text().splitlines() if line.endswith("}")}
         assert 8 <= len(finished_first) < n, "the job should have been killed mid-way"
         first_run_requests = len(server.requests)
 
-        second = _run_cli(args, _env())
-        stdout, stderr = second.communicate(timeout=120)
+        with _run_cli(args, _env()) as second:
+            stdout, stderr = second.communicate(timeout=120)
         assert second.returncode == 0, stderr
         resumed = [trace_id(r.json) for r in server.requests[first_run_requests:]]
     rows = [json.loads(line) for line in out.read_text().splitlines()]
@@ -289,8 +299,8 @@ def test_api_key_never_leaks(tmp_path: Path) -> None:
     with OpenAIServer(handler) as server:
         args = [str(inp), "--output", str(out), "--base-url", server.base_url, "--model", "m", "--max-retries", "1", "--timeout", "2"]
         # OPENAI_LOG=debug makes the openai client log every request it sends.
-        proc = _run_cli(args, _env(OPENAI_API_KEY=SECRET, OPENAI_LOG="debug"))
-        stdout, stderr = proc.communicate(timeout=120)
+        with _run_cli(args, _env(OPENAI_API_KEY=SECRET, OPENAI_LOG="debug")) as proc:
+            stdout, stderr = proc.communicate(timeout=120)
         requests = server.requests
     assert proc.returncode == 1  # two traces failed, reported by the exit code
     assert "[redacted]" in out.read_text()
