@@ -32,10 +32,6 @@ Counts = dict[str, int]
 """A classifier's result for one trace: each behaviour name to a non-negative count."""
 
 
-def zero_counts() -> Counts:
-    return dict.fromkeys(BEHAVIORS, 0)
-
-
 def validate_counts(counts: Mapping[str, object]) -> Counts:
     """Return `counts` as a `Counts` with exactly the four names and non-negative ints, or raise ValueError.
 
