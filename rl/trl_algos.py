@@ -67,6 +67,19 @@ def to_trl_dataset(tasks: Sequence[Task], config: PPOConfig, tokenizer: Any) -> 
     return datasets.Dataset.from_dict({"prompt": prompts, "numbers": [list(t.numbers) for t in tasks], "target": [t.target for t in tasks]})
 
 
+def optimizer_steps_per_round(args: Any) -> int:
+    """Optimizer steps TRL takes per generation round: each round's completions feed
+    `steps_per_generation` micro-batches, each seen `num_iterations` times, and the optimizer
+    steps once per `gradient_accumulation_steps` micro-batches."""
+    micro_steps = args.steps_per_generation * args.num_iterations
+    if micro_steps % args.gradient_accumulation_steps:
+        raise ValueError(
+            f"gradient_accumulation_steps {args.gradient_accumulation_steps} must divide the {micro_steps} micro-steps of a generation round"
+            " (steps_per_generation x ppo_epochs); change mini_batch_size or gradient_accumulation_steps"
+        )
+    return micro_steps // args.gradient_accumulation_steps
+
+
 # TRL log keys -> the run directory's namespaced keys (both are kept: unmapped keys go under trl/).
 KEY_MAP = {
     "reward": "reward/mean",
@@ -104,8 +117,10 @@ def train_trl(
         raise ValueError("no model: pass --model PATH (a local model folder or a hub id)")
     if config.max_attempts != 1:
         raise ValueError("--algo grpo/rloo is single-turn; set max_attempts=1 (multi-turn episodes are PPO-only)")
-    if config.mini_batch_size % config.rollouts_per_prompt and config.batch_size % config.mini_batch_size:
-        raise ValueError("mini_batch_size must divide prompts_per_step x rollouts_per_prompt")
+    if config.batch_size % config.mini_batch_size:
+        raise ValueError(
+            f"mini_batch_size {config.mini_batch_size} must divide prompts_per_step x rollouts_per_prompt = {config.batch_size} for --algo {algo}"
+        )
     if algo == "grpo":
         from trl import GRPOConfig as TRLConfig
         from trl import GRPOTrainer as Trainer
@@ -121,38 +136,44 @@ def train_trl(
     train_tasks, _ = split_tasks(config, tasks)
     tokenizer = load_tokenizer(config.model)
     # TRL pads prompts on the left itself; its processing class must have a pad token.
-    steps_per_generation = max(1, config.batch_size // config.mini_batch_size)
-    optimizer_steps_per_step = steps_per_generation * config.ppo_epochs
-    args = TRLConfig(
-        output_dir=str(trl_dir),
-        learning_rate=config.actor_lr,
-        weight_decay=config.weight_decay,
-        max_grad_norm=config.max_grad_norm,
-        per_device_train_batch_size=min(config.mini_batch_size, config.batch_size),
-        num_generations=config.rollouts_per_prompt,
-        generation_batch_size=config.batch_size,
-        max_completion_length=config.max_response_length,
-        temperature=config.temperature,
-        top_k=0,
-        top_p=1.0,
-        beta=config.kl_coef,
-        epsilon=config.cliprange,
-        num_iterations=config.ppo_epochs,
-        mask_truncated_completions=config.truncated == "mask",
-        max_steps=config.total_steps * optimizer_steps_per_step,
-        logging_steps=optimizer_steps_per_step,
-        save_steps=config.save_every * optimizer_steps_per_step,
-        save_total_limit=config.keep_checkpoints,
-        seed=config.seed,
-        data_seed=config.seed,
-        bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
-        # Like our PPO: a constant learning rate, and no activation recomputation on small models.
-        lr_scheduler_type="constant",
-        gradient_checkpointing=torch.cuda.is_available(),
-        report_to="none",
-        disable_tqdm=False,
-        **(trl_overrides or {}),
-    )
+
+    def trl_args(optimizer_steps_per_step: int) -> Any:
+        return TRLConfig(
+            output_dir=str(trl_dir),
+            learning_rate=config.actor_lr,
+            weight_decay=config.weight_decay,
+            max_grad_norm=config.max_grad_norm,
+            per_device_train_batch_size=min(config.mini_batch_size, config.batch_size),
+            num_generations=config.rollouts_per_prompt,
+            generation_batch_size=config.batch_size,
+            max_completion_length=config.max_response_length,
+            temperature=config.temperature,
+            top_k=0,
+            top_p=1.0,
+            beta=config.kl_coef,
+            epsilon=config.cliprange,
+            num_iterations=config.ppo_epochs,
+            mask_truncated_completions=config.truncated == "mask",
+            max_steps=config.total_steps * optimizer_steps_per_step,
+            logging_steps=optimizer_steps_per_step,
+            save_steps=config.save_every * optimizer_steps_per_step,
+            save_total_limit=config.keep_checkpoints,
+            seed=config.seed,
+            data_seed=config.seed,
+            bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
+            # Like our PPO: a constant learning rate, and no activation recomputation on small models.
+            lr_scheduler_type="constant",
+            gradient_checkpointing=torch.cuda.is_available(),
+            report_to="none",
+            disable_tqdm=False,
+            **(trl_overrides or {}),
+        )
+
+    # One of our steps is one generation round. TRL derives its micro-steps per round
+    # (`steps_per_generation` = generation batch / (per-device batch x processes)) when it
+    # builds its config, so it is read from there rather than recomputed here.
+    optimizer_steps_per_step = optimizer_steps_per_round(trl_args(1))
+    args = trl_args(optimizer_steps_per_step)
     reward = CountdownReward(config.rules)
 
     class RunDirLogger(TrainerCallback):

@@ -150,3 +150,30 @@ def test_grpo_resume_continues_from_trl_checkpoint(tiny_model, tmp_path):
     assert main(fast_args(tiny_model, out, "--max-steps", 1, "--algo", "grpo")) == 0
     assert main(fast_args(tiny_model, out, "--max-steps", 2, "--algo", "grpo", "--resume")) == 0
     assert [r["step"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2]
+
+
+def test_steps_per_round_come_from_trl_with_several_processes(tmp_path):
+    """A generation round's optimizer steps follow TRL's derivation, which divides by the number of processes."""
+    from trl import GRPOConfig
+
+    from rl.trl_algos import optimizer_steps_per_round
+
+    class TwoProcessConfig(GRPOConfig):
+        @property
+        def world_size(self) -> int:  # what TRL sees under `accelerate launch --num_processes 2`
+            return 2
+
+    common = {"output_dir": str(tmp_path), "per_device_train_batch_size": 4, "generation_batch_size": 16, "num_generations": 2,
+              "num_iterations": 3, "report_to": "none", "bf16": False}  # fmt: skip
+    assert optimizer_steps_per_round(GRPOConfig(**common)) == 4 * 3
+    assert optimizer_steps_per_round(TwoProcessConfig(**common)) == 2 * 3  # 16 / (4 x 2) micro-batches, 3 epochs
+    assert optimizer_steps_per_round(GRPOConfig(**common, gradient_accumulation_steps=2)) == 4 * 3 // 2
+    with pytest.raises(ValueError, match="gradient_accumulation_steps"):
+        optimizer_steps_per_round(GRPOConfig(**common, gradient_accumulation_steps=5))
+
+
+def test_trl_refuses_a_mini_batch_that_does_not_divide_the_batch(tiny_model, tmp_path, capsys):
+    # 4 prompts x 2 rollouts = 8 completions; 8 % 3 != 0 (the old check also needed 3 % 2 != 0 and passed 4).
+    assert main(fast_args(tiny_model, tmp_path / "g", "--max-steps", 1, "--algo", "grpo", "--set", "mini_batch_size=3")) == 2
+    assert "mini_batch_size 3 must divide" in capsys.readouterr().err
+    assert main(fast_args(tiny_model, tmp_path / "h", "--max-steps", 1, "--algo", "grpo", "--set", "mini_batch_size=6")) == 2
