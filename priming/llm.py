@@ -216,6 +216,27 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def reply_identity(config: LLMConfig) -> dict[str, Any]:
+    """What a stored reply must share with a run to be reused by it: the prompt and who answered it."""
+    return {"condition": config.condition, "incorrect": config.incorrect, "model": config.model, "generator": LLM_GENERATOR_VERSION}
+
+
+def check_resumable(rows: Iterable[dict[str, Any]], config: LLMConfig, path: Path) -> None:
+    """Refuse to resume from replies asked of another model, with another prompt or by another generator version.
+
+    Rows are matched to tasks by `task_key` alone, so without this check a run with another
+    --condition, --incorrect or --model in the same folder would silently reuse the old replies.
+    """
+    want = reply_identity(config)
+    for row in rows:
+        got = {name: row.get(name) for name in want}
+        if got != want:
+            differ = ", ".join(f"{name} {got[name]!r} (now {want[name]!r})" for name in want if got[name] != want[name])
+            raise ValueError(
+                f"{path} holds replies made with another setup: {differ}; use another --output-dir (or delete that file to start over)"
+            )
+
+
 def make_client(config: LLMConfig) -> Any:
     """An `openai.OpenAI` client; the key comes from OPENAI_API_KEY only (never a flag or a log)."""
     import openai
@@ -282,7 +303,9 @@ def generate_llm_traces(
 
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    done = {row["key"] for row in read_rows(output)}
+    existing = read_rows(output)
+    check_resumable(existing, config, output)
+    done = {row["key"] for row in existing}
     todo = [(i, task) for i, task in enumerate(tasks) if task_key(i, task) not in done]
     client = client or make_client(config)
     errors: list[str] = []

@@ -36,7 +36,9 @@ def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def config(server: OpenAIServer, **kwargs: object) -> LLMConfig:
-    return LLMConfig(model="test-model", base_url=server.base_url, **{"condition": "backtracking_verification", "max_retries": 2, **kwargs})  # type: ignore[arg-type]
+    return LLMConfig(
+        base_url=server.base_url, **{"model": "test-model", "condition": "backtracking_verification", "max_retries": 2, **kwargs}
+    )  # type: ignore[arg-type]
 
 
 def test_traces_are_requested_scored_and_written(tmp_path: Path) -> None:
@@ -72,7 +74,7 @@ def test_resume_requests_only_missing_tasks(tmp_path: Path) -> None:
         again = generate_llm_traces(TASKS, config(server), out, progress=False)
         total = len(server.requests)
     assert (run.requested, run.skipped, run.written) == (2, 4, 2)
-    assert asked[4:] == [t.key for t in TASKS[4:]]  # only the two tasks not in the file
+    assert sorted(asked[4:]) == sorted(t.key for t in TASKS[4:])  # only the two tasks not in the file (in flight together: any order)
     assert (again.requested, again.written) == (0, 0) and total == 6
     keys = [r["key"] for r in read_rows(out)]
     assert len(keys) == len(set(keys)) == 6
@@ -99,6 +101,35 @@ def test_retries_and_failures(tmp_path: Path) -> None:
         rerun = generate_llm_traces(TASKS, config(server), out, progress=False)
         assert [task_of(r.json).key for r in server.requests] == [bad.key]
     assert (rerun.requested, rerun.written, rerun.failed) == (1, 1, 0)
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"condition": "only_backtracking"}, "condition"),
+        ({"incorrect": True}, "incorrect"),
+        ({"model": "other-model"}, "model"),
+    ],
+)
+def test_replies_of_another_setup_are_not_reused(tmp_path: Path, change: dict, named: str) -> None:
+    out = tmp_path / "responses.jsonl"
+    with OpenAIServer(solver) as server:
+        generate_llm_traces(TASKS[:2], config(server), out, progress=False)
+        before = out.read_text()
+        with pytest.raises(ValueError, match=f"{named} .*another --output-dir"):
+            generate_llm_traces(TASKS, config(server, **change), out, progress=False)
+        assert len(server.requests) == 2  # nothing was requested for the refused run
+    assert out.read_text() == before
+
+
+def test_replies_of_another_generator_version_are_not_reused(tmp_path: Path) -> None:
+    out = tmp_path / "responses.jsonl"
+    with OpenAIServer(solver) as server:
+        generate_llm_traces(TASKS[:2], config(server), out, progress=False)
+        rows = read_rows(out)
+        out.write_text("".join(json.dumps({**row, "generator": "openai-0"}) + "\n" for row in rows))
+        with pytest.raises(ValueError, match="generator 'openai-0'.*another --output-dir"):
+            generate_llm_traces(TASKS, config(server), out, progress=False)
 
 
 def test_requests_run_concurrently_within_the_bound(tmp_path: Path) -> None:
