@@ -88,27 +88,10 @@ def _init_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def resolve_model(name: str) -> str:
-    """A model folder, hub id, or run directory: an SFT run's `model/`, a GRPO run's `final/`,
-    or a PPO run's newest `checkpoints/step-N/policy`."""
-    from rl.run_dir import RunDir
-
-    path = Path(name)
-    is_model_folder = (path / "config.json").exists() and not (path / "metrics.jsonl").exists()  # run dirs have a config.json too
-    if not path.is_dir() or is_model_folder:
-        return name
-    for sub in ("model", "final"):
-        if (path / sub / "config.json").exists():
-            return str(path / sub)
-    latest = RunDir(path).latest_checkpoint()
-    if latest and (latest[1] / "policy" / "config.json").exists():
-        return str(latest[1] / "policy")
-    return name
-
-
 def resolve_config(args: argparse.Namespace) -> Any:
     """The run's config: --config (or, on --resume, the run's own config.json), then --set, --model, --max-steps."""
     from rl.config import PPOConfig, load_config, parse_overrides
+    from rl.models import resolve_model_path
 
     saved = args.output_dir / "config.json"
     overrides: dict[str, Any] = {}
@@ -120,7 +103,7 @@ def resolve_config(args: argparse.Namespace) -> Any:
         source = "tiny-cpu"
     overrides.update(parse_overrides(args.overrides))
     if args.model:
-        overrides["model"] = resolve_model(args.model)
+        overrides["model"] = resolve_model_path(args.model)
     if args.max_steps is not None:
         overrides["total_steps"] = args.max_steps
     return load_config(source, overrides)
@@ -151,7 +134,7 @@ def _eval(args: argparse.Namespace) -> int:
 
     from countdown_env import Rules, read_tasks
     from rl.evaluate import EvalConfig, evaluate
-    from rl.models import load_model, load_tokenizer
+    from rl.models import load_model, load_tokenizer, resolve_model_path
     from rl.run_dir import write_atomic
 
     config = EvalConfig(k=args.k, max_new_tokens=args.max_new_tokens, prompt_style=args.prompt_style, batch_size=args.batch_size,
@@ -159,7 +142,7 @@ def _eval(args: argparse.Namespace) -> int:
     tasks = read_tasks(args.tasks)[: args.limit]
     ood = read_tasks(args.ood_tasks) if args.ood_tasks else None
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model_path = resolve_model(args.model)
+    model_path = resolve_model_path(args.model)
     model, tokenizer = load_model(model_path, device=device).eval(), load_tokenizer(model_path)
     report, rows = evaluate(model, tokenizer, tasks, config, rules=Rules(strict_ending=args.strict_ending), ood_tasks=ood)
     report["model"] = model_path

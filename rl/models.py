@@ -137,9 +137,22 @@ def prepare_tokenizer(tokenizer: Any) -> Any:
 
 
 def resolve_model_path(name_or_path: str | Path) -> str:
-    """A run directory (its final model in `model/`, as `countdown-lab sft` writes) or the path/hub id itself."""
-    inner = Path(name_or_path) / "model"
-    return str(inner) if (inner / "config.json").is_file() else str(name_or_path)
+    """The model a path names: a model folder or hub id as is, or a run directory's model:
+    an SFT run's `model/`, a GRPO/RLOO run's `final/`, or a PPO run's newest complete
+    `checkpoints/step-N/policy`. Every loader (policy, reference, critic, tokenizer) goes
+    through here, so a run directory works wherever a model path does."""
+    from rl.run_dir import RunDir
+
+    path = Path(name_or_path)
+    if not path.is_dir():
+        return str(name_or_path)  # a hub id (or a missing path: from_pretrained says so)
+    for sub in ("model", "final"):
+        if (path / sub / "config.json").is_file():
+            return str(path / sub)
+    latest = RunDir(path).latest_checkpoint()
+    if latest and (latest[1] / "policy" / "config.json").is_file():
+        return str(latest[1] / "policy")
+    return str(name_or_path)
 
 
 def load_tokenizer(name_or_path: str | Path) -> Any:

@@ -76,7 +76,9 @@ def load_critic(model_path: str) -> Any:
     """The critic: the policy's weights with a scalar head per token (a fresh linear `score`)."""
     from transformers import AutoModelForTokenClassification
 
-    critic = AutoModelForTokenClassification.from_pretrained(model_path, num_labels=1, dtype=torch.float32)
+    from rl.models import resolve_model_path
+
+    critic = AutoModelForTokenClassification.from_pretrained(resolve_model_path(model_path), num_labels=1, dtype=torch.float32)
     critic.config.pad_token_id = critic.config.pad_token_id if critic.config.pad_token_id is not None else critic.config.eos_token_id
     return critic
 

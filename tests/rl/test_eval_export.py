@@ -203,7 +203,7 @@ def test_generation_logprobs_equal_a_forward_pass(tiny_model, temperature):
 
 
 def test_run_directories_resolve_to_their_model(tiny_model, tmp_path):
-    from rl.cli import resolve_model
+    from rl.models import resolve_model_path as resolve_model
 
     assert resolve_model(str(tiny_model)) == str(tiny_model)
     assert resolve_model("Qwen/Qwen2.5-3B") == "Qwen/Qwen2.5-3B"
@@ -218,3 +218,7 @@ def test_run_directories_resolve_to_their_model(tiny_model, tmp_path):
         (ppo_run / "checkpoints" / f"step-{step:06d}" / "policy" / "config.json").write_text("{}")
     (ppo_run / "checkpoints" / ".tmp-step-000011").mkdir()  # an unfinished checkpoint is ignored
     assert resolve_model(str(ppo_run)) == str(ppo_run / "checkpoints" / "step-000010" / "policy")
+    grpo_run = tmp_path / "grpo"
+    (grpo_run / "final").mkdir(parents=True)
+    (grpo_run / "final" / "config.json").write_text("{}")
+    assert resolve_model(str(grpo_run)) == str(grpo_run / "final")

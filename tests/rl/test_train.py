@@ -177,3 +177,19 @@ def test_trl_refuses_a_mini_batch_that_does_not_divide_the_batch(tiny_model, tmp
     assert main(fast_args(tiny_model, tmp_path / "g", "--max-steps", 1, "--algo", "grpo", "--set", "mini_batch_size=3")) == 2
     assert "mini_batch_size 3 must divide" in capsys.readouterr().err
     assert main(fast_args(tiny_model, tmp_path / "h", "--max-steps", 1, "--algo", "grpo", "--set", "mini_batch_size=6")) == 2
+
+
+def test_train_from_python_accepts_an_sft_run_directory(tmp_path):
+    """`train(config)` resolves a run directory for the policy, the reference and the critic alike."""
+    from rl.config import load_config, parse_overrides
+    from rl.models import init_model
+    from rl.train import train
+    from tests.rl.conftest import FAST
+
+    sft_run = tmp_path / "sft"
+    init_model(sft_run / "model", "llama", "tiny", seed=3)  # as `countdown-lab sft` leaves it: the model in model/
+    (sft_run / "metrics.jsonl").write_text('{"step": 1}\n')
+    config = load_config("tiny-cpu", {**parse_overrides(FAST), "model": str(sft_run), "total_steps": 1})
+    out = train(config, tmp_path / "ppo", progress=False)
+    assert steps_of(out / "metrics.jsonl") == [0, 1]
+    assert load_model(out / "checkpoints" / "step-000001" / "policy").config.model_type == "llama"
