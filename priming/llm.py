@@ -301,6 +301,8 @@ def generate_llm_traces(
     import openai
     from tqdm import tqdm
 
+    from behavior_classifier.client import redact
+
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     existing = read_rows(output)
@@ -333,7 +335,8 @@ def generate_llm_traces(
                 try:
                     row = future.result()
                 except openai.OpenAIError as err:
-                    errors.append(f"task {index} {list(task.numbers)} -> {task.target}: {type(err).__name__}: {err}")
+                    # A server may echo the API key in its error text: never store or print it.
+                    errors.append(redact(f"task {index} {list(task.numbers)} -> {task.target}: {type(err).__name__}: {err}"))
                 else:
                     out.write(json.dumps(row) + "\n")
                     out.flush()  # a crash loses at most the replies in flight

@@ -132,6 +132,23 @@ def test_replies_of_another_generator_version_are_not_reused(tmp_path: Path) -> 
             generate_llm_traces(TASKS, config(server), out, progress=False)
 
 
+def test_api_key_echoed_by_the_server_is_redacted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "responses.jsonl"
+
+    def echo_key(request: dict, n: int) -> Reply:
+        # A hostile server: its error message repeats the key it was sent (the fixture's OPENAI_API_KEY).
+        return Reply.error(401, message="Incorrect API key provided: sk-test-key")
+
+    with OpenAIServer(echo_key) as server:
+        run = generate_llm_traces(TASKS[:2], config(server, max_retries=0), out, progress=False)
+        assert server.requests[0].headers["authorization"] == "Bearer sk-test-key"
+    assert run.failed == 2 and all("[redacted]" in e for e in run.errors)
+    printed = capsys.readouterr()
+    assert "[redacted]" in printed.err
+    for blob in (*run.errors, printed.out, printed.err, out.read_text()):
+        assert "sk-test-key" not in blob
+
+
 def test_requests_run_concurrently_within_the_bound(tmp_path: Path) -> None:
     lock = threading.Lock()
     state = {"now": 0, "max": 0}
