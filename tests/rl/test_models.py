@@ -15,3 +15,18 @@ def test_tiny_model_saves_and_loads_by_path(tmp_path, arch):
     assert tokenizer.unk_token_id not in ids
     assert len(ids) < len(TEXT)  # the tags are single tokens
     assert tokenizer.padding_side == "left" and tokenizer.pad_token_id is not None
+
+
+def test_build_model_leaves_the_global_rng_alone():
+    import torch
+
+    from rl.models import build_model
+
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    a, _ = build_model("llama", "tiny", seed=1)
+    assert torch.equal(torch.get_rng_state(), before)
+    b, _ = build_model("llama", "tiny", seed=1)
+    c, _ = build_model("llama", "tiny", seed=2)
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters(), strict=True))
+    assert any(not torch.equal(x, y) for x, y in zip(a.parameters(), c.parameters(), strict=True))
