@@ -68,7 +68,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         action=argparse.BooleanOptionalAction,
         help="recompute activations to save memory (default: on only on a GPU)",
     )
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUTPUT_DIR/checkpoints")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the last checkpoint in OUTPUT_DIR/checkpoints (from scratch if there is none yet)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_sft)
 
