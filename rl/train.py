@@ -16,6 +16,7 @@ import json
 import math
 import time
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,9 @@ from rl.ppo import (
 )
 from rl.rollout import Rollout, collect
 from rl.run_dir import RunDir, append_jsonl, publish_checkpoint, truncate_after, write_atomic
+
+#: How long a process waits in a collective for the others (the main process evaluates alone).
+PROCESS_GROUP_TIMEOUT_HOURS = 2
 
 
 # ---- data ---------------------------------------------------------------------------
@@ -109,7 +113,7 @@ def train(
 ) -> Path:
     """Run PPO as configured; returns the run directory. `config.model` is the start model."""
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
+    from accelerate.utils import InitProcessGroupKwargs, set_seed
     from tqdm import tqdm
 
     from rl.evaluate import greedy_eval
@@ -119,7 +123,12 @@ def train(
         raise ValueError("no model: pass --model PATH (a local model folder or a hub id)")
     # cpu=True on a machine without a GPU: under `accelerate launch --multi_gpu` / torchrun
     # this makes accelerate form a gloo process group (MULTI_CPU) instead of N lone runs.
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    # The held-out evaluation runs on the main process while the others wait in the next
+    # collective; on a 3B model it can outlast the default process-group timeout (10 min
+    # with NCCL), which would kill a healthy run, hence the longer timeout.
+    accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(), kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(hours=PROCESS_GROUP_TIMEOUT_HOURS))]
+    )
     rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
     if config.prompts_per_step % world:
         raise ValueError(f"prompts_per_step {config.prompts_per_step} must be divisible by the number of processes {world}")
