@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,6 +18,13 @@ from tests.rl.conftest import fast_args
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    """A port nothing listens on now (the OS picks it), so parallel runs don't collide."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def steps_of(path):
@@ -124,9 +132,17 @@ def test_two_processes_with_gloo(tiny_model, tmp_path):
     out = tmp_path / "run"
     accelerate = Path(sys.executable).parent / "accelerate"
     cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-           "--dynamo_backend", "no", "--main_process_port", "29577", "-m", "lab.cli", *fast_args(tiny_model, out, "--max-steps", 2)]  # fmt: skip
-    result = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+           "--dynamo_backend", "no", "--main_process_port", str(free_port()), "-m", "lab.cli",
+           *fast_args(tiny_model, out, "--max-steps", 2)]  # fmt: skip
+    # Its own process group, so a timeout kills the workers too, not just the launcher.
+    proc = subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, stderr = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, stderr[-3000:]
     assert json.loads((out / "config.json").read_text())["num_processes"] == 2
     assert steps_of(out / "metrics.jsonl") == [0, 1, 2]
     ckpt = out / "checkpoints" / "step-000002"
