@@ -137,7 +137,9 @@ class ExperimentConfig:
                 raise ValueError(f"{name} overrides {unknown} are not {cls.__name__} fields")
             clash = sorted(set(overrides) & owned)
             if clash:
-                raise ValueError(f"{name} overrides {clash} are set by the experiment itself; use the experiment's own fields (seeds, model, prompt_style, ...)")
+                raise ValueError(
+                    f"{name} overrides {clash} are set by the experiment itself; use the experiment's own fields (seeds, model, prompt_style, ...)"
+                )
 
     @classmethod
     def load(cls, preset_or_path: str, **overrides: Any) -> ExperimentConfig:
@@ -276,7 +278,9 @@ def check_same_config(config: ExperimentConfig, path: Path) -> None:
     free = {"jobs", "conditions", "seeds"}
     changed = sorted(k for k in set(before) | set(now) if k not in free and before.get(k) != now.get(k))
     if changed:
-        raise ValueError(f"{path.parent} was made with different settings ({', '.join(changed)}); use a new --output-dir, or the same settings to resume")
+        raise ValueError(
+            f"{path.parent} was made with different settings ({', '.join(changed)}); use a new --output-dir, or the same settings to resume"
+        )
 
 
 def run_one(config: ExperimentConfig, root: Path, name: str, seed: int) -> Path:
