@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from behavior_classifier.frequencies import AVG_COLUMNS, behavior_frequencies, plot_frequencies, read_classified
+from behavior_classifier.jsonl import read_jsonl
 from countdown_env.steps import step_accuracy
 
 
@@ -27,8 +27,7 @@ def run_name(run: Path) -> tuple[str, int]:
 
 
 def read_metrics(run: Path) -> pd.DataFrame:
-    with (run / "metrics.jsonl").open() as f:
-        return pd.DataFrame([json.loads(line) for line in f if line.strip()])
+    return pd.DataFrame(read_jsonl(run / "metrics.jsonl"))  # tolerant of a live run's torn last line
 
 
 def run_frequencies(run: Path) -> pd.DataFrame:
@@ -68,8 +67,7 @@ def step_accuracy_row(run: Path) -> dict[str, float]:
     path = run / "rollouts.jsonl"
     if not path.exists():
         return {}
-    with path.open() as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+    rows = read_jsonl(path)
     if not rows:
         return {}
     steps = sorted({r["step"] for r in rows})
