@@ -33,28 +33,13 @@ def test_normalize_equation_and_ood_tasks():
 
 def test_eval_command_reports_and_saves_completions(tiny_model, tmp_path):
     tasks = write_tasks(generate_tasks(6, seed=0, preset="tiny", split="test"), tmp_path / "tasks.jsonl")
-    out = tmp_path / "eval.json"
-    assert (
-        main(
-            [
-                "eval",
-                "--model",
-                str(tiny_model),
-                "--tasks",
-                str(tasks),
-                "--output",
-                str(out),
-                "--k",
-                "4",
-                "--max-new-tokens",
-                "16",
-                "--num-ood",
-                "3",
-            ]
-        )
-        == 0
-    )
-    report = json.loads(out.read_text())
+
+    def run_eval(out: Path) -> dict:
+        args = ["eval", "--model", str(tiny_model), "--tasks", str(tasks), "--output", str(out)]
+        assert main([*args, "--k", "4", "--max-new-tokens", "16", "--num-ood", "3"]) == 0
+        return json.loads(out.read_text())
+
+    report = run_eval(tmp_path / "eval.json")
     for key in ("accuracy", "n", "format_rate", "response_length", "sample_accuracy", "pass@1", "pass@2", "pass@4", "distinct_correct",
                 "ood/accuracy", "ood/n"):  # fmt: skip
         assert key in report, key
@@ -65,28 +50,7 @@ def test_eval_command_reports_and_saves_completions(tiny_model, tmp_path):
     assert {"text", "numbers", "target", "reward", "correct"} <= set(rows[0])
     assert sorted({r["mode"] for r in rows}) == ["greedy", "sample"]
     # The same seed gives the same samples.
-    out2 = tmp_path / "eval2.json"
-    assert (
-        main(
-            [
-                "eval",
-                "--model",
-                str(tiny_model),
-                "--tasks",
-                str(tasks),
-                "--output",
-                str(out2),
-                "--k",
-                "4",
-                "--max-new-tokens",
-                "16",
-                "--num-ood",
-                "3",
-            ]
-        )
-        == 0
-    )
-    rows2 = read_jsonl(Path(json.loads(out2.read_text())["completions"]))
+    rows2 = read_jsonl(Path(run_eval(tmp_path / "eval2.json")["completions"]))
     assert [r["text"] for r in rows] == [r["text"] for r in rows2]
 
 
