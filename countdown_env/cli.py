@@ -6,20 +6,28 @@ import argparse
 import json
 import sys
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
 
 from tqdm import tqdm
 
+from countdown_env.errors import UsageError, atomic_output, input_file, output_dir, output_file, user_input
 from countdown_env.rules import Rules
 from countdown_env.scoring import score_response
 from countdown_env.solver import all_solutions, closest, solve
 from countdown_env.tasks import PRESETS, SPLITS, Task, TaskConfig, iter_tasks, with_difficulty, write_tasks
 
+#: Most tasks `generate` writes per split (a million tasks take minutes and ~60 MB of JSONL).
+MAX_GENERATE = 1_000_000
+#: Most numbers `solve` takes: six (the TV show) take seconds in the worst case, seven take minutes.
+MAX_SOLVE_NUMBERS = 6
+
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="generate solvable tasks (JSONL, optional HF dataset)")
-    p.add_argument("-n", "--num", type=_non_negative, default=1000, help="tasks per split")
+    p.add_argument("-n", "--num", type=_bounded(0, MAX_GENERATE), default=1000, help=f"tasks per split (at most {MAX_GENERATE:,})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--preset", default="tinyzero", choices=sorted(PRESETS))
     p.add_argument("--split", default="both", choices=[*SPLITS, "both", "none"], help="'both' writes train.jsonl and test.jsonl")
@@ -29,11 +37,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", action="store_true", help="also save a Hugging Face dataset next to the JSONL")
     p.set_defaults(func=_generate)
 
-    p = sub.add_parser("solve", help="solve one task")
-    p.add_argument("numbers", type=int, nargs="+")
+    p = sub.add_parser(
+        "solve",
+        help="solve one task",
+        description=f"Solve one task: at most {MAX_SOLVE_NUMBERS} non-negative integers (the search grows so fast that "
+        f"{MAX_SOLVE_NUMBERS + 1} numbers can take minutes), each and the target at most {Rules().max_magnitude:,} in magnitude.",
+    )
+    p.add_argument("numbers", type=int, nargs="+", help=f"1 to {MAX_SOLVE_NUMBERS} non-negative integers")
     p.add_argument("--target", "-t", type=int, required=True)
     p.add_argument("--all", action="store_true", help="list all solutions up to commutativity/associativity")
-    p.add_argument("--cap", type=int, default=100)
+    p.add_argument("--cap", type=_bounded(1, None), default=100, help="most solutions --all lists (>= 1)")
     p.add_argument("--tv-rules", action="store_true", help="TV show rules: numbers at most once, whole non-negative intermediates")
     p.set_defaults(func=_solve)
 
@@ -44,25 +57,38 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_score)
 
 
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+def _bounded(low: int, high: int | None):  # noqa: ANN202 - an argparse type
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be >= {low}" + (f" and <= {high:,}" if high is not None else "") + f", got {value}")
+        return value
+
+    return parse
 
 
 def _generate(args: argparse.Namespace) -> int:
+    if not 0.0 < args.test_fraction < 1.0:
+        raise UsageError(f"--test-fraction must be between 0 and 1 (exclusive), got {args.test_fraction}")
     config = TaskConfig.preset(args.preset, difficulty=False)
     splits = {"both": list(SPLITS), "none": [None]}.get(args.split, [args.split])
-    for split in splits:
-        path = args.output / f"{split}.jsonl" if args.split == "both" else args.output
-        path.parent.mkdir(parents=True, exist_ok=True)
+    paths = [args.output / f"{split}.jsonl" for split in splits] if args.split == "both" else [args.output]
+    if args.split == "both":
+        output_dir(args.output, "--output (with --split both, a directory)")
+    for path in paths:
+        output_file(path, "--output")
+    for split, path in zip(splits, paths, strict=True):
         stream = iter_tasks(args.seed, config, split, args.test_fraction)
-        chosen = list(islice(stream, args.num))
-        tasks = [
-            t if args.no_difficulty else with_difficulty(t, config.rules)
-            for t in tqdm(chosen, desc=f"generate {split or 'all'}", file=sys.stderr)
-        ]
+        # One bar over drawing and (optionally) difficulty: a large -n shows progress from the start.
+        bar = tqdm(total=args.num, desc=f"generate {split or 'all'}", unit="task", file=sys.stderr)
+        tasks = []
+        for t in islice(stream, args.num):
+            tasks.append(t if args.no_difficulty else with_difficulty(t, config.rules))
+            bar.update(1)
+        bar.close()
         write_tasks(tasks, path)
         if args.dataset:
             from countdown_env.tasks import to_dataset
@@ -74,6 +100,15 @@ def _generate(args: argparse.Namespace) -> int:
 
 def _solve(args: argparse.Namespace) -> int:
     rules = Rules(use_all_numbers=False, integer_intermediates=True, allow_negative_intermediates=False) if args.tv_rules else Rules()
+    if len(args.numbers) > MAX_SOLVE_NUMBERS:
+        raise UsageError(f"solve takes at most {MAX_SOLVE_NUMBERS} numbers (got {len(args.numbers)}); the search for more takes minutes")
+    with user_input("solve"):
+        Task(tuple(args.numbers), args.target)  # the same validation as any task: non-negative integers
+    too_big = [n for n in (*args.numbers, args.target) if abs(n) > rules.max_magnitude]
+    if too_big:
+        raise UsageError(
+            f"numbers and target must be at most {rules.max_magnitude:,} in magnitude; {len(str(too_big[0]))}-digit value given"
+        )
     if args.all:
         solutions = all_solutions(args.numbers, args.target, rules, cap=args.cap)
         print("\n".join(solutions) if solutions else "no solution")
@@ -91,8 +126,12 @@ def _score(args: argparse.Namespace) -> int:
     rules = Rules(strict_ending=args.strict_ending)
     outcomes: Counter[str] = Counter()
     total = 0.0
-    out = args.output.open("w") if args.output else None
-    with args.input.open() as f:
+    input_file(args.input)
+    if args.output:
+        output_file(args.output, "--output", inputs=(args.input,))
+    # The output is written to a temporary file and moved into place at the end: a bad row halfway
+    # leaves an existing output untouched.
+    with atomic_output(args.output) if args.output else _no_output() as out, args.input.open() as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -100,17 +139,15 @@ def _score(args: argparse.Namespace) -> int:
                 row = json.loads(line)
                 task = Task.from_dict(row)
             except (json.JSONDecodeError, ValueError, TypeError, AttributeError) as err:
-                raise ValueError(f"{args.input}:{lineno}: not a JSON row with 'numbers' and 'target' ({err})") from None
+                raise UsageError(f"{args.input}:{lineno}: not a JSON row with 'numbers' and 'target' ({err})") from None
             text = row.get("text", row.get("response"))
             if text is None:
-                raise ValueError(f"{args.input}:{lineno}: row has no 'text' (or 'response') field")
+                raise UsageError(f"{args.input}:{lineno}: row has no 'text' (or 'response') field")
             score = score_response(text, task, rules)
             outcomes[score.outcome.value] += 1
             total += score.reward
             if out:
                 out.write(json.dumps({**row, **score.to_dict()}) + "\n")
-    if out:
-        out.close()
     n = sum(outcomes.values())
     print(
         json.dumps(
@@ -118,3 +155,8 @@ def _score(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+@contextmanager
+def _no_output() -> Iterator[None]:
+    yield None

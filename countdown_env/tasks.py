@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from countdown_env.errors import UsageError, atomic_output
 from countdown_env.expression import Value, apply
 from countdown_env.rules import DEFAULT_RULES, Rules
 from countdown_env.solver import (
@@ -329,10 +330,10 @@ def generate_tasks(
 
 
 def write_tasks(tasks: Iterable[Task], path: str | Path) -> Path:
-    """Write tasks as JSONL (one `{"numbers": [...], "target": n, ...}` per line)."""
+    """Write tasks as JSONL (one `{"numbers": [...], "target": n, ...}` per line), atomically: an
+    existing file is replaced only once every task is written."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as f:
+    with atomic_output(path) as f:
         for task in tasks:
             f.write(json.dumps(task.to_dict()) + "\n")
     return path
@@ -353,7 +354,7 @@ def read_tasks(path: str | Path) -> list[Task]:
             try:
                 tasks.append(Task.from_dict(row))
             except (ValueError, TypeError) as err:
-                raise ValueError(f"{path}: row {rownum}: not a task row ({err})") from None
+                raise UsageError(f"{path}: row {rownum}: not a task row ({err})") from None
         return tasks
     tasks = []
     with path.open() as f:
@@ -363,7 +364,7 @@ def read_tasks(path: str | Path) -> list[Task]:
             try:
                 tasks.append(Task.from_dict(json.loads(line)))
             except (json.JSONDecodeError, ValueError, TypeError) as err:
-                raise ValueError(f"{path}:{lineno}: not a task row ({err})") from None
+                raise UsageError(f"{path}:{lineno}: not a task row ({err})") from None
     return tasks
 
 

@@ -3,6 +3,10 @@
 Each package contributes its subcommands through `add_commands(subparsers)` in its own
 `cli.py`; handlers import heavy dependencies (torch, transformers, openai) lazily so
 that `countdown-lab solve` starts in a fraction of a second.
+
+Errors: a mistake the user can fix (`UsageError`, a bad flag, a missing or unwritable path)
+prints one line, ``error: <what, which file>``, and exits 2. Anything else is a bug and
+keeps its traceback.
 """
 
 from __future__ import annotations
@@ -11,14 +15,27 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
+
+from countdown_env.errors import UsageError
 
 # Modules that define subcommands, in --help order. A module missing from a partial
 # checkout is skipped rather than breaking the whole CLI.
 COMMAND_MODULES = ("countdown_env.cli", "priming.cli", "priming.sft_cli", "rl.cli", "behavior_classifier.cli", "lab.commands")
 
+# OS errors about a path the user gave (the handlers open user paths before any internal one).
+USER_OS_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (subcommand parsers inherit the class)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="countdown-lab", description="Study how language models learn to reason with RL on Countdown.")
+    parser = Parser(prog="countdown-lab", description="Study how language models learn to reason with RL on Countdown.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -31,14 +48,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(err: BaseException) -> str:
+    if isinstance(err, OSError) and err.filename is not None and err.strerror:
+        return f"{err.strerror}: {err.filename}"
+    return " ".join(str(err).split()) or type(err).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         result = args.func(args)
-    except (ValueError, FileNotFoundError) as err:
-        # Bad input: a one-line message that says what to change, not a traceback.
-        print(f"countdown-lab {args.command}: error: {err}", file=sys.stderr)
+    except (UsageError, *USER_OS_ERRORS) as err:
+        print(f"error: {_one_line(err)}", file=sys.stderr)
         return 2
     return int(result or 0)
 

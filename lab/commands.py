@@ -45,20 +45,24 @@ def _overrides(items: list[str]) -> dict[str, Any]:
 
 
 def _experiment(args: argparse.Namespace) -> int:
+    from countdown_env.errors import output_dir, user_input
     from lab.experiment import ExperimentConfig, run_experiment
 
-    config = ExperimentConfig.load(
-        args.preset, conditions=args.conditions, seeds=args.seeds, model=args.model, jobs=args.jobs, **_overrides(args.set)
-    )
+    with user_input():
+        config = ExperimentConfig.load(
+            args.preset, conditions=args.conditions, seeds=args.seeds, model=args.model, jobs=args.jobs, **_overrides(args.set)
+        )
+    output_dir(args.output_dir, "--output-dir")
     root = run_experiment(config, args.output_dir)
     _report(root)
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from countdown_env.errors import output_dir
     from lab.experiment import ExperimentConfig, run_experiment
 
-    root = run_experiment(ExperimentConfig.load("demo"), args.output_dir)
+    root = run_experiment(ExperimentConfig.load("demo"), output_dir(args.output_dir, "--output-dir"))
     _report(root)
     return 0
 

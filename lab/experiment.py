@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from countdown_env import Task, generate_tasks, read_tasks, write_tasks
+from countdown_env.errors import UsageError
 
 PRESET_DIR = Path(__file__).parent / "presets"
 INCORRECT_SUFFIX = "_incorrect"
@@ -185,7 +186,7 @@ def make_tasks(config: ExperimentConfig, seed: int, root: Path) -> dict[str, lis
         return {name: read_tasks(p) for name, p in paths.items()}
     train = generate_tasks(config.num_sft_tasks + config.num_rl_tasks, seed=seed, preset=config.task_preset, split="train")
     if len(train) < config.num_sft_tasks + config.num_rl_tasks:
-        raise ValueError(f"preset {config.task_preset!r} has too few distinct tasks; lower num_sft_tasks/num_rl_tasks")
+        raise UsageError(f"preset {config.task_preset!r} has too few distinct tasks; lower num_sft_tasks/num_rl_tasks")
     tasks = {
         "sft": train[: config.num_sft_tasks],
         "rl": train[config.num_sft_tasks :],
@@ -278,7 +279,7 @@ def check_same_config(config: ExperimentConfig, path: Path) -> None:
     free = {"jobs", "conditions", "seeds"}
     changed = sorted(k for k in set(before) | set(now) if k not in free and before.get(k) != now.get(k))
     if changed:
-        raise ValueError(
+        raise UsageError(
             f"{path.parent} was made with different settings ({', '.join(changed)}); use a new --output-dir, or the same settings to resume"
         )
 

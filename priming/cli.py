@@ -77,9 +77,12 @@ def _prime(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
+    from countdown_env.errors import UsageError, output_dir, user_input
     from priming.export import with_prompt, write_prime_output
 
-    tasks, task_source = _tasks(args)
+    output_dir(args.output_dir, "--output-dir")
+    with user_input():
+        tasks, task_source = _tasks(args)
     metadata = {"condition": args.condition, "incorrect": args.incorrect, "seed": args.seed, "generator": args.generator}
     metadata.update(prompt_style=args.prompt_style, tasks=task_source)
     status = 0
@@ -89,7 +92,8 @@ def _prime(args: argparse.Namespace) -> int:
         style = args.trace_style or ("compact" if args.prompt_style == "compact" else "full")
         overrides = {k: v for k, v in {"max_chars": args.max_chars, "max_dead_ends": args.max_dead_ends}.items() if v is not None}
         overrides.update({k: v for k, v in {"min_dead_ends": args.min_dead_ends, "max_nodes": args.max_nodes}.items() if v is not None})
-        config = TraceConfig.for_style(style, **overrides)
+        with user_input():
+            config = TraceConfig.for_style(style, **overrides)
         traces = [
             generate_trace(task, args.condition, seed=args.seed, index=i, incorrect=args.incorrect, config=config)
             for i, task in enumerate(tqdm(tasks, desc=f"prime {args.condition}", file=sys.stderr))
@@ -100,8 +104,9 @@ def _prime(args: argparse.Namespace) -> int:
         from priming.llm import LLM_GENERATOR_VERSION, LLMConfig, config_dict, generate_llm_traces, read_rows, select_rows
 
         if not args.model:
-            raise ValueError("--generator openai needs --model (and usually --base-url)")
-        config = LLMConfig(
+            raise UsageError("--generator openai needs --model (and usually --base-url)")
+        with user_input():
+            config = LLMConfig(
             model=args.model,
             condition=args.condition,
             base_url=args.base_url,

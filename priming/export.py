@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from countdown_env.errors import UsageError, atomic_output
 from countdown_env.rules import DEFAULT_RULES, Rules, render_prompt
 from countdown_env.tasks import Task
 from priming.conditions import BEHAVIORS
@@ -63,9 +64,9 @@ def write_prime_output(
     import datasets
 
     if not rows:
-        raise ValueError("no traces to write (all tasks failed or were filtered out); check --keep and the generator's output")
+        raise UsageError("no traces to write (all tasks failed or were filtered out); check --keep and the generator's output")
     if not 0.0 <= test_size < 1.0:
-        raise ValueError(f"test_size must be in [0, 1), got {test_size}")
+        raise UsageError(f"test_size must be in [0, 1), got {test_size}")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     full = datasets.Dataset.from_list([json_safe(row) for row in rows])
@@ -77,7 +78,7 @@ def write_prime_output(
     metadata = {**metadata, "splits": {name: len(split) for name, split in splits.items()}, "summary": summarise(rows)}
     for name, split in splits.items():
         path = output_dir / f"{name}.jsonl"
-        with path.open("w") as f:
+        with atomic_output(path) as f:  # a failed re-run leaves the previous split whole
             for row in split:
                 f.write(json.dumps(row) + "\n")
     stale = output_dir / "test.jsonl"
@@ -91,7 +92,8 @@ def write_prime_output(
         }
     )
     lean.save_to_disk(str(output_dir / "dataset"))
-    (output_dir / "metadata.json").write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    with atomic_output(output_dir / "metadata.json") as f:
+        f.write(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
     return metadata
 
 

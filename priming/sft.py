@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from countdown_env.errors import UsageError
 from countdown_env.rules import PROMPT_STYLES
 from countdown_env.scoring import score_response
 from countdown_env.tasks import Task
@@ -445,7 +446,7 @@ def build_job(config: SFTRunConfig, *, resume: bool = False, progress: bool = Tr
         # Like `rl`'s --resume: re-running an interrupted stage must work whether or not it got to its first save.
         print(f"sft: --resume: no checkpoint under {config.checkpoint_dir} yet; starting from scratch", file=sys.stderr)
     if not resume and checkpoint is not None:
-        raise ValueError(
+        raise UsageError(
             f"{config.run_dir} already has checkpoints ({Path(checkpoint).name}); pass --resume or choose another --output-dir"
         )
 

@@ -78,20 +78,22 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _sft(args: argparse.Namespace) -> int:
+    from countdown_env.errors import user_input
     from priming.sft import SFTRunConfig, run_sft
 
     fields = {dest: getattr(args, dest) for _, dest, _, _ in _OPTIONS}
-    config = SFTRunConfig.from_preset(
-        args.preset,
-        model=str(args.model),
-        data=str(args.data),
-        output_dir=str(args.output_dir),
-        lr_scheduler=args.lr_scheduler,
-        prompt_style=args.prompt_style,
-        bf16=args.bf16,
-        gradient_checkpointing=args.gradient_checkpointing,
-        **fields,
-    )
+    with user_input():
+        config = SFTRunConfig.from_preset(
+            args.preset,
+            model=str(args.model),
+            data=str(args.data),
+            output_dir=str(args.output_dir),
+            lr_scheduler=args.lr_scheduler,
+            prompt_style=args.prompt_style,
+            bf16=args.bf16,
+            gradient_checkpointing=args.gradient_checkpointing,
+            **fields,
+        )
     result = run_sft(config, resume=args.resume, progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun / accelerate launch, report once
         return 0

@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from countdown_env.errors import UsageError
 from countdown_env.rules import DEFAULT_RULES, Rules, render_prompt
 from countdown_env.tasks import Task
 
@@ -48,12 +49,12 @@ def load_sft_data(path: str | Path, *, prompt_style: str = "compact", rules: Rul
         elif (path / "train.jsonl").exists():
             splits = {name: _read_jsonl(path / f"{name}.jsonl") for name in ("train", "test") if (path / f"{name}.jsonl").exists()}
         else:
-            raise ValueError(
+            raise UsageError(
                 f"{path} holds no SFT data: expected a dataset saved with save_to_disk, train.jsonl/test.jsonl, "
                 f"or exactly one saved dataset in a subfolder (found {len(saved)})"
             )
     if "train" not in splits:
-        raise ValueError(f"{path} has no 'train' split (splits: {sorted(splits)})")
+        raise UsageError(f"{path} has no 'train' split (splits: {sorted(splits)})")
     out = {}
     for name, split in splits.items():
         if isinstance(split, list):
@@ -61,7 +62,7 @@ def load_sft_data(path: str | Path, *, prompt_style: str = "compact", rules: Rul
         else:
             split = _normalise_dataset(split, prompt_style, rules, f"{path}:{name}")
         if len(split) == 0:
-            raise ValueError(f"{path}: split {name!r} is empty")
+            raise UsageError(f"{path}: split {name!r} is empty")
         out[name] = split
     return datasets.DatasetDict(out)
 
@@ -92,7 +93,7 @@ def check_prompt_style(path: str | Path, prompt_style: str) -> None:
     """
     recorded = recorded_prompt_style(path)
     if recorded is not None and recorded != prompt_style:
-        raise ValueError(
+        raise UsageError(
             f"{path} was written with prompt style {recorded!r} but SFT uses {prompt_style!r}: re-run "
             f"`countdown-lab prime --prompt-style {prompt_style}`, or pass `sft --prompt-style {recorded}`"
         )
@@ -118,9 +119,9 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{lineno}: not JSON ({err.msg})") from None
+                raise UsageError(f"{path}:{lineno}: not JSON ({err.msg})") from None
             if not isinstance(row, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object per line")
+                raise UsageError(f"{path}:{lineno}: expected a JSON object per line")
             rows.append(row)
     return rows
 
@@ -133,11 +134,11 @@ def _normalise_row(row: dict[str, Any], prompt_style: str, rules: Rules, where: 
         task = Task.from_dict(row)
         out = {"prompt": render_prompt(task, prompt_style, rules), "completion": row["text"]}
     else:
-        raise ValueError(
+        raise UsageError(
             f"{where}: a row needs 'prompt' and 'completion', or a trace's 'numbers', 'target' and 'text'; got keys {sorted(row)}"
         )
     if not isinstance(out["prompt"], str) or not isinstance(out["completion"], str):
-        raise ValueError(f"{where}: 'prompt' and 'completion' must be strings (conversational data is not supported here)")
+        raise UsageError(f"{where}: 'prompt' and 'completion' must be strings (conversational data is not supported here)")
     numbers = row.get("numbers", row.get("nums"))
     if numbers is not None and "target" in row:
         out["numbers"], out["target"] = [int(n) for n in numbers], int(row["target"])
@@ -152,7 +153,7 @@ def _normalise_dataset(dataset: Any, prompt_style: str, rules: Rules, where: str
     if "nums" in dataset.column_names and "numbers" not in dataset.column_names:
         dataset = dataset.rename_column("nums", "numbers")
     if not ({"prompt", "completion"} <= set(dataset.column_names)):
-        raise ValueError(f"{where}: needs 'prompt' and 'completion' columns or trace columns; got {sorted(columns)}")
+        raise UsageError(f"{where}: needs 'prompt' and 'completion' columns or trace columns; got {sorted(columns)}")
     return dataset.select_columns([c for c in KEPT_COLUMNS if c in dataset.column_names])
 
 

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from countdown_env.errors import UsageError, output_dir, output_file, user_input
+
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     from rl.config import help_text
@@ -58,7 +60,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt-style", default="compact", help="compact (tiny models), tinyzero, chat")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--limit", type=int, help="evaluate only the first N tasks")
+    p.add_argument("--limit", type=_positive, help="evaluate only the first N tasks (N >= 1)")
     p.add_argument("--ood-tasks", type=Path, help="harder tasks file; default: generated with one more number than --tasks")
     p.add_argument("--num-ood", type=int, default=200, help="generated OOD tasks (0 = skip)")
     p.add_argument("--strict-ending", action="store_true", help="score with the training rule (reward 0 unless the text ends at </answer>)")
@@ -66,8 +68,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("export-verl", help="train/test parquet in veRL's (TinyZero's) schema and a compute_score reward module")
     p.add_argument("--output-dir", type=Path, required=True)
-    p.add_argument("-n", "--num-train", type=int, default=327_680, help="train tasks (TinyZero: 327,680)")
-    p.add_argument("--num-test", type=int, default=1024)
+    p.add_argument("-n", "--num-train", type=_positive, default=327_680, help="train tasks (TinyZero: 327,680)")
+    p.add_argument("--num-test", type=_positive, default=1024)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--preset", default="tinyzero", help="task preset (tinyzero, priming, tiny, classic)")
     p.add_argument(
@@ -78,6 +80,31 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--tasks", type=Path, help="train tasks file instead of generated ones")
     p.set_defaults(func=_export_verl)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def check_model(name: str) -> str:
+    """`name` if it can name a model: an existing path, or something shaped like a hub id (`org/name`).
+    A missing local path is a one-line error here rather than transformers' OSError about repo ids."""
+    import re
+
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise UsageError(f"--model {name} is a file; give a model folder, a run directory or a hub id")
+        return name
+    if re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?", name) is None or name.startswith((".", "~")):
+        raise UsageError(f"--model {name} does not exist (not a local folder, and not a hub id like org/name)")
+    return name
 
 
 def _init_model(args: argparse.Namespace) -> int:
@@ -103,10 +130,11 @@ def resolve_config(args: argparse.Namespace) -> Any:
         source = "tiny-cpu"
     overrides.update(parse_overrides(args.overrides))
     if args.model:
-        overrides["model"] = resolve_model_path(args.model)
+        overrides["model"] = resolve_model_path(check_model(args.model))
     if args.max_steps is not None:
         overrides["total_steps"] = args.max_steps
-    return load_config(source, overrides)
+    with user_input():
+        return load_config(source, overrides)
 
 
 def _ppo(args: argparse.Namespace) -> int:
@@ -137,13 +165,20 @@ def _eval(args: argparse.Namespace) -> int:
     from rl.models import load_model, load_tokenizer, resolve_model_path
     from rl.run_dir import write_atomic
 
-    config = EvalConfig(k=args.k, max_new_tokens=args.max_new_tokens, prompt_style=args.prompt_style, batch_size=args.batch_size,
-                        seed=args.seed, num_ood_tasks=args.num_ood)  # fmt: skip
+    with user_input():
+        config = EvalConfig(k=args.k, max_new_tokens=args.max_new_tokens, prompt_style=args.prompt_style, batch_size=args.batch_size,
+                            seed=args.seed, num_ood_tasks=args.num_ood)  # fmt: skip
     tasks = read_tasks(args.tasks)[: args.limit]
     ood = read_tasks(args.ood_tasks) if args.ood_tasks else None
+    output_file(args.output, "--output")
+    if args.completions:
+        output_file(args.completions, "--completions")
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model_path = resolve_model_path(args.model)
-    model, tokenizer = load_model(model_path, device=device).eval(), load_tokenizer(model_path)
+    model_path = resolve_model_path(check_model(args.model))
+    try:
+        model, tokenizer = load_model(model_path, device=device).eval(), load_tokenizer(model_path)
+    except OSError as err:  # a hub id that is not cached (offline) or a folder without a model
+        raise UsageError(f"--model {args.model}: cannot load a model from it ({str(err).splitlines()[0] if str(err) else err!r})") from err
     report, rows = evaluate(model, tokenizer, tasks, config, rules=Rules(strict_ending=args.strict_ending), ood_tasks=ood)
     report["model"] = model_path
     report["tasks"] = str(args.tasks)
@@ -157,9 +192,12 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _export_verl(args: argparse.Namespace) -> int:
-    from countdown_env import read_tasks
+    from countdown_env import TaskConfig, read_tasks
     from rl.verl_export import export_verl
 
+    output_dir(args.output_dir, "--output-dir")
+    with user_input("--preset"):
+        TaskConfig.preset(args.preset)
     tasks = read_tasks(args.tasks) if args.tasks else None
     paths = export_verl(args.output_dir, num_train=args.num_train, num_test=args.num_test, seed=args.seed, preset=args.preset,
                         template=args.template, train_tasks=tasks)  # fmt: skip

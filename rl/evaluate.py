@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from countdown_env import DEFAULT_RULES, Rules, Task, TaskConfig, generate_tasks, score_response
+from countdown_env.errors import UsageError
 from rl.rollout import build_prompt, generate
 
 
@@ -119,7 +120,7 @@ def evaluate(model: Any, tokenizer: Any, tasks: Sequence[Task], config: EvalConf
     import torch
 
     if not tasks:
-        raise ValueError("no tasks to evaluate; pass a non-empty --tasks file")
+        raise UsageError("no tasks to evaluate; pass a non-empty --tasks file")
     rows: list[dict[str, Any]] = []
     report: dict[str, Any] = {"n": len(tasks), "k": config.k}
     report.update(greedy_eval(model, tokenizer, tasks, rules=rules, prompt_style=config.prompt_style, max_new_tokens=config.max_new_tokens,

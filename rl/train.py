@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from countdown_env import Task, generate_tasks
+from countdown_env.errors import UsageError
 from rl.config import PPOConfig
 from rl.ppo import (
     clipped_policy_loss,
@@ -53,7 +54,7 @@ def split_tasks(config: PPOConfig, tasks: Sequence[Task] | None = None) -> tuple
         held_out = {t.key for t in eval_tasks}
         train = [t for t in tasks if t.key not in held_out]
     if not train:
-        raise ValueError("no RL tasks left after removing the held-out eval tasks; pass a bigger --tasks file")
+        raise UsageError("no RL tasks left after removing the held-out eval tasks; pass a bigger --tasks file")
     return train, eval_tasks
 
 
@@ -120,7 +121,7 @@ def train(
     from rl.models import load_model, load_tokenizer
 
     if not config.model:
-        raise ValueError("no model: pass --model PATH (a local model folder or a hub id)")
+        raise UsageError("no model: pass --model PATH (a local model folder or a hub id)")
     # cpu=True on a machine without a GPU: under `accelerate launch --multi_gpu` / torchrun
     # this makes accelerate form a gloo process group (MULTI_CPU) instead of N lone runs.
     # The held-out evaluation runs on the main process while the others wait in the next
@@ -131,7 +132,7 @@ def train(
     )
     rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
     if config.prompts_per_step % world:
-        raise ValueError(f"prompts_per_step {config.prompts_per_step} must be divisible by the number of processes {world}")
+        raise UsageError(f"prompts_per_step {config.prompts_per_step} must be divisible by the number of processes {world}")
     run = RunDir(Path(output_dir))
 
     # 1. Seeding: the one place the global RNGs are seeded. Each step reseeds sampling
@@ -156,7 +157,7 @@ def train(
         start, folder = latest
         accelerator.load_state(str(folder))
     elif not resume and run.has_logs():
-        raise ValueError(f"{run.root} already holds a run; pass --resume to continue it or choose another --output-dir")
+        raise UsageError(f"{run.root} already holds a run; pass --resume to continue it or choose another --output-dir")
     if main:
         run.root.mkdir(parents=True, exist_ok=True)
         run.checkpoints.mkdir(exist_ok=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from countdown_env import Rules, Task, score_response
+from countdown_env.errors import UsageError
 from rl.config import PPOConfig
 from rl.rollout import build_prompt
 from rl.run_dir import RunDir, append_jsonl, truncate_after, write_atomic
@@ -73,7 +74,7 @@ def optimizer_steps_per_round(args: Any) -> int:
     steps once per `gradient_accumulation_steps` micro-batches."""
     micro_steps = args.steps_per_generation * args.num_iterations
     if micro_steps % args.gradient_accumulation_steps:
-        raise ValueError(
+        raise UsageError(
             f"gradient_accumulation_steps {args.gradient_accumulation_steps} must divide the {micro_steps} micro-steps of a generation round"
             " (steps_per_generation x ppo_epochs); change mini_batch_size or gradient_accumulation_steps"
         )
@@ -112,13 +113,13 @@ def train_trl(
     from rl.train import split_tasks
 
     if algo not in ALGOS:
-        raise ValueError(f"algo must be one of {ALGOS} (or ppo), got {algo!r}")
+        raise UsageError(f"algo must be one of {ALGOS} (or ppo), got {algo!r}")
     if not config.model:
-        raise ValueError("no model: pass --model PATH (a local model folder or a hub id)")
+        raise UsageError("no model: pass --model PATH (a local model folder or a hub id)")
     if config.max_attempts != 1:
-        raise ValueError("--algo grpo/rloo is single-turn; set max_attempts=1 (multi-turn episodes are PPO-only)")
+        raise UsageError("--algo grpo/rloo is single-turn; set max_attempts=1 (multi-turn episodes are PPO-only)")
     if config.batch_size % config.mini_batch_size:
-        raise ValueError(
+        raise UsageError(
             f"mini_batch_size {config.mini_batch_size} must divide prompts_per_step x rollouts_per_prompt = {config.batch_size} for --algo {algo}"
         )
     if algo == "grpo":
@@ -132,7 +133,7 @@ def train_trl(
     trl_dir = run.root / "trl"
     last = get_last_checkpoint(str(trl_dir)) if resume and trl_dir.exists() else None
     if not resume and run.has_logs():
-        raise ValueError(f"{run.root} already holds a run; pass --resume to continue it or choose another --output-dir")
+        raise UsageError(f"{run.root} already holds a run; pass --resume to continue it or choose another --output-dir")
     train_tasks, _ = split_tasks(config, tasks)
     tokenizer = load_tokenizer(config.model)
     # TRL pads prompts on the left itself; its processing class must have a pad token.

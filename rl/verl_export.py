@@ -16,11 +16,14 @@ backed by `countdown_env.score_response` (no `eval`, exact arithmetic).
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from countdown_env import Rules, Task, chat_messages, generate_tasks, score_response, tinyzero_prompt
+from countdown_env.errors import atomic_output
 
 DATA_SOURCE = "countdown"
 TEMPLATES = ("base", "instruct")
@@ -28,10 +31,13 @@ TEMPLATES = ("base", "instruct")
 #: whole sequence to its scorer; newer veRL passes the response alone).
 RESPONSE_MARKERS = ("<|im_start|>assistant", "Assistant:")
 
+# Paths go into the generated code only as Python literals ({...!r}) or JSON-escaped comments, so
+# no directory name (quotes, triple quotes, newlines) can break the module.
 REWARD_MODULE = '''"""veRL reward function for Countdown (written by `countdown-lab export-verl`).
 
-Use with: custom_reward_function.path={path} custom_reward_function.name=compute_score
+Use with: custom_reward_function.path=<this file> custom_reward_function.name=compute_score
 """
+# this file: {path_json}
 import sys
 
 try:
@@ -51,7 +57,11 @@ def compute_score(data_source: str, solution_str: str, ground_truth: dict[str, A
             solution_str = solution_str.rsplit(marker, 1)[1]
             break
     numbers = ground_truth.get("numbers", ground_truth.get("nums"))
-    task = Task(tuple(int(n) for n in numbers), int(ground_truth["target"]))
+    try:
+        # Task validates exact integers: a ground truth of 2.5 is an error, never silently the task 2.
+        task = Task(tuple(numbers), ground_truth["target"])
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"ground_truth must hold integer 'numbers' and 'target', got {ground_truth!r} ({err})") from None
     return float(score_response(solution_str, task, Rules()).reward)
 
 
@@ -100,8 +110,11 @@ def export_verl(
     for split, tasks in (("train", train), ("test", test)):
         rows = [verl_row(task, split, i, template) for i, task in enumerate(tasks)]
         paths[split] = output_dir / f"{split}.parquet"
-        pq.write_table(pa.Table.from_pylist(rows), paths[split])
+        tmp = output_dir / f".{split}.parquet.tmp"
+        pq.write_table(pa.Table.from_pylist(rows), tmp)
+        os.replace(tmp, paths[split])  # an existing file is replaced only by a complete one
     reward = output_dir / "countdown_reward.py"
-    reward.write_text(REWARD_MODULE.format(path=reward.resolve(), root=str(Path(__file__).resolve().parents[1])))
+    with atomic_output(reward) as f:
+        f.write(REWARD_MODULE.format(path_json=json.dumps(str(reward.resolve())), root=str(Path(__file__).resolve().parents[1])))
     paths["reward"] = reward
     return paths
