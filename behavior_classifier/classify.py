@@ -30,6 +30,7 @@ from tqdm import tqdm
 from behavior_classifier.behaviors import Counts
 from behavior_classifier.client import JudgeInput, LLMJudge, Usage, redact
 from behavior_classifier.jsonl import read_jsonl
+from countdown_env.errors import UsageError, user_input
 
 
 class Judge(Protocol):
@@ -56,11 +57,14 @@ class RunSummary:
     usage: Usage
     """Requests, tokens and cache hits of this run (LLM judge only; zeros for the heuristic)."""
     seconds: float
+    failed_total: int = 0
+    """Rows of the output that are failures now, this run's and earlier runs' (re-judged only with ``retry_failed``)."""
 
     def describe(self) -> str:
         u = self.usage
         return (
             f"{self.total} rows: {self.already_done} already done, {self.labelled} labelled, {self.failed} failed "
+            f"({self.failed_total} failed in the output) "
             f"in {self.seconds:.1f}s; requests {u.requests}, cache hits {u.cache_hits}, "
             f"tokens {u.prompt_tokens} prompt + {u.completion_tokens} completion = {u.prompt_tokens + u.completion_tokens}"
         )
@@ -69,33 +73,46 @@ class RunSummary:
 def read_rows(path: Path) -> list[dict[str, Any]]:
     """Input rows; each must be a JSON object with a string `text`. A half-written last line (a run still
     appending) is left for the next run, which labels it then."""
-    rows = read_jsonl(path)
+    with user_input():
+        rows = read_jsonl(path)
     for i, row in enumerate(rows):
         if not isinstance(row.get("text"), str):
-            raise ValueError(f"{path}: row {i + 1} (of non-blank lines): each row needs a string field 'text' (the completion)")
+            raise UsageError(f"{path}: row {i + 1} (of non-blank lines): each row needs a string field 'text' (the completion)")
     return rows
 
 
 def _read_done(output: Path, rows: list[dict[str, Any]], retry_failed: bool) -> dict[int, dict[str, Any]]:
-    """Rows already in `output`, by input row. Drops a torn last line (a kill mid-write) and, if asked, failures."""
+    """Rows already in `output`, by input row. Drops a torn last line (a kill mid-write) and, if asked, failures.
+
+    Anything else in `output` (rows of another file, a line that is not a classify row) is refused with a
+    `UsageError`: the output is rewritten at the end, and a file that is not ours must never be replaced.
+    """
     if not output.exists():
         return {}
     done: dict[int, dict[str, Any]] = {}
     dropped = False
+    refuse = f"; choose a new --output, or delete {output} to start over"
     with output.open() as f:
-        for line in f:
-            try:
-                row = json.loads(line)
-                index = int(row["input_row"])
-            except (ValueError, KeyError, TypeError):
-                dropped = True  # only a torn final line is expected here; it is rewritten below
+        lines = f.readlines()
+    for line_no, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except (ValueError, RecursionError):
+            if line_no == len(lines) and not line.endswith("\n"):
+                dropped = True  # a torn final line (a kill mid-write); rewritten below
                 continue
-            if not 0 <= index < len(rows) or row.get("text") != rows[index]["text"]:
-                raise ValueError(f"{output} holds rows of another input (row {index} differs); choose a new --output or delete it")
-            if retry_failed and row.get("behaviors") is None:
-                dropped = True
-                continue
-            done[index] = row
+            raise UsageError(f"{output}:{line_no} is not JSON, so {output} is not an output of classify{refuse}") from None
+        index = row.get("input_row") if isinstance(row, dict) else None
+        if not isinstance(index, int) or isinstance(index, bool) or "behaviors" not in row:
+            raise UsageError(f"{output}:{line_no} has no 'input_row' and 'behaviors', so {output} is not an output of classify{refuse}")
+        if not 0 <= index < len(rows) or row.get("text") != rows[index]["text"]:
+            raise UsageError(f"{output} holds rows of another input (row {index} differs){refuse}")
+        if retry_failed and row.get("behaviors") is None:
+            dropped = True
+            continue
+        done[index] = row
     if dropped:
         _write_ordered(output, done)
     return done
@@ -176,4 +193,5 @@ def classify_file(
     bar.close()
     if len(done) == len(rows):
         _write_ordered(output_path, done)
-    return RunSummary(len(rows), len(rows) - len(pending), labelled, failed, usage, time.monotonic() - start)
+    failed_total = sum(row.get("behaviors") is None for row in done.values())
+    return RunSummary(len(rows), len(rows) - len(pending), labelled, failed, usage, time.monotonic() - start, failed_total)

@@ -24,7 +24,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="gpt-4o-mini", help="judge model name")
     p.add_argument("--mode", choices=MODES, default="all", help="'per_behavior': one request per behaviour (the study's layout)")
     p.add_argument("--concurrency", type=int, default=16, help="requests in flight at most")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds per HTTP request before it is retried")
+    p.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds one HTTP request may take in all (a slow reply is abandoned and retried)"
+    )
     p.add_argument("--max-retries", type=int, default=6, help="retries on 429/5xx/timeouts/connection errors (honours Retry-After)")
     p.add_argument("--malformed-retries", type=int, default=2, help="re-asks when a reply holds no valid counts")
     p.add_argument("--no-json-mode", action="store_true", help="do not send response_format=json_object")
@@ -45,9 +47,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 def _classify(args: argparse.Namespace) -> int:
     from behavior_classifier.classify import classify_file
+    from countdown_env.errors import UsageError, input_file, output_file, user_input
 
-    if not args.input.is_file():
-        raise FileNotFoundError(f"input {args.input} does not exist")
+    input_file(args.input)
+    # The output is appended to while the job runs, so it must not be the input (a kill would lose rows).
+    output_file(args.output, "--output", inputs=(args.input,))
     judge_name = args.judge or ("openai" if args.base_url else "heuristic")
     if judge_name == "heuristic":
         from behavior_classifier.heuristic import HeuristicJudge
@@ -55,36 +59,45 @@ def _classify(args: argparse.Namespace) -> int:
         judge = HeuristicJudge()
     else:
         if not args.base_url:
-            raise ValueError("--judge openai needs --base-url, e.g. --base-url https://api.openai.com/v1 or http://localhost:8000/v1")
+            raise UsageError("--judge openai needs --base-url, e.g. --base-url https://api.openai.com/v1 or http://localhost:8000/v1")
         from behavior_classifier.client import JudgeConfig, LLMJudge
 
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         cache = None if args.no_cache else (args.cache or args.output.with_name(args.output.name + ".cache.sqlite"))
-        config = JudgeConfig(
-            base_url=args.base_url,
-            model=args.model,
-            mode=args.mode,
-            concurrency=args.concurrency,
-            timeout=args.timeout,
-            max_retries=args.max_retries,
-            malformed_retries=args.malformed_retries,
-            json_mode=not args.no_json_mode,
-            cache_path=cache,
-        )
+        with user_input():
+            config = JudgeConfig(
+                base_url=args.base_url,
+                model=args.model,
+                mode=args.mode,
+                concurrency=args.concurrency,
+                timeout=args.timeout,
+                max_retries=args.max_retries,
+                malformed_retries=args.malformed_retries,
+                json_mode=not args.no_json_mode,
+                cache_path=cache,
+            )
         judge = LLMJudge(config)
     summary = classify_file(args.input, args.output, judge, retry_failed=args.retry_failed, progress=not args.quiet)
     print(summary.describe(), file=sys.stderr)
     print(f"wrote {args.output}")
-    return 1 if summary.failed else 0
+    if summary.failed_total:
+        print(
+            f"classify: {summary.failed_total} of {summary.total} rows failed (null 'behaviors', see 'judge_error'); "
+            "run the same command with --retry-failed to judge them again",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 def _frequencies(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from behavior_classifier.frequencies import behavior_frequencies, plot_frequencies, read_classified
+    from countdown_env.errors import UsageError
 
     if args.condition and len(args.condition) != len(args.inputs):
-        raise ValueError(f"give one --condition per input ({len(args.inputs)}), or none")
+        raise UsageError(f"give one --condition per input ({len(args.inputs)}), or none")
     names = args.condition or [path.resolve().parent.name for path in args.inputs]
     frame = behavior_frequencies(pd.concat([read_classified(p, c) for p, c in zip(args.inputs, names, strict=True)], ignore_index=True))
     with pd.option_context("display.width", 200, "display.max_columns", 30):

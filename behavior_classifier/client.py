@@ -2,6 +2,8 @@
 
 - HTTP, retries and backoff come from the `openai` client itself: its ``max_retries`` retries 408/409/429/5xx,
   timeouts and connection errors with exponential backoff and honours ``Retry-After`` / ``retry-after-ms``.
+- ``timeout`` is a deadline for each whole HTTP request (connect, headers and the full body): the HTTP
+  library's own timeouts bound each read, so a server trickling a byte a second would hold a request forever.
 - A reply that holds no valid counts is re-requested `JudgeConfig.malformed_retries` times, then the trace is
   recorded as an explicit failure (`JudgeResult.counts is None`, `error` set): never as zeros.
 - ``response_format={"type": "json_object"}`` is sent while the server accepts it; on a 400/422 the request is
@@ -51,7 +53,7 @@ class JudgeConfig:
     concurrency: int = 16
     """Requests in flight at most."""
     timeout: float = 60.0
-    """Seconds before one HTTP request times out (then it is retried)."""
+    """Seconds one HTTP request may take in all (connect, headers and whole body) before it is abandoned and retried."""
     max_retries: int = 6
     """Retries of one request on 429/5xx/timeouts/connection errors (the openai client's own backoff, honouring Retry-After)."""
     malformed_retries: int = 2
@@ -168,6 +170,37 @@ def redact(message: str) -> str:
     return message.replace(key, "[redacted]") if key else message
 
 
+def _tokens(usage: Any, name: str) -> int:
+    """A token count from a reply's `usage`, or 0 when the server sent something else there (it never costs the reply)."""
+    value = usage.get(name) if isinstance(usage, dict) else getattr(usage, name, None)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def _deadline_http_client(seconds: float) -> Any:
+    """The openai client's own HTTP client class, with every request bounded by a total deadline of `seconds`.
+
+    The HTTP library's timeouts apply per read; wrapping `send` (which, for a non-streaming request, returns
+    only once the whole body is read) bounds the request as a whole. Expiry raises the library's ReadTimeout,
+    which the openai client treats like any timeout: retried with backoff, then `APITimeoutError`.
+    """
+    import sys
+
+    import openai
+
+    base = openai.DefaultAsyncHttpxClient
+    # httpx or its successor, whichever this openai release is built on.
+    http = sys.modules[next(c for c in base.__mro__[1:] if c.__name__ == "AsyncClient").__module__.partition(".")[0]]
+
+    class DeadlineClient(base):  # type: ignore[misc, valid-type]
+        async def send(self, request: Any, **kwargs: Any) -> Any:
+            try:
+                return await asyncio.wait_for(super().send(request, **kwargs), seconds)
+            except asyncio.TimeoutError:
+                raise http.ReadTimeout(f"no complete reply within {seconds:g} s", request=request) from None
+
+    return DeadlineClient(timeout=seconds)
+
+
 def _describe(err: BaseException) -> str:
     """A short, key-free description of a failed request."""
     status = getattr(err, "status_code", None)
@@ -213,7 +246,11 @@ class LLMJudge:
         import openai
 
         client = openai.AsyncOpenAI(
-            base_url=self.config.base_url, api_key=api_key(), max_retries=self.config.max_retries, timeout=self.config.timeout
+            base_url=self.config.base_url,
+            api_key=api_key(),
+            max_retries=self.config.max_retries,
+            timeout=self.config.timeout,
+            http_client=_deadline_http_client(self.config.timeout),
         )
         queue: asyncio.Queue[int] = asyncio.Queue()
         for i in range(len(items)):
@@ -286,10 +323,18 @@ class LLMJudge:
                 last_problem = f"unreadable response body ({type(err).__name__})"
                 continue
             totals[0] += 1
-            if response.usage is not None:
-                totals[1] += response.usage.prompt_tokens or 0
-                totals[2] += response.usage.completion_tokens or 0
-            reply = response.choices[0].message.content if response.choices else None
+            if not hasattr(response, "choices"):
+                # A 200 whose body is not JSON (a proxy's HTML page): the client hands back the text itself.
+                text = " ".join(str(response).split())
+                last_problem = f"non-JSON reply: {text[:200]}" + ("..." if len(text) > 200 else "")
+                continue
+            usage = getattr(response, "usage", None)
+            totals[1] += _tokens(usage, "prompt_tokens")
+            totals[2] += _tokens(usage, "completion_tokens")
+            try:
+                reply = response.choices[0].message.content if response.choices else None
+            except (AttributeError, IndexError, TypeError):
+                reply = None
             try:
                 return parse_counts(reply, names), None
             except MalformedReply as err:

@@ -116,6 +116,11 @@ def _json_objects(reply: str) -> list[object]:
     return candidates
 
 
+#: Largest count a reply may give for one behaviour. No trace the judge reads holds more instances than this;
+#: a bigger number (10**30) is a broken reply, and stored it would swamp every average.
+MAX_COUNT = 1000
+
+
 def parse_counts(reply: str | None, behaviors: Sequence[str] = BEHAVIORS) -> Counts:
     """The counts in a judge reply, tolerant of whitespace, prose and code fences; `MalformedReply` otherwise.
 
@@ -129,10 +134,14 @@ def parse_counts(reply: str | None, behaviors: Sequence[str] = BEHAVIORS) -> Cou
             continue
         try:
             if tuple(behaviors) == BEHAVIORS:
-                return validate_counts(obj)
-            padded = {**dict.fromkeys(BEHAVIORS, 0), **obj}
-            full = validate_counts(padded)
-            return {name: full[name] for name in behaviors}
+                counts = validate_counts(obj)
+            else:
+                full = validate_counts({**dict.fromkeys(BEHAVIORS, 0), **obj})
+                counts = {name: full[name] for name in behaviors}
+            too_big = {name: value for name, value in counts.items() if value > MAX_COUNT}
+            if too_big:
+                raise ValueError(f"counts above {MAX_COUNT} ({', '.join(f'{k}: {len(str(v))} digits' for k, v in too_big.items())})")
+            return counts
         except ValueError as err:
             problems.append(str(err))
     detail = f": {problems[0]}" if problems else ": no JSON object found"

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from countdown_env.errors import UsageError
 from countdown_env.expression import Outcome
 from countdown_env.rules import THINK_CLOSE, THINK_OPEN, format_completion
 from countdown_env.scoring import score_response
@@ -182,7 +183,7 @@ def _reasoning_trace(task: Task, condition: Condition, *, seed: int, index: int,
             if config.max_chars is None or len(text) <= config.max_chars:
                 return _trace(task, condition, goal, result, text, rendered.behaviors, incorrect)
             shortest = len(text) if shortest is None else min(shortest, len(text))
-    raise ValueError(
+    raise UsageError(  # the settings cannot fit this task: the user must change them
         f"no {condition.name} trace for {list(task.numbers)} -> {task.target} fits in max_chars={config.max_chars} "
         f"(shortest: {shortest} characters); raise max_chars, lower min_dead_ends or use the compact style"
     )

@@ -30,7 +30,11 @@ What a `Reply` can script (combine freely):
   and an optional ``Retry-After`` header (seconds).
 - ``Reply.dropped()``: the connection is closed without any response (a dropped connection).
 - ``delay=seconds`` on any reply: wait before answering (a slow server / client timeout; 0.05 for benches).
-- ``body=...``: a raw HTTP body instead of a chat completion (e.g. malformed JSON at the HTTP level).
+- ``body=...``: a raw HTTP body instead of a chat completion (e.g. malformed JSON at the HTTP level),
+  with ``content_type=...`` (e.g. ``text/html`` for a proxy's error page served with status 200).
+- ``extra={...}``: fields merged into the generated chat completion (e.g. ``{"usage": "n/a"}``: a malformed usage).
+- ``trickle=seconds``: send the body one byte at a time, this long apart (a server that keeps every read
+  alive but never finishes in time; the headers go out at once).
 
 The default handler answers every request with ``Reply.ok("{}")``. A handler that raises makes the
 server answer 500 and appends the exception to ``server.errors`` (so a test can assert there were none).
@@ -65,10 +69,24 @@ class Reply:
     """Close the connection without sending anything."""
     usage: tuple[int, int] | None = None
     """(prompt_tokens, completion_tokens); default: a rough count of 4 characters per token."""
+    content_type: str = "application/json"
+    """The Content-Type header of the reply."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Fields merged into a generated chat completion (overriding e.g. `usage`)."""
+    trickle: float = 0.0
+    """Seconds between body bytes (0: the body at once)."""
 
     @classmethod
-    def ok(cls, content: str, *, delay: float = 0.0, usage: tuple[int, int] | None = None) -> Reply:
-        return cls(status=200, content=content, delay=delay, usage=usage)
+    def ok(
+        cls,
+        content: str,
+        *,
+        delay: float = 0.0,
+        usage: tuple[int, int] | None = None,
+        extra: dict[str, Any] | None = None,
+        trickle: float = 0.0,
+    ) -> Reply:
+        return cls(status=200, content=content, delay=delay, usage=usage, extra=extra or {}, trickle=trickle)
 
     @classmethod
     def error(cls, status: int, *, retry_after: float | None = None, message: str = "scripted error", delay: float = 0.0) -> Reply:
@@ -114,16 +132,19 @@ def _completion_body(request: dict[str, Any], reply: Reply, n: int) -> dict[str,
         prompt_chars = sum(len(str(m.get("content", ""))) for m in request.get("messages", []) if isinstance(m, dict))
         prompt_tokens, completion_tokens = max(1, prompt_chars // 4), max(1, len(content) // 4)
     return {
-        "id": f"chatcmpl-test-{n}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": str(request.get("model", "test-model")),
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop", "logprobs": None}],
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
+        **{
+            "id": f"chatcmpl-test-{n}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": str(request.get("model", "test-model")),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop", "logprobs": None}],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
         },
+        **reply.extra,
     }
 
 
@@ -180,14 +201,29 @@ class OpenAIServer:
             def log_message(self, format: str, *args: Any) -> None:  # silence per-request stderr logging
                 pass
 
-            def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+            def _send(
+                self,
+                status: int,
+                body: bytes,
+                headers: dict[str, str] | None = None,
+                content_type: str = "application/json",
+                trickle: float = 0.0,
+            ) -> None:
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
                 for name, value in (headers or {}).items():
                     self.send_header(name, value)
                 self.end_headers()
-                self.wfile.write(body)
+                if trickle <= 0:
+                    self.wfile.write(body)
+                    return
+                for i in range(len(body)):
+                    self.wfile.write(body[i : i + 1])
+                    self.wfile.flush()
+                    if server._stopping.wait(trickle):
+                        self.close_connection = True
+                        return
 
             def do_GET(self) -> None:
                 if self.path.rstrip("/").endswith("/v1/models"):
@@ -242,7 +278,7 @@ class OpenAIServer:
                 else:
                     body = json.dumps({"error": {"message": "scripted error", "code": reply.status}}).encode()
                 try:
-                    self._send(reply.status, body, reply.headers)
+                    self._send(reply.status, body, reply.headers, reply.content_type, reply.trickle)
                 except (BrokenPipeError, ConnectionResetError):
                     # The client gave up (timeout) before the slow reply was ready.
                     self.close_connection = True
