@@ -52,14 +52,17 @@ class CountdownEnv(gym.Env[str, str]):
     Single-turn (`max_attempts=1`, the default): after one step, `terminated=True`.
     Multi-turn: `terminated=True` on a correct answer; `truncated=True` when the attempt
     budget runs out. A wrong attempt returns feedback (what was wrong, the value reached).
+    A `step` after the episode ended raises `RuntimeError` (call `reset()`): it would otherwise
+    pay for the same task again.
 
     ## Arguments
-    - `tasks`: tasks to draw episodes from (uniformly, with `np_random`); if None, tasks
+    - `tasks`: tasks to draw episodes from (uniformly, with `np_random`): `Task`s or dicts
+      like `{"numbers": [...], "target": n}` (converted and validated here); if None, tasks
       are generated from `preset`.
     - `preset`: task preset name for generated tasks (`tinyzero`, `priming`, `tiny`, `classic`).
     - `rules`: a `Rules` or a dict of rule overrides.
     - `prompt_style`: `tinyzero` or `compact`.
-    - `max_attempts`: attempts per episode (1 = single-turn).
+    - `max_attempts`: attempts per episode, an integer >= 1 (1 = single-turn).
     - `render_mode`: None or `"ansi"`.
 
     `reset(options={"task": Task | {"numbers": [...], "target": n}})` fixes the task.
@@ -79,8 +82,8 @@ class CountdownEnv(gym.Env[str, str]):
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
-        if max_attempts < 1:
-            raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
+        if not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts < 1:
+            raise ValueError(f"max_attempts must be an integer >= 1, got {max_attempts!r}")
         self.task_config = TaskConfig.preset(preset, difficulty=False)
         # The preset's rules (e.g. `classic`: each number at most once) unless given; a dict
         # overrides single rules on top of them, so prompt, tasks and scorer always agree.
@@ -90,7 +93,7 @@ class CountdownEnv(gym.Env[str, str]):
                 raise ValueError(f"unknown rule(s) {unknown}; known rules: {sorted(f.name for f in fields(Rules))}")
             rules = self.task_config.rules.with_(**{k: tuple(v) if k == "operators" else v for k, v in rules.items()})
         self.rules = rules or self.task_config.rules
-        self.tasks = list(tasks) if tasks is not None else None
+        self.tasks = [_as_task(t, f"tasks[{i}]") for i, t in enumerate(tasks)] if tasks is not None else None
         if self.tasks is not None and not self.tasks:
             raise ValueError("tasks is empty; pass at least one task or None to generate them")
         render_prompt(Task((1, 2), 3), prompt_style, self.rules)  # fail fast on a bad style
@@ -103,8 +106,12 @@ class CountdownEnv(gym.Env[str, str]):
         self.transcript = ""
         self.attempts = 0
         self.last_score: Score | None = None
+        self.done = False
+        """True once the episode has terminated or been truncated (until the next reset)."""
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+        if options is not None and not isinstance(options, dict):
+            raise TypeError(f'options must be a dict like {{"task": ...}} or None, got {type(options).__name__}')
         super().reset(seed=seed)
         task = (options or {}).get("task")
         if task is None:
@@ -112,24 +119,29 @@ class CountdownEnv(gym.Env[str, str]):
                 task = self.tasks[int(self.np_random.integers(len(self.tasks)))]
             else:
                 task = task_at(int(self.np_random.integers(2**31)), 0, self.task_config)
-        elif isinstance(task, dict):
-            task = Task.from_dict(task)
-        elif not isinstance(task, Task):
-            raise TypeError(f"options['task'] must be a Task or a dict, got {type(task).__name__}")
+        else:
+            task = _as_task(task, "options['task']")
         self.task = task
+        self.done = False
         self.transcript = render_prompt(task, self.prompt_style, self.rules)
         self.attempts = 0
         self.last_score = None
         return _observation(self.transcript), {"task": task}
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        # Every check comes before any state changes: a refused action leaves the episode as it was.
         if self.task is None:
             raise RuntimeError("call reset() before step()")
+        if self.done:
+            raise RuntimeError("the episode is over (terminated or truncated); call reset() before step()")
+        if not isinstance(action, str):
+            raise TypeError(f"action must be a str (the completion text), got {type(action).__name__}")
         score = score_response(action, self.task, self.rules)
         self.attempts += 1
         self.last_score = score
         terminated = score.correct or self.max_attempts == 1
         truncated = not terminated and self.attempts >= self.max_attempts
+        self.done = terminated or truncated
         self.transcript += action
         if not (terminated or truncated):
             self.transcript += f"\n{feedback(score)}\n"
@@ -143,6 +155,18 @@ class CountdownEnv(gym.Env[str, str]):
             return "(no task: call reset())"
         status = "no attempt yet" if self.last_score is None else f"{self.last_score.outcome.value} ({self.last_score.reward})"
         return f"numbers={list(self.task.numbers)} target={self.task.target} attempts={self.attempts}/{self.max_attempts} last={status}"
+
+
+def _as_task(task: Any, where: str) -> Task:
+    """A `Task` from a Task or a task dict, with a clear error naming `where` otherwise."""
+    if isinstance(task, Task):
+        return task
+    if isinstance(task, dict):
+        try:
+            return Task.from_dict(task)
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"{where}: not a valid task ({err})") from None
+    raise TypeError(f'{where} must be a Task or a dict like {{"numbers": [3, 5], "target": 8}}, got {type(task).__name__}')
 
 
 def feedback(score: Score) -> str:

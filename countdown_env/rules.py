@@ -15,6 +15,9 @@ if TYPE_CHECKING:
 
 ALL_OPERATORS = ("+", "-", "*", "/")
 MAX_DEPTH_LIMIT = 100
+#: Largest `max_magnitude`: a 1000-digit bound keeps every literal and value printable and fast to compare
+#: (Python refuses str() of integers over 4300 digits).
+MAX_MAGNITUDE_LIMIT = 10**1000
 
 #: The answer format, defined once: the completion reasons inside <think> and puts
 #: the final expression inside <answer>.
@@ -56,6 +59,22 @@ class Rules:
     """Largest absolute numerator/denominator of any literal or intermediate value."""
 
     def __post_init__(self) -> None:
+        # Types first: a float limit (2.5) or a bool (True == 1) would pass the range checks below and then
+        # fail, or quietly loosen a limit, while scoring.
+        for name in ("max_answers", "max_answer_chars", "max_depth", "max_magnitude"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
+        for name in ("use_all_numbers", "integer_intermediates", "allow_negative_intermediates", "allow_unary_minus",
+                     "allow_trailing_equals", "strict_ending"):  # fmt: skip
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        for name in ("correct_reward", "format_reward"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise ValueError(f"{name} must be a number, got {value!r}")
+        if not isinstance(self.operators, tuple):
+            raise ValueError(f"operators must be a tuple of operator strings, got {self.operators!r}")
         if not self.operators or any(op not in ALL_OPERATORS for op in self.operators):
             raise ValueError(f"operators must be a non-empty subset of {ALL_OPERATORS}, got {self.operators!r}")
         if len(set(self.operators)) != len(self.operators):
@@ -72,6 +91,8 @@ class Rules:
             # The parser recurses once per nesting level; this keeps it far from Python's
             # recursion limit so scoring can never raise RecursionError.
             raise ValueError(f"max_depth must be <= {MAX_DEPTH_LIMIT}, got {self.max_depth}")
+        if self.max_magnitude > MAX_MAGNITUDE_LIMIT:
+            raise ValueError(f"max_magnitude must be <= 10**1000, got a {self.max_magnitude.bit_length()}-bit number")
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> Rules:

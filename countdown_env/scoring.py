@@ -67,8 +67,9 @@ def extract_answer(response: str, rules: Rules = DEFAULT_RULES) -> tuple[str, st
     if start < 0:
         return Score(0.0, Outcome.NO_ANSWER, "no <answer> before the last </answer>")
     # Hedging is counted after the reasoning: a model that restates the answer format inside
-    # <think> has not hedged, one that writes two answers after it has.
-    think_end = response.rfind(THINK_CLOSE, 0, start)
+    # <think> has not hedged, one that writes two answers after it has. The reasoning ends at the
+    # FIRST </think>: counting from the last one would let a stray `</think>` hide earlier answers.
+    think_end = response.find(THINK_CLOSE, 0, start)
     count = response.count(ANSWER_OPEN, think_end + len(THINK_CLOSE) if think_end >= 0 else 0)
     if count > rules.max_answers:
         return Score(0.0, Outcome.MALFORMED, f"{count} <answer> blocks (hedging); at most {rules.max_answers} allowed")
@@ -120,11 +121,28 @@ def score_response(response: str, task: Task, rules: Rules | None = None, **over
         if not (missing or extra):
             return _finish(rules, Outcome.DIVISION_BY_ZERO, err.reason, answer, None, missing, extra, after)
     if missing or extra:
-        parts = [f"missing {list(missing)}" if missing else "", f"extra {list(extra)}" if extra else ""]
+        parts = [f"missing {_show_all(missing)}" if missing else "", f"extra {_show_all(extra)}" if extra else ""]
         return _finish(rules, Outcome.WRONG_NUMBERS, "; ".join(p for p in parts if p), answer, value, missing, extra, after)
     if value != task.target:
-        return _finish(rules, Outcome.WRONG_VALUE, f"reached {value}, target {task.target}", answer, value, (), (), after)
+        return _finish(
+            rules, Outcome.WRONG_VALUE, f"reached {show_number(value)}, target {show_number(task.target)}", answer, value, (), (), after
+        )
     return _finish(rules, Outcome.CORRECT, "", answer, value, (), (), after)
+
+
+def show_number(x: int | Fraction | None) -> str:
+    """`x` as text, or its size when it is too long to be worth printing (and Python refuses str() of an
+    integer over 4,300 digits): the scorer's reasons must never raise, whatever the task."""
+    if isinstance(x, Fraction):
+        return show_number(x.numerator) + ("" if x.denominator == 1 else "/" + show_number(x.denominator))
+    if not isinstance(x, int) or abs(x).bit_length() <= 200:  # up to ~60 digits in full
+        return str(x)
+    digits = int((abs(x).bit_length() - 1) * 0.30102999566398) + 1  # floor(log10) + 1, within one digit
+    return f"{'-' if x < 0 else ''}<a number of about {digits:,} digits>"
+
+
+def _show_all(numbers: Sequence[int]) -> str:
+    return "[" + ", ".join(show_number(n) for n in numbers) + "]"
 
 
 def _finish(
