@@ -56,7 +56,10 @@ def _one_line(err: BaseException) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # --help, or a bad flag (already reported in one line): a code, also in-process
+        return stop.code if isinstance(stop.code, int) else 2
     try:
         result = args.func(args)
     except (UsageError, *USER_OS_ERRORS) as err:

@@ -170,3 +170,57 @@ def test_env_uses_its_presets_rules_so_reference_solutions_score_correct() -> No
     assert overridden.rules.use_all_numbers is False and overridden.rules.format_reward == 0.2
     with pytest.raises(ValueError, match="unknown rule"):
         CountdownEnv(rules={"colour": 1})
+
+
+# ---- the Gymnasium contract on bad input: validated before any state changes -------------------------------------
+
+
+@pytest.mark.parametrize("action", [None, b"<answer>(2 + 3) * 4</answer>", 20])
+def test_a_non_str_action_is_refused_and_changes_nothing(action: object) -> None:
+    env = CountdownEnv(tasks=[TASK], max_attempts=3)
+    env.reset(seed=0)
+    with pytest.raises(TypeError, match="action must be a str"):
+        env.step(action)  # type: ignore[arg-type]
+    assert env.attempts == 0 and env.last_score is None
+    assert env.step(RIGHT)[1] == 1.0  # the episode goes on as if nothing happened
+
+
+def test_a_step_after_the_end_raises() -> None:
+    env = CountdownEnv(tasks=[TASK])
+    env.reset(seed=0)
+    assert env.step(RIGHT)[2] is True
+    with pytest.raises(RuntimeError, match="episode is over"):
+        env.step(RIGHT)  # used to pay 1.0 again
+    env.reset(seed=1)
+    assert env.step(RIGHT)[1] == 1.0
+
+
+def test_no_attempt_after_truncation() -> None:
+    env = CountdownEnv(tasks=[TASK], max_attempts=3)
+    env.reset(seed=0)
+    assert [env.step(WRONG)[3] for _ in range(3)] == [False, False, True]
+    with pytest.raises(RuntimeError, match="episode is over"):
+        env.step(RIGHT)  # a 4th attempt used to be scored and paid
+    assert env.attempts == 3
+
+
+@pytest.mark.parametrize("options", ["abc", ["task"], 3])
+def test_reset_options_must_be_a_dict(options: object) -> None:
+    with pytest.raises(TypeError, match="options must be a dict"):
+        CountdownEnv().reset(options=options)  # type: ignore[arg-type]
+
+
+def test_task_dicts_are_converted_and_validated_at_construction() -> None:
+    env = gym.make(ENV_ID, tasks=[{"numbers": [2, 3, 4], "target": 20}])
+    _, info = env.reset(seed=0)
+    assert info["task"] == TASK
+    with pytest.raises(ValueError, match=r"tasks\[1\]"):
+        CountdownEnv(tasks=[TASK, {"numbers": [2, -3], "target": 1}])
+    with pytest.raises(TypeError, match=r"tasks\[0\]"):
+        CountdownEnv(tasks=["2 3 4 -> 20"])  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "3"])
+def test_max_attempts_must_be_an_integer_of_at_least_one(bad: object) -> None:
+    with pytest.raises(ValueError, match="max_attempts"):
+        CountdownEnv(max_attempts=bad)  # type: ignore[arg-type]

@@ -296,3 +296,49 @@ def test_random_answers_never_raise(body: str, numbers: list[int], target: int) 
     assert score.outcome in Outcome
     if score.correct:
         assert score.value == target and not score.missing and not score.extra
+
+
+# ---- a stray </think>, huge numbers and badly typed rules ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "outcome"),
+    [
+        ("<think>r</think><answer>3 - 5</answer></think><answer>3 + 5</answer>", Outcome.MALFORMED),  # a stray </think> hid a hedge
+        ("<think>r</think></think><answer>3 - 5</answer><answer>3 + 5</answer>", Outcome.MALFORMED),
+        ("<think>format: <answer>x</answer></think><answer>3 + 5</answer>", Outcome.CORRECT),  # restating the format is fine
+        ("<think>r</think>\n<answer>3 + 5</answer>", Outcome.CORRECT),
+    ],
+)
+def test_hedging_is_counted_after_the_first_think_close(text: str, outcome: Outcome) -> None:
+    assert score_response(text, Task((3, 5), 8)).outcome is outcome
+
+
+@pytest.mark.parametrize(
+    ("task", "text", "fragment"),
+    [
+        (Task((3, 5), 10**5000), "<answer>3 + 5</answer>", "about 5,000 digits"),  # a target beyond str()'s 4,300 digits
+        (Task((3, 10**5000), 8), "<answer>3 + 5</answer>", "about 5,000 digits"),  # a given number, listed as missing
+        (Task((3, 5), 8), "<answer>3 + " + "9" * 5000 + "</answer>", "beyond"),  # a literal beyond the magnitude limit
+    ],
+)
+def test_huge_numbers_never_raise(task: Task, text: str, fragment: str) -> None:
+    score = score_response(text, task, Rules(max_answer_chars=10**5))
+    assert score.reward < 1.0 and fragment in score.reason and len(score.reason) < 200
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"max_answer_chars": 2.5},
+        {"max_magnitude": 1e20},
+        {"max_magnitude": 10**2000},
+        {"max_depth": True},
+        {"max_answers": "1"},
+        {"strict_ending": 1},
+        {"correct_reward": "1"},
+    ],
+)
+def test_rules_check_types(kwargs: dict) -> None:
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        Rules(**kwargs)
