@@ -320,3 +320,62 @@ def test_config_validation() -> None:
         JudgeConfig(concurrency=0)
     with pytest.raises(ValueError, match="mode"):
         JudgeConfig(mode="each")
+
+
+# ---- a server that trickles, lies about counts, sends HTML or a broken `usage` ------------------------------------
+
+
+def test_timeout_is_a_deadline_for_the_whole_request(tmp_path: Path) -> None:
+    """A server that sends a byte every 0.2 s keeps every read alive; the request must still end at --timeout."""
+    with OpenAIServer(lambda request, n: Reply.ok(json.dumps(expected(1)), trickle=0.2)) as server:
+        judge = LLMJudge(config(server, tmp_path, timeout=1.0, max_retries=1))
+        start = time.monotonic()
+        [result] = judge.batch(["TRACE-1"])
+        took = time.monotonic() - start
+    assert result.counts is None and "Timeout" in (result.error or "")
+    assert took < 6, f"held {took:.1f} s at timeout=1 s with 1 retry"  # the body alone would take ~20 s
+    assert len(server.requests) == 2
+
+
+@pytest.mark.parametrize("count", [10**30, 1001, "99999999999999999999"])
+def test_counts_no_trace_can_hold_are_malformed(tmp_path: Path, count: object) -> None:
+    with OpenAIServer(lambda request, n: Reply.ok(json.dumps({**expected(1), "verification": count}))) as server:
+        [result] = LLMJudge(config(server, tmp_path, malformed_retries=1)).batch(["TRACE-1"])
+    assert result.counts is None and "above 1000" in (result.error or "")
+    assert len(server.requests) == 2  # re-asked once, then an explicit failure
+
+
+@pytest.mark.parametrize("usage", ["n/a", None, {"prompt_tokens": "many"}, [1, 2]])
+def test_a_malformed_usage_does_not_cost_the_reply(tmp_path: Path, usage: object) -> None:
+    with OpenAIServer(lambda request, n: Reply.ok(json.dumps(expected(1)), extra={"usage": usage})) as server:
+        [result] = LLMJudge(config(server, tmp_path)).batch(["TRACE-1"])
+    assert result.counts == expected(1) and result.requests == 1
+
+
+def test_an_html_page_with_status_200_says_what_came_back(tmp_path: Path) -> None:
+    page = "<html><body><h1>502 Bad Gateway</h1>" + "x" * 1000 + "</body></html>"
+    with OpenAIServer(lambda request, n: Reply(body=page, content_type="text/html")) as server:
+        [result] = LLMJudge(config(server, tmp_path, malformed_retries=0)).batch(["TRACE-1"])
+    assert result.counts is None
+    assert "non-JSON reply: <html><body><h1>502 Bad Gateway" in (result.error or "") and len(result.error or "") <= 500
+
+
+def test_classify_rerun_with_failed_rows_exits_non_zero(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from lab.cli import main
+
+    write_traces(tmp_path / "in.jsonl", 3)
+    out = tmp_path / "out.jsonl"
+
+    def handler(request: dict, n: int) -> Reply:
+        return Reply.error(500) if trace_id(request) == 1 else good(request)
+
+    with OpenAIServer(handler) as server:
+        argv = ["classify", str(tmp_path / "in.jsonl"), "-o", str(out), "--base-url", server.base_url, "--max-retries", "0", "--quiet"]
+        assert main(argv) == 1
+        assert "1 of 3 rows failed" in capsys.readouterr().err
+        assert main(argv) == 1  # nothing re-judged (no --retry-failed), and still not a success
+        err = capsys.readouterr().err
+        assert "1 of 3 rows failed" in err and "--retry-failed" in err
+        server.handler = lambda request, n: good(request)
+        assert main([*argv, "--retry-failed"]) == 0
+    assert all(json.loads(line)["behaviors"] is not None for line in out.read_text().splitlines())
