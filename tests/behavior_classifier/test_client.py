@@ -243,6 +243,7 @@ def _env(**extra: str) -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), **extra}
 
 
+@pytest.mark.slow  # more than ~5 s; `pytest -m 'not slow'` skips it
 def test_killed_job_resumes_losing_nothing_and_repeating_no_finished_request(tmp_path: Path) -> None:
     inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     n = 40

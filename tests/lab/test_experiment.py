@@ -8,6 +8,7 @@ from lab.experiment import ExperimentConfig, parse_condition, run_experiment
 from lab.summary import run_dirs
 
 
+@pytest.mark.slow  # more than ~5 s; `pytest -m 'not slow'` skips it
 def test_experiment_writes_contract_run_dirs_summary_and_plots(quick_experiment):
     root = quick_experiment
     runs = run_dirs(root)
@@ -34,6 +35,7 @@ def test_experiment_writes_contract_run_dirs_summary_and_plots(quick_experiment)
     assert meta["condition"] == "only_backtracking" and meta["incorrect"] is False
 
 
+@pytest.mark.slow  # more than ~5 s; `pytest -m 'not slow'` skips it
 def test_rerun_skips_finished_runs(quick_experiment):
     before = {p: p.stat().st_mtime_ns for p in quick_experiment.rglob("metrics.jsonl")}
     run_experiment(ExperimentConfig.load("quick"), quick_experiment)
@@ -41,6 +43,7 @@ def test_rerun_skips_finished_runs(quick_experiment):
     assert before == after  # nothing retrained
 
 
+@pytest.mark.slow  # more than ~5 s; `pytest -m 'not slow'` skips it
 def test_shared_tasks_are_disjoint(quick_experiment):
     from countdown_env import read_tasks
 
@@ -81,6 +84,7 @@ def test_bad_overrides_fail_fast(overrides, message):
         ExperimentConfig.load("quick", **overrides)
 
 
+@pytest.mark.slow  # more than ~5 s; `pytest -m 'not slow'` skips it
 def test_resuming_with_other_settings_is_refused(quick_experiment):
     with pytest.raises(ValueError, match="different settings"):
         run_experiment(ExperimentConfig.load("quick", num_rl_tasks=65), quick_experiment)

@@ -27,6 +27,7 @@ def outputs_text(nb: nbformat.NotebookNode) -> str:
     return "\n".join(parts)
 
 
+@pytest.mark.slow  # more than ~5 s; `pytest -m 'not slow'` skips it
 def test_countdown_env_notebook_runs_and_shows_rejected_exploits():
     nb = run_notebook("countdown_env.ipynb")
     text = outputs_text(nb)
@@ -34,6 +35,7 @@ def test_countdown_env_notebook_runs_and_shows_rejected_exploits():
     assert not errors(nb)
 
 
+@pytest.mark.slow  # more than ~5 s; `pytest -m 'not slow'` skips it
 def test_behavior_frequencies_notebook_shows_a_run(quick_experiment, monkeypatch):
     monkeypatch.setenv("COUNTDOWN_RUN_DIR", str(quick_experiment))  # the kernel inherits the environment
     nb = run_notebook("behavior_frequencies.ipynb")
