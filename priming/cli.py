@@ -107,18 +107,18 @@ def _prime(args: argparse.Namespace) -> int:
             raise UsageError("--generator openai needs --model (and usually --base-url)")
         with user_input():
             config = LLMConfig(
-            model=args.model,
-            condition=args.condition,
-            base_url=args.base_url,
-            incorrect=args.incorrect,
-            concurrency=args.concurrency,
-            max_retries=args.max_retries,
-            timeout=args.timeout,
-            temperature=args.temperature,
-            max_tokens=args.max_tokens,
-            seed=args.seed,
-            keep=args.keep,
-        )
+                model=args.model,
+                condition=args.condition,
+                base_url=args.base_url,
+                incorrect=args.incorrect,
+                concurrency=args.concurrency,
+                max_retries=args.max_retries,
+                timeout=args.timeout,
+                temperature=args.temperature,
+                max_tokens=args.max_tokens,
+                seed=args.seed,
+                keep=args.keep,
+            )
         replies = args.output_dir / "responses.jsonl"
         run = generate_llm_traces(tasks, config, replies)
         print(f"prime: {run.written} new replies, {run.skipped} resumed from {replies}, {run.failed} failed", file=sys.stderr)
