@@ -23,7 +23,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--preset", default="tinyzero", choices=sorted(PRESETS))
     p.add_argument("--split", default="both", choices=[*SPLITS, "both", "none"], help="'both' writes train.jsonl and test.jsonl")
-    p.add_argument("--test-fraction", type=float, default=0.1, help="share of all task keys that belong to the test split")
+    p.add_argument("--test-fraction", type=float, default=None, help="share of all task keys that belong to the test split (default: the preset's, 0.1 for most)")
     p.add_argument("--no-difficulty", action="store_true", help="skip solution counts etc. (faster)")
     p.add_argument("--output", "-o", type=Path, required=True, help="output file (.jsonl) or, with --split both, a directory")
     p.add_argument("--dataset", action="store_true", help="also save a Hugging Face dataset next to the JSONL")

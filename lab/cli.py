@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 # Modules that define subcommands, in --help order. A module missing from a partial
 # checkout is skipped rather than breaking the whole CLI.
-COMMAND_MODULES = ("countdown_env.cli", "priming.cli", "priming.sft_cli", "rl.cli", "behavior_classifier.cli", "lab.commands")
+COMMAND_MODULES = ("countdown_env.cli", "priming.cli", "priming.sft_cli", "priming.pretrain_cli", "rl.cli", "behavior_classifier.cli", "lab.commands")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -48,6 +48,9 @@ SIZES = {
     "tiny": ModelSize(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2),
     # ~2.7M parameters: what learned Countdown on 2 CPU cores in minutes (shared/CALIBRATION.md).
     "small": ModelSize(hidden_size=256, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4),
+    # ~0.8M parameters: the model organism's base models (`countdown-lab pretrain`), short texts.
+    "organism": ModelSize(hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
+                          max_position_embeddings=512),
     # ~19M parameters: for a workstation or a small GPU.
     "base": ModelSize(hidden_size=512, intermediate_size=1536, num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=4),
 }
