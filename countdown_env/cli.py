@@ -34,13 +34,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--all", action="store_true", help="list all solutions up to commutativity/associativity")
     p.add_argument("--cap", type=int, default=100)
     p.add_argument("--preset", default="tinyzero", choices=sorted(PRESETS), help="solve under this task preset's rules")
-    p.add_argument("--tv-rules", action="store_true", help="TV show rules (= --preset classic): numbers at most once, whole non-negative intermediates")
+    p.add_argument(
+        "--tv-rules", action="store_true", help="TV show rules (= --preset classic): numbers at most once, whole non-negative intermediates"
+    )
     p.set_defaults(func=_solve)
 
     p = sub.add_parser("score", help="score completions against tasks")
     p.add_argument("input", type=Path, help="JSONL rows with 'numbers', 'target' and the completion in 'text' (or 'response')")
     p.add_argument("--output", "-o", type=Path, help="write each row with its verdict here")
-    p.add_argument("--preset", default="tinyzero", choices=sorted(PRESETS), help="score under this task preset's rules (classic: numbers at most once)")
+    p.add_argument(
+        "--preset", default="tinyzero", choices=sorted(PRESETS), help="score under this task preset's rules (classic: numbers at most once)"
+    )
     p.add_argument("--strict-ending", action="store_true", help="reward 0 unless the completion ends at </answer>")
     p.set_defaults(func=_score)
 

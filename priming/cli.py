@@ -26,7 +26,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the traces (and of the tasks, unless --task-seed)")
     tasks = p.add_argument_group("tasks (a file, or generated)")
     tasks.add_argument("--tasks", type=Path, help="tasks file (JSONL numbers/target, or parquet nums/target)")
-    tasks.add_argument("--preset", default="priming", choices=sorted(PRESETS), help="task preset: generated tasks when no --tasks, and the rules traces follow and prompts state (default: priming)")
+    tasks.add_argument(
+        "--preset",
+        default="priming",
+        choices=sorted(PRESETS),
+        help="task preset: generated tasks when no --tasks, and the rules traces follow and prompts state (default: priming)",
+    )
     tasks.add_argument("--num", "-n", type=int, default=1000, help="tasks to generate when no --tasks")
     tasks.add_argument("--task-seed", type=int, help="seed of the generated tasks (default: --seed)")
     tasks.add_argument("--task-split", default="train", choices=["train", "test", "all"], help="split generated tasks come from")
@@ -77,11 +82,14 @@ def _prime(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from countdown_env.tasks import preset_rules
+    from countdown_env.rules import render_prompt
+    from countdown_env.tasks import Task, preset_rules
     from priming.export import with_prompt, write_prime_output
 
-    tasks, task_source = _tasks(args)
     rules = preset_rules(args.preset)
+    # Fail before any work on a style prime cannot render (chat needs the model's tokenizer).
+    render_prompt(Task((1, 2), 3), args.prompt_style, rules)
+    tasks, task_source = _tasks(args)
     metadata = {"condition": args.condition, "incorrect": args.incorrect, "seed": args.seed, "generator": args.generator}
     metadata.update(prompt_style=args.prompt_style, tasks=task_source, rules_preset=args.preset)
     status = 0

@@ -22,6 +22,7 @@ at a solution of a solvable task, and the trace stays short enough for a small m
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -29,14 +30,11 @@ from functools import cached_property
 from typing import Literal
 
 from countdown_env.expression import Value, apply
-import re
-
 from countdown_env.rules import DEFAULT_RULES, Rules
 from countdown_env.solver import Expr, allowed_value, combine, reachable, reachable_using_all, solve
 
 Strategy = Literal["forward", "backward", "mixed"]
 STRATEGIES: tuple[str, ...] = ("forward", "backward", "mixed")
-
 
 
 def search_rules(rules: Rules = DEFAULT_RULES) -> tuple[Rules, ...]:

@@ -232,5 +232,6 @@ def generate_traces(
     task preset's) decide what the search may do and how the answer is checked.
     """
     get_condition(condition)  # fail before any work on a bad name
-    return [generate_trace(task, condition, seed=seed, index=i, incorrect=incorrect, config=config, rules=rules)
-        for i, task in enumerate(tasks)]
+    return [
+        generate_trace(task, condition, seed=seed, index=i, incorrect=incorrect, config=config, rules=rules) for i, task in enumerate(tasks)
+    ]

@@ -56,7 +56,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--k", type=int, default=8, help="samples per task at temperature 1 (pass@k up to k)")
     p.add_argument("--max-new-tokens", type=int, default=96)
     p.add_argument("--prompt-style", default="compact", help="compact (tiny models), tinyzero, chat")
-    p.add_argument("--preset", default="tinyzero", help="task preset whose rules the prompts state and the scorer enforces (classic: numbers at most once)")
+    p.add_argument(
+        "--preset",
+        default="tinyzero",
+        help="task preset whose rules the prompts state and the scorer enforces (classic: numbers at most once)",
+    )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, help="evaluate only the first N tasks")

@@ -74,7 +74,10 @@ def ood_tasks_for(tasks: Sequence[Task], n: int, seed: int, rules: Rules = DEFAU
     targets = [t.target for t in tasks]
     count = max(len(t.numbers) for t in tasks) + 1
     config = TaskConfig(
-        min_numbers=count, max_numbers=count, number_range=(min(numbers), max(numbers)), target_range=(min(targets), max(targets)),
+        min_numbers=count,
+        max_numbers=count,
+        number_range=(min(numbers), max(numbers)),
+        target_range=(min(targets), max(targets)),
         rules=rules,
     )
     return generate_tasks(n, seed=seed, config=config)

@@ -19,10 +19,9 @@ which the module records as `RULES`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
-
-from dataclasses import asdict
 
 from countdown_env import DEFAULT_RULES, Rules, Task, chat_messages, generate_tasks, preset_rules, score_response, tinyzero_prompt
 

@@ -1,6 +1,7 @@
 """One source of rules: a task preset's `Rules` reach the prompt, the env and the CLI; the `chat` prompt style."""
 
 import json
+
 import gymnasium
 import pytest
 
@@ -109,7 +110,11 @@ def test_env_renders_chat_and_keeps_the_conversation_across_turns():
     wrong = "<answer>25 + 3</answer>"
     obs, reward, terminated, truncated, info = env.step(wrong)
     assert not (terminated or truncated) and reward == pytest.approx(0.1)
-    conversation = [*chat_messages(SUBSET_TASK, rules), {"role": "assistant", "content": wrong}, {"role": "user", "content": feedback(info["score"])}]
+    conversation = [
+        *chat_messages(SUBSET_TASK, rules),
+        {"role": "assistant", "content": wrong},
+        {"role": "user", "content": feedback(info["score"])},
+    ]
     assert obs == tok.apply_chat_template(conversation, add_generation_prompt=True)
     assert "A conversation between User and Assistant" not in obs  # stays chat, never the TinyZero template
     obs, reward, terminated, _, _ = env.step(SUBSET_ANSWER)

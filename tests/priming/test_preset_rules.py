@@ -46,7 +46,19 @@ def test_prime_cli_prompts_and_traces_follow_the_preset(tmp_path):
 
     path = write_tasks([SUBSET_TASK], tmp_path / "tasks.jsonl")
     out = tmp_path / "prime"
-    argv = ["prime", "-c", "only_backtracking", "--tasks", str(path), "--preset", "classic", "--prompt-style", "tinyzero", "--test-size", "0"]
+    argv = [
+        "prime",
+        "-c",
+        "only_backtracking",
+        "--tasks",
+        str(path),
+        "--preset",
+        "classic",
+        "--prompt-style",
+        "tinyzero",
+        "--test-size",
+        "0",
+    ]
     assert main([*argv, "-o", str(out)]) == 0
     row = json.loads((out / "train.jsonl").read_text().splitlines()[0])
     assert preset_rules("classic").describe() in row["prompt"] and row["correct"]

@@ -78,7 +78,9 @@ def test_eval_scores_under_the_preset(preset, tiny_model, tmp_path, monkeypatch)
     tasks = tmp_path / "tasks.jsonl"
     tasks.write_text(json.dumps(SUBSET_TASK.to_dict()) + "\n")
     out = tmp_path / "eval.json"
-    assert main(["eval", "--model", str(tiny_model), "--tasks", str(tasks), "--output", str(out), "--preset", preset, "--strict-ending"]) == 0
+    assert (
+        main(["eval", "--model", str(tiny_model), "--tasks", str(tasks), "--output", str(out), "--preset", preset, "--strict-ending"]) == 0
+    )
     assert seen["rules"] == preset_rules(preset, strict_ending=True)
     assert json.loads(out.read_text())["preset"] == preset
 
