@@ -11,10 +11,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from countdown_env.rules import Rules
 from countdown_env.scoring import score_response
 from countdown_env.solver import all_solutions, closest, solve
-from countdown_env.tasks import PRESETS, SPLITS, Task, TaskConfig, iter_tasks, with_difficulty, write_tasks
+from countdown_env.tasks import PRESETS, SPLITS, Task, TaskConfig, iter_tasks, preset_rules, with_difficulty, write_tasks
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -34,12 +33,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target", "-t", type=int, required=True)
     p.add_argument("--all", action="store_true", help="list all solutions up to commutativity/associativity")
     p.add_argument("--cap", type=int, default=100)
-    p.add_argument("--tv-rules", action="store_true", help="TV show rules: numbers at most once, whole non-negative intermediates")
+    p.add_argument("--preset", default="tinyzero", choices=sorted(PRESETS), help="solve under this task preset's rules")
+    p.add_argument(
+        "--tv-rules", action="store_true", help="TV show rules (= --preset classic): numbers at most once, whole non-negative intermediates"
+    )
     p.set_defaults(func=_solve)
 
     p = sub.add_parser("score", help="score completions against tasks")
     p.add_argument("input", type=Path, help="JSONL rows with 'numbers', 'target' and the completion in 'text' (or 'response')")
     p.add_argument("--output", "-o", type=Path, help="write each row with its verdict here")
+    p.add_argument(
+        "--preset", default="tinyzero", choices=sorted(PRESETS), help="score under this task preset's rules (classic: numbers at most once)"
+    )
     p.add_argument("--strict-ending", action="store_true", help="reward 0 unless the completion ends at </answer>")
     p.set_defaults(func=_score)
 
@@ -73,7 +78,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _solve(args: argparse.Namespace) -> int:
-    rules = Rules(use_all_numbers=False, integer_intermediates=True, allow_negative_intermediates=False) if args.tv_rules else Rules()
+    rules = preset_rules("classic" if args.tv_rules else args.preset)
     if args.all:
         solutions = all_solutions(args.numbers, args.target, rules, cap=args.cap)
         print("\n".join(solutions) if solutions else "no solution")
@@ -88,7 +93,7 @@ def _solve(args: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
-    rules = Rules(strict_ending=args.strict_ending)
+    rules = preset_rules(args.preset, strict_ending=args.strict_ending)
     outcomes: Counter[str] = Counter()
     total = 0.0
     out = args.output.open("w") if args.output else None

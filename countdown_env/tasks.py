@@ -176,6 +176,25 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def preset_rules(name: str, **overrides: Any) -> Rules:
+    """The rules of task preset `name` (e.g. `classic`: each number at most once, whole
+    non-negative intermediates), with single rules overridden (`strict_ending=True`).
+
+    The one source of a run's rules: the tasks of a preset are solvable under them, and the
+    prompt, the scorer, the env, RL, evaluation, priming and the veRL export all use them.
+    """
+    if name not in PRESETS:
+        raise ValueError(f"unknown task preset {name!r}; choose one of {sorted(PRESETS)}")
+    known = {f.name for f in fields(Rules)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"unknown rule(s) {unknown}; known rules: {sorted(known)}")
+    if "operators" in overrides:
+        overrides["operators"] = tuple(overrides["operators"])
+    base: Rules = PRESETS[name].get("rules", DEFAULT_RULES)
+    return base.with_(**overrides)
+
+
 def _rng(seed: int, index: int) -> random.Random:
     # String seeds go through SHA-512, so streams are stable across processes and
     # Python versions and (seed, index) pairs never collide.

@@ -206,6 +206,7 @@ def base_model(config: ExperimentConfig, root: Path, seed: int) -> str:
 
 
 def stage_traces(config: ExperimentConfig, run: Path, condition: str, incorrect: bool, seed: int, tasks: list[Task]) -> Path:
+    from countdown_env import preset_rules
     from priming.export import with_prompt, write_prime_output
     from priming.traces import GENERATOR_VERSION, TraceConfig, generate_trace
 
@@ -214,8 +215,11 @@ def stage_traces(config: ExperimentConfig, run: Path, condition: str, incorrect:
         return out
     overrides = {"max_chars": config.trace_max_chars} if config.trace_max_chars else {}
     trace_config = TraceConfig.for_style(config.trace_style, **overrides)
-    traces = [generate_trace(t, condition, seed=seed, index=i, incorrect=incorrect, config=trace_config) for i, t in enumerate(tasks)]
-    rows = [with_prompt(trace.to_dict(), config.prompt_style) for trace in traces]
+    # The task preset's rules (e.g. classic: numbers at most once), as the PPO stage's `PPOConfig.rules`.
+    rules = preset_rules(config.task_preset)
+    traces = [generate_trace(t, condition, seed=seed, index=i, incorrect=incorrect, config=trace_config, rules=rules)
+              for i, t in enumerate(tasks)]  # fmt: skip
+    rows = [with_prompt(trace.to_dict(), config.prompt_style, rules) for trace in traces]
     metadata = {"condition": condition, "incorrect": incorrect, "seed": seed, "generator": "synthetic", "generator_version": GENERATOR_VERSION,
                 "prompt_style": config.prompt_style, "trace_config": asdict(trace_config)}  # fmt: skip
     write_prime_output(rows, out, metadata, test_size=0.05, seed=seed)

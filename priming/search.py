@@ -22,6 +22,7 @@ at a solution of a solvable task, and the trace stays short enough for a small m
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -29,16 +30,29 @@ from functools import cached_property
 from typing import Literal
 
 from countdown_env.expression import Value, apply
-from countdown_env.rules import Rules
-from countdown_env.solver import Expr, allowed_value, combine, reachable_using_all, solve
+from countdown_env.rules import DEFAULT_RULES, Rules
+from countdown_env.solver import Expr, allowed_value, combine, reachable, reachable_using_all, solve
 
 Strategy = Literal["forward", "backward", "mixed"]
 STRATEGIES: tuple[str, ...] = ("forward", "backward", "mixed")
 
-#: Rules the search prefers: whole, non-negative intermediate values keep every written step
-#: simple arithmetic. Tasks that need a fraction or a negative value fall back to the full rules.
-PLAIN_RULES = Rules(integer_intermediates=True, allow_negative_intermediates=False)
-FULL_RULES = Rules()
+
+def search_rules(rules: Rules = DEFAULT_RULES) -> tuple[Rules, ...]:
+    """The rules a search tries, in order: the task's rules with whole, non-negative intermediate
+    values first (every written step stays simple arithmetic), then the task's rules themselves
+    (for tasks that need a fraction or a negative value). Each is as strict as `rules` or stricter,
+    so whatever the search finds is correct under `rules`."""
+    plain = rules.with_(integer_intermediates=True, allow_negative_intermediates=False)
+    return (plain,) if plain == rules else (plain, rules)
+
+
+def _operands(numbers: Sequence[int], goal: int, rules: Rules) -> tuple[int, ...] | None:
+    """The numbers a solution of `goal` under `rules` uses: all of them, or (when the rules let
+    a number go unused) those of the first solution the solver finds."""
+    found = solve(numbers, goal, rules)
+    if found is None:
+        return None
+    return tuple(numbers) if rules.use_all_numbers else tuple(int(n) for n in re.findall(r"\d+", found))
 
 
 @dataclass(frozen=True)
@@ -327,30 +341,37 @@ class _Walk:
         return (op, sub, e_operand) if need_first else (op, e_operand, sub)
 
 
-def search(numbers: Sequence[int], goal: int, config: SearchConfig, rng: random.Random) -> SearchResult:
+def search(numbers: Sequence[int], goal: int, config: SearchConfig, rng: random.Random, rules: Rules = DEFAULT_RULES) -> SearchResult:
     """Walk the tree of `numbers` towards `goal`, recording every step, miss and return.
 
-    Uses `PLAIN_RULES` when the goal is reachable with whole non-negative intermediates,
-    else the full rules. Raises ValueError if no expression using every number makes `goal`.
+    Follows `rules` (the task preset's, `countdown_env.preset_rules`), with whole non-negative
+    intermediates when the goal is reachable that way (`search_rules`). When the rules let a
+    number go unused (`classic`), the walk combines the numbers of the first solution the
+    solver finds. Raises ValueError if no expression makes `goal` under the rules.
     """
-    for rules in (PLAIN_RULES, FULL_RULES):
+    for candidate in search_rules(rules):
         # The solver's depth-first search stops at the first solution: much cheaper than the
         # whole reachable-value table of all the numbers, which only sub-multisets need.
-        if solve(numbers, goal, rules) is not None:
+        operands = _operands(numbers, goal, candidate)
+        if operands is not None:
             break
     else:
-        raise ValueError(f"no expression using every one of {list(numbers)} makes {goal}; traces need a solvable task")
-    walk = _Walk(goal, config, rules, rng)
-    expression = walk.explore([(n, n) for n in numbers], goal, top=True)
-    return SearchResult(tuple(walk.events), expression, goal, walk.dead_ends, walk.nodes, rules)
+        how = "using every one of" if rules.use_all_numbers else "from"
+        raise ValueError(f"no expression {how} {list(numbers)} makes {goal}; traces need a solvable task")
+    # The walk combines every one of its operands, so it follows the rules with that one changed.
+    walk_rules = candidate.with_(use_all_numbers=True)
+    walk = _Walk(goal, config, walk_rules, rng)
+    expression = walk.explore([(n, n) for n in operands], goal, top=True)
+    return SearchResult(tuple(walk.events), expression, goal, walk.dead_ends, walk.nodes, candidate)
 
 
-def wrong_goal(numbers: Sequence[int], target: int, rng: random.Random, nearest: int = 3) -> int:
-    """A whole, non-negative value the numbers do make that is not `target`, drawn from the
-    `nearest` such values closest to it: the goal of a trace whose answer must be wrong."""
-    for rules in (PLAIN_RULES, FULL_RULES):
+def wrong_goal(numbers: Sequence[int], target: int, rng: random.Random, nearest: int = 3, rules: Rules = DEFAULT_RULES) -> int:
+    """A whole, non-negative value the numbers do make under `rules` that is not `target`, drawn
+    from the `nearest` such values closest to it: the goal of a trace whose answer must be wrong."""
+    for candidate in search_rules(rules):
+        made = reachable_using_all(tuple(sorted(numbers)), candidate) if candidate.use_all_numbers else reachable(numbers, candidate)
         values = sorted(
-            (v for v in reachable_using_all(tuple(sorted(numbers)), rules) if isinstance(v, int) and v >= 0 and v != target),
+            (v for v in made if isinstance(v, int) and v >= 0 and v != target),
             key=lambda v: (abs(v - target), v),
         )
         if values:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from countdown_env.expression import Outcome
-from countdown_env.rules import THINK_CLOSE, THINK_OPEN, format_completion
+from countdown_env.rules import DEFAULT_RULES, THINK_CLOSE, THINK_OPEN, Rules, format_completion
 from countdown_env.scoring import score_response
 from countdown_env.solver import expr_to_text
 from countdown_env.tasks import Task
@@ -129,19 +129,19 @@ def _think_of(text: str) -> str:
 
 
 def _search(
-    task: Task, goal: int, condition: Condition, config: TraceConfig, seed: int, index: int, budget: int, attempt: int
+    task: Task, goal: int, condition: Condition, config: TraceConfig, seed: int, index: int, budget: int, attempt: int, rules: Rules
 ) -> SearchResult:
     search_config = config.search_config(condition.strategy, explores=condition.explores, max_dead_ends=budget)
-    return search(task.numbers, goal, search_config, _rng("search", seed, index, task, condition.strategy, budget, attempt))
+    return search(task.numbers, goal, search_config, _rng("search", seed, index, task, condition.strategy, budget, attempt), rules)
 
 
 def _trace(
-    task: Task, condition: Condition, goal: int, result: SearchResult, text: str, counts: Mapping[str, int], incorrect: bool
+    task: Task, condition: Condition, goal: int, result: SearchResult, text: str, counts: Mapping[str, int], incorrect: bool, rules: Rules
 ) -> Trace:
     if result.expression is None:  # unreachable for a solvable goal: the search ends at a solution
         raise RuntimeError(f"search found no expression for {task.numbers} -> {goal}")
     answer = expr_to_text(result.expression)
-    score = score_response(text, task)
+    score = score_response(text, task, rules)
     if score.outcome is not (Outcome.WRONG_VALUE if incorrect else Outcome.CORRECT):
         raise RuntimeError(f"trace answer {answer!r} scored {score.outcome.value} for {task.numbers} -> {task.target}")
     return Trace(
@@ -159,15 +159,17 @@ def _trace(
     )
 
 
-def _reasoning_trace(task: Task, condition: Condition, *, seed: int, index: int, incorrect: bool, config: TraceConfig) -> Trace:
-    goal = wrong_goal(task.numbers, task.target, _rng("goal", seed, index, task)) if incorrect else task.target
+def _reasoning_trace(
+    task: Task, condition: Condition, *, seed: int, index: int, incorrect: bool, config: TraceConfig, rules: Rules
+) -> Trace:
+    goal = wrong_goal(task.numbers, task.target, _rng("goal", seed, index, task), rules=rules) if incorrect else task.target
     shortest = None
     # Too long: search again (another random walk), then with fewer failed paths, down to the
     # condition's minimum. Attempt 0 of the full budget is the trace when nothing is too long.
     budgets = range(config.max_dead_ends, config.search_config(explores=True).min_dead_ends - 1, -1) if condition.explores else [0]
     for budget in budgets:
         for attempt in range(RETRIES_PER_BUDGET):
-            result = _search(task, goal, condition, config, seed, index, budget, attempt)
+            result = _search(task, goal, condition, config, seed, index, budget, attempt, rules)
             answer = expr_to_text(result.expression) if result.expression is not None else ""
             rendered = render(
                 result.events,
@@ -180,7 +182,7 @@ def _reasoning_trace(task: Task, condition: Condition, *, seed: int, index: int,
             )
             text = format_completion(rendered.think, answer)
             if config.max_chars is None or len(text) <= config.max_chars:
-                return _trace(task, condition, goal, result, text, rendered.behaviors, incorrect)
+                return _trace(task, condition, goal, result, text, rendered.behaviors, incorrect, rules)
             shortest = len(text) if shortest is None else min(shortest, len(text))
     raise ValueError(
         f"no {condition.name} trace for {list(task.numbers)} -> {task.target} fits in max_chars={config.max_chars} "
@@ -189,30 +191,47 @@ def _reasoning_trace(task: Task, condition: Condition, *, seed: int, index: int,
 
 
 def generate_trace(
-    task: Task, condition: str, *, seed: int, index: int = 0, incorrect: bool = False, config: TraceConfig | None = None
+    task: Task,
+    condition: str,
+    *,
+    seed: int,
+    index: int = 0,
+    incorrect: bool = False,
+    config: TraceConfig | None = None,
+    rules: Rules = DEFAULT_RULES,
 ) -> Trace:
-    """The trace of `condition` for `task` (the `index`-th task of a batch)."""
+    """The trace of `condition` for `task` (the `index`-th task of a batch), correct (or, with
+    `incorrect`, wrong) under `rules`: the task preset's, `countdown_env.preset_rules`."""
     cond = get_condition(condition)
     config = config or TraceConfig()
     if cond.control is None:
-        return _reasoning_trace(task, cond, seed=seed, index=index, incorrect=incorrect, config=config)
+        return _reasoning_trace(task, cond, seed=seed, index=index, incorrect=incorrect, config=config, rules=rules)
     # Controls keep the answer of a reasoning trace and drop its reasoning.
     source = get_condition(config.dots_source if cond.control == "dots" else "negative_control")
-    base = _reasoning_trace(task, source, seed=seed, index=index, incorrect=incorrect, config=config)
+    base = _reasoning_trace(task, source, seed=seed, index=index, incorrect=incorrect, config=config, rules=rules)
     think = "." * len(_think_of(base.text)) if cond.control == "dots" else ""
     text = format_completion(think, base.answer)
     return replace(base, text=text, condition=cond.name, behaviors=dict.fromkeys(BEHAVIORS, 0), meta={**base.meta, "source": source.name})
 
 
 def generate_traces(
-    tasks: Iterable[Task], condition: str, *, seed: int, incorrect: bool = False, config: TraceConfig | None = None
+    tasks: Iterable[Task],
+    condition: str,
+    *,
+    seed: int,
+    incorrect: bool = False,
+    config: TraceConfig | None = None,
+    rules: Rules = DEFAULT_RULES,
 ) -> list[Trace]:
     """One trace of `condition` per task; same seed, same traces (see the module docstring).
 
     With `incorrect=True` each trace reasons towards a nearby value the numbers do make
     instead of the target, with the same behaviours, so its answer is well-formed and wrong.
     The trace is consistent about that value (its plans and checks name it as the goal, as if
-    the target had been misread), so every written computation stays correct.
+    the target had been misread), so every written computation stays correct. `rules` (the
+    task preset's) decide what the search may do and how the answer is checked.
     """
     get_condition(condition)  # fail before any work on a bad name
-    return [generate_trace(task, condition, seed=seed, index=i, incorrect=incorrect, config=config) for i, task in enumerate(tasks)]
+    return [
+        generate_trace(task, condition, seed=seed, index=i, incorrect=incorrect, config=config, rules=rules) for i, task in enumerate(tasks)
+    ]

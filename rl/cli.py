@@ -56,6 +56,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--k", type=int, default=8, help="samples per task at temperature 1 (pass@k up to k)")
     p.add_argument("--max-new-tokens", type=int, default=96)
     p.add_argument("--prompt-style", default="compact", help="compact (tiny models), tinyzero, chat")
+    p.add_argument(
+        "--preset",
+        default="tinyzero",
+        help="task preset whose rules the prompts state and the scorer enforces (classic: numbers at most once)",
+    )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, help="evaluate only the first N tasks")
@@ -74,7 +79,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--template",
         choices=("base", "instruct"),
         default="base",
-        help="base: TinyZero's template as one user turn; instruct: system + user",
+        help="base: TinyZero's template as one user turn; instruct: the question as one user turn (chat_messages)",
     )
     p.add_argument("--tasks", type=Path, help="train tasks file instead of generated ones")
     p.set_defaults(func=_export_verl)
@@ -132,11 +137,12 @@ def _ppo(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     import torch
 
-    from countdown_env import Rules, read_tasks
+    from countdown_env import preset_rules, read_tasks
     from rl.evaluate import EvalConfig, evaluate
     from rl.models import load_model, load_tokenizer, resolve_model_path
     from rl.run_dir import write_atomic
 
+    rules = preset_rules(args.preset, strict_ending=args.strict_ending)
     config = EvalConfig(k=args.k, max_new_tokens=args.max_new_tokens, prompt_style=args.prompt_style, batch_size=args.batch_size,
                         seed=args.seed, num_ood_tasks=args.num_ood)  # fmt: skip
     tasks = read_tasks(args.tasks)[: args.limit]
@@ -144,9 +150,10 @@ def _eval(args: argparse.Namespace) -> int:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model_path = resolve_model_path(args.model)
     model, tokenizer = load_model(model_path, device=device).eval(), load_tokenizer(model_path)
-    report, rows = evaluate(model, tokenizer, tasks, config, rules=Rules(strict_ending=args.strict_ending), ood_tasks=ood)
+    report, rows = evaluate(model, tokenizer, tasks, config, rules=rules, ood_tasks=ood)
     report["model"] = model_path
     report["tasks"] = str(args.tasks)
+    report["preset"] = args.preset
     completions = args.completions or args.output.with_suffix(".completions.jsonl")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(completions, "".join(json.dumps(row) + "\n" for row in rows))

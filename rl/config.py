@@ -12,8 +12,7 @@ from typing import Any
 
 import yaml
 
-from countdown_env import PRESETS, Rules
-from countdown_env.rules import PROMPT_STYLES
+from countdown_env import PRESETS, PROMPT_STYLES, Rules, preset_rules
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 TRUNCATION_MODES = ("mask", "zero", "keep")
@@ -28,7 +27,8 @@ class PPOConfig:
     seed: int = 0
     """Seeds everything: prompt order, sampling, mini-batch shuffles, generated tasks."""
     task_preset: str = "tiny"
-    """countdown_env task preset for generated RL and eval tasks (ignored for RL tasks given by --tasks)."""
+    """countdown_env task preset: generated RL and eval tasks, and the rules every prompt states and the reward
+    enforces (e.g. `classic`: numbers at most once), also for RL tasks given by --tasks."""
     num_train_tasks: int = 4000
     """RL prompts generated from the preset's train split (disjoint from the eval tasks)."""
     num_eval_tasks: int = 200
@@ -122,8 +122,8 @@ class PPOConfig:
             raise ValueError(f"gamma and lam must be in [0, 1], got gamma={self.gamma}, lam={self.lam}")
         if self.task_preset not in PRESETS:
             raise ValueError(f"task_preset must be one of {sorted(PRESETS)}, got {self.task_preset!r}")
-        if self.prompt_style not in (*PROMPT_STYLES, "chat"):
-            raise ValueError(f"prompt_style must be one of {sorted((*PROMPT_STYLES, 'chat'))}, got {self.prompt_style!r}")
+        if self.prompt_style not in PROMPT_STYLES:
+            raise ValueError(f"prompt_style must be one of {sorted(PROMPT_STYLES)}, got {self.prompt_style!r}")
         if self.truncated not in TRUNCATION_MODES:
             raise ValueError(f"truncated must be one of {TRUNCATION_MODES}, got {self.truncated!r}")
         if self.kl_estimator not in KL_ESTIMATORS:
@@ -132,8 +132,8 @@ class PPOConfig:
 
     @property
     def rules(self) -> Rules:
-        """The reward rules: defaults plus this run's strict ending and format reward."""
-        return Rules(strict_ending=self.strict_ending, format_reward=self.format_reward)
+        """The run's rules: the task preset's, plus this run's strict ending and format reward."""
+        return preset_rules(self.task_preset, strict_ending=self.strict_ending, format_reward=self.format_reward)
 
     @property
     def batch_size(self) -> int:

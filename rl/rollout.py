@@ -13,16 +13,12 @@ from typing import Any
 import gymnasium
 import torch
 
-from countdown_env import ENV_ID, Rules, Score, Task, chat_messages, render_prompt
+from countdown_env import ENV_ID, Rules, Score, Task, render_prompt
 
 
 def build_prompt(task: Task, style: str, rules: Rules, tokenizer: Any = None) -> str:
-    """The prompt text for `task`: a countdown_env template, or `chat` through the tokenizer's chat template."""
-    if style == "chat":
-        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
-            raise ValueError("prompt_style 'chat' needs a tokenizer with a chat template; use 'tinyzero' or 'compact'")
-        return tokenizer.apply_chat_template(chat_messages(task, rules), tokenize=False, add_generation_prompt=True)
-    return render_prompt(task, style, rules)
+    """The prompt text for `task` (`countdown_env.render_prompt`; `chat` goes through `tokenizer`'s chat template)."""
+    return render_prompt(task, style, rules, tokenizer=tokenizer)
 
 
 @dataclass
@@ -194,11 +190,12 @@ class Rollout:
         ]
 
 
-def make_env(rules: Rules, prompt_style: str, max_attempts: int = 1) -> gymnasium.Env:
-    """The Countdown env that scores completions (the same `Rules` as the prompts)."""
-    style = "tinyzero" if prompt_style == "chat" else prompt_style
+def make_env(rules: Rules, prompt_style: str, max_attempts: int = 1, tokenizer: Any = None) -> gymnasium.Env:
+    """The Countdown env that renders the prompts and scores completions under `rules`
+    (`tokenizer` renders the `chat` style, every turn of it)."""
     # The passive checker only inspects the first step's spaces, and our actions are untrusted text anyway.
-    return gymnasium.make(ENV_ID, rules=rules, prompt_style=style, max_attempts=max_attempts, disable_env_checker=True)
+    return gymnasium.make(ENV_ID, rules=rules, prompt_style=prompt_style, max_attempts=max_attempts, tokenizer=tokenizer,
+                          disable_env_checker=True)  # fmt: skip
 
 
 def collect(
@@ -217,15 +214,15 @@ def collect(
 ) -> Rollout:
     """Sample one episode per task (repeat tasks for several rollouts per prompt) and score it.
 
-    Single-turn: one completion per task, rewarded by the env's one step. Multi-turn
-    (`max_attempts > 1`): wrong attempts get the env's feedback appended to the prompt and
-    the model tries again; every turn is one PPO sample with its own step's reward.
+    The prompts are the env's observations: the first is what `reset` renders, so the env
+    is the one place a prompt is made. Single-turn: one completion per task, rewarded by the
+    env's one step. Multi-turn (`max_attempts > 1`): after a wrong attempt the env's next
+    observation (the conversation so far, with its feedback, in the same prompt style) is the
+    next prompt; every turn is one PPO sample with its own step's reward.
     """
     # One env per episode: each keeps its own task, attempt count and transcript.
-    envs = [make_env(rules, prompt_style, max_attempts) for _ in tasks]
-    transcripts = [build_prompt(task, prompt_style, rules, tokenizer) for task in tasks]
-    for env, task in zip(envs, tasks, strict=True):
-        env.reset(options={"task": task})
+    envs = [make_env(rules, prompt_style, max_attempts, tokenizer) for _ in tasks]
+    transcripts = [env.reset(options={"task": task})[0] for env, task in zip(envs, tasks, strict=True)]
     active = list(range(len(tasks)))
     parts: list[Generation] = []
     episode_tasks: list[Task] = []
