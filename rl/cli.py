@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-
 #: `eval` flags named after the EvalConfig field they set.
 _EVAL_FLAGS = ("k", "max_new_tokens", "prompt_style", "batch_size", "seed", "num_ood_tasks")
 

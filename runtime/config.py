@@ -28,7 +28,7 @@ import yaml
 
 T = TypeVar("T")
 
-OVERRIDES = "the overrides (--set / flags)"
+OVERRIDES = "the overrides"
 
 
 # ---- presets ------------------------------------------------------------------------
@@ -215,7 +215,9 @@ def _fits(value: Any, annotation: Any) -> bool:
 
 
 def _type_name(annotation: Any) -> str:
-    return annotation.__name__ if isinstance(annotation, type) and not typing.get_args(annotation) else str(annotation).replace("typing.", "")
+    return (
+        annotation.__name__ if isinstance(annotation, type) and not typing.get_args(annotation) else str(annotation).replace("typing.", "")
+    )
 
 
 def _type_hints(cls: type) -> dict[str, Any]:
@@ -250,7 +252,9 @@ def field_docs(cls: type) -> dict[str, str]:
         body = ast.parse(source).body[0].body
         for node, following in zip(body, body[1:], strict=False):
             is_field = isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-            is_doc = isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant) and isinstance(following.value.value, str)
+            is_doc = (
+                isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant) and isinstance(following.value.value, str)
+            )
             if is_field and is_doc:
                 docs[node.target.id] = " ".join(following.value.value.split())
     return docs
