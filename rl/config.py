@@ -154,7 +154,7 @@ def field_docs() -> dict[str, str]:
 
 def help_text(source: str | Path | None = DEFAULT_PRESET) -> str:
     """`--set` fields with their values in `source` (a preset name or YAML file; None: the dataclass defaults) and docs."""
-    return config_helper.preset_epilog(PPOConfig, source, CONFIG_DIR, what="PPO")
+    return config_helper.preset_epilog(PPOConfig, source, CONFIG_DIR, what="config")
 
 
 def preset_path(name: str) -> Path:
@@ -172,4 +172,4 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
 
 def load_config(source: str | Path | None = None, overrides: dict[str, Any] | None = None) -> PPOConfig:
     """A config from a YAML file or preset name (`tiny-cpu`, `paper-3b`), then `overrides`, each value typed by its field."""
-    return config_helper.load_dataclass(PPOConfig, source, overrides, CONFIG_DIR, what="PPO")
+    return config_helper.load_dataclass(PPOConfig, source, overrides, CONFIG_DIR, what="config")

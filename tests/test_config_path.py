@@ -184,4 +184,4 @@ def test_help_of_a_file_and_of_an_unknown_preset(capsys, tmp_path):
     config = tmp_path / "mine.yaml"
     config.write_text("total_steps: 7\n")
     assert "total_steps = 7:" in _help(capsys, ["ppo", "--config", str(config), "--help"])
-    assert "cannot be shown: unknown PPO preset 'nope'" in _help(capsys, ["ppo", "--config", "nope", "--help"])
+    assert "cannot be shown: unknown config preset 'nope'" in _help(capsys, ["ppo", "--config", "nope", "--help"])
