@@ -26,11 +26,11 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from countdown_env import Task, generate_tasks, read_tasks, write_tasks
+from runtime.config import load_dataclass
 
 PRESET_DIR = Path(__file__).parent / "presets"
+DEFAULT_PRESET = "tiny-cpu"
 INCORRECT_SUFFIX = "_incorrect"
 SFT_SET_BY_EXPERIMENT = frozenset({"model", "data", "output_dir", "seed", "prompt_style"})
 PPO_SET_BY_EXPERIMENT = frozenset({"model", "seed", "task_preset", "num_eval_tasks", "prompt_style"})
@@ -144,22 +144,15 @@ class ExperimentConfig:
     @classmethod
     def load(cls, preset_or_path: str, **overrides: Any) -> ExperimentConfig:
         """A preset name (`lab/presets/<name>.yaml`) or a YAML path, with overrides (None values ignored)."""
-        path = Path(preset_or_path)
-        if not path.suffix:
-            path = PRESET_DIR / f"{preset_or_path}.yaml"
-        if not path.is_file():
-            known = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
-            raise ValueError(f"no experiment preset {preset_or_path!r}; choose one of {known} or pass a YAML file")
-        values = yaml.safe_load(path.read_text()) or {}
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown experiment field(s) {unknown} in {path}; known: {sorted(known)}")
-        return cls(**values)
+        return load_experiment(preset_or_path, {k: v for k, v in overrides.items() if v is not None})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def load_experiment(source: str | Path = DEFAULT_PRESET, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    """A preset name (`lab/presets/<name>.yaml`) or a YAML path, then `overrides`, each value typed by its field."""
+    return load_dataclass(ExperimentConfig, source, overrides, PRESET_DIR, what="experiment")
 
 
 # ---- stages -------------------------------------------------------------------------
