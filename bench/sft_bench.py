@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=None, help="learning rate (default: the tiny-cpu preset's)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    torch.set_num_threads(1)  # the machine is shared; one thread per job (shared/CALIBRATION.md)
+    torch.set_num_threads(1)  # the machine is shared; one thread per job (bench/README.md, Calibration)
     out: Path = args.out
     data = out / "data"
     data.mkdir(parents=True, exist_ok=True)

@@ -145,7 +145,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tinyzero": {"min_numbers": 3, "max_numbers": 4, "number_range": (1, 99), "target_range": (1, 100)},
     # The study's priming tasks: small numbers and targets.
     "priming": {"min_numbers": 3, "max_numbers": 4, "number_range": (1, 24), "target_range": (10, 25)},
-    # What a 2.6M-parameter model learns on CPU in minutes (see shared/CALIBRATION.md).
+    # What a 2.6M-parameter model learns on CPU in minutes (see bench/README.md, Calibration).
     "tiny": {"min_numbers": 3, "max_numbers": 3, "number_range": (1, 20), "target_range": (10, 30)},
     # The TV show: 6 numbers, large ones from {25, 50, 75, 100}, targets 100..999,
     # each number at most once, whole non-negative intermediates only.

@@ -1,6 +1,6 @@
 """Evaluation of a policy on Countdown tasks: greedy accuracy, pass@k, diversity, OOD, length.
 
-RL trades diversity for greedy accuracy (shared/CALIBRATION.md), so pass@k and the number
+RL trades diversity for greedy accuracy (bench/README.md, Calibration), so pass@k and the number
 of distinct correct equations are reported beside accuracy. Evaluation uses the default
 (tolerant) rules: text after the final `</answer>` is allowed.
 """
