@@ -135,7 +135,7 @@ def _eval(args: argparse.Namespace) -> int:
     from countdown_env import Rules, read_tasks
     from rl.evaluate import EvalConfig, evaluate
     from rl.models import load_model, load_tokenizer, resolve_model_path
-    from rl.run_dir import write_atomic
+    from runtime.jsonl import write_jsonl_atomic, write_text_atomic
 
     config = EvalConfig(k=args.k, max_new_tokens=args.max_new_tokens, prompt_style=args.prompt_style, batch_size=args.batch_size,
                         seed=args.seed, num_ood_tasks=args.num_ood)  # fmt: skip
@@ -149,9 +149,9 @@ def _eval(args: argparse.Namespace) -> int:
     report["tasks"] = str(args.tasks)
     completions = args.completions or args.output.with_suffix(".completions.jsonl")
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(completions, "".join(json.dumps(row) + "\n" for row in rows))
+    write_jsonl_atomic(completions, rows)
     report["completions"] = str(completions)
-    write_atomic(args.output, json.dumps(report, indent=2))
+    write_text_atomic(args.output, json.dumps(report, indent=2))
     print(json.dumps({k: v for k, v in report.items() if not isinstance(v, str)}, indent=2))
     return 0
 

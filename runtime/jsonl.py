@@ -32,7 +32,7 @@ def iter_jsonl(path: Path | str) -> Iterator[tuple[int, dict[str, Any]]]:
                 return  # a row still being written (or cut by a crash); a later read sees it whole
             raise ValueError(f"{path}:{line_no}: not JSON ({err}); each line must be one JSON object") from None
         if not isinstance(row, dict):
-            raise ValueError(f"{path}:{line_no}: a {type(row).__name__}, not a JSON object; each line must be one JSON object")
+            raise ValueError(f"{path}:{line_no}: a {type(row).__name__}, not a JSON object; each line must be an object {{...}}")
         yield line_no, row
 
 
