@@ -27,6 +27,7 @@ from behavior_classifier.client import JudgeConfig, LLMJudge  # noqa: E402
 from behavior_classifier.heuristic import HeuristicJudge  # noqa: E402
 from behavior_classifier.local_server import OpenAIServer, Reply  # noqa: E402
 from countdown_env import generate_tasks  # noqa: E402
+from runtime.jsonl import read_jsonl  # noqa: E402
 
 HANDWRITTEN = REPO / "tests" / "behavior_classifier" / "data" / "handwritten_traces.jsonl"
 REASONING_CONDITIONS = (
@@ -40,7 +41,7 @@ REASONING_CONDITIONS = (
 
 
 def handwritten() -> tuple[list[str], list[dict[str, int]]]:
-    rows = [json.loads(line) for line in HANDWRITTEN.read_text().splitlines()]
+    rows = read_jsonl(HANDWRITTEN)
     return [r["text"] for r in rows], [r["gold"] for r in rows]
 
 

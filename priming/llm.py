@@ -305,7 +305,7 @@ def generate_llm_traces(
     errors: list[str] = []
     written = 0
     bar = tqdm(total=len(todo), desc="llm traces", file=sys.stderr, disable=not progress)
-    # append_jsonl cuts a line torn by a crash before the first new row, so rows never get glued to it.
+    append_jsonl(output, [])  # creates the file, and cuts a line torn by a crash so no new row gets glued to it
     with ThreadPoolExecutor(max_workers=config.concurrency) as pool:
         pending: dict[Future[dict[str, Any]], tuple[int, Task]] = {}
         queue = iter(todo)
