@@ -147,7 +147,6 @@ def concat_generations(parts: Sequence[Generation], pad_token_id: int) -> Genera
     )
 
 
-
 def generate_completions(
     model: Any,
     tokenizer: Any,

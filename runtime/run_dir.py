@@ -54,7 +54,7 @@ class RunDir:
 def truncate_after(path: Path, step: int) -> int:
     """Keep only rows with `step <= step` (atomically); returns how many rows were dropped.
 
-    A missing file drops nothing; a torn last line (a kill mid-write) is dropped with the rest.
+    A missing file drops nothing; a torn last line (a kill mid-write) is dropped too.
     """
     if not path.exists():
         return 0
