@@ -26,9 +26,9 @@ from countdown_env.rules import (
 )
 from countdown_env.scoring import Score, extract_answer, score_response
 from countdown_env.solver import Closest, all_solutions, closest, count_solutions, reachable, solve
+from countdown_env.task import Task
 from countdown_env.tasks import (
     PRESETS,
-    Task,
     TaskConfig,
     generate_tasks,
     iter_tasks,

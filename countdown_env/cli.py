@@ -14,6 +14,7 @@ from tqdm import tqdm
 from countdown_env.scoring import score_response
 from countdown_env.solver import all_solutions, closest, solve
 from countdown_env.tasks import PRESETS, SPLITS, Task, TaskConfig, iter_tasks, preset_rules, with_difficulty, write_tasks
+from runtime.jsonl import iter_jsonl, write_jsonl_atomic
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -96,26 +97,21 @@ def _score(args: argparse.Namespace) -> int:
     rules = preset_rules(args.preset, strict_ending=args.strict_ending)
     outcomes: Counter[str] = Counter()
     total = 0.0
-    out = args.output.open("w") if args.output else None
-    with args.input.open() as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                task = Task.from_dict(row)
-            except (json.JSONDecodeError, ValueError, TypeError, AttributeError) as err:
-                raise ValueError(f"{args.input}:{lineno}: not a JSON row with 'numbers' and 'target' ({err})") from None
-            text = row.get("text", row.get("response"))
-            if text is None:
-                raise ValueError(f"{args.input}:{lineno}: row has no 'text' (or 'response') field")
-            score = score_response(text, task, rules)
-            outcomes[score.outcome.value] += 1
-            total += score.reward
-            if out:
-                out.write(json.dumps({**row, **score.to_dict()}) + "\n")
-    if out:
-        out.close()
+    scored = []
+    for lineno, row in iter_jsonl(args.input):
+        try:
+            task = Task.from_dict(row)
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"{args.input}:{lineno}: not a JSON row with 'numbers' and 'target' ({err})") from None
+        text = row.get("text", row.get("response"))
+        if text is None:
+            raise ValueError(f"{args.input}:{lineno}: row has no 'text' (or 'response') field")
+        score = score_response(text, task, rules)
+        outcomes[score.outcome.value] += 1
+        total += score.reward
+        scored.append({**row, **score.to_dict()})
+    if args.output:
+        write_jsonl_atomic(args.output, scored)
     n = sum(outcomes.values())
     print(
         json.dumps(

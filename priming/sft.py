@@ -12,7 +12,7 @@ module adds is the study's recipe, a CPU preset, CPU-safe defaults and the run d
     OUTPUT_DIR/model/               the final model + tokenizer (LoRA merged), loadable by path
 
 The model lives in `model/` because a run directory's `config.json` is the run's
-configuration, not the model's; `rl.models.load_model` accepts the run directory too.
+configuration, not the model's; `runtime.models.load_model` accepts the run directory too.
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ from typing import Any
 from countdown_env.rules import PROMPT_STYLES
 from countdown_env.scoring import score_response
 from countdown_env.tasks import Task
-from rl.run_dir import truncate_after
 from runtime.config import load_dataclass, preset_names, read_mapping
+from runtime.jsonl import append_jsonl, write_text_atomic
+from runtime.run_dir import truncate_after
 
 #: Learning-rate schedules offered (names of transformers' `SchedulerType`).
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
@@ -333,8 +334,7 @@ def _make_callbacks(
 
         def flush(self) -> None:
             if self.pending is not None:
-                with self.path.open("a") as f:
-                    f.write(json.dumps(self.pending) + "\n")
+                append_jsonl(self.path, [self.pending])
                 self.pending = None
 
         def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
@@ -375,7 +375,7 @@ def evaluate_generation(
     model: Any, tokenizer: Any, prompts: list[str], tasks: list[Task], *, max_new_tokens: int, batch_size: int = 32
 ) -> dict[str, float]:
     """eval/accuracy, eval/well_formed, eval/mean_length and eval/generation_seconds of greedy completions."""
-    from rl.generation import generate_completions
+    from runtime.generation import generate_completions
 
     start = time.perf_counter()
     completions = generate_completions(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
@@ -428,7 +428,7 @@ def build_job(config: SFTRunConfig, *, resume: bool = False, progress: bool = Tr
     from trl import SFTTrainer
 
     from priming.sft_data import check_prompt_style, load_sft_data, tasks_of
-    from rl.models import load_model, load_tokenizer
+    from runtime.models import load_model, load_tokenizer
 
     checkpoint = last_checkpoint(config)
     if resume and checkpoint is None:
@@ -500,7 +500,7 @@ def run_sft(config: SFTRunConfig, *, resume: bool = False, progress: bool = True
                 "resumed_from": job.checkpoint,
             },
         }
-        (config.run_dir / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
+        write_text_atomic(config.run_dir / "config.json", json.dumps(resolved, indent=2) + "\n")
         metrics = config.run_dir / "metrics.jsonl"
         if job.checkpoint is not None:
             # Rows after the checkpoint will be written again by the resumed steps.

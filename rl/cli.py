@@ -146,8 +146,8 @@ def _eval(args: argparse.Namespace) -> int:
     from countdown_env import preset_rules, read_tasks
     from rl.evaluate import EvalConfig, evaluate
     from rl.models import load_model, load_tokenizer, resolve_model_path
-    from rl.run_dir import write_atomic
     from runtime.config import load_dataclass, parse_set
+    from runtime.jsonl import write_jsonl_atomic, write_text_atomic
 
     rules = preset_rules(args.preset, strict_ending=args.strict_ending)
     flags = {name: getattr(args, name) for name in _EVAL_FLAGS if getattr(args, name) is not None}
@@ -163,9 +163,9 @@ def _eval(args: argparse.Namespace) -> int:
     report["preset"] = args.preset
     completions = args.completions or args.output.with_suffix(".completions.jsonl")
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(completions, "".join(json.dumps(row) + "\n" for row in rows))
+    write_jsonl_atomic(completions, rows)
     report["completions"] = str(completions)
-    write_atomic(args.output, json.dumps(report, indent=2))
+    write_text_atomic(args.output, json.dumps(report, indent=2))
     print(json.dumps({k: v for k, v in report.items() if not isinstance(v, str)}, indent=2))
     return 0
 

@@ -1,6 +1,6 @@
 """Evaluation of a policy on Countdown tasks: greedy accuracy, pass@k, diversity, OOD, length.
 
-RL trades diversity for greedy accuracy (shared/CALIBRATION.md), so pass@k and the number
+RL trades diversity for greedy accuracy (bench/README.md, Calibration), so pass@k and the number
 of distinct correct equations are reported beside accuracy. Evaluation scores under the
 rules it is given (the task preset's, `countdown_env.preset_rules`), by default tolerant:
 text after the final `</answer>` is allowed.
