@@ -144,7 +144,7 @@ def _train_stage(config: PretrainConfig, cache: Path, stage: str, start_model: s
 
 def pretrain(config: PretrainConfig, cache: str | Path, *, bases: tuple[str, ...] = BASES, progress: bool = True) -> dict[str, Path]:
     """Train (or reuse) the trunk and the requested bases; returns {stage: model folder}."""
-    from rl.models import init_model
+    from runtime.models import init_model
 
     cache = Path(cache)
     unknown = sorted(set(bases) - set(BASES))
@@ -184,8 +184,8 @@ def evaluate_base(model_dir: str | Path, tasks: list[Task], name: str = "") -> B
     from countdown_env import score_response
     from countdown_env.rules import render_prompt
     from countdown_env.steps import step_accuracy
-    from rl.generation import generate_completions
-    from rl.models import load_model, load_tokenizer
+    from runtime.generation import generate_completions
+    from runtime.models import load_model, load_tokenizer
 
     tokenizer, model = load_tokenizer(model_dir), load_model(model_dir).eval()
     prompts = [render_prompt(task, "compact") for task in tasks]
