@@ -33,9 +33,42 @@ def _experiment(args: argparse.Namespace) -> int:
     from lab.experiment import load_experiment, run_experiment
     from runtime.config import parse_set
 
+    if _is_organism(args.preset):
+        return _organism(args)
     flags = {"conditions": args.conditions, "seeds": args.seeds, "model": args.model, "jobs": args.jobs}
     config = load_experiment(args.preset, {**parse_set(args.overrides), **{k: v for k, v in flags.items() if v is not None}})
     root = run_experiment(config, args.output_dir)
+    _report(root)
+    return 0
+
+
+def _is_organism(preset: str) -> bool:
+    """Whether an experiment preset (name or YAML file) is the model organism's (`kind: organism`)."""
+    from lab.experiment import PRESET_DIR
+    from runtime.config import read_mapping, resolve_source
+
+    return read_mapping(resolve_source(preset, PRESET_DIR, what="experiment")).get("kind") == "organism"
+
+
+def load_organism(preset: str, overrides: dict) -> object:
+    """An `OrganismConfig` from a `kind: organism` preset, then `overrides`."""
+    from lab.experiment import PRESET_DIR
+    from lab.organism import OrganismConfig
+    from runtime.config import load_dataclass, read_mapping, resolve_source
+
+    values = {k: v for k, v in read_mapping(resolve_source(preset, PRESET_DIR, what="experiment")).items() if k != "kind"}
+    return load_dataclass(OrganismConfig, None, {**values, **overrides}, what="organism experiment")
+
+
+def _organism(args: argparse.Namespace) -> int:
+    from lab.organism import run_organism
+    from runtime.config import parse_set
+
+    if args.model:
+        raise ValueError("the organism experiment pretrains its own base models; --model does not apply (use another preset)")
+    flags = {"runs": args.conditions, "seeds": args.seeds, "jobs": args.jobs}
+    config = load_organism(args.preset, {**parse_set(args.overrides), **{k: v for k, v in flags.items() if v is not None}})
+    root = run_organism(config, args.output_dir)
     _report(root)
     return 0
 
