@@ -10,7 +10,7 @@ from functools import cache
 import pytest
 
 from countdown_env import THINK_CLOSE, THINK_OPEN, Outcome, Task, generate_tasks, score_response
-from priming import BEHAVIORS, CONDITIONS, Trace, TraceConfig, generate_trace, generate_traces
+from priming import BEHAVIORS, CONDITIONS, INCORRECT_KINDS, Trace, TraceConfig, generate_trace, generate_traces
 from tests.priming.steps import MARKERS, marked, steps, wrong_steps
 
 REASONING = [name for name, c in CONDITIONS.items() if c.control is None]
@@ -32,9 +32,14 @@ def tasks(preset: str = "priming", n: int = 40) -> tuple[Task, ...]:
     return tuple(generate_tasks(n, seed=7, preset=preset))
 
 
+#: None: correct traces; else the kind of wrong answer.
+KINDS = (None, *INCORRECT_KINDS)
+
+
 @cache
-def batch(condition: str, style: str, incorrect: bool = False, preset: str = "priming") -> tuple[Trace, ...]:
-    return tuple(generate_traces(tasks(preset), condition, seed=3, incorrect=incorrect, config=TraceConfig.for_style(style)))
+def batch(condition: str, style: str, kind: str | None = None, preset: str = "priming") -> tuple[Trace, ...]:
+    config = TraceConfig.for_style(style)
+    return tuple(generate_traces(tasks(preset), condition, seed=3, incorrect=kind is not None, incorrect_kind=kind, config=config))
 
 
 def think(trace: Trace) -> str:
@@ -47,10 +52,10 @@ def test_contract_conditions_exist() -> None:
 
 
 @pytest.mark.parametrize("style", STYLES)
-@pytest.mark.parametrize("incorrect", [False, True])
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("condition", sorted(CONTRACT_CONDITIONS))
-def test_traces_parse_and_answers_are_right_or_all_wrong(condition: str, style: str, incorrect: bool) -> None:
-    traces = batch(condition, style, incorrect)
+def test_traces_parse_and_answers_are_right_or_all_wrong(condition: str, style: str, kind: str | None) -> None:
+    traces = batch(condition, style, kind)
     assert len(traces) == len(tasks())
     for trace, task in zip(traces, tasks(), strict=True):
         assert (trace.numbers, trace.target) == (task.numbers, task.target)
@@ -59,16 +64,17 @@ def test_traces_parse_and_answers_are_right_or_all_wrong(condition: str, style: 
         assert score.well_formed, (trace.text, score.reason)
         assert score.answer == trace.answer
         assert trace.correct == score.correct
-        assert score.outcome is (Outcome.WRONG_VALUE if incorrect else Outcome.CORRECT), (trace.text, score.reason)
+        assert score.outcome is (Outcome.CORRECT if kind is None else Outcome.WRONG_VALUE), (trace.text, score.reason)
+        assert (trace.incorrect, trace.incorrect_kind) == (kind is not None, kind)
 
 
 @pytest.mark.parametrize("style", STYLES)
-@pytest.mark.parametrize("incorrect", [False, True])
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("condition", sorted(CONDITIONS))
-def test_exactly_the_promised_behaviours(condition: str, style: str, incorrect: bool) -> None:
+def test_exactly_the_promised_behaviours(condition: str, style: str, kind: str | None) -> None:
     promised = CONDITIONS[condition].behaviors
     totals: Counter[str] = Counter()
-    for trace in batch(condition, style, incorrect):
+    for trace in batch(condition, style, kind):
         assert set(trace.behaviors) == set(BEHAVIORS)
         assert all(isinstance(c, int) and c >= 0 for c in trace.behaviors.values())
         totals.update(trace.behaviors)
@@ -78,16 +84,17 @@ def test_exactly_the_promised_behaviours(condition: str, style: str, incorrect: 
                 assert trace.behaviors[name] == 0
                 found = MARKERS[name].search(text)
                 assert found is None, f"{condition} shows {name} ({found.group(0)!r}) in: {text}"
-        if "backtracking" in promised:  # min_dead_ends=1: every exploring trace fails at least once
+        if "backtracking" in promised:  # min_dead_ends=1: every exploring trace fails at least once and goes back
             assert trace.behaviors["backtracking"] >= 1 and trace.dead_ends >= 1
     assert {name for name in BEHAVIORS if totals[name] > 0} == promised
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("condition", REASONING)
-def test_compact_counts_equal_the_phrases_written(condition: str) -> None:
+def test_compact_counts_equal_the_phrases_written(condition: str, kind: str | None) -> None:
     """Each comma-separated piece of a compact trace is a step or one behaviour phrase; counting
     the pieces by their markers gives exactly the recorded counts."""
-    for trace in batch(condition, "compact"):
+    for trace in batch(condition, "compact", kind):
         counted: Counter[str] = Counter()
         for piece in think(trace).split(", "):
             names = marked(piece)
@@ -112,10 +119,10 @@ def test_counts_follow_the_search(style: str) -> None:
 
 
 @pytest.mark.parametrize("style", STYLES)
-@pytest.mark.parametrize("incorrect", [False, True])
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("condition", REASONING)
-def test_every_written_step_is_correct(condition: str, style: str, incorrect: bool) -> None:
-    for trace in batch(condition, style, incorrect):
+def test_every_written_step_is_correct(condition: str, style: str, kind: str | None) -> None:
+    for trace in batch(condition, style, kind):
         written = steps(think(trace))
         assert len(written) >= len(trace.numbers) - 1, trace.text  # at least the path to the answer
         assert wrong_steps(think(trace)) == [], trace.text
@@ -149,10 +156,11 @@ def test_conditions_with_the_same_search_share_the_path() -> None:
         assert plain.answer == verified.answer
 
 
-def test_incorrect_keeps_the_behaviours_of_the_condition() -> None:
+@pytest.mark.parametrize("kind", INCORRECT_KINDS)
+def test_incorrect_keeps_the_behaviours_of_the_condition(kind: str) -> None:
     for condition in REASONING:
         right = batch(condition, "compact")
-        wrong = batch(condition, "compact", True)
+        wrong = batch(condition, "compact", kind)
         present = {b for t in right for b in BEHAVIORS if t.behaviors[b]}
         assert {b for t in wrong for b in BEHAVIORS if t.behaviors[b]} == present
         assert all(t.incorrect and not t.correct for t in wrong)
