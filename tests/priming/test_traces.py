@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -11,9 +12,10 @@ import pytest
 
 from countdown_env import THINK_CLOSE, THINK_OPEN, Outcome, Task, generate_tasks, score_response
 from priming import BEHAVIORS, CONDITIONS, INCORRECT_KINDS, Trace, TraceConfig, generate_trace, generate_traces
-from tests.priming.steps import MARKERS, marked, steps, wrong_steps
+from tests.priming.steps import MARKERS, compared_with, marked, named_targets, steps, subgoals, wrong_steps
 
 REASONING = [name for name, c in CONDITIONS.items() if c.control is None]
+BACKTRACKING = [name for name, c in CONDITIONS.items() if "backtracking" in c.behaviors]
 STYLES = ("full", "compact")
 CONTRACT_CONDITIONS = {
     "all_strategies",
@@ -167,8 +169,103 @@ def test_incorrect_keeps_the_behaviours_of_the_condition(kind: str) -> None:
 
 
 @pytest.mark.parametrize("style", STYLES)
-def test_dots_match_the_source_length_and_empty_cot_is_empty(style: str) -> None:
-    for dots, source, empty in zip(batch("dots", style), batch("all_strategies", style), batch("empty_cot", style), strict=True):
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("condition", REASONING)
+def test_every_trace_reasons_towards_the_true_target(condition: str, style: str, kind: str | None) -> None:
+    """No misread target: whatever the trace calls the target is the task's target, and every
+    check compares with the target or a sub-goal the trace derived from it."""
+    verifies = "verification" in CONDITIONS[condition].behaviors
+    for trace, task in zip(batch(condition, style, kind), tasks(), strict=True):
+        text = think(trace)
+        goals = {task.target, *subgoals(text)}  # plans may say how to reach a sub-goal
+        named = named_targets(text)
+        assert set(named) <= goals, text
+        if style == "full":  # full traces open by stating the task
+            assert named[0] == task.target, text
+        compared = compared_with(text)
+        assert set(compared) <= goals, text
+        if verifies:  # every check but a goal-less "15 is the target" names what it compares with
+            assert len(compared) >= trace.behaviors["verification"] - 1 >= 0, text
+            if CONDITIONS[condition].strategy == "forward":
+                assert set(compared) == {task.target}, text
+        else:
+            assert compared == [], text
+
+
+@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("condition", sorted(CONDITIONS))
+def test_a_slip_is_the_correct_trace_with_another_answer(condition: str, style: str) -> None:
+    for right, slip, task in zip(batch(condition, style), batch(condition, style, "slip"), tasks(), strict=True):
+        assert think(slip) == think(right)  # same search, same checks, same conclusion in the reasoning
+        assert slip.answer != right.answer and slip.meta["reasoned"] == right.answer
+        assert (slip.dead_ends, slip.nodes, slip.behaviors) == (right.dead_ends, right.nodes, right.behaviors)
+        # One operator changed: the same numbers in the same order.
+        assert [int(n) for n in re.findall(r"\d+", slip.answer)] == [int(n) for n in re.findall(r"\d+", right.answer)]
+        assert sum(a != b for a, b in zip(re.findall(r"[-+*/]", slip.answer), re.findall(r"[-+*/]", right.answer), strict=True)) == 1
+        if CONDITIONS[condition].control is None:  # the reasoning reaches the target before the answer slips
+            assert any(c == task.target for *_, c in steps(think(slip))), slip.text
+            if "verification" in CONDITIONS[condition].behaviors:
+                assert task.target in compared_with(think(slip)) or re.search(r"\bis (the )?target\b", think(slip)), slip.text
+
+
+@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("condition", BACKTRACKING)
+def test_a_ranout_trace_shows_failed_paths_and_answers_the_closest(condition: str, style: str) -> None:
+    forward = CONDITIONS[condition].strategy == "forward"
+    for trace, task in zip(batch(condition, style, "ranout"), tasks(), strict=True):
+        text = think(trace)
+        assert trace.answer == trace.meta["reasoned"]
+        if style == "full":
+            assert trace.answer in text  # the reasoning concludes with the answer it gives
+        assert trace.dead_ends >= 2 and trace.behaviors["backtracking"] >= 1
+        if forward:  # a return between failed paths, none after the last one
+            assert trace.behaviors["backtracking"] == trace.dead_ends - 1
+        if "verification" in CONDITIONS[condition].behaviors:
+            assert trace.behaviors["verification"] == trace.dead_ends  # every failed path checked, nothing found
+            assert not re.search(r"\bis (the )?target\b|\breached\b|\bfound\b|\bas needed\b|\bas required\b|\bI was after\b", text)
+        if forward:  # the answer is one of the failed paths written (which one is closest: tests/priming/test_search.py)
+            assert score_response(trace.text, task).value in {c for *_, c in steps(text)}, text
+
+
+def test_a_search_that_runs_out_without_backtracking_shows_one_path() -> None:
+    for trace, task in zip(batch("negative_control", "compact", "ranout"), tasks(), strict=True):
+        assert trace.dead_ends == 1 and sum(trace.behaviors.values()) == 0
+        assert len(steps(think(trace))) == len(task.numbers) - 1
+        assert score_response(trace.text, task).value == steps(think(trace))[-1][-1]
+
+
+@pytest.mark.parametrize("kind", INCORRECT_KINDS)
+def test_incorrect_traces_are_deterministic_by_seed(kind: str) -> None:
+    config = TraceConfig.for_style("compact")
+    for condition in CONDITIONS:
+        a = generate_traces(tasks(), condition, seed=11, incorrect=True, incorrect_kind=kind, config=config)
+        assert a == generate_traces(tasks(), condition, seed=11, incorrect=True, incorrect_kind=kind, config=config)
+        if condition != "empty_cot":
+            other = generate_traces(tasks(), condition, seed=12, incorrect=True, incorrect_kind=kind, config=config)
+            assert [t.text for t in a] != [t.text for t in other]
+
+
+def test_incorrect_alone_means_slip() -> None:
+    plain = generate_traces(tasks()[:5], "all_strategies", seed=0, incorrect=True)
+    assert plain == generate_traces(tasks()[:5], "all_strategies", seed=0, incorrect=True, incorrect_kind="slip")
+    assert all(t.incorrect_kind == "slip" and t.to_dict()["incorrect_kind"] == "slip" for t in plain)
+    assert all(t.incorrect_kind is None for t in generate_traces(tasks()[:5], "all_strategies", seed=0))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"incorrect_kind": "ranout"}, "needs incorrect=True"), ({"incorrect": True, "incorrect_kind": "misread"}, "slip")],
+)
+def test_bad_incorrect_kinds_are_refused(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        generate_traces(tasks()[:1], "all_strategies", seed=0, **kwargs)
+
+
+@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("kind", KINDS)
+def test_dots_match_the_source_length_and_empty_cot_is_empty(style: str, kind: str | None) -> None:
+    triples = zip(batch("dots", style, kind), batch("all_strategies", style, kind), batch("empty_cot", style, kind), strict=True)
+    for dots, source, empty in triples:
         assert set(think(dots)) == {"."}
         assert len(think(dots)) == len(think(source))
         assert dots.answer == source.answer
