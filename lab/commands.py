@@ -11,7 +11,7 @@ from typing import Any
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("experiment", help="the study's experiment: prime, SFT, PPO and classify per condition and seed")
     p.add_argument("--preset", default="tiny-cpu", help="lab/presets/<name>.yaml (tiny-cpu, demo, paper-3b) or a YAML file")
-    p.add_argument("--conditions", nargs="+", help="priming conditions, <condition>_incorrect, or none")
+    p.add_argument("--conditions", nargs="+", help="priming conditions, <condition>_incorrect[_slip|_ranout], or none")
     p.add_argument("--seeds", nargs="+", type=int)
     p.add_argument("--model", help="base model path or hub id (default: the embedded tiny model)")
     p.add_argument("--jobs", type=int, help="runs in parallel")

@@ -400,4 +400,3 @@ def search(numbers: Sequence[int], goal: int, config: SearchConfig, rng: random.
     walk = _Walk(goal, len(numbers), config, rules, rng)
     expression = walk.explore([(n, n) for n in numbers], goal, top=True)
     return SearchResult(tuple(walk.events), expression, goal, walk.dead_ends, walk.nodes, rules, tuple(walk.attempts))
-

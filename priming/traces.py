@@ -200,7 +200,14 @@ def _slip(task: Task, result: SearchResult, rng: random.Random) -> Expr:
 
 
 def _trace(
-    task: Task, condition: Condition, result: SearchResult, text: str, counts: Mapping[str, int], answer: str, kind: str | None, reasoned: str
+    task: Task,
+    condition: Condition,
+    result: SearchResult,
+    text: str,
+    counts: Mapping[str, int],
+    answer: str,
+    kind: str | None,
+    reasoned: str,
 ) -> Trace:
     score = score_response(text, task)
     if score.outcome is not (Outcome.CORRECT if kind is None else Outcome.WRONG_VALUE):
@@ -237,7 +244,9 @@ def _reasoning_trace(task: Task, condition: Condition, *, seed: int, index: int,
             result = _search(task, condition, config, seed, index, budget, attempt, runs_out)
             reached = result.closest() if runs_out else result.expression
             if reached is None:  # a solvable task always has a solution and a failed path
-                raise RuntimeError(f"the {'ranout ' if runs_out else ''}search of {list(task.numbers)} -> {task.target} ended with no answer")
+                raise RuntimeError(
+                    f"the {'ranout ' if runs_out else ''}search of {list(task.numbers)} -> {task.target} ended with no answer"
+                )
             reasoned = expr_to_text(reached)
             # The reasoning (slip included) is the walk's own, with the conclusion it reached;
             # only a slip's answer line differs from it.

@@ -117,7 +117,9 @@ def test_a_search_that_runs_out_shows_only_failed_paths(strategy: str, budget: i
         assert 1 <= len(result.attempts) <= budget  # a completion through x/0 is left out
         for value, expr in result.attempts:  # every attempt uses every number once and misses the target
             assert evaluate(expr) == value != task.target
-            assert sorted(int(t) for t in expr_to_text(expr).replace("(", " ").replace(")", " ").split() if t.isdigit()) == sorted(task.numbers)
+            assert sorted(int(t) for t in expr_to_text(expr).replace("(", " ").replace(")", " ").split() if t.isdigit()) == sorted(
+                task.numbers
+            )
         closest = result.closest()
         assert abs(evaluate(closest) - task.target) == min(abs(v - task.target) for v, _ in result.attempts)
 
