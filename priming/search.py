@@ -63,8 +63,8 @@ class SearchConfig:
     find_solution: bool = True
     """False: the search runs out. It skips every step that would reach the goal and stops at the
     failed leaf where `max_dead_ends` failed leaves were visited, or `max_nodes` nodes expanded and
-    at least `min_dead_ends` leaves failed (the top of the tree ignores `branch_cap` so that the
-    budget can be spent)."""
+    at least `min_dead_ends` leaves failed (the root, where every number is still
+    unused, ignores `branch_cap` so that the budget can be spent)."""
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:

@@ -89,8 +89,14 @@ class TraceConfig:
         budget = self.max_dead_ends if max_dead_ends is None else max_dead_ends
         if not explores:  # straight to a solution, or (running out) down one failed path and no return
             dead_ends = 1 if runs_out else 0
-            return SearchConfig(strategy, max_dead_ends=dead_ends, min_dead_ends=dead_ends, branch_cap=self.branch_cap, max_nodes=0,  # type: ignore[arg-type]
-                                find_solution=not runs_out)  # fmt: skip
+            return SearchConfig(
+                strategy,  # type: ignore[arg-type]
+                max_dead_ends=dead_ends,
+                min_dead_ends=dead_ends,
+                branch_cap=self.branch_cap,
+                max_nodes=0,
+                find_solution=not runs_out,
+            )
         if runs_out:  # a return between two misses, so the trace shows backtracking like the condition's correct traces
             budget = max(budget, RANOUT_MIN_DEAD_ENDS)
         return SearchConfig(
