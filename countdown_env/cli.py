@@ -11,10 +11,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from countdown_env.rules import Rules
 from countdown_env.scoring import score_response
 from countdown_env.solver import all_solutions, closest, solve
-from countdown_env.tasks import PRESETS, SPLITS, Task, TaskConfig, iter_tasks, with_difficulty, write_tasks
+from countdown_env.tasks import PRESETS, SPLITS, Task, TaskConfig, iter_tasks, preset_rules, with_difficulty, write_tasks
+from runtime.jsonl import iter_jsonl, write_jsonl_atomic
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +23,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--preset", default="tinyzero", choices=sorted(PRESETS))
     p.add_argument("--split", default="both", choices=[*SPLITS, "both", "none"], help="'both' writes train.jsonl and test.jsonl")
-    p.add_argument("--test-fraction", type=float, default=0.1, help="share of all task keys that belong to the test split")
+    p.add_argument("--test-fraction", type=float, default=None, help="share of all task keys that belong to the test split (default: the preset's, 0.1 for most)")
     p.add_argument("--no-difficulty", action="store_true", help="skip solution counts etc. (faster)")
     p.add_argument("--output", "-o", type=Path, required=True, help="output file (.jsonl) or, with --split both, a directory")
     p.add_argument("--dataset", action="store_true", help="also save a Hugging Face dataset next to the JSONL")
@@ -34,12 +34,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target", "-t", type=int, required=True)
     p.add_argument("--all", action="store_true", help="list all solutions up to commutativity/associativity")
     p.add_argument("--cap", type=int, default=100)
-    p.add_argument("--tv-rules", action="store_true", help="TV show rules: numbers at most once, whole non-negative intermediates")
+    p.add_argument("--preset", default="tinyzero", choices=sorted(PRESETS), help="solve under this task preset's rules")
+    p.add_argument(
+        "--tv-rules", action="store_true", help="TV show rules (= --preset classic): numbers at most once, whole non-negative intermediates"
+    )
     p.set_defaults(func=_solve)
 
     p = sub.add_parser("score", help="score completions against tasks")
     p.add_argument("input", type=Path, help="JSONL rows with 'numbers', 'target' and the completion in 'text' (or 'response')")
     p.add_argument("--output", "-o", type=Path, help="write each row with its verdict here")
+    p.add_argument(
+        "--preset", default="tinyzero", choices=sorted(PRESETS), help="score under this task preset's rules (classic: numbers at most once)"
+    )
     p.add_argument("--strict-ending", action="store_true", help="reward 0 unless the completion ends at </answer>")
     p.set_defaults(func=_score)
 
@@ -73,7 +79,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _solve(args: argparse.Namespace) -> int:
-    rules = Rules(use_all_numbers=False, integer_intermediates=True, allow_negative_intermediates=False) if args.tv_rules else Rules()
+    rules = preset_rules("classic" if args.tv_rules else args.preset)
     if args.all:
         solutions = all_solutions(args.numbers, args.target, rules, cap=args.cap)
         print("\n".join(solutions) if solutions else "no solution")
@@ -88,29 +94,24 @@ def _solve(args: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
-    rules = Rules(strict_ending=args.strict_ending)
+    rules = preset_rules(args.preset, strict_ending=args.strict_ending)
     outcomes: Counter[str] = Counter()
     total = 0.0
-    out = args.output.open("w") if args.output else None
-    with args.input.open() as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                task = Task.from_dict(row)
-            except (json.JSONDecodeError, ValueError, TypeError, AttributeError) as err:
-                raise ValueError(f"{args.input}:{lineno}: not a JSON row with 'numbers' and 'target' ({err})") from None
-            text = row.get("text", row.get("response"))
-            if text is None:
-                raise ValueError(f"{args.input}:{lineno}: row has no 'text' (or 'response') field")
-            score = score_response(text, task, rules)
-            outcomes[score.outcome.value] += 1
-            total += score.reward
-            if out:
-                out.write(json.dumps({**row, **score.to_dict()}) + "\n")
-    if out:
-        out.close()
+    scored = []
+    for lineno, row in iter_jsonl(args.input):
+        try:
+            task = Task.from_dict(row)
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"{args.input}:{lineno}: not a JSON row with 'numbers' and 'target' ({err})") from None
+        text = row.get("text", row.get("response"))
+        if text is None:
+            raise ValueError(f"{args.input}:{lineno}: row has no 'text' (or 'response') field")
+        score = score_response(text, task, rules)
+        outcomes[score.outcome.value] += 1
+        total += score.reward
+        scored.append({**row, **score.to_dict()})
+    if args.output:
+        write_jsonl_atomic(args.output, scored)
     n = sum(outcomes.values())
     print(
         json.dumps(

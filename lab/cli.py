@@ -12,14 +12,17 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from runtime.config import PresetArgumentParser
+
 # Modules that define subcommands, in --help order. A module missing from a partial
 # checkout is skipped rather than breaking the whole CLI.
-COMMAND_MODULES = ("countdown_env.cli", "priming.cli", "priming.sft_cli", "rl.cli", "behavior_classifier.cli", "lab.commands")
+COMMAND_MODULES = ("countdown_env.cli", "priming.cli", "priming.sft_cli", "priming.pretrain_cli", "rl.cli", "behavior_classifier.cli", "lab.commands")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="countdown-lab", description="Study how language models learn to reason with RL on Countdown.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # PresetArgumentParser: a subcommand's --help lists its config with the values of the preset on its command line.
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=PresetArgumentParser)
     for name in COMMAND_MODULES:
         try:
             module = importlib.import_module(name)

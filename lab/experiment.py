@@ -26,11 +26,11 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from countdown_env import Task, generate_tasks, read_tasks, write_tasks
+from runtime.config import load_dataclass
 
 PRESET_DIR = Path(__file__).parent / "presets"
+DEFAULT_PRESET = "tiny-cpu"
 INCORRECT_SUFFIX = "_incorrect"
 SFT_SET_BY_EXPERIMENT = frozenset({"model", "data", "output_dir", "seed", "prompt_style"})
 PPO_SET_BY_EXPERIMENT = frozenset({"model", "seed", "task_preset", "num_eval_tasks", "prompt_style"})
@@ -161,22 +161,15 @@ class ExperimentConfig:
     @classmethod
     def load(cls, preset_or_path: str, **overrides: Any) -> ExperimentConfig:
         """A preset name (`lab/presets/<name>.yaml`) or a YAML path, with overrides (None values ignored)."""
-        path = Path(preset_or_path)
-        if not path.suffix:
-            path = PRESET_DIR / f"{preset_or_path}.yaml"
-        if not path.is_file():
-            known = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
-            raise ValueError(f"no experiment preset {preset_or_path!r}; choose one of {known} or pass a YAML file")
-        values = yaml.safe_load(path.read_text()) or {}
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown experiment field(s) {unknown} in {path}; known: {sorted(known)}")
-        return cls(**values)
+        return load_experiment(preset_or_path, {k: v for k, v in overrides.items() if v is not None})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def load_experiment(source: str | Path = DEFAULT_PRESET, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    """A preset name (`lab/presets/<name>.yaml`) or a YAML path, then `overrides`, each value typed by its field."""
+    return load_dataclass(ExperimentConfig, source, overrides, PRESET_DIR, what="experiment")
 
 
 # ---- stages -------------------------------------------------------------------------
@@ -225,6 +218,7 @@ def base_model(config: ExperimentConfig, root: Path, seed: int) -> str:
 def stage_traces(
     config: ExperimentConfig, run: Path, condition: str, incorrect: bool, seed: int, tasks: list[Task], incorrect_kind: str | None = None
 ) -> Path:
+    from countdown_env import preset_rules
     from priming.export import with_prompt, write_prime_output
     from priming.traces import GENERATOR_VERSION, TraceConfig, generate_trace
 
@@ -233,11 +227,15 @@ def stage_traces(
         return out
     overrides = {"max_chars": config.trace_max_chars} if config.trace_max_chars else {}
     trace_config = TraceConfig.for_style(config.trace_style, **overrides)
+    # The task preset's rules (e.g. classic: numbers at most once), as the PPO stage's `PPOConfig.rules`.
+    rules = preset_rules(config.task_preset)
     traces = [
-        generate_trace(t, condition, seed=seed, index=i, incorrect=incorrect, incorrect_kind=incorrect_kind, config=trace_config)
+        generate_trace(
+            t, condition, seed=seed, index=i, incorrect=incorrect, incorrect_kind=incorrect_kind, config=trace_config, rules=rules
+        )
         for i, t in enumerate(tasks)
     ]
-    rows = [with_prompt(trace.to_dict(), config.prompt_style) for trace in traces]
+    rows = [with_prompt(trace.to_dict(), config.prompt_style, rules) for trace in traces]
     metadata = {"condition": condition, "incorrect": incorrect, "seed": seed, "generator": "synthetic", "generator_version": GENERATOR_VERSION,
                 "prompt_style": config.prompt_style, "trace_config": asdict(trace_config)}  # fmt: skip
     write_prime_output(rows, out, metadata, test_size=0.05, seed=seed)

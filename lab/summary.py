@@ -8,8 +8,8 @@ from typing import Any
 import pandas as pd
 
 from behavior_classifier.frequencies import AVG_COLUMNS, behavior_frequencies, plot_frequencies, read_classified
-from behavior_classifier.jsonl import read_jsonl
 from countdown_env.steps import step_accuracy
+from runtime.jsonl import read_jsonl
 
 
 def run_dirs(root: Path) -> list[Path]:

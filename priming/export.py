@@ -21,6 +21,7 @@ from typing import Any
 from countdown_env.rules import DEFAULT_RULES, Rules, render_prompt
 from countdown_env.tasks import Task
 from priming.conditions import BEHAVIORS
+from runtime.jsonl import write_jsonl_atomic, write_text_atomic
 
 #: Columns of the saved dataset (the JSONL files keep every field).
 DATASET_COLUMNS = ("prompt", "completion", "numbers", "target", "condition", "correct", "behaviors")
@@ -76,10 +77,7 @@ def write_prime_output(
         splits = datasets.DatasetDict({"train": full})
     metadata = {**metadata, "splits": {name: len(split) for name, split in splits.items()}, "summary": summarise(rows)}
     for name, split in splits.items():
-        path = output_dir / f"{name}.jsonl"
-        with path.open("w") as f:
-            for row in split:
-                f.write(json.dumps(row) + "\n")
+        write_jsonl_atomic(output_dir / f"{name}.jsonl", split)
     stale = output_dir / "test.jsonl"
     if "test" not in splits and stale.exists():
         stale.unlink()  # from an earlier run with a test split
@@ -91,7 +89,7 @@ def write_prime_output(
         }
     )
     lean.save_to_disk(str(output_dir / "dataset"))
-    (output_dir / "metadata.json").write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(output_dir / "metadata.json", json.dumps(metadata, indent=2, sort_keys=True) + "\n")
     return metadata
 
 

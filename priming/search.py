@@ -27,23 +27,50 @@ whose final answer is wrong although it kept the right target).
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import cached_property
+from itertools import combinations
 from typing import Literal
 
 from countdown_env.expression import Value, apply
-from countdown_env.rules import Rules
+from countdown_env.rules import DEFAULT_RULES, Rules
 from countdown_env.solver import Expr, allowed_value, combine, reachable_using_all, solve
 
 Strategy = Literal["forward", "backward", "mixed"]
 STRATEGIES: tuple[str, ...] = ("forward", "backward", "mixed")
 
-#: Rules the search prefers: whole, non-negative intermediate values keep every written step
-#: simple arithmetic. Tasks that need a fraction or a negative value fall back to the full rules.
-PLAIN_RULES = Rules(integer_intermediates=True, allow_negative_intermediates=False)
-FULL_RULES = Rules()
+
+def search_rules(rules: Rules = DEFAULT_RULES) -> tuple[Rules, ...]:
+    """The rules a search tries, in order: the task's rules with whole, non-negative intermediate
+    values first (every written step stays simple arithmetic), then the task's rules themselves
+    (for tasks that need a fraction or a negative value). Each is as strict as `rules` or stricter,
+    so whatever the search finds is correct under `rules`."""
+    plain = rules.with_(integer_intermediates=True, allow_negative_intermediates=False)
+    return (plain,) if plain == rules else (plain, rules)
+
+
+def _operands(numbers: Sequence[int], goal: int, rules: Rules, min_operands: int = 1) -> tuple[int, ...] | None:
+    """The numbers a solution of `goal` under `rules` uses: all of them, or (when the rules let
+    a number go unused) those of the first solution the solver finds, else (that one uses fewer
+    than `min_operands`) those of the smallest sub-multiset of at least `min_operands` numbers
+    that makes `goal` with every one of them."""
+    found = solve(numbers, goal, rules)
+    if found is None:
+        return None
+    if rules.use_all_numbers:
+        return tuple(numbers)
+    operands = tuple(int(n) for n in re.findall(r"\d+", found))
+    if len(operands) >= min_operands:
+        return operands
+    every = rules.with_(use_all_numbers=True)
+    for size in range(min_operands, len(numbers) + 1):  # smallest first: a small solver search each
+        for subset in dict.fromkeys(combinations(numbers, size)):
+            if solve(subset, goal, every) is not None:
+                return subset
+    return None
 
 
 @dataclass(frozen=True)
@@ -167,12 +194,18 @@ class SearchResult:
     """Each failed path as (value, expression over all the numbers), in the order visited. A miss
     inside a decomposition is completed with the decomposition's last step; a completion that
     divides by zero is left out."""
+    misses: tuple[tuple[Value, Expr], ...] = ()
+    """Each failed leaf as (value, expression) as checked, not completed: inside a decomposition
+    it leaves numbers unused, an answer only under rules that allow that (`classic`)."""
 
-    def closest(self) -> Expr | None:
-        """The failed attempt whose value is nearest the goal (the first of equals), or None."""
-        if not self.attempts:
+    def closest(self, keep: Callable[[Expr], bool] | None = None, *, partial: bool = False) -> Expr | None:
+        """The failed attempt whose value is nearest the goal (the first of equals), or None.
+        `keep`: only attempts it accepts (a completed miss can break rules its steps kept, e.g.
+        a division with a remainder under `classic`). `partial`: the misses count too, after the attempts."""
+        attempts = [a for a in (*self.attempts, *(self.misses if partial else ())) if keep is None or keep(a[1])]
+        if not attempts:
             return None
-        return min(self.attempts, key=lambda attempt: abs(attempt[0] - self.goal))[1]
+        return min(attempts, key=lambda attempt: abs(attempt[0] - self.goal))[1]
 
 
 # ---- the search -----------------------------------------------------------------------
@@ -252,6 +285,7 @@ class _Walk:
         self.dead_ends = 0
         self.nodes = 0
         self.attempts: list[tuple[Value, Expr]] = []
+        self.misses: list[tuple[Value, Expr]] = []
         self.last_steps: list[tuple[str, Value, Expr, bool]] = []
         """(op, operand, its expression, need_first) of the decompositions the walk is inside."""
         self.stopped = False
@@ -263,6 +297,7 @@ class _Walk:
     def miss(self, value: Value, expr: Expr) -> None:
         """Record a failed leaf as a full attempt (completed through the enclosing decompositions)."""
         self.dead_ends += 1
+        self.misses.append((value, expr))
         for op, operand, e_operand, need_first in reversed(self.last_steps):
             completed = apply(op, value, operand) if need_first else apply(op, operand, value)
             if completed is None:
@@ -384,19 +419,31 @@ class _Walk:
         return (op, sub, e_operand) if need_first else (op, e_operand, sub)
 
 
-def search(numbers: Sequence[int], goal: int, config: SearchConfig, rng: random.Random) -> SearchResult:
+def search(
+    numbers: Sequence[int], goal: int, config: SearchConfig, rng: random.Random, rules: Rules = DEFAULT_RULES, *, min_operands: int = 1
+) -> SearchResult:
     """Walk the tree of `numbers` towards `goal`, recording every step, miss and return.
 
-    Uses `PLAIN_RULES` when the goal is reachable with whole non-negative intermediates,
-    else the full rules. Raises ValueError if no expression using every number makes `goal`.
+    Follows `rules` (the task preset's, `countdown_env.preset_rules`), with whole non-negative
+    intermediates when the goal is reachable that way (`search_rules`). When the rules let a
+    number go unused (`classic`), the walk combines the numbers of the first solution the
+    solver finds, or of at least `min_operands` numbers (a trace whose answer must be wrong needs
+    a step to get wrong, not a target that is one of the numbers). Raises ValueError if no
+    expression (of at least `min_operands` numbers) makes `goal` under the rules.
     """
-    for rules in (PLAIN_RULES, FULL_RULES):
+    for candidate in search_rules(rules):
         # The solver's depth-first search stops at the first solution: much cheaper than the
         # whole reachable-value table of all the numbers, which only sub-multisets need.
-        if solve(numbers, goal, rules) is not None:
+        operands = _operands(numbers, goal, candidate, min_operands)
+        if operands is not None:
             break
     else:
-        raise ValueError(f"no expression using every one of {list(numbers)} makes {goal}; traces need a solvable task")
-    walk = _Walk(goal, len(numbers), config, rules, rng)
-    expression = walk.explore([(n, n) for n in numbers], goal, top=True)
-    return SearchResult(tuple(walk.events), expression, goal, walk.dead_ends, walk.nodes, rules, tuple(walk.attempts))
+        how = "using every one of" if rules.use_all_numbers else "from"
+        raise ValueError(f"no expression {how} {list(numbers)} makes {goal}; traces need a solvable task")
+    # The walk combines every one of its operands, so it follows the rules with that one changed.
+    walk_rules = candidate.with_(use_all_numbers=True)
+    walk = _Walk(goal, len(operands), config, walk_rules, rng)
+    expression = walk.explore([(n, n) for n in operands], goal, top=True)
+    return SearchResult(
+        tuple(walk.events), expression, goal, walk.dead_ends, walk.nodes, candidate, tuple(walk.attempts), tuple(walk.misses)
+    )

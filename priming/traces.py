@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from countdown_env.expression import Outcome
-from countdown_env.rules import THINK_CLOSE, THINK_OPEN, format_completion
+from countdown_env.rules import DEFAULT_RULES, THINK_CLOSE, THINK_OPEN, Rules, format_completion
 from countdown_env.scoring import score_response
 from countdown_env.solver import Expr, expr_to_text
 from countdown_env.tasks import Task
@@ -171,15 +171,18 @@ def incorrect_kind_for(incorrect: bool, incorrect_kind: str | None) -> str | Non
 
 
 def _search(
-    task: Task, condition: Condition, config: TraceConfig, seed: int, index: int, budget: int, attempt: int, runs_out: bool
+    task: Task, condition: Condition, config: TraceConfig, seed: int, index: int, budget: int, attempt: int, kind: str | None, rules: Rules
 ) -> SearchResult:
+    runs_out = kind == "ranout"
     search_config = config.search_config(condition.strategy, explores=condition.explores, max_dead_ends=budget, runs_out=runs_out)
-    return search(task.numbers, task.target, search_config, _rng("search", seed, index, task, condition.strategy, budget, attempt))
+    rng = _rng("search", seed, index, task, condition.strategy, budget, attempt)
+    # A wrong answer needs a step to get wrong: under rules that let numbers go unused, not the target alone when it is a number.
+    return search(task.numbers, task.target, search_config, rng, rules, min_operands=1 if kind is None else 2)
 
 
-def _wrong_value(expr: Expr, task: Task) -> bool:
-    """Whether `expr` as an answer is well-formed and misses the target (scored like any answer)."""
-    return score_response(format_completion("", expr_to_text(expr)), task).outcome is Outcome.WRONG_VALUE
+def _wrong_value(expr: Expr, task: Task, rules: Rules) -> bool:
+    """Whether `expr` as an answer is well-formed and misses the target under `rules` (scored like any answer)."""
+    return score_response(format_completion("", expr_to_text(expr)), task, rules).outcome is Outcome.WRONG_VALUE
 
 
 def _operator_slips(expr: Expr) -> list[Expr]:
@@ -193,13 +196,13 @@ def _operator_slips(expr: Expr) -> list[Expr]:
     return out
 
 
-def _slip(task: Task, result: SearchResult, rng: random.Random) -> Expr:
+def _slip(task: Task, result: SearchResult, rng: random.Random, rules: Rules) -> Expr:
     """The wrong answer of a slip trace: the solution with one operator changed (its value
     wrong), else a failed attempt of the walk."""
     if result.expression is None:  # unreachable for a solvable goal: the search ends at a solution
         raise RuntimeError(f"search found no expression for {task.numbers} -> {task.target}")
-    candidates = [e for e in _operator_slips(result.expression) if _wrong_value(e, task)]
-    candidates = candidates or [e for _, e in result.attempts if _wrong_value(e, task)]
+    candidates = [e for e in _operator_slips(result.expression) if _wrong_value(e, task, rules)]
+    candidates = candidates or [e for _, e in result.attempts if _wrong_value(e, task, rules)]
     if not candidates:
         raise RuntimeError(f"no wrong answer close to {expr_to_text(result.expression)} for {task.numbers} -> {task.target}")
     return rng.choice(candidates)
@@ -214,8 +217,9 @@ def _trace(
     answer: str,
     kind: str | None,
     reasoned: str,
+    rules: Rules,
 ) -> Trace:
-    score = score_response(text, task)
+    score = score_response(text, task, rules)
     if score.outcome is not (Outcome.CORRECT if kind is None else Outcome.WRONG_VALUE):
         raise RuntimeError(f"trace answer {answer!r} scored {score.outcome.value} for {task.numbers} -> {task.target}")
     return Trace(
@@ -235,7 +239,9 @@ def _trace(
     )
 
 
-def _reasoning_trace(task: Task, condition: Condition, *, seed: int, index: int, kind: str | None, config: TraceConfig) -> Trace:
+def _reasoning_trace(
+    task: Task, condition: Condition, *, seed: int, index: int, kind: str | None, config: TraceConfig, rules: Rules
+) -> Trace:
     runs_out = kind == "ranout"
     shortest = None
     # Too long: search again (another random walk), then with fewer failed paths, down to the
@@ -245,14 +251,21 @@ def _reasoning_trace(task: Task, condition: Condition, *, seed: int, index: int,
         budgets = list(range(config.max_dead_ends, config.search_config(explores=True).min_dead_ends - 1, -1))
         if runs_out:  # never below the search's own minimum of failed paths
             budgets = sorted({max(b, RANOUT_MIN_DEAD_ENDS) for b in budgets}, reverse=True)
+
+    def keep(expr: Expr) -> bool:
+        # A ranout answer must be a wrong value under the rules: a miss completed through a
+        # division step can leave a remainder the task's rules forbid (e.g. classic), where
+        # the miss itself, which leaves numbers unused, is an answer.
+        return _wrong_value(expr, task, rules)
+
     for budget in budgets:
         for attempt in range(RETRIES_PER_BUDGET):
-            result = _search(task, condition, config, seed, index, budget, attempt, runs_out)
-            reached = result.closest() if runs_out else result.expression
-            if reached is None:  # a solvable task always has a solution and a failed path
-                raise RuntimeError(
-                    f"the {'ranout ' if runs_out else ''}search of {list(task.numbers)} -> {task.target} ended with no answer"
-                )
+            result = _search(task, condition, config, seed, index, budget, attempt, kind, rules)
+            reached = result.closest(keep, partial=not rules.use_all_numbers) if runs_out else result.expression
+            if reached is None:
+                if runs_out:  # no failed path of this walk is a valid answer: walk again
+                    continue
+                raise RuntimeError(f"search found no expression for {task.numbers} -> {task.target}")  # a solvable task always has one
             reasoned = expr_to_text(reached)
             # The reasoning (slip included) is the walk's own, with the conclusion it reached;
             # only a slip's answer line differs from it.
@@ -265,11 +278,17 @@ def _reasoning_trace(task: Task, condition: Condition, *, seed: int, index: int,
                 style=config.style,
                 rng=_rng("text", seed, index, task, condition.name, budget, attempt),
             )
-            answer = expr_to_text(_slip(task, result, _rng("slip", seed, index, task, budget, attempt))) if kind == "slip" else reasoned
+            answer = (
+                expr_to_text(_slip(task, result, _rng("slip", seed, index, task, budget, attempt), rules)) if kind == "slip" else reasoned
+            )
             text = format_completion(rendered.think, answer)
             if config.max_chars is None or len(text) <= config.max_chars:
-                return _trace(task, condition, result, text, rendered.behaviors, answer, kind, reasoned)
+                return _trace(task, condition, result, text, rendered.behaviors, answer, kind, reasoned, rules)
             shortest = len(text) if shortest is None else min(shortest, len(text))
+    if shortest is None:
+        raise ValueError(
+            f"no ranout search of {list(task.numbers)} -> {task.target} ended on a failed path that is a valid answer under {rules}"
+        )
     raise ValueError(
         f"no {condition.name} trace for {list(task.numbers)} -> {task.target} fits in max_chars={config.max_chars} "
         f"(shortest: {shortest} characters); raise max_chars, lower min_dead_ends or use the compact style"
@@ -285,16 +304,18 @@ def generate_trace(
     incorrect: bool = False,
     incorrect_kind: str | None = None,
     config: TraceConfig | None = None,
+    rules: Rules = DEFAULT_RULES,
 ) -> Trace:
-    """The trace of `condition` for `task` (the `index`-th task of a batch); see `generate_traces`."""
+    """The trace of `condition` for `task` (the `index`-th task of a batch), correct (or, with
+    `incorrect`, wrong) under `rules`: the task preset's, `countdown_env.preset_rules`; see `generate_traces`."""
     cond = get_condition(condition)
     kind = incorrect_kind_for(incorrect, incorrect_kind)
     config = config or TraceConfig()
     if cond.control is None:
-        return _reasoning_trace(task, cond, seed=seed, index=index, kind=kind, config=config)
+        return _reasoning_trace(task, cond, seed=seed, index=index, kind=kind, config=config, rules=rules)
     # Controls keep the answer of a reasoning trace and drop its reasoning.
     source = get_condition(config.dots_source if cond.control == "dots" else "negative_control")
-    base = _reasoning_trace(task, source, seed=seed, index=index, kind=kind, config=config)
+    base = _reasoning_trace(task, source, seed=seed, index=index, kind=kind, config=config, rules=rules)
     think = "." * len(_think_of(base.text)) if cond.control == "dots" else ""
     text = format_completion(think, base.answer)
     return replace(base, text=text, condition=cond.name, behaviors=dict.fromkeys(BEHAVIORS, 0), meta={**base.meta, "source": source.name})
@@ -308,17 +329,19 @@ def generate_traces(
     incorrect: bool = False,
     incorrect_kind: str | None = None,
     config: TraceConfig | None = None,
+    rules: Rules = DEFAULT_RULES,
 ) -> list[Trace]:
     """One trace of `condition` per task; same seed, same traces (see the module docstring).
 
     With `incorrect=True` every answer is well-formed and wrong, while the reasoning keeps the
     task's target and the condition's behaviours. `incorrect_kind` says how it goes wrong:
     `"slip"` (the default: the correct trace with a wrong final answer line) or `"ranout"`
-    (the search stops before the solution and answers its closest attempt).
+    (the search stops before the solution and answers its closest attempt). `rules` (the task
+    preset's) decide what the search may do and how the answer is checked.
     """
     get_condition(condition)  # fail before any work on a bad name
     kind = incorrect_kind_for(incorrect, incorrect_kind)
     return [
-        generate_trace(task, condition, seed=seed, index=i, incorrect=incorrect, incorrect_kind=kind, config=config)
+        generate_trace(task, condition, seed=seed, index=i, incorrect=incorrect, incorrect_kind=kind, config=config, rules=rules)
         for i, task in enumerate(tasks)
     ]

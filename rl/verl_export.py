@@ -11,16 +11,19 @@ veRL's PPO trainer reads (`data.train_files`, `data.val_files`):
     nums, target the task again, so `countdown-lab` reads the files as a tasks file too
 
 `compute_score` is the function veRL calls through `custom_reward_function.path/name`,
-backed by `countdown_env.score_response` (no `eval`, exact arithmetic).
+backed by `countdown_env.score_response` (no `eval`, exact arithmetic). The prompts state,
+and the reward module scores under, the task preset's rules (`countdown_env.preset_rules`),
+which the module records as `RULES`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from countdown_env import Rules, Task, chat_messages, generate_tasks, score_response, tinyzero_prompt
+from countdown_env import DEFAULT_RULES, Rules, Task, chat_messages, generate_tasks, preset_rules, score_response, tinyzero_prompt
 
 DATA_SOURCE = "countdown"
 TEMPLATES = ("base", "instruct")
@@ -35,32 +38,51 @@ Use with: custom_reward_function.path={path} custom_reward_function.name=compute
 import sys
 
 try:
-    from rl.verl_export import compute_score
+    from rl.verl_export import compute_score as _compute_score
 except ImportError:  # countdown-lab not installed in veRL's environment: use the checkout it came from
     sys.path.insert(0, {root!r})
-    from rl.verl_export import compute_score
+    from rl.verl_export import compute_score as _compute_score
 
-__all__ = ["compute_score"]
+#: The rules the exported prompts state (the task preset's), as `countdown_env.Rules` fields.
+RULES = {rules!r}
+
+
+def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kwargs):
+    return _compute_score(data_source, solution_str, ground_truth, extra_info, rules=RULES)
+
+
+__all__ = ["RULES", "compute_score"]
 '''
 
 
-def compute_score(data_source: str, solution_str: str, ground_truth: dict[str, Any], extra_info: dict[str, Any] | None = None) -> float:
-    """veRL's reward hook: the Countdown reward of `solution_str` for the task in `ground_truth`."""
+def compute_score(
+    data_source: str,
+    solution_str: str,
+    ground_truth: dict[str, Any],
+    extra_info: dict[str, Any] | None = None,
+    *,
+    rules: Rules | dict[str, Any] = DEFAULT_RULES,
+    **kwargs: Any,
+) -> float:
+    """veRL's reward hook: the Countdown reward of `solution_str` for the task in `ground_truth`
+    under `rules` (a `Rules` or its fields as a dict, as the written reward module passes them)."""
     for marker in RESPONSE_MARKERS:
         if marker in solution_str:
             solution_str = solution_str.rsplit(marker, 1)[1]
             break
     numbers = ground_truth.get("numbers", ground_truth.get("nums"))
     task = Task(tuple(int(n) for n in numbers), int(ground_truth["target"]))
-    return float(score_response(solution_str, task, Rules()).reward)
+    if isinstance(rules, dict):
+        rules = Rules.from_kwargs(**rules)
+    return float(score_response(solution_str, task, rules).reward)
 
 
-def verl_row(task: Task, split: str, index: int, template: str = "base") -> dict[str, Any]:
-    """One parquet row in TinyZero's/veRL's schema."""
+def verl_row(task: Task, split: str, index: int, template: str = "base", rules: Rules = DEFAULT_RULES) -> dict[str, Any]:
+    """One parquet row in TinyZero's/veRL's schema, its prompt stating `rules`."""
     if template == "base":
-        prompt = [{"role": "user", "content": tinyzero_prompt(task)}]
+        prompt = [{"role": "user", "content": tinyzero_prompt(task, rules)}]
     elif template == "instruct":
-        prompt = chat_messages(task)
+        prompt = chat_messages(task, rules)
     else:
         raise ValueError(f"template must be one of {TEMPLATES}, got {template!r}")
     return {
@@ -83,8 +105,14 @@ def export_verl(
     preset: str = "tinyzero",
     template: str = "base",
     train_tasks: Sequence[Task] | None = None,
+    rules: Rules | None = None,
 ) -> dict[str, Path]:
-    """Write train.parquet, test.parquet (disjoint splits) and countdown_reward.py into `output_dir`."""
+    """Write train.parquet, test.parquet (disjoint splits) and countdown_reward.py into `output_dir`.
+
+    Prompts and reward follow `rules`, by default the preset's (`preset_rules(preset)`)."""
+    rules = rules or preset_rules(preset)
+    if template not in TEMPLATES:
+        raise ValueError(f"template must be one of {TEMPLATES}, got {template!r}")
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -98,10 +126,11 @@ def export_verl(
         train = [t for t in train_tasks if t.key not in held_out]
     paths = {}
     for split, tasks in (("train", train), ("test", test)):
-        rows = [verl_row(task, split, i, template) for i, task in enumerate(tasks)]
+        rows = [verl_row(task, split, i, template, rules) for i, task in enumerate(tasks)]
         paths[split] = output_dir / f"{split}.parquet"
         pq.write_table(pa.Table.from_pylist(rows), paths[split])
     reward = output_dir / "countdown_reward.py"
-    reward.write_text(REWARD_MODULE.format(path=reward.resolve(), root=str(Path(__file__).resolve().parents[1])))
+    fields = {k: v for k, v in asdict(rules).items() if v != getattr(DEFAULT_RULES, k)}  # only what differs: readable
+    reward.write_text(REWARD_MODULE.format(path=reward.resolve(), root=str(Path(__file__).resolve().parents[1]), rules=fields))
     paths["reward"] = reward
     return paths

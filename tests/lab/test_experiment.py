@@ -85,7 +85,7 @@ def test_bad_configs_fail_fast(overrides, message):
 
 def test_cli_reports_a_bad_preset(capsys):
     assert main(["experiment", "--preset", "nope", "--output-dir", "/tmp/never"]) == 2
-    assert "no experiment preset" in capsys.readouterr().err
+    assert "unknown experiment preset" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

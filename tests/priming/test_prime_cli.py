@@ -9,11 +9,11 @@ from pathlib import Path
 import datasets
 import pytest
 
+from behavior_classifier.local_server import OpenAIServer, Reply
 from countdown_env import Outcome, Task, generate_tasks, score_response, write_tasks
 from lab.cli import main
 from priming import GENERATOR_VERSION, generate_trace
 from priming.llm import LLM_GENERATOR_VERSION
-from tests.openai_server import OpenAIServer, Reply
 
 
 def read_jsonl(path: Path) -> list[dict]:
