@@ -38,16 +38,33 @@ NO_PRIMING = "none"
 
 
 def parse_condition(name: str) -> tuple[str | None, bool]:
-    """'all_strategies_incorrect' -> ('all_strategies', True); 'none' -> (None, False)."""
-    from priming import CONDITIONS
+    """'all_strategies_incorrect' (or '..._incorrect_slip', '..._incorrect_ranout') -> ('all_strategies', True);
+    'none' -> (None, False). The kind of wrong answer: `incorrect_kind_of`."""
+    from priming import CONDITIONS, INCORRECT_KINDS
 
     if name == NO_PRIMING:
         return None, False
-    base, incorrect = (name[: -len(INCORRECT_SUFFIX)], True) if name.endswith(INCORRECT_SUFFIX) else (name, False)
+    base, incorrect = name, False
+    for suffix in (INCORRECT_SUFFIX, *(f"{INCORRECT_SUFFIX}_{kind}" for kind in INCORRECT_KINDS)):
+        if name.endswith(suffix) and name[: -len(suffix)] in CONDITIONS:
+            base, incorrect = name[: -len(suffix)], True
     if base not in CONDITIONS:
-        choices = sorted([*CONDITIONS, NO_PRIMING]) + [f"<condition>{INCORRECT_SUFFIX}"]
+        kinds = "|".join(INCORRECT_KINDS)
+        choices = sorted([*CONDITIONS, NO_PRIMING]) + [f"<condition>{INCORRECT_SUFFIX}", f"<condition>{INCORRECT_SUFFIX}_<{kinds}>"]
         raise ValueError(f"unknown condition {name!r}; choose from {choices}")
     return base, incorrect
+
+
+def incorrect_kind_of(name: str) -> str | None:
+    """How the traces of condition `name` are wrong: 'slip' for `<condition>_incorrect` and
+    `<condition>_incorrect_slip`, 'ranout' for `<condition>_incorrect_ranout`, None for correct traces."""
+    from priming import INCORRECT_KINDS
+
+    base, incorrect = parse_condition(name)
+    if not incorrect:
+        return None
+    suffix = name[len(base or "") + len(INCORRECT_SUFFIX) :]
+    return suffix[1:] if suffix else INCORRECT_KINDS[0]
 
 
 @dataclass(frozen=True)
@@ -198,7 +215,9 @@ def base_model(config: ExperimentConfig, root: Path, seed: int) -> str:
     return str(default_model(root / "models", config.arch, config.size, seed=seed))
 
 
-def stage_traces(config: ExperimentConfig, run: Path, condition: str, incorrect: bool, seed: int, tasks: list[Task]) -> Path:
+def stage_traces(
+    config: ExperimentConfig, run: Path, condition: str, incorrect: bool, seed: int, tasks: list[Task], incorrect_kind: str | None = None
+) -> Path:
     from countdown_env import preset_rules
     from priming.export import with_prompt, write_prime_output
     from priming.traces import GENERATOR_VERSION, TraceConfig, generate_trace
@@ -210,8 +229,12 @@ def stage_traces(config: ExperimentConfig, run: Path, condition: str, incorrect:
     trace_config = TraceConfig.for_style(config.trace_style, **overrides)
     # The task preset's rules (e.g. classic: numbers at most once), as the PPO stage's `PPOConfig.rules`.
     rules = preset_rules(config.task_preset)
-    traces = [generate_trace(t, condition, seed=seed, index=i, incorrect=incorrect, config=trace_config, rules=rules)
-              for i, t in enumerate(tasks)]  # fmt: skip
+    traces = [
+        generate_trace(
+            t, condition, seed=seed, index=i, incorrect=incorrect, incorrect_kind=incorrect_kind, config=trace_config, rules=rules
+        )
+        for i, t in enumerate(tasks)
+    ]
     rows = [with_prompt(trace.to_dict(), config.prompt_style, rules) for trace in traces]
     metadata = {"condition": condition, "incorrect": incorrect, "seed": seed, "generator": "synthetic", "generator_version": GENERATOR_VERSION,
                 "prompt_style": config.prompt_style, "trace_config": asdict(trace_config)}  # fmt: skip
@@ -292,7 +315,7 @@ def run_one(config: ExperimentConfig, root: Path, name: str, seed: int) -> Path:
     tasks = make_tasks(config, seed, root)
     model = base_model(config, root, seed)
     if condition is not None:
-        data = stage_traces(config, run, condition, incorrect, seed, tasks["sft"])
+        data = stage_traces(config, run, condition, incorrect, seed, tasks["sft"], incorrect_kind_of(name))
         model = stage_sft(config, run, model, data, seed)
     stage_ppo(config, run, model, seed, tasks["rl"])
     stage_classify(config, run)

@@ -11,6 +11,7 @@ from countdown_env.rules import PROMPT_STYLES
 from countdown_env.tasks import PRESETS
 from priming.conditions import CONDITIONS
 from priming.render import STYLES
+from priming.traces import INCORRECT_KINDS, incorrect_kind_for
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +23,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--condition", "-c", required=True, choices=sorted(CONDITIONS), help="which behaviours the traces show")
     p.add_argument("--output-dir", "-o", type=Path, required=True)
-    p.add_argument("--incorrect", action="store_true", help="every final answer wrong but well-formed, same behaviours")
+    p.add_argument("--incorrect", action="store_true", help="every final answer wrong but well-formed, same target and behaviours")
+    p.add_argument(
+        "--incorrect-kind",
+        choices=INCORRECT_KINDS,
+        help="with --incorrect (synthetic): slip = correct reasoning, wrong answer line (default); "
+        "ranout = the search stops before the solution and answers its closest attempt",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the traces (and of the tasks, unless --task-seed)")
     tasks = p.add_argument_group("tasks (a file, or generated)")
     tasks.add_argument("--tasks", type=Path, help="tasks file (JSONL numbers/target, or parquet nums/target)")
@@ -86,11 +93,22 @@ def _prime(args: argparse.Namespace) -> int:
     from countdown_env.tasks import Task, preset_rules
     from priming.export import with_prompt, write_prime_output
 
+    if args.incorrect_kind is not None and not args.incorrect:
+        raise ValueError("--incorrect-kind needs --incorrect")
+    if args.incorrect_kind is not None and args.generator != "synthetic":
+        raise ValueError("--incorrect-kind applies to the synthetic generator only")
+    kind = incorrect_kind_for(args.incorrect, args.incorrect_kind) if args.generator == "synthetic" else None
     rules = preset_rules(args.preset)
     # Fail before any work on a style prime cannot render (chat needs the model's tokenizer).
     render_prompt(Task((1, 2), 3), args.prompt_style, rules)
     tasks, task_source = _tasks(args)
-    metadata = {"condition": args.condition, "incorrect": args.incorrect, "seed": args.seed, "generator": args.generator}
+    metadata = {
+        "condition": args.condition,
+        "incorrect": args.incorrect,
+        "incorrect_kind": kind,
+        "seed": args.seed,
+        "generator": args.generator,
+    }
     metadata.update(prompt_style=args.prompt_style, tasks=task_source, rules_preset=args.preset)
     status = 0
     if args.generator == "synthetic":
@@ -101,7 +119,9 @@ def _prime(args: argparse.Namespace) -> int:
         overrides.update({k: v for k, v in {"min_dead_ends": args.min_dead_ends, "max_nodes": args.max_nodes}.items() if v is not None})
         config = TraceConfig.for_style(style, **overrides)
         traces = [
-            generate_trace(task, args.condition, seed=args.seed, index=i, incorrect=args.incorrect, config=config, rules=rules)
+            generate_trace(
+                task, args.condition, seed=args.seed, index=i, incorrect=args.incorrect, incorrect_kind=kind, config=config, rules=rules
+            )
             for i, task in enumerate(tqdm(tasks, desc=f"prime {args.condition}", file=sys.stderr))
         ]
         rows = [with_prompt(trace.to_dict(), args.prompt_style, rules) for trace in traces]

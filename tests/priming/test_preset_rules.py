@@ -11,6 +11,8 @@ from priming.traces import TraceConfig, generate_traces
 
 #: 2 + 3 = 5 leaves 1000 unused: solvable under `classic` only.
 SUBSET_TASK = Task((2, 3, 1000), 5)
+#: The target is one of the numbers: a wrong answer needs a solution with a step (100 = 50 * 2) to get wrong.
+TARGET_IN_NUMBERS = Task((100, 50, 2, 7), 100)
 
 
 def test_search_rules_refine_the_given_rules():
@@ -28,14 +30,16 @@ def test_search_under_classic_uses_a_subset_and_under_tinyzero_refuses():
         search(SUBSET_TASK.numbers, 5, SearchConfig(), random.Random(0), preset_rules("tinyzero"))
 
 
-@pytest.mark.parametrize("incorrect", [False, True])
-def test_traces_are_checked_under_the_presets_rules(incorrect):
+@pytest.mark.parametrize("kind", [None, "slip", "ranout"])
+def test_traces_are_checked_under_the_presets_rules(kind):
     rules = preset_rules("classic")
-    tasks = [SUBSET_TASK, *generate_tasks(2, seed=0, preset="classic")]
-    traces = generate_traces(tasks, "all_strategies", seed=0, incorrect=incorrect, config=TraceConfig(), rules=rules)
+    incorrect = kind is not None
+    tasks = [SUBSET_TASK, TARGET_IN_NUMBERS, *generate_tasks(2, seed=0, preset="classic")]
+    traces = generate_traces(tasks, "all_strategies", seed=0, incorrect=incorrect, incorrect_kind=kind, config=TraceConfig(), rules=rules)
     for trace, task in zip(traces, tasks, strict=True):
         outcome = score_response(trace.text, task, rules).outcome
         assert outcome is (Outcome.WRONG_VALUE if incorrect else Outcome.CORRECT) and trace.correct is not incorrect
+        assert trace.incorrect_kind == kind and trace.target == task.target
     # The subset trace is correct under classic and wrong (numbers) under tinyzero.
     if not incorrect:
         assert score_response(traces[0].text, SUBSET_TASK, preset_rules("tinyzero")).outcome is Outcome.WRONG_NUMBERS
