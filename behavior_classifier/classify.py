@@ -7,7 +7,7 @@ Input rows need ``text``; every other field is copied. Output rows get ``behavio
 judge's agreement with it can be computed from the output alone; a row that already has ``behaviors_input``
 (an output classified again) keeps it.
 
-Output is appended and flushed as results arrive, so a killed job loses at most the requests in flight;
+Output is appended and fsynced as results arrive, so a killed job loses at most the requests in flight;
 re-running the same command skips every row already in the output (failures included, unless
 ``retry_failed``) and so repeats no finished request. When all rows are done the file is rewritten in input
 order (atomically, via a temporary file and ``os.replace``).
@@ -16,8 +16,6 @@ order (atomically, via a temporary file and ``os.replace``).
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -29,8 +27,8 @@ from tqdm import tqdm
 
 from behavior_classifier.behaviors import Counts
 from behavior_classifier.client import JudgeInput, LLMJudge, Usage, redact
-from behavior_classifier.jsonl import read_jsonl
 from countdown_env.errors import UsageError, user_input
+from runtime.jsonl import append_jsonl, cut_torn_tail, iter_jsonl, read_jsonl, write_jsonl_atomic
 
 
 class Judge(Protocol):
@@ -82,29 +80,23 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
 
 
 def _read_done(output: Path, rows: list[dict[str, Any]], retry_failed: bool) -> dict[int, dict[str, Any]]:
-    """Rows already in `output`, by input row. Drops a torn last line (a kill mid-write) and, if asked, failures.
+    """Rows already in `output`, by input row. Cuts a torn last line (a kill mid-write) and, if asked, drops failures.
 
     Anything else in `output` (rows of another file, a line that is not a classify row) is refused with a
-    `UsageError`: the output is rewritten at the end, and a file that is not ours must never be replaced.
+    `UsageError` before the file is touched: classify appends to and rewrites its output, and a file that is
+    not ours must never be changed.
     """
     if not output.exists():
         return {}
     done: dict[int, dict[str, Any]] = {}
     dropped = False
     refuse = f"; choose a new --output, or delete {output} to start over"
-    with output.open() as f:
-        lines = f.readlines()
-    for line_no, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except (ValueError, RecursionError):
-            if line_no == len(lines) and not line.endswith("\n"):
-                dropped = True  # a torn final line (a kill mid-write); rewritten below
-                continue
-            raise UsageError(f"{output}:{line_no} is not JSON, so {output} is not an output of classify{refuse}") from None
-        index = row.get("input_row") if isinstance(row, dict) else None
+    try:
+        found = list(iter_jsonl(output))  # skips a torn last line, which is cut below once the file is known to be ours
+    except ValueError as err:
+        raise UsageError(f"{err}: so {output} is not an output of classify{refuse}") from None
+    for line_no, row in found:
+        index = row.get("input_row")
         if not isinstance(index, int) or isinstance(index, bool) or "behaviors" not in row:
             raise UsageError(f"{output}:{line_no} has no 'input_row' and 'behaviors', so {output} is not an output of classify{refuse}")
         if not 0 <= index < len(rows) or row.get("text") != rows[index]["text"]:
@@ -113,17 +105,14 @@ def _read_done(output: Path, rows: list[dict[str, Any]], retry_failed: bool) -> 
             dropped = True
             continue
         done[index] = row
+    cut_torn_tail(output)  # ours: cut a torn last line, so the rows appended next do not get glued to it
     if dropped:
         _write_ordered(output, done)
     return done
 
 
 def _write_ordered(output: Path, rows: dict[int, dict[str, Any]]) -> None:
-    tmp = output.with_name(output.name + ".tmp")
-    with tmp.open("w") as f:
-        for index in sorted(rows):
-            f.write(json.dumps(rows[index]) + "\n")
-    os.replace(tmp, output)
+    write_jsonl_atomic(output, (rows[index] for index in sorted(rows)))
 
 
 def _output_row(row: dict[str, Any], index: int, judge_label: str, counts: Counts | None, error: str | None) -> dict[str, Any]:
@@ -162,34 +151,32 @@ def classify_file(
     usage = Usage()
     labelled = failed = 0
     bar = tqdm(total=len(rows), initial=len(done), desc=f"classify ({judge.name})", unit="trace", file=sys.stderr, disable=not progress)
-    with output_path.open("a") as out:
 
-        def record(index: int, counts: Counts | None, error: str | None) -> None:
-            nonlocal labelled, failed
-            row = _output_row(rows[index], index, label, counts, error)
-            out.write(json.dumps(row) + "\n")
-            out.flush()  # a result on disk is a request never repeated
-            done[index] = row
-            labelled += counts is not None
-            failed += counts is None
-            bar.update(1)
-            if on_result is not None:
-                on_result(index)
+    def record(index: int, counts: Counts | None, error: str | None) -> None:
+        nonlocal labelled, failed
+        row = _output_row(rows[index], index, label, counts, error)
+        append_jsonl(output_path, [row])  # a result on disk is a request never repeated
+        done[index] = row
+        labelled += counts is not None
+        failed += counts is None
+        bar.update(1)
+        if on_result is not None:
+            on_result(index)
 
-        if isinstance(judge, LLMJudge):
+    if isinstance(judge, LLMJudge):
 
-            async def run() -> None:
-                async for k, result in judge.stream([_judge_input(rows[i]) for i in pending]):
-                    usage.add(result)
-                    record(pending[k], result.counts, result.error)
+        async def run() -> None:
+            async for k, result in judge.stream([_judge_input(rows[i]) for i in pending]):
+                usage.add(result)
+                record(pending[k], result.counts, result.error)
 
-            asyncio.run(run())
-        else:
-            for i in pending:
-                try:
-                    record(i, judge(rows[i]["text"]), None)
-                except Exception as err:  # a judge bug on one odd trace is recorded, not fatal to the job
-                    record(i, None, redact(f"{type(err).__name__}: {err}")[:500])
+        asyncio.run(run())
+    else:
+        for i in pending:
+            try:
+                record(i, judge(rows[i]["text"]), None)
+            except Exception as err:  # a judge bug on one odd trace is recorded, not fatal to the job
+                record(i, None, redact(f"{type(err).__name__}: {err}")[:500])
     bar.close()
     if len(done) == len(rows):
         _write_ordered(output_path, done)

@@ -94,12 +94,14 @@ def _frequencies(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from behavior_classifier.frequencies import behavior_frequencies, plot_frequencies, read_classified
-    from countdown_env.errors import UsageError
+    from countdown_env.errors import UsageError, user_input
 
     if args.condition and len(args.condition) != len(args.inputs):
         raise UsageError(f"give one --condition per input ({len(args.inputs)}), or none")
     names = args.condition or [path.resolve().parent.name for path in args.inputs]
-    frame = behavior_frequencies(pd.concat([read_classified(p, c) for p, c in zip(args.inputs, names, strict=True)], ignore_index=True))
+    with user_input():  # a line that is not JSON (runtime.jsonl names file:line)
+        frames = [read_classified(p, c) for p, c in zip(args.inputs, names, strict=True)]
+    frame = behavior_frequencies(pd.concat(frames, ignore_index=True))
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(frame.drop(columns=[c for c in frame if c.startswith("total_")]).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if args.output:

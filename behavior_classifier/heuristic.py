@@ -5,7 +5,8 @@ of Countdown's "combine two numbers, check, go back" rhythm. This judge is the o
 Python regular expressions over sentences, fast (thousands of traces per second) and deterministic.
 
 How it reads a trace:
-- The text inside ``<think>`` (or the whole text) is lower-cased and split into sentences (lines, ``. ! ? ;``,
+- The text inside ``<think>`` (or the whole text) is lower-cased and split into sentences (lines, ``. ! ?``, ``;``
+  with or without a space after it,
   ``...`` and commas, since terse traces put one step between commas).
 - Each sentence counts at most once per behaviour.
 - verification: the sentence judges a value against the target or the rules (``not 30``, ``too big``,
@@ -41,7 +42,7 @@ _THINK = re.compile(r"<think>(.*?)(?:</think>|$)", re.S | re.I)
 _ANSWER = re.compile(r"<answer>.*?(?:</answer>|$)", re.S | re.I)
 # Sentence ends: newlines, ". ", "! ", "? ", "; ", "..." (a decimal point has no space after it).
 # Commas split too: terse traces ("2+3=5, 5!=14, back, 5*15=75") put one step between commas.
-_SPLIT = re.compile(r"\n+|(?<=[.!?;])\s+|\.\.\.|…|,\s+(?!(?:the|our)\s+target|which\b)|(?<=\*\*)\s+(?=\*\*)")
+_SPLIT = re.compile(r"\n+|(?<=[.!?])\s+|;\s*|\.\.\.|…|,\s+(?!(?:the|our)\s+target|which\b)|(?<=\*\*)\s+(?=\*\*)")
 
 _NUM = r"\d{1,12}(?:\.\d{1,6})?"
 _OP = r"[-+*/×x÷−–]"
@@ -80,6 +81,8 @@ _VERIFY = _rx(
     r"\b(?:double[-\s]?check|sanity\s+check|let\s+me\s+check|let's\s+check|check:|checking|verify|verifying|verified|confirm)\b",
     r"\bleft\s+over\b|\bleftover\b|\bunused\b|\bused\s+twice\b|\breuse\b|\bnot\s+(?:a\s+)?whole\b|\bnot\s+an\s+integer\b",
     r"^\s*(?:no|nope|nah|yes|yep|right|argh|hmm,?\s+no)\b[.!,]?",
+    # Terse verdicts after a result ("4+5=9 no", "2*5=10 ok"): the model organism's notation.
+    rf"={_S}{_NUM}\s+ok\s*$",
     rf"\bvs\.?\s+{_NUM}|\b(?:no|nope)\s*[.!]?\s*$|\b(?:reached|found)\s*[.!]?\s*$|^\s*got\s+{_NUM}",
     rf"\bis\s+{_NUM}\s*=\s*{_NUM}\s*\?",
 )
@@ -243,7 +246,7 @@ class HeuristicJudge:
     """The offline judge: ``judge(text) -> counts``; ``judge.batch(texts)`` for many."""
 
     name = "heuristic"
-    version = "1"
+    version = "2"
 
     def __call__(self, text: str) -> Counts:
         return count_behaviors(text)

@@ -3,7 +3,7 @@
 Prints (Markdown):
 - traces/s of the heuristic judge over a mix of hand-written and priming traces (goal >= 2,000/s);
 - traces/s of the LLM judge against a local OpenAI-compatible server that answers after 50 ms
-  (`tests/openai_server.py`, the same server the tests use; goal >= 100/s at the default concurrency);
+  (`behavior_classifier/local_server.py`, the same server the tests use; goal >= 100/s at the default concurrency);
 - precision/recall/F1 of the heuristic judge per behaviour on the hand-written gold set and on priming
   traces whose behaviour counts are known (full and compact styles, correct and incorrect answers).
 """
@@ -19,14 +19,15 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # the shared local test server lives in tests/
+sys.path.insert(0, str(REPO))  # this checkout's packages, installed or not
 
 from behavior_classifier.agreement import agreement, format_table, macro_f1  # noqa: E402
 from behavior_classifier.behaviors import BEHAVIORS  # noqa: E402
 from behavior_classifier.client import JudgeConfig, LLMJudge  # noqa: E402
 from behavior_classifier.heuristic import HeuristicJudge  # noqa: E402
+from behavior_classifier.local_server import OpenAIServer, Reply  # noqa: E402
 from countdown_env import generate_tasks  # noqa: E402
-from tests.openai_server import OpenAIServer, Reply  # noqa: E402
+from runtime.jsonl import read_jsonl  # noqa: E402
 
 HANDWRITTEN = REPO / "tests" / "behavior_classifier" / "data" / "handwritten_traces.jsonl"
 REASONING_CONDITIONS = (
@@ -40,7 +41,7 @@ REASONING_CONDITIONS = (
 
 
 def handwritten() -> tuple[list[str], list[dict[str, int]]]:
-    rows = [json.loads(line) for line in HANDWRITTEN.read_text().splitlines()]
+    rows = read_jsonl(HANDWRITTEN)
     return [r["text"] for r in rows], [r["gold"] for r in rows]
 
 

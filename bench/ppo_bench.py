@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from runtime.jsonl import read_jsonl
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "runs" / "bench" / "ppo"
 VENV = ROOT / "bench" / ".venv-trl112"
@@ -78,7 +80,7 @@ def speed(rounds: int = 2) -> dict[str, float]:
         for s in sets:
             cmd += ["--set", s]
         run(cmd, capture_output=True)
-        rows = [json.loads(line) for line in (ours_dir / "metrics.jsonl").read_text().splitlines()]
+        rows = read_jsonl(ours_dir / "metrics.jsonl")
         timed = [row for row in rows if "time/seconds_per_step" in row][SPEED["warmup"] :]
         ours.append(sum(row["time/seconds_per_step"] for row in timed) / len(timed))
         ours_finished.append(1 - sum(row["reward/truncated_rate"] for row in timed) / len(timed))
@@ -167,7 +169,7 @@ def ppo_run(model: Path, rl_tasks: Path, run_dir: Path, steps: int, *sets: str) 
 
 
 def summary(run_dir: Path, after: dict, wall_minutes: float) -> dict:
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = read_jsonl(run_dir / "metrics.jsonl")
     s_per_step = [r["time/seconds_per_step"] for r in rows if "time/seconds_per_step" in r]
     # Minutes of PPO steps from the log (a resumed or re-run bench still reports the run's own time).
     return {"after": after, "wall_minutes": wall_minutes, "minutes": sum(s_per_step) / 60, "s_per_step": sum(s_per_step) / len(s_per_step),

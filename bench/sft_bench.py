@@ -27,8 +27,9 @@ from countdown_env.scoring import score_response
 from countdown_env.tasks import generate_tasks
 from priming import TraceConfig, generate_traces
 from priming.sft import SFTRunConfig, last_checkpoint, run_sft
-from rl.generation import generate_completions
-from rl.models import count_parameters, init_model, load_model, load_tokenizer
+from runtime.generation import generate_completions
+from runtime.jsonl import read_jsonl
+from runtime.models import count_parameters, init_model, load_model, load_tokenizer
 
 
 def main() -> None:
@@ -42,7 +43,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=None, help="learning rate (default: the tiny-cpu preset's)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    torch.set_num_threads(1)  # the machine is shared; one thread per job (shared/CALIBRATION.md)
+    torch.set_num_threads(1)  # the machine is shared; one thread per job (bench/README.md, Calibration)
     out: Path = args.out
     data = out / "data"
     data.mkdir(parents=True, exist_ok=True)
@@ -101,7 +102,7 @@ def main() -> None:
     scores = [score_response(c, t) for c, t in zip(completions, test_tasks, strict=True)]
     n = len(scores)
     # Training time without the periodic held-out evaluations that ran inside the loop.
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = read_jsonl(out / "metrics.jsonl")
     eval_seconds = sum(r.get("eval/runtime", 0.0) + r.get("eval/generation_seconds", 0.0) for r in rows)
     train_seconds = trained["seconds"] - eval_seconds
     figures = {
@@ -145,7 +146,7 @@ def _plot(run_dir: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = read_jsonl(run_dir / "metrics.jsonl")
     loss = [(r["step"], r["train/loss"]) for r in rows if "train/loss" in r]
     evals = [r for r in rows if "eval/accuracy" in r]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))

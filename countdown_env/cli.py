@@ -6,18 +6,17 @@ import argparse
 import json
 import sys
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
 
 from tqdm import tqdm
 
-from countdown_env.errors import UsageError, atomic_output, input_file, output_dir, output_file, user_input
+from countdown_env.errors import UsageError, input_file, output_dir, output_file, user_input
 from countdown_env.rules import Rules
 from countdown_env.scoring import score_response
 from countdown_env.solver import all_solutions, closest, solve
-from countdown_env.tasks import PRESETS, SPLITS, Task, TaskConfig, iter_tasks, with_difficulty, write_tasks
+from countdown_env.tasks import PRESETS, SPLITS, Task, TaskConfig, iter_tasks, preset_rules, with_difficulty, write_tasks
+from runtime.jsonl import iter_jsonl, write_jsonl_atomic
 
 #: Most tasks `generate` writes per split (a million tasks take minutes and ~60 MB of JSONL).
 MAX_GENERATE = 1_000_000
@@ -31,7 +30,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--preset", default="tinyzero", choices=sorted(PRESETS))
     p.add_argument("--split", default="both", choices=[*SPLITS, "both", "none"], help="'both' writes train.jsonl and test.jsonl")
-    p.add_argument("--test-fraction", type=float, default=0.1, help="share of all task keys that belong to the test split")
+    p.add_argument(
+        "--test-fraction",
+        type=float,
+        default=None,
+        help="share of all task keys that belong to the test split (default: the preset's, 0.1 for most)",
+    )
     p.add_argument("--no-difficulty", action="store_true", help="skip solution counts etc. (faster)")
     p.add_argument("--output", "-o", type=Path, required=True, help="output file (.jsonl) or, with --split both, a directory")
     p.add_argument("--dataset", action="store_true", help="also save a Hugging Face dataset next to the JSONL")
@@ -47,12 +51,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target", "-t", type=int, required=True)
     p.add_argument("--all", action="store_true", help="list all solutions up to commutativity/associativity")
     p.add_argument("--cap", type=_bounded(1, None), default=100, help="most solutions --all lists (>= 1)")
-    p.add_argument("--tv-rules", action="store_true", help="TV show rules: numbers at most once, whole non-negative intermediates")
+    p.add_argument("--preset", default="tinyzero", choices=sorted(PRESETS), help="solve under this task preset's rules")
+    p.add_argument(
+        "--tv-rules", action="store_true", help="TV show rules (= --preset classic): numbers at most once, whole non-negative intermediates"
+    )
     p.set_defaults(func=_solve)
 
     p = sub.add_parser("score", help="score completions against tasks")
     p.add_argument("input", type=Path, help="JSONL rows with 'numbers', 'target' and the completion in 'text' (or 'response')")
     p.add_argument("--output", "-o", type=Path, help="write each row with its verdict here")
+    p.add_argument(
+        "--preset", default="tinyzero", choices=sorted(PRESETS), help="score under this task preset's rules (classic: numbers at most once)"
+    )
     p.add_argument("--strict-ending", action="store_true", help="reward 0 unless the completion ends at </answer>")
     p.set_defaults(func=_score)
 
@@ -71,7 +81,7 @@ def _bounded(low: int, high: int | None):  # noqa: ANN202 - an argparse type
 
 
 def _generate(args: argparse.Namespace) -> int:
-    if not 0.0 < args.test_fraction < 1.0:
+    if args.test_fraction is not None and not 0.0 < args.test_fraction < 1.0:
         raise UsageError(f"--test-fraction must be between 0 and 1 (exclusive), got {args.test_fraction}")
     config = TaskConfig.preset(args.preset, difficulty=False)
     splits = {"both": list(SPLITS), "none": [None]}.get(args.split, [args.split])
@@ -99,7 +109,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _solve(args: argparse.Namespace) -> int:
-    rules = Rules(use_all_numbers=False, integer_intermediates=True, allow_negative_intermediates=False) if args.tv_rules else Rules()
+    rules = preset_rules("classic" if args.tv_rules else args.preset)
     if len(args.numbers) > MAX_SOLVE_NUMBERS:
         raise UsageError(f"solve takes at most {MAX_SOLVE_NUMBERS} numbers (got {len(args.numbers)}); the search for more takes minutes")
     with user_input("solve"):
@@ -123,31 +133,31 @@ def _solve(args: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
-    rules = Rules(strict_ending=args.strict_ending)
+    rules = preset_rules(args.preset, strict_ending=args.strict_ending)
     outcomes: Counter[str] = Counter()
     total = 0.0
     input_file(args.input)
     if args.output:
         output_file(args.output, "--output", inputs=(args.input,))
-    # The output is written to a temporary file and moved into place at the end: a bad row halfway
-    # leaves an existing output untouched.
-    with atomic_output(args.output) if args.output else _no_output() as out, args.input.open() as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                task = Task.from_dict(row)
-            except (json.JSONDecodeError, ValueError, TypeError, AttributeError) as err:
-                raise UsageError(f"{args.input}:{lineno}: not a JSON row with 'numbers' and 'target' ({err})") from None
-            text = row.get("text", row.get("response"))
-            if text is None:
-                raise UsageError(f"{args.input}:{lineno}: row has no 'text' (or 'response') field")
-            score = score_response(text, task, rules)
-            outcomes[score.outcome.value] += 1
-            total += score.reward
-            if out:
-                out.write(json.dumps({**row, **score.to_dict()}) + "\n")
+    scored = []
+    with user_input():  # a line that is not JSON (runtime.jsonl names file:line)
+        rows = list(iter_jsonl(args.input))
+    for lineno, row in rows:
+        try:
+            task = Task.from_dict(row)
+        except (ValueError, TypeError) as err:
+            raise UsageError(f"{args.input}:{lineno}: not a JSON row with 'numbers' and 'target' ({err})") from None
+        text = row.get("text", row.get("response"))
+        if text is None:
+            raise UsageError(f"{args.input}:{lineno}: row has no 'text' (or 'response') field")
+        score = score_response(text, task, rules)
+        outcomes[score.outcome.value] += 1
+        total += score.reward
+        scored.append({**row, **score.to_dict()})
+    if args.output:
+        # All rows are scored before the output is replaced at once: a bad row leaves an existing output untouched.
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        write_jsonl_atomic(args.output, scored)
     n = sum(outcomes.values())
     print(
         json.dumps(
@@ -155,8 +165,3 @@ def _score(args: argparse.Namespace) -> int:
         )
     )
     return 0
-
-
-@contextmanager
-def _no_output() -> Iterator[None]:
-    yield None

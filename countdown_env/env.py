@@ -5,15 +5,14 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Sequence
-from dataclasses import fields
 from typing import Any
 
 import gymnasium as gym
 from gymnasium import spaces
 
-from countdown_env.rules import Rules, render_prompt
+from countdown_env.rules import Rules, apply_chat_template, chat_messages, render_prompt
 from countdown_env.scoring import Score, score_response
-from countdown_env.tasks import Task, TaskConfig, task_at
+from countdown_env.tasks import Task, TaskConfig, preset_rules, task_at
 
 #: Characters of observations and sampled actions: printable ASCII, newlines included.
 CHARSET = frozenset(string.printable)
@@ -38,7 +37,9 @@ class CountdownEnv(gym.Env[str, str]):
     ## Observation Space
     `spaces.Text(max_length=16384, charset=printable ASCII)`: the prompt, followed in
     multi-turn mode by each earlier attempt and its feedback (the last 16384 characters;
-    characters outside the charset appear as `?`).
+    characters outside the charset appear as `?`). In the `chat` style the observation is the
+    conversation so far (user question, assistant attempts, user feedback) rendered with the
+    tokenizer's chat template, ending where the next assistant turn begins.
 
     ## Action Space
     `spaces.Text(max_length=16384, charset=printable ASCII)`: the completion. Any `str`
@@ -60,8 +61,10 @@ class CountdownEnv(gym.Env[str, str]):
       like `{"numbers": [...], "target": n}` (converted and validated here); if None, tasks
       are generated from `preset`.
     - `preset`: task preset name for generated tasks (`tinyzero`, `priming`, `tiny`, `classic`).
-    - `rules`: a `Rules` or a dict of rule overrides.
-    - `prompt_style`: `tinyzero` or `compact`.
+    - `rules`: a `Rules`, or a dict of rule overrides on top of the preset's rules.
+    - `prompt_style`: one of `countdown_env.rules.PROMPT_STYLES` (`tinyzero`, `compact`, `chat`).
+    - `tokenizer`: for `chat` only: an object with `apply_chat_template` (a Hugging Face
+      tokenizer) or a callable `messages -> str`; the env itself never imports transformers.
     - `max_attempts`: attempts per episode, an integer >= 1 (1 = single-turn).
     - `render_mode`: None or `"ansi"`.
 
@@ -79,25 +82,29 @@ class CountdownEnv(gym.Env[str, str]):
         prompt_style: str = "tinyzero",
         max_attempts: int = 1,
         render_mode: str | None = None,
+        tokenizer: Any = None,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
         if not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts < 1:
             raise ValueError(f"max_attempts must be an integer >= 1, got {max_attempts!r}")
-        self.task_config = TaskConfig.preset(preset, difficulty=False)
         # The preset's rules (e.g. `classic`: each number at most once) unless given; a dict
-        # overrides single rules on top of them, so prompt, tasks and scorer always agree.
-        if isinstance(rules, dict):
-            unknown = sorted(set(rules) - {f.name for f in fields(Rules)})
-            if unknown:
-                raise ValueError(f"unknown rule(s) {unknown}; known rules: {sorted(f.name for f in fields(Rules))}")
-            rules = self.task_config.rules.with_(**{k: tuple(v) if k == "operators" else v for k, v in rules.items()})
-        self.rules = rules or self.task_config.rules
+        # overrides single rules on top of them (unknown ones are refused). Generated tasks are
+        # solvable under the same rules, so prompt, tasks and scorer always agree.
+        if not isinstance(rules, Rules):
+            if rules is not None and not isinstance(rules, dict):
+                raise TypeError(f"rules must be a Rules, a dict of rule overrides or None, got {type(rules).__name__}")
+            rules = preset_rules(preset, **(rules or {}))
+        self.rules = rules
+        self.task_config = TaskConfig.preset(preset, difficulty=False, rules=rules)
         self.tasks = [_as_task(t, f"tasks[{i}]") for i, t in enumerate(tasks)] if tasks is not None else None
         if self.tasks is not None and not self.tasks:
             raise ValueError("tasks is empty; pass at least one task or None to generate them")
-        render_prompt(Task((1, 2), 3), prompt_style, self.rules)  # fail fast on a bad style
+        render_prompt(Task((1, 2), 3), prompt_style, self.rules, tokenizer=tokenizer)  # fail fast on a bad style or tokenizer
         self.prompt_style = prompt_style
+        self.tokenizer = tokenizer
+        self.messages: list[dict[str, str]] = []
+        """The conversation so far, in the `chat` style."""
         self.max_attempts = max_attempts
         self.render_mode = render_mode
         self.observation_space = spaces.Text(max_length=MAX_TEXT, charset=CHARSET)
@@ -123,7 +130,8 @@ class CountdownEnv(gym.Env[str, str]):
             task = _as_task(task, "options['task']")
         self.task = task
         self.done = False
-        self.transcript = render_prompt(task, self.prompt_style, self.rules)
+        self.messages = chat_messages(task, self.rules) if self.prompt_style == "chat" else []
+        self.transcript = render_prompt(task, self.prompt_style, self.rules, tokenizer=self.tokenizer)
         self.attempts = 0
         self.last_score = None
         return _observation(self.transcript), {"task": task}
@@ -142,9 +150,18 @@ class CountdownEnv(gym.Env[str, str]):
         terminated = score.correct or self.max_attempts == 1
         truncated = not terminated and self.attempts >= self.max_attempts
         self.done = terminated or truncated
-        self.transcript += action
-        if not (terminated or truncated):
-            self.transcript += f"\n{feedback(score)}\n"
+        if self.prompt_style == "chat":
+            # The next prompt is the whole conversation, rendered by the same chat template.
+            self.messages.append({"role": "assistant", "content": action})
+            if not (terminated or truncated):
+                self.messages.append({"role": "user", "content": feedback(score)})
+                self.transcript = apply_chat_template(self.messages, self.tokenizer)
+            else:
+                self.transcript += action
+        else:
+            self.transcript += action
+            if not (terminated or truncated):
+                self.transcript += f"\n{feedback(score)}\n"
         info = {"score": score, "verdict": score.to_dict(), "task": self.task, "attempt": self.attempts}
         return _observation(self.transcript), score.reward, terminated, truncated, info
 

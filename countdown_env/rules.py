@@ -155,22 +155,44 @@ def compact_prompt(task: Task, rules: Rules = DEFAULT_RULES) -> str:
 
 
 def chat_messages(task: Task, rules: Rules = DEFAULT_RULES) -> list[dict[str, str]]:
-    """The same question for chat models (apply the tokenizer's chat template to it)."""
-    return [
-        {"role": "system", "content": "You are a helpful assistant. You first think about the reasoning process and then answer."},
-        {"role": "user", "content": rules.question(task)},
-    ]
+    """The question as one user turn for instruct models (no system message: the question
+    itself states the rules and the answer format)."""
+    return [{"role": "user", "content": rules.question(task)}]
 
 
-PROMPT_STYLES = {"tinyzero": tinyzero_prompt, "compact": compact_prompt}
+def apply_chat_template(messages: list[dict[str, str]], tokenizer: Any) -> str:
+    """`messages` as prompt text, ending where the assistant's reply begins.
+
+    `tokenizer` is any object with Hugging Face's `apply_chat_template` (and a chat template),
+    or a callable `messages -> str`; passed in, so this package never imports transformers.
+    """
+    if tokenizer is None:
+        raise ValueError("prompt style 'chat' needs a tokenizer with a chat template (or a callable messages -> text)")
+    if hasattr(tokenizer, "apply_chat_template"):
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError("prompt style 'chat' needs a tokenizer with a chat template; use 'tinyzero' or 'compact' for a base model")
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    if callable(tokenizer):
+        return tokenizer(messages)
+    raise TypeError(f"tokenizer must have apply_chat_template or be callable, got {type(tokenizer).__name__}")
 
 
-def render_prompt(task: Task, style: str = "tinyzero", rules: Rules = DEFAULT_RULES) -> str:
-    """The prompt text for `task` in one of `PROMPT_STYLES`."""
-    try:
-        return PROMPT_STYLES[style](task, rules)
-    except KeyError:
-        raise ValueError(f"unknown prompt style {style!r}; choose one of {sorted(PROMPT_STYLES)}") from None
+def chat_prompt(task: Task, rules: Rules = DEFAULT_RULES, tokenizer: Any = None) -> str:
+    """`chat_messages` through the tokenizer's chat template (instruct models)."""
+    return apply_chat_template(chat_messages(task, rules), tokenizer)
+
+
+#: Every prompt style. `chat` renders through a tokenizer's chat template, so it needs one.
+PROMPT_STYLES = {"tinyzero": tinyzero_prompt, "compact": compact_prompt, "chat": chat_prompt}
+
+
+def render_prompt(task: Task, style: str = "tinyzero", rules: Rules = DEFAULT_RULES, *, tokenizer: Any = None) -> str:
+    """The prompt text for `task` in one of `PROMPT_STYLES` (`chat` needs `tokenizer`)."""
+    if style not in PROMPT_STYLES:
+        raise ValueError(f"unknown prompt style {style!r}; choose one of {sorted(PROMPT_STYLES)}")
+    if style == "chat":
+        return chat_prompt(task, rules, tokenizer)
+    return PROMPT_STYLES[style](task, rules)
 
 
 def format_completion(think: str, answer: str) -> str:

@@ -1,7 +1,7 @@
 """The arithmetic a completion writes in its reasoning (`a op b = c`), and whether it is right.
 
-Tiny models learn the format of reasoning long before its arithmetic (shared/CALIBRATION.md:
-"1*2=21"), so the share of correct written steps belongs beside accuracy in every table.
+Tiny models learn the format of reasoning long before its arithmetic (bench/README.md,
+Calibration: "1*2=21"), so the share of correct written steps belongs beside accuracy in every table.
 """
 
 from __future__ import annotations

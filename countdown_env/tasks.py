@@ -1,4 +1,4 @@
-"""Countdown tasks: the `Task` type, generation presets, splits, difficulty, and files.
+"""Countdown tasks: generation presets, splits, difficulty, and files (the `Task` type is in `countdown_env.task`).
 
 Every task is derived from `(seed, index)` alone, so any one can be regenerated; the
 train/test split is a hash of the task's content, so a (sorted numbers, target) pair
@@ -8,15 +8,13 @@ lands in the same split whatever the seed and the two splits never share one.
 from __future__ import annotations
 
 import hashlib
-import json
-import operator
 import random
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from countdown_env.errors import UsageError, atomic_output
+from countdown_env.errors import UsageError, user_input
 from countdown_env.expression import Value, apply
 from countdown_env.rules import DEFAULT_RULES, Rules
 from countdown_env.solver import (
@@ -30,70 +28,10 @@ from countdown_env.solver import (
     solve,
     sub_multisets,
 )
+from countdown_env.task import Task
+from runtime.jsonl import iter_jsonl, write_jsonl_atomic
 
 SPLITS = ("train", "test")
-
-
-def _as_int(value: Any, name: str) -> int:
-    """An exact integer from an int-like value (numpy ints, 3.0), never by truncation:
-    `int(2.5)` would silently turn a bad row into a different task."""
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be integers, got {value!r}")
-    try:
-        return operator.index(value)
-    except TypeError:
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ValueError(f"{name} must be integers, got {value!r}") from None
-
-
-@dataclass(frozen=True)
-class Task:
-    """One Countdown problem: reach `target` from `numbers`."""
-
-    numbers: tuple[int, ...]
-    target: int
-    solution: str | None = None
-    """One reference solution, if known."""
-    solution_count: int | None = None
-    """Distinct solutions up to commutativity/associativity (capped at 100)."""
-    plus_minus_only: bool | None = None
-    """Whether + and - alone suffice."""
-    min_operations: int | None = None
-    """Fewest operations of any solution."""
-    seed: int | None = None
-    index: int | None = None
-
-    def __post_init__(self) -> None:
-        if isinstance(self.numbers, (str, bytes)) or not isinstance(self.numbers, Iterable):
-            raise ValueError(f"numbers must be a sequence of integers, got {self.numbers!r}")
-        object.__setattr__(self, "numbers", tuple(_as_int(n, "numbers") for n in self.numbers))
-        object.__setattr__(self, "target", _as_int(self.target, "target"))
-        if not self.numbers:
-            raise ValueError("a task needs at least one number")
-        if any(n < 0 for n in self.numbers):
-            raise ValueError(f"numbers must be non-negative integers, got {self.numbers}")
-
-    @property
-    def key(self) -> tuple[tuple[int, ...], int]:
-        """Identity for de-duplication and splits: (sorted numbers, target)."""
-        return tuple(sorted(self.numbers)), self.target
-
-    def to_dict(self) -> dict[str, Any]:
-        row = {k: v for k, v in asdict(self).items() if v is not None}
-        row["numbers"] = list(self.numbers)
-        return row
-
-    @classmethod
-    def from_dict(cls, row: dict[str, Any]) -> Task:
-        if not isinstance(row, dict):
-            raise ValueError(f'a task row must be an object like {{"numbers": [3, 5], "target": 8}}, got {type(row).__name__}')
-        numbers = row.get("numbers", row.get("nums"))
-        if numbers is None or "target" not in row:
-            raise ValueError(f"a task row needs 'numbers' (or 'nums') and 'target'; got keys {sorted(row)}")
-        known = {f.name for f in fields(cls)}
-        extra = {k: v for k, v in row.items() if k in known and k not in ("numbers", "target")}
-        return cls(numbers=numbers, target=row["target"], **extra)  # __post_init__ validates
 
 
 @dataclass(frozen=True)
@@ -117,6 +55,8 @@ class TaskConfig:
     (about 10 ms a task for 4 numbers; `countdown-lab generate` turns it on)."""
     rules: Rules = field(default_factory=Rules)
     """The rules every task must be solvable under."""
+    test_fraction: float = 0.1
+    """Share of all task keys held out as the `test` split (by a hash of the key)."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_numbers <= self.max_numbers <= 8:
@@ -127,6 +67,8 @@ class TaskConfig:
                 raise ValueError(f"{name} must be (low, high) with low <= high, got {(lo, hi)}")
         if self.number_range[0] < 0:
             raise ValueError(f"numbers must be non-negative, got number_range={self.number_range}")
+        if not 0.0 < self.test_fraction < 1.0:
+            raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> TaskConfig:
@@ -146,7 +88,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tinyzero": {"min_numbers": 3, "max_numbers": 4, "number_range": (1, 99), "target_range": (1, 100)},
     # The study's priming tasks: small numbers and targets.
     "priming": {"min_numbers": 3, "max_numbers": 4, "number_range": (1, 24), "target_range": (10, 25)},
-    # What a 2.6M-parameter model learns on CPU in minutes (see shared/CALIBRATION.md).
+    # What a 2.6M-parameter model learns on CPU in minutes (see bench/README.md, Calibration).
     "tiny": {"min_numbers": 3, "max_numbers": 3, "number_range": (1, 20), "target_range": (10, 30)},
     # The TV show: 6 numbers, large ones from {25, 50, 75, 100}, targets 100..999,
     # each number at most once, whole non-negative intermediates only.
@@ -158,7 +100,38 @@ PRESETS: dict[str, dict[str, Any]] = {
         "large_numbers": (25, 50, 75, 100),
         "rules": Rules(use_all_numbers=False, integer_intermediates=True, allow_negative_intermediates=False),
     },
+    # The model organism (the study on tiny base models): 3 numbers in 1..12, targets 10..50
+    # reached with whole, non-negative steps (2,010 tasks). Search pays here: one first step
+    # finished greedily solves 17% of the tasks, eight distinct ones 90% (`countdown-lab
+    # pretrain` prints the check). A fifth of the tasks (410) are held out for evaluation.
+    "organism": {
+        "min_numbers": 3,
+        "max_numbers": 3,
+        "number_range": (1, 12),
+        "target_range": (10, 50),
+        "rules": Rules(integer_intermediates=True, allow_negative_intermediates=False),
+        "test_fraction": 0.2,
+    },
 }
+
+
+def preset_rules(name: str, **overrides: Any) -> Rules:
+    """The rules of task preset `name` (e.g. `classic`: each number at most once, whole
+    non-negative intermediates), with single rules overridden (`strict_ending=True`).
+
+    The one source of a run's rules: the tasks of a preset are solvable under them, and the
+    prompt, the scorer, the env, RL, evaluation, priming and the veRL export all use them.
+    """
+    if name not in PRESETS:
+        raise ValueError(f"unknown task preset {name!r}; choose one of {sorted(PRESETS)}")
+    known = {f.name for f in fields(Rules)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"unknown rule(s) {unknown}; known rules: {sorted(known)}")
+    if "operators" in overrides:
+        overrides["operators"] = tuple(overrides["operators"])
+    base: Rules = PRESETS[name].get("rules", DEFAULT_RULES)
+    return base.with_(**overrides)
 
 
 def _rng(seed: int, index: int) -> random.Random:
@@ -269,7 +242,7 @@ MAX_MISSES = 20_000
 
 
 def iter_tasks(
-    seed: int, config: TaskConfig | None = None, split: str | None = None, test_fraction: float = 0.1, start: int = 0
+    seed: int, config: TaskConfig | None = None, split: str | None = None, test_fraction: float | None = None, start: int = 0
 ) -> Iterator[Task]:
     """Distinct tasks for indices start, start+1, ...; only those in `split` if given.
 
@@ -279,6 +252,8 @@ def iter_tasks(
     """
     if split is not None and split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}")
+    if test_fraction is None:
+        test_fraction = (config or TaskConfig()).test_fraction
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
     seen: set[tuple[tuple[int, ...], int]] = set()
@@ -306,7 +281,7 @@ def generate_tasks(
     seed: int,
     preset: str = "tinyzero",
     split: str | None = None,
-    test_fraction: float = 0.1,
+    test_fraction: float | None = None,
     config: TaskConfig | None = None,
     **options: Any,
 ) -> list[Task]:
@@ -319,10 +294,12 @@ def generate_tasks(
         raise ValueError(f"n must be >= 0, got {n}")
     config = config or TaskConfig.preset(preset, **options)
     out: list[Task] = []
+    if n == 0:
+        return out
     for task in iter_tasks(seed, config, split, test_fraction):
+        out.append(task)
         if len(out) >= n:
             break
-        out.append(task)
     return out
 
 
@@ -333,9 +310,8 @@ def write_tasks(tasks: Iterable[Task], path: str | Path) -> Path:
     """Write tasks as JSONL (one `{"numbers": [...], "target": n, ...}` per line), atomically: an
     existing file is replaced only once every task is written."""
     path = Path(path)
-    with atomic_output(path) as f:
-        for task in tasks:
-            f.write(json.dumps(task.to_dict()) + "\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_jsonl_atomic(path, (task.to_dict() for task in tasks))
     return path
 
 
@@ -357,14 +333,13 @@ def read_tasks(path: str | Path) -> list[Task]:
                 raise UsageError(f"{path}: row {rownum}: not a task row ({err})") from None
         return tasks
     tasks = []
-    with path.open() as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                tasks.append(Task.from_dict(json.loads(line)))
-            except (json.JSONDecodeError, ValueError, TypeError) as err:
-                raise UsageError(f"{path}:{lineno}: not a task row ({err})") from None
+    with user_input():  # a line that is not JSON (runtime.jsonl names file:line)
+        rows = list(iter_jsonl(path))
+    for lineno, row in rows:
+        try:
+            tasks.append(Task.from_dict(row))
+        except (ValueError, TypeError) as err:
+            raise UsageError(f"{path}:{lineno}: not a task row ({err})") from None
     return tasks
 
 

@@ -18,17 +18,26 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from countdown_env.errors import UsageError
+from runtime.config import PresetArgumentParser
 
 # Modules that define subcommands, in --help order. A module missing from a partial
 # checkout is skipped rather than breaking the whole CLI.
-COMMAND_MODULES = ("countdown_env.cli", "priming.cli", "priming.sft_cli", "rl.cli", "behavior_classifier.cli", "lab.commands")
+COMMAND_MODULES = (
+    "countdown_env.cli",
+    "priming.cli",
+    "priming.sft_cli",
+    "priming.pretrain_cli",
+    "rl.cli",
+    "behavior_classifier.cli",
+    "lab.commands",
+)
 
 # OS errors about a path the user gave (the handlers open user paths before any internal one).
 USER_OS_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
 
 
-class Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (subcommand parsers inherit the class)."""
+class Parser(PresetArgumentParser):
+    """argparse with one-line errors and, for subcommands, the chosen preset's values in --help."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
@@ -36,7 +45,8 @@ class Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="countdown-lab", description="Study how language models learn to reason with RL on Countdown.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # Parser is a PresetArgumentParser: a subcommand's --help lists its config with the values of the preset on its command line.
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     for name in COMMAND_MODULES:
         try:
             module = importlib.import_module(name)

@@ -5,23 +5,20 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
+    from lab.experiment import DEFAULT_PRESET, PRESET_DIR, ExperimentConfig
+    from runtime.config import add_preset_args, preset_names
+
     p = sub.add_parser("experiment", help="the study's experiment: prime, SFT, PPO and classify per condition and seed")
-    p.add_argument("--preset", default="tiny-cpu", help="lab/presets/<name>.yaml (tiny-cpu, demo, paper-3b) or a YAML file")
-    p.add_argument("--conditions", nargs="+", help="priming conditions, <condition>_incorrect, or none")
+    add_preset_args(p, ExperimentConfig, PRESET_DIR, option="--preset", default=DEFAULT_PRESET, what="experiment",
+                    help=f"lab/presets/<name>.yaml ({', '.join(preset_names(PRESET_DIR))}) or a YAML file; default {DEFAULT_PRESET}. "
+                    "--set ppo='{total_steps: 50}' overrides a field")  # fmt: skip
+    p.add_argument("--conditions", nargs="+", help="priming conditions, <condition>_incorrect[_slip|_ranout], or none")
     p.add_argument("--seeds", nargs="+", type=int)
     p.add_argument("--model", help="base model path or hub id (default: the embedded tiny model)")
     p.add_argument("--jobs", type=int, help="runs in parallel")
-    p.add_argument(
-        "--set",
-        action="append",
-        metavar="KEY=VALUE",
-        default=[],
-        help="override any experiment field (YAML value), e.g. --set ppo='{total_steps: 50}'",
-    )
     p.add_argument("--output-dir", type=Path, required=True)
     p.set_defaults(func=_experiment)
 
@@ -32,28 +29,51 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_demo)
 
 
-def _overrides(items: list[str]) -> dict[str, Any]:
-    import yaml
-
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set takes KEY=VALUE, got {item!r}")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
-
-
 def _experiment(args: argparse.Namespace) -> int:
-    from countdown_env.errors import output_dir, user_input
-    from lab.experiment import ExperimentConfig, run_experiment
+    from countdown_env.errors import output_dir
+    from lab.experiment import load_experiment, run_experiment
+    from runtime.config import parse_set
 
-    with user_input():
-        config = ExperimentConfig.load(
-            args.preset, conditions=args.conditions, seeds=args.seeds, model=args.model, jobs=args.jobs, **_overrides(args.set)
-        )
+    if _is_organism(args.preset):
+        return _organism(args)
+    flags = {"conditions": args.conditions, "seeds": args.seeds, "model": args.model, "jobs": args.jobs}
+    # runtime.config raises UsageError for every mistake in the preset, --set or the flags.
+    config = load_experiment(args.preset, {**parse_set(args.overrides), **{k: v for k, v in flags.items() if v is not None}})
     output_dir(args.output_dir, "--output-dir")
     root = run_experiment(config, args.output_dir)
+    _report(root)
+    return 0
+
+
+def _is_organism(preset: str) -> bool:
+    """Whether an experiment preset (name or YAML file) is the model organism's (`kind: organism`)."""
+    from lab.experiment import PRESET_DIR
+    from runtime.config import read_mapping, resolve_source
+
+    return read_mapping(resolve_source(preset, PRESET_DIR, what="experiment")).get("kind") == "organism"
+
+
+def load_organism(preset: str, overrides: dict) -> object:
+    """An `OrganismConfig` from a `kind: organism` preset, then `overrides`."""
+    from lab.experiment import PRESET_DIR
+    from lab.organism import OrganismConfig
+    from runtime.config import load_dataclass, read_mapping, resolve_source
+
+    values = {k: v for k, v in read_mapping(resolve_source(preset, PRESET_DIR, what="experiment")).items() if k != "kind"}
+    return load_dataclass(OrganismConfig, None, {**values, **overrides}, what="organism experiment")
+
+
+def _organism(args: argparse.Namespace) -> int:
+    from countdown_env.errors import UsageError, output_dir
+    from lab.organism import run_organism
+    from runtime.config import parse_set
+
+    if args.model:
+        raise UsageError("the organism experiment pretrains its own base models; --model does not apply (use another preset)")
+    flags = {"runs": args.conditions, "seeds": args.seeds, "jobs": args.jobs}
+    config = load_organism(args.preset, {**parse_set(args.overrides), **{k: v for k, v in flags.items() if v is not None}})
+    output_dir(args.output_dir, "--output-dir")
+    root = run_organism(config, args.output_dir)
     _report(root)
     return 0
 

@@ -26,12 +26,12 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from countdown_env import Task, generate_tasks, read_tasks, write_tasks
 from countdown_env.errors import UsageError
+from runtime.config import load_dataclass
 
 PRESET_DIR = Path(__file__).parent / "presets"
+DEFAULT_PRESET = "tiny-cpu"
 INCORRECT_SUFFIX = "_incorrect"
 SFT_SET_BY_EXPERIMENT = frozenset({"model", "data", "output_dir", "seed", "prompt_style"})
 PPO_SET_BY_EXPERIMENT = frozenset({"model", "seed", "task_preset", "num_eval_tasks", "prompt_style"})
@@ -39,16 +39,33 @@ NO_PRIMING = "none"
 
 
 def parse_condition(name: str) -> tuple[str | None, bool]:
-    """'all_strategies_incorrect' -> ('all_strategies', True); 'none' -> (None, False)."""
-    from priming import CONDITIONS
+    """'all_strategies_incorrect' (or '..._incorrect_slip', '..._incorrect_ranout') -> ('all_strategies', True);
+    'none' -> (None, False). The kind of wrong answer: `incorrect_kind_of`."""
+    from priming import CONDITIONS, INCORRECT_KINDS
 
     if name == NO_PRIMING:
         return None, False
-    base, incorrect = (name[: -len(INCORRECT_SUFFIX)], True) if name.endswith(INCORRECT_SUFFIX) else (name, False)
+    base, incorrect = name, False
+    for suffix in (INCORRECT_SUFFIX, *(f"{INCORRECT_SUFFIX}_{kind}" for kind in INCORRECT_KINDS)):
+        if name.endswith(suffix) and name[: -len(suffix)] in CONDITIONS:
+            base, incorrect = name[: -len(suffix)], True
     if base not in CONDITIONS:
-        choices = sorted([*CONDITIONS, NO_PRIMING]) + [f"<condition>{INCORRECT_SUFFIX}"]
+        kinds = "|".join(INCORRECT_KINDS)
+        choices = sorted([*CONDITIONS, NO_PRIMING]) + [f"<condition>{INCORRECT_SUFFIX}", f"<condition>{INCORRECT_SUFFIX}_<{kinds}>"]
         raise ValueError(f"unknown condition {name!r}; choose from {choices}")
     return base, incorrect
+
+
+def incorrect_kind_of(name: str) -> str | None:
+    """How the traces of condition `name` are wrong: 'slip' for `<condition>_incorrect` and
+    `<condition>_incorrect_slip`, 'ranout' for `<condition>_incorrect_ranout`, None for correct traces."""
+    from priming import INCORRECT_KINDS
+
+    base, incorrect = parse_condition(name)
+    if not incorrect:
+        return None
+    suffix = name[len(base or "") + len(INCORRECT_SUFFIX) :]
+    return suffix[1:] if suffix else INCORRECT_KINDS[0]
 
 
 @dataclass(frozen=True)
@@ -145,22 +162,15 @@ class ExperimentConfig:
     @classmethod
     def load(cls, preset_or_path: str, **overrides: Any) -> ExperimentConfig:
         """A preset name (`lab/presets/<name>.yaml`) or a YAML path, with overrides (None values ignored)."""
-        path = Path(preset_or_path)
-        if not path.suffix:
-            path = PRESET_DIR / f"{preset_or_path}.yaml"
-        if not path.is_file():
-            known = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
-            raise ValueError(f"no experiment preset {preset_or_path!r}; choose one of {known} or pass a YAML file")
-        values = yaml.safe_load(path.read_text()) or {}
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown experiment field(s) {unknown} in {path}; known: {sorted(known)}")
-        return cls(**values)
+        return load_experiment(preset_or_path, {k: v for k, v in overrides.items() if v is not None})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def load_experiment(source: str | Path = DEFAULT_PRESET, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    """A preset name (`lab/presets/<name>.yaml`) or a YAML path, then `overrides`, each value typed by its field."""
+    return load_dataclass(ExperimentConfig, source, overrides, PRESET_DIR, what="experiment")
 
 
 # ---- stages -------------------------------------------------------------------------
@@ -206,7 +216,10 @@ def base_model(config: ExperimentConfig, root: Path, seed: int) -> str:
     return str(default_model(root / "models", config.arch, config.size, seed=seed))
 
 
-def stage_traces(config: ExperimentConfig, run: Path, condition: str, incorrect: bool, seed: int, tasks: list[Task]) -> Path:
+def stage_traces(
+    config: ExperimentConfig, run: Path, condition: str, incorrect: bool, seed: int, tasks: list[Task], incorrect_kind: str | None = None
+) -> Path:
+    from countdown_env import preset_rules
     from priming.export import with_prompt, write_prime_output
     from priming.traces import GENERATOR_VERSION, TraceConfig, generate_trace
 
@@ -215,8 +228,15 @@ def stage_traces(config: ExperimentConfig, run: Path, condition: str, incorrect:
         return out
     overrides = {"max_chars": config.trace_max_chars} if config.trace_max_chars else {}
     trace_config = TraceConfig.for_style(config.trace_style, **overrides)
-    traces = [generate_trace(t, condition, seed=seed, index=i, incorrect=incorrect, config=trace_config) for i, t in enumerate(tasks)]
-    rows = [with_prompt(trace.to_dict(), config.prompt_style) for trace in traces]
+    # The task preset's rules (e.g. classic: numbers at most once), as the PPO stage's `PPOConfig.rules`.
+    rules = preset_rules(config.task_preset)
+    traces = [
+        generate_trace(
+            t, condition, seed=seed, index=i, incorrect=incorrect, incorrect_kind=incorrect_kind, config=trace_config, rules=rules
+        )
+        for i, t in enumerate(tasks)
+    ]
+    rows = [with_prompt(trace.to_dict(), config.prompt_style, rules) for trace in traces]
     metadata = {"condition": condition, "incorrect": incorrect, "seed": seed, "generator": "synthetic", "generator_version": GENERATOR_VERSION,
                 "prompt_style": config.prompt_style, "trace_config": asdict(trace_config)}  # fmt: skip
     write_prime_output(rows, out, metadata, test_size=0.05, seed=seed)
@@ -296,7 +316,7 @@ def run_one(config: ExperimentConfig, root: Path, name: str, seed: int) -> Path:
     tasks = make_tasks(config, seed, root)
     model = base_model(config, root, seed)
     if condition is not None:
-        data = stage_traces(config, run, condition, incorrect, seed, tasks["sft"])
+        data = stage_traces(config, run, condition, incorrect, seed, tasks["sft"], incorrect_kind_of(name))
         model = stage_sft(config, run, model, data, seed)
     stage_ppo(config, run, model, seed, tasks["rl"])
     stage_classify(config, run)

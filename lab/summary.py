@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from behavior_classifier.frequencies import AVG_COLUMNS, behavior_frequencies, plot_frequencies, read_classified
-from behavior_classifier.jsonl import read_jsonl
 from countdown_env.steps import step_accuracy
+from runtime.jsonl import read_jsonl
 
 
 def run_dirs(root: Path) -> list[Path]:
@@ -21,30 +22,60 @@ def run_dirs(root: Path) -> list[Path]:
 
 
 def run_name(run: Path) -> tuple[str, int]:
-    """'only_backtracking-seed1' -> ('only_backtracking', 1)."""
+    """'only_backtracking-seed1' -> ('only_backtracking', 1); a run with a `run.json` (the organism's
+    runs) names its condition there."""
+    info = run_info(run)
+    if info:
+        return info["condition"], int(info["seed"])
     name, _, seed = run.name.rpartition("-seed")
     return (name, int(seed)) if name and seed.isdigit() else (run.name, 0)
+
+
+def run_info(run: Path) -> dict[str, Any]:
+    """`run.json` of a run directory (base, condition, seed), or {} if it has none."""
+    path = Path(run) / "run.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def run_base(run: Path) -> str:
+    """The base model a run started from: `rich`/`poor` for the organism's runs, else `default`."""
+    return run_info(run).get("base", "default")
 
 
 def read_metrics(run: Path) -> pd.DataFrame:
     return pd.DataFrame(read_jsonl(run / "metrics.jsonl"))  # tolerant of a live run's torn last line
 
 
-def run_frequencies(run: Path) -> pd.DataFrame:
-    """Behaviour frequencies per step of one run (from its classified rollouts), with condition and seed."""
-    condition, seed = run_name(run)
-    path = run / "rollouts_classified.jsonl"
+def label(run: Path) -> str:
+    """How a run is named in plots and frequency tables: `base/condition` for the organism's
+    runs (both bases run `none`), else the condition."""
+    condition, _ = run_name(run)
+    info = run_info(run)
+    return f"{info['base']}/{condition}" if info.get("base") else condition
+
+
+#: Classified completions a run may have: training rollouts (T=1) and held-out completions
+#: written at each evaluation.
+SOURCES = {"rollouts": "rollouts_classified.jsonl", "heldout": "eval_completions_classified.jsonl"}
+
+
+def run_frequencies(run: Path, source: str = "rollouts") -> pd.DataFrame:
+    """Behaviour frequencies per step of one run (from its classified completions of `source`),
+    with `condition` (the run's label), `base`, `seed` and `source`."""
+    _, seed = run_name(run)
+    path = run / SOURCES[source]
     if not path.exists():
         return pd.DataFrame()
-    frame = read_classified(path, condition=condition).assign(condition=condition)
-    return behavior_frequencies(frame).assign(seed=seed)
+    name = label(run)
+    frame = read_classified(path, condition=name).assign(condition=name)
+    return behavior_frequencies(frame).assign(seed=seed, base=run_base(run), source=source)
 
 
 def summary_row(run: Path, freqs: pd.DataFrame) -> dict[str, Any]:
     condition, seed = run_name(run)
     metrics = read_metrics(run)
     evals = metrics.dropna(subset=["eval/accuracy"]) if "eval/accuracy" in metrics else pd.DataFrame()
-    row: dict[str, Any] = {"condition": condition, "seed": seed}
+    row: dict[str, Any] = {"base": run_base(run), "condition": condition, "seed": seed}
     if not evals.empty:
         row.update(
             acc_before=evals.iloc[0]["eval/accuracy"], acc_after=evals.iloc[-1]["eval/accuracy"], last_step=int(evals.iloc[-1]["step"])
@@ -55,7 +86,18 @@ def summary_row(run: Path, freqs: pd.DataFrame) -> dict[str, Any]:
         for column in (*AVG_COLUMNS, "response_length"):
             row[f"{column}_before"], row[f"{column}_after"] = first[column], last[column]
     row.update(step_accuracy_row(run))
+    row.update(compute_row(metrics))
     return row
+
+
+def compute_row(metrics: pd.DataFrame) -> dict[str, float]:
+    """What a run's RL cost: tokens sampled and trained on, and wall seconds (last logged totals)."""
+    out = {}
+    for column, name in (("compute/generated_tokens", "generated_tokens"), ("compute/trained_tokens", "trained_tokens"),
+                         ("time/elapsed_seconds", "rl_seconds")):  # fmt: skip
+        if column in metrics and metrics[column].notna().any():
+            out[name] = float(metrics[column].dropna().iloc[-1])
+    return out
 
 
 def step_accuracy_row(run: Path) -> dict[str, float]:
@@ -94,7 +136,7 @@ def accuracy_curves(runs: list[Path]) -> pd.DataFrame:
         metrics = read_metrics(run)
         if "eval/accuracy" in metrics:
             for _, r in metrics.dropna(subset=["eval/accuracy"]).iterrows():
-                rows.append({"condition": condition, "seed": seed, "step": int(r["step"]), "accuracy": r["eval/accuracy"]})
+                rows.append({"condition": label(run), "seed": seed, "step": int(r["step"]), "accuracy": r["eval/accuracy"]})
     return pd.DataFrame(rows)
 
 
@@ -123,6 +165,11 @@ def plot_accuracy(curves: pd.DataFrame, path: Path) -> Path:
     return path
 
 
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    frames = [f for f in frames if not f.empty]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
 def summarize(root: str | Path) -> dict[str, Path]:
     """Write summary.csv/.md, frequencies.csv and plots/*.png for an experiment (or one run) directory."""
     root = Path(root)
@@ -130,53 +177,74 @@ def summarize(root: str | Path) -> dict[str, Path]:
     if not runs:
         raise ValueError(f"no run directories with metrics.jsonl under {root}")
     per_run = {run: run_frequencies(run) for run in runs}
-    table = pd.DataFrame([summary_row(run, per_run[run]) for run in runs]).sort_values(["condition", "seed"])
-    freqs = (
-        pd.concat([f for f in per_run.values() if not f.empty], ignore_index=True)
-        if any(not f.empty for f in per_run.values())
-        else pd.DataFrame()
-    )
+    heldout = {run: run_frequencies(run, "heldout") for run in runs}
+    rows = []
+    for run in runs:
+        row = summary_row(run, per_run[run])
+        if not heldout[run].empty:
+            first, last = heldout[run].iloc[0], heldout[run].iloc[-1]
+            for column in AVG_COLUMNS:
+                row[f"heldout_{column}_before"], row[f"heldout_{column}_after"] = first[column], last[column]
+        rows.append(row)
+    table = pd.DataFrame(rows).sort_values(["base", "condition", "seed"])
+    freqs = _concat(list(per_run.values()) + list(heldout.values()))
     out = {"summary_csv": root / "summary.csv", "summary_md": root / "summary.md", "plots": root / "plots"}
     table.to_csv(out["summary_csv"], index=False)
-    numeric = table.drop(columns=["seed"]).groupby("condition").agg(["mean", "std"])
+    numeric = table.drop(columns=["seed"]).groupby(["base", "condition"]).agg(["mean", "std"])
     numeric.columns = [f"{a}_{b}" for a, b in numeric.columns]
-    keep = [
-        c
-        for c in (
-            "acc_before_mean",
-            "acc_after_mean",
-            "acc_after_std",
-            "acc_gain_mean",
-            "avg_backtracking_after_mean",
-            "avg_verifications_after_mean",
-            "response_length_after_mean",
-            "step_acc_before_mean",
-            "step_acc_after_mean",
-        )
-        if c in numeric
-    ]
-    md = [
-        "# Experiment summary",
-        "",
-        "## Per run",
-        "",
-        to_markdown(table),
-        "",
-        "## Mean over seeds",
-        "",
-        to_markdown(numeric[keep].reset_index()),
-    ]
+    wanted = ["acc_before_mean", "acc_after_mean", "acc_after_std", "acc_gain_mean", "avg_backtracking_after_mean",
+              "avg_verifications_after_mean", "heldout_avg_backtracking_before_mean", "heldout_avg_backtracking_after_mean",
+              "heldout_avg_verifications_before_mean", "heldout_avg_verifications_after_mean", "response_length_after_mean",
+              "step_acc_before_mean", "step_acc_after_mean", "generated_tokens_mean", "rl_seconds_mean"]  # fmt: skip
+    keep = [c for c in wanted if c in numeric]
+    md = ["# Experiment summary", "", "## Per run", "", to_markdown(table), "", "## Mean over seeds", "", to_markdown(numeric[keep].reset_index())]
     out["summary_md"].write_text("\n".join(md) + "\n")
     curves = accuracy_curves(runs)
     if not curves.empty:
         plot_accuracy(curves, out["plots"] / "accuracy_vs_step.png")
     if not freqs.empty:
         freqs.to_csv(root / "frequencies.csv", index=False)
-        mean_freqs = freqs.drop(columns=["seed"]).groupby(["condition", "step"], as_index=False).mean(numeric_only=True)
-        plot_frequencies(
-            mean_freqs,
-            out["plots"] / "behaviors_vs_step.png",
-            title="behaviours per response (mean over seeds), accuracy and length of rollouts",
-        )
-        plot_frequencies(mean_freqs, out["plots"] / "behavior_share_vs_step.png", metric="share")
+        for source, suffix, what in (("rollouts", "", "rollouts (T=1)"), ("heldout", "_heldout", "held-out completions")):
+            part = freqs[freqs["source"] == source]
+            if part.empty:
+                continue
+            mean_freqs = part.drop(columns=["seed", "base", "source"]).groupby(["condition", "step"], as_index=False).mean(numeric_only=True)
+            plot_frequencies(mean_freqs, out["plots"] / f"behaviors_vs_step{suffix}.png",
+                             title=f"behaviours per response (mean over seeds), accuracy and length: {what}")  # fmt: skip
+            plot_frequencies(mean_freqs, out["plots"] / f"behavior_share_vs_step{suffix}.png", metric="share")
+        spread = freqs[freqs["source"] == ("heldout" if (freqs["source"] == "heldout").any() else "rollouts")]
+        plot_spread(curves, spread, out["plots"] / "spread_vs_step.png")
     return out
+
+
+def plot_spread(curves: pd.DataFrame, freqs: pd.DataFrame, path: Path) -> Path:
+    """Accuracy, verification and backtracking vs step per run label: the mean over seeds as a
+    line, the range over seeds as a band (what a reader needs to judge a difference)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    source = freqs["source"].iloc[0] if not freqs.empty else "rollouts"
+    panels = [(curves.rename(columns={"accuracy": "value"}), "held-out accuracy (greedy)")]
+    for column, name in (("avg_verifications", "verifications"), ("avg_backtracking", "backtracking")):
+        if column in freqs:
+            panels.append((freqs[["condition", "seed", "step", column]].rename(columns={column: "value"}), f"{name} per response ({source})"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
+    names = sorted(set(curves["condition"]) if not curves.empty else set(freqs["condition"]))
+    colors = {name: f"C{i}" for i, name in enumerate(names)}
+    for ax, (frame, title) in zip(axes[0], panels, strict=True):
+        for name, group in frame.groupby("condition", sort=True):
+            stats = group.groupby("step")["value"].agg(["mean", "min", "max"])
+            ax.plot(stats.index, stats["mean"], color=colors.get(name, "k"), marker="o", markersize=3, label=name)
+            ax.fill_between(stats.index, stats["min"], stats["max"], color=colors.get(name, "k"), alpha=0.15)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("RL step")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle("mean over seeds (band: min-max over seeds)", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from priming.conditions import BEHAVIORS, CONDITIONS, Condition, get_condition
 from priming.search import SearchConfig, SearchResult, search
-from priming.traces import GENERATOR_VERSION, Trace, TraceConfig, generate_trace, generate_traces
+from priming.traces import GENERATOR_VERSION, INCORRECT_KINDS, Trace, TraceConfig, generate_trace, generate_traces
 
 __all__ = [
     "BEHAVIORS",
     "CONDITIONS",
     "GENERATOR_VERSION",
+    "INCORRECT_KINDS",
     "Condition",
     "SearchConfig",
     "SearchResult",

@@ -11,6 +11,7 @@ from countdown_env.rules import PROMPT_STYLES
 from countdown_env.tasks import PRESETS
 from priming.conditions import CONDITIONS
 from priming.render import STYLES
+from priming.traces import INCORRECT_KINDS, incorrect_kind_for
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -22,11 +23,22 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--condition", "-c", required=True, choices=sorted(CONDITIONS), help="which behaviours the traces show")
     p.add_argument("--output-dir", "-o", type=Path, required=True)
-    p.add_argument("--incorrect", action="store_true", help="every final answer wrong but well-formed, same behaviours")
+    p.add_argument("--incorrect", action="store_true", help="every final answer wrong but well-formed, same target and behaviours")
+    p.add_argument(
+        "--incorrect-kind",
+        choices=INCORRECT_KINDS,
+        help="with --incorrect (synthetic): slip = correct reasoning, wrong answer line (default); "
+        "ranout = the search stops before the solution and answers its closest attempt",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the traces (and of the tasks, unless --task-seed)")
     tasks = p.add_argument_group("tasks (a file, or generated)")
     tasks.add_argument("--tasks", type=Path, help="tasks file (JSONL numbers/target, or parquet nums/target)")
-    tasks.add_argument("--preset", default="priming", choices=sorted(PRESETS), help="task preset when no --tasks (default: priming)")
+    tasks.add_argument(
+        "--preset",
+        default="priming",
+        choices=sorted(PRESETS),
+        help="task preset: generated tasks when no --tasks, and the rules traces follow and prompts state (default: priming)",
+    )
     tasks.add_argument("--num", "-n", type=int, default=1000, help="tasks to generate when no --tasks")
     tasks.add_argument("--task-seed", type=int, help="seed of the generated tasks (default: --seed)")
     tasks.add_argument("--task-split", default="train", choices=["train", "test", "all"], help="split generated tasks come from")
@@ -56,12 +68,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _tasks(args: argparse.Namespace) -> tuple[list, dict]:
+    from countdown_env.errors import UsageError
     from countdown_env.tasks import generate_tasks, read_tasks
 
     if args.tasks is not None:
         return read_tasks(args.tasks), {"file": str(args.tasks)}
     if args.num < 1:
-        raise ValueError(f"--num must be >= 1, got {args.num}")
+        raise UsageError(f"--num must be >= 1, got {args.num}")
     seed = args.seed if args.task_seed is None else args.task_seed
     split = None if args.task_split == "all" else args.task_split
     return generate_tasks(args.num, seed=seed, preset=args.preset, split=split), {
@@ -78,13 +91,29 @@ def _prime(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from countdown_env.errors import UsageError, output_dir, user_input
+    from countdown_env.rules import render_prompt
+    from countdown_env.tasks import Task, preset_rules
     from priming.export import with_prompt, write_prime_output
 
+    if args.incorrect_kind is not None and not args.incorrect:
+        raise UsageError("--incorrect-kind needs --incorrect")
+    if args.incorrect_kind is not None and args.generator != "synthetic":
+        raise UsageError("--incorrect-kind applies to the synthetic generator only")
     output_dir(args.output_dir, "--output-dir")
     with user_input():
+        kind = incorrect_kind_for(args.incorrect, args.incorrect_kind) if args.generator == "synthetic" else None
+        rules = preset_rules(args.preset)
+        # Fail before any work on a style prime cannot render (chat needs the model's tokenizer).
+        render_prompt(Task((1, 2), 3), args.prompt_style, rules)
         tasks, task_source = _tasks(args)
-    metadata = {"condition": args.condition, "incorrect": args.incorrect, "seed": args.seed, "generator": args.generator}
-    metadata.update(prompt_style=args.prompt_style, tasks=task_source)
+    metadata = {
+        "condition": args.condition,
+        "incorrect": args.incorrect,
+        "incorrect_kind": kind,
+        "seed": args.seed,
+        "generator": args.generator,
+    }
+    metadata.update(prompt_style=args.prompt_style, tasks=task_source, rules_preset=args.preset)
     status = 0
     if args.generator == "synthetic":
         from priming.traces import GENERATOR_VERSION, TraceConfig, generate_trace
@@ -95,10 +124,12 @@ def _prime(args: argparse.Namespace) -> int:
         with user_input():
             config = TraceConfig.for_style(style, **overrides)
         traces = [
-            generate_trace(task, args.condition, seed=args.seed, index=i, incorrect=args.incorrect, config=config)
+            generate_trace(
+                task, args.condition, seed=args.seed, index=i, incorrect=args.incorrect, incorrect_kind=kind, config=config, rules=rules
+            )
             for i, task in enumerate(tqdm(tasks, desc=f"prime {args.condition}", file=sys.stderr))
         ]
-        rows = [with_prompt(trace.to_dict(), args.prompt_style) for trace in traces]
+        rows = [with_prompt(trace.to_dict(), args.prompt_style, rules) for trace in traces]
         metadata.update(generator_version=GENERATOR_VERSION, trace_config=asdict(config))
     else:
         from priming.llm import LLM_GENERATOR_VERSION, LLMConfig, config_dict, generate_llm_traces, read_rows, select_rows
@@ -120,12 +151,12 @@ def _prime(args: argparse.Namespace) -> int:
                 keep=args.keep,
             )
         replies = args.output_dir / "responses.jsonl"
-        run = generate_llm_traces(tasks, config, replies)
+        run = generate_llm_traces(tasks, config, replies, rules=rules)
         print(f"prime: {run.written} new replies, {run.skipped} resumed from {replies}, {run.failed} failed", file=sys.stderr)
         if run.failed:
             print(f"prime: {run.failed} requests failed after retries; run the same command again to retry only those", file=sys.stderr)
             status = 1
-        rows = [with_prompt(row, args.prompt_style) for row in select_rows(read_rows(replies), tasks, config.keep)]
+        rows = [with_prompt(row, args.prompt_style, rules) for row in select_rows(read_rows(replies), tasks, config.keep)]
         metadata.update(generator_version=LLM_GENERATOR_VERSION, llm=config_dict(config), complete=not run.failed)
     metadata = write_prime_output(rows, args.output_dir, metadata, test_size=args.test_size, seed=args.seed)
     print(json.dumps({"output_dir": str(args.output_dir), **{k: metadata[k] for k in ("condition", "splits", "summary")}}, indent=2))

@@ -18,10 +18,11 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from countdown_env.errors import UsageError, atomic_output
+from countdown_env.errors import UsageError
 from countdown_env.rules import DEFAULT_RULES, Rules, render_prompt
 from countdown_env.tasks import Task
 from priming.conditions import BEHAVIORS
+from runtime.jsonl import write_jsonl_atomic, write_text_atomic
 
 #: Columns of the saved dataset (the JSONL files keep every field).
 DATASET_COLUMNS = ("prompt", "completion", "numbers", "target", "condition", "correct", "behaviors")
@@ -77,10 +78,7 @@ def write_prime_output(
         splits = datasets.DatasetDict({"train": full})
     metadata = {**metadata, "splits": {name: len(split) for name, split in splits.items()}, "summary": summarise(rows)}
     for name, split in splits.items():
-        path = output_dir / f"{name}.jsonl"
-        with atomic_output(path) as f:  # a failed re-run leaves the previous split whole
-            for row in split:
-                f.write(json.dumps(row) + "\n")
+        write_jsonl_atomic(output_dir / f"{name}.jsonl", split)
     stale = output_dir / "test.jsonl"
     if "test" not in splits and stale.exists():
         stale.unlink()  # from an earlier run with a test split
@@ -92,8 +90,7 @@ def write_prime_output(
         }
     )
     lean.save_to_disk(str(output_dir / "dataset"))
-    with atomic_output(output_dir / "metadata.json") as f:
-        f.write(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(output_dir / "metadata.json", json.dumps(metadata, indent=2, sort_keys=True) + "\n")
     return metadata
 
 

@@ -15,7 +15,6 @@ written (`behaviors` is null); `countdown-lab classify` labels them.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
@@ -29,6 +28,7 @@ from countdown_env.rules import ANSWER_CLOSE, ANSWER_OPEN, DEFAULT_RULES, THINK_
 from countdown_env.scoring import score_response
 from countdown_env.tasks import Task
 from priming.conditions import CONDITIONS, get_condition
+from runtime.jsonl import append_jsonl, read_jsonl
 
 #: Bumped when the prompts or the row format change.
 LLM_GENERATOR_VERSION = "openai-1"
@@ -202,18 +202,10 @@ def task_key(index: int, task: Task) -> str:
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows of a replies file; a line cut off by a crash is ignored (it is re-requested)."""
+    """Rows of a replies file; a last line cut off by a crash is ignored (it is re-requested)."""
     if not path.exists():
         return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict) and "key" in row:
-            rows.append(row)
-    return rows
+    return [row for row in read_jsonl(path) if "key" in row]
 
 
 def reply_identity(config: LLMConfig) -> dict[str, Any]:
@@ -313,9 +305,8 @@ def generate_llm_traces(
     errors: list[str] = []
     written = 0
     bar = tqdm(total=len(todo), desc="llm traces", file=sys.stderr, disable=not progress)
-    with output.open("a") as out, ThreadPoolExecutor(max_workers=config.concurrency) as pool:
-        if not _ends_with_newline(output):
-            out.write("\n")  # end a line cut off by a crash, or the next row would be glued to it
+    append_jsonl(output, [])  # creates the file, and cuts a line torn by a crash so no new row gets glued to it
+    with ThreadPoolExecutor(max_workers=config.concurrency) as pool:
         pending: dict[Future[dict[str, Any]], tuple[int, Task]] = {}
         queue = iter(todo)
 
@@ -338,8 +329,7 @@ def generate_llm_traces(
                     # A server may echo the API key in its error text: never store or print it.
                     errors.append(redact(f"task {index} {list(task.numbers)} -> {task.target}: {type(err).__name__}: {err}"))
                 else:
-                    out.write(json.dumps(row) + "\n")
-                    out.flush()  # a crash loses at most the replies in flight
+                    append_jsonl(output, [row])  # a crash loses at most the replies in flight
                     written += 1
                 bar.update(1)
             refill()
@@ -347,15 +337,6 @@ def generate_llm_traces(
     for line in errors[:5]:
         print(f"prime: request failed after retries: {line}", file=sys.stderr)
     return LLMRun(len(todo), written, len(done & {task_key(i, t) for i, t in enumerate(tasks)}), len(errors), tuple(errors))
-
-
-def _ends_with_newline(path: Path) -> bool:
-    """True for an empty file or one whose last byte is a newline."""
-    with path.open("rb") as f:
-        if f.seek(0, os.SEEK_END) == 0:
-            return True
-        f.seek(-1, os.SEEK_END)
-        return f.read(1) == b"\n"
 
 
 def select_rows(rows: Iterable[dict[str, Any]], tasks: Sequence[Task], keep: str) -> list[dict[str, Any]]:

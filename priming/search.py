@@ -17,28 +17,60 @@ expands at most `max_nodes` nodes and visits at most `max_dead_ends` failed leav
 budget is spent (or a node's cap reached) the search only enters children from which the goal
 is still reachable (a memoised lookup in the solver's reachable-value table), so it always ends
 at a solution of a solvable task, and the trace stays short enough for a small model.
+
+With `find_solution=False` the walk is that of a search that runs out: it never takes the
+step that would reach the goal, visits failed paths until its budget is spent and ends there,
+and `SearchResult.closest()` is the failed attempt nearest the goal (the answer of a trace
+whose final answer is wrong although it kept the right target).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import cached_property
+from itertools import combinations
 from typing import Literal
 
 from countdown_env.expression import Value, apply
-from countdown_env.rules import Rules
+from countdown_env.rules import DEFAULT_RULES, Rules
 from countdown_env.solver import Expr, allowed_value, combine, reachable_using_all, solve
 
 Strategy = Literal["forward", "backward", "mixed"]
 STRATEGIES: tuple[str, ...] = ("forward", "backward", "mixed")
 
-#: Rules the search prefers: whole, non-negative intermediate values keep every written step
-#: simple arithmetic. Tasks that need a fraction or a negative value fall back to the full rules.
-PLAIN_RULES = Rules(integer_intermediates=True, allow_negative_intermediates=False)
-FULL_RULES = Rules()
+
+def search_rules(rules: Rules = DEFAULT_RULES) -> tuple[Rules, ...]:
+    """The rules a search tries, in order: the task's rules with whole, non-negative intermediate
+    values first (every written step stays simple arithmetic), then the task's rules themselves
+    (for tasks that need a fraction or a negative value). Each is as strict as `rules` or stricter,
+    so whatever the search finds is correct under `rules`."""
+    plain = rules.with_(integer_intermediates=True, allow_negative_intermediates=False)
+    return (plain,) if plain == rules else (plain, rules)
+
+
+def _operands(numbers: Sequence[int], goal: int, rules: Rules, min_operands: int = 1) -> tuple[int, ...] | None:
+    """The numbers a solution of `goal` under `rules` uses: all of them, or (when the rules let
+    a number go unused) those of the first solution the solver finds, else (that one uses fewer
+    than `min_operands`) those of the smallest sub-multiset of at least `min_operands` numbers
+    that makes `goal` with every one of them."""
+    found = solve(numbers, goal, rules)
+    if found is None:
+        return None
+    if rules.use_all_numbers:
+        return tuple(numbers)
+    operands = tuple(int(n) for n in re.findall(r"\d+", found))
+    if len(operands) >= min_operands:
+        return operands
+    every = rules.with_(use_all_numbers=True)
+    for size in range(min_operands, len(numbers) + 1):  # smallest first: a small solver search each
+        for subset in dict.fromkeys(combinations(numbers, size)):
+            if solve(subset, goal, every) is not None:
+                return subset
+    return None
 
 
 @dataclass(frozen=True)
@@ -55,6 +87,11 @@ class SearchConfig:
     """Children tried at one node before it is given up (unless it is the only way to the goal)."""
     max_nodes: int = 40
     """Nodes (combinations and decompositions) expanded before the search follows a solution."""
+    find_solution: bool = True
+    """False: the search runs out. It skips every step that would reach the goal and stops at the
+    failed leaf where `max_dead_ends` failed leaves were visited, or `max_nodes` nodes expanded and
+    at least `min_dead_ends` leaves failed (the root, where every number is still
+    unused, ignores `branch_cap` so that the budget can be spent)."""
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -65,6 +102,8 @@ class SearchConfig:
             raise ValueError(f"branch_cap must be >= 1, got {self.branch_cap}")
         if self.max_nodes < 0:
             raise ValueError(f"max_nodes must be >= 0, got {self.max_nodes}")
+        if not self.find_solution and self.max_dead_ends < 1:
+            raise ValueError("a search that runs out (find_solution=False) needs max_dead_ends >= 1: its answer is a failed path")
 
 
 # ---- events ---------------------------------------------------------------------------
@@ -151,6 +190,22 @@ class SearchResult:
     dead_ends: int
     nodes: int
     rules: Rules
+    attempts: tuple[tuple[Value, Expr], ...] = ()
+    """Each failed path as (value, expression over all the numbers), in the order visited. A miss
+    inside a decomposition is completed with the decomposition's last step; a completion that
+    divides by zero is left out."""
+    misses: tuple[tuple[Value, Expr], ...] = ()
+    """Each failed leaf as (value, expression) as checked, not completed: inside a decomposition
+    it leaves numbers unused, an answer only under rules that allow that (`classic`)."""
+
+    def closest(self, keep: Callable[[Expr], bool] | None = None, *, partial: bool = False) -> Expr | None:
+        """The failed attempt whose value is nearest the goal (the first of equals), or None.
+        `keep`: only attempts it accepts (a completed miss can break rules its steps kept, e.g.
+        a division with a remainder under `classic`). `partial`: the misses count too, after the attempts."""
+        attempts = [a for a in (*self.attempts, *(self.misses if partial else ())) if keep is None or keep(a[1])]
+        if not attempts:
+            return None
+        return min(attempts, key=lambda attempt: abs(attempt[0] - self.goal))[1]
 
 
 # ---- the search -----------------------------------------------------------------------
@@ -219,17 +274,51 @@ def _needs(goal: Value, operand: Value, rules: Rules) -> list[tuple[str, bool, V
 class _Walk:
     """One depth-first walk; mutable counters live here, not in module globals."""
 
-    def __init__(self, goal: Value, config: SearchConfig, rules: Rules, rng: random.Random) -> None:
+    def __init__(self, goal: Value, size: int, config: SearchConfig, rules: Rules, rng: random.Random) -> None:
         self.goal = goal
+        self.size = size
+        """How many numbers the task has: a node with that many values is the root."""
         self.config = config
         self.rules = rules
         self.rng = rng
         self.events: list[Event] = []
         self.dead_ends = 0
         self.nodes = 0
+        self.attempts: list[tuple[Value, Expr]] = []
+        self.misses: list[tuple[Value, Expr]] = []
+        self.last_steps: list[tuple[str, Value, Expr, bool]] = []
+        """(op, operand, its expression, need_first) of the decompositions the walk is inside."""
+        self.stopped = False
+        """A search that runs out sets this at the failed leaf where its budget was spent."""
 
     def spent(self) -> bool:
         return self.dead_ends >= self.config.max_dead_ends or self.nodes >= self.config.max_nodes
+
+    def miss(self, value: Value, expr: Expr) -> None:
+        """Record a failed leaf as a full attempt (completed through the enclosing decompositions)."""
+        self.dead_ends += 1
+        self.misses.append((value, expr))
+        for op, operand, e_operand, need_first in reversed(self.last_steps):
+            completed = apply(op, value, operand) if need_first else apply(op, operand, value)
+            if completed is None:
+                return
+            value, expr = completed, ((op, expr, e_operand) if need_first else (op, e_operand, expr))
+        self.attempts.append((value, expr))
+        # Stopping here, at a visible miss, means the trace of a search that runs out ends on a failed check.
+        if not self.config.find_solution:
+            self.stopped = self.dead_ends >= self.config.max_dead_ends or (
+                self.nodes >= self.config.max_nodes and self.dead_ends >= self.config.min_dead_ends
+            )
+
+    def skip(self, child: _Child, children: list[_Child], tried: int, root: bool) -> bool:
+        """Whether the walk passes over `child` at a node (the root: all the numbers) where it already tried `tried` children."""
+        if not self.config.find_solution:
+            # Never take the step that reaches the (sub-)goal; below the root, try at most branch_cap children.
+            return (len(child.values) == 1 and child.solvable) or (not root and tried >= self.config.branch_cap)
+        # A spent budget skips failing children, except the first one of a node that was
+        # entered while the budget lasted and cannot succeed: the walk goes down to a leaf,
+        # so every return is preceded by a visible miss.
+        return not child.solvable and (tried >= self.config.branch_cap or (self.spent() and (tried or any(c.solvable for c in children))))
 
     def forward_children(self, items: list[tuple[Value, Expr]], goal: Value) -> list[_Child]:
         out = []
@@ -283,16 +372,17 @@ class _Walk:
             value, expr = items[0]
             hit = value == goal
             self.events.append(Check(value, goal, hit, final=goal == self.goal and top))
-            self.dead_ends += not hit
-            return expr if hit else None
+            if hit:
+                return expr
+            self.miss(value, expr)
+            return None
         tried = 0
         values = tuple(v for v, _ in items)
         children = self.children(items, goal, top)
         for child in children:
-            # A spent budget skips failing children, except the first one of a node that was
-            # entered while the budget lasted and cannot succeed: the walk goes down to a leaf,
-            # so every return is preceded by a visible miss.
-            if not child.solvable and (tried >= self.config.branch_cap or (self.spent() and (tried or any(c.solvable for c in children)))):
+            if self.stopped:
+                break
+            if self.skip(child, children, tried, root=top and len(items) == self.size):
                 continue
             if tried:
                 self.events.append(Backtrack(values, goal))
@@ -318,7 +408,9 @@ class _Walk:
         need_first = not child.swapped
         event = Decompose(goal, child.op, operand, child.value, need_first, tuple(v for v, _ in rest))
         self.events.append(event)
+        self.last_steps.append((child.op, operand, e_operand, need_first))
         sub = self.explore(rest, child.value, top=False)
+        self.last_steps.pop()
         if sub is None:
             return None
         left, op, right, value = event.step
@@ -327,32 +419,31 @@ class _Walk:
         return (op, sub, e_operand) if need_first else (op, e_operand, sub)
 
 
-def search(numbers: Sequence[int], goal: int, config: SearchConfig, rng: random.Random) -> SearchResult:
+def search(
+    numbers: Sequence[int], goal: int, config: SearchConfig, rng: random.Random, rules: Rules = DEFAULT_RULES, *, min_operands: int = 1
+) -> SearchResult:
     """Walk the tree of `numbers` towards `goal`, recording every step, miss and return.
 
-    Uses `PLAIN_RULES` when the goal is reachable with whole non-negative intermediates,
-    else the full rules. Raises ValueError if no expression using every number makes `goal`.
+    Follows `rules` (the task preset's, `countdown_env.preset_rules`), with whole non-negative
+    intermediates when the goal is reachable that way (`search_rules`). When the rules let a
+    number go unused (`classic`), the walk combines the numbers of the first solution the
+    solver finds, or of at least `min_operands` numbers (a trace whose answer must be wrong needs
+    a step to get wrong, not a target that is one of the numbers). Raises ValueError if no
+    expression (of at least `min_operands` numbers) makes `goal` under the rules.
     """
-    for rules in (PLAIN_RULES, FULL_RULES):
+    for candidate in search_rules(rules):
         # The solver's depth-first search stops at the first solution: much cheaper than the
         # whole reachable-value table of all the numbers, which only sub-multisets need.
-        if solve(numbers, goal, rules) is not None:
+        operands = _operands(numbers, goal, candidate, min_operands)
+        if operands is not None:
             break
     else:
-        raise ValueError(f"no expression using every one of {list(numbers)} makes {goal}; traces need a solvable task")
-    walk = _Walk(goal, config, rules, rng)
-    expression = walk.explore([(n, n) for n in numbers], goal, top=True)
-    return SearchResult(tuple(walk.events), expression, goal, walk.dead_ends, walk.nodes, rules)
-
-
-def wrong_goal(numbers: Sequence[int], target: int, rng: random.Random, nearest: int = 3) -> int:
-    """A whole, non-negative value the numbers do make that is not `target`, drawn from the
-    `nearest` such values closest to it: the goal of a trace whose answer must be wrong."""
-    for rules in (PLAIN_RULES, FULL_RULES):
-        values = sorted(
-            (v for v in reachable_using_all(tuple(sorted(numbers)), rules) if isinstance(v, int) and v >= 0 and v != target),
-            key=lambda v: (abs(v - target), v),
-        )
-        if values:
-            return rng.choice(values[:nearest])
-    raise ValueError(f"{list(numbers)} make no whole value other than {target}; no wrong answer exists")
+        how = "using every one of" if rules.use_all_numbers else "from"
+        raise ValueError(f"no expression {how} {list(numbers)} makes {goal}; traces need a solvable task")
+    # The walk combines every one of its operands, so it follows the rules with that one changed.
+    walk_rules = candidate.with_(use_all_numbers=True)
+    walk = _Walk(goal, len(operands), config, walk_rules, rng)
+    expression = walk.explore([(n, n) for n in operands], goal, top=True)
+    return SearchResult(
+        tuple(walk.events), expression, goal, walk.dead_ends, walk.nodes, candidate, tuple(walk.attempts), tuple(walk.misses)
+    )

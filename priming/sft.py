@@ -12,7 +12,7 @@ module adds is the study's recipe, a CPU preset, CPU-safe defaults and the run d
     OUTPUT_DIR/model/               the final model + tokenizer (LoRA merged), loadable by path
 
 The model lives in `model/` because a run directory's `config.json` is the run's
-configuration, not the model's; `rl.models.load_model` accepts the run directory too.
+configuration, not the model's; `runtime.models.load_model` accepts the run directory too.
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ from countdown_env.errors import UsageError
 from countdown_env.rules import PROMPT_STYLES
 from countdown_env.scoring import score_response
 from countdown_env.tasks import Task
-from rl.run_dir import truncate_after
+from runtime.config import load_dataclass, preset_names, read_mapping
+from runtime.jsonl import append_jsonl, write_text_atomic
+from runtime.run_dir import truncate_after
 
 #: Learning-rate schedules offered (names of transformers' `SchedulerType`).
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
@@ -45,25 +47,11 @@ TRL_FIELDS_SET = frozenset(
     }
 )  # fmt: skip
 
-#: Named recipes; a preset's values are defaults that explicit options override.
-PRESETS: dict[str, dict[str, Any]] = {
-    # The study's priming recipe for 3B models: 5 epochs, lr 1e-5, cosine with 10%
-    # warm-up, weight decay 0.01 (the dataclass defaults). The batch (4 x 8 accumulated =
-    # 32 sequences a step) is our choice.
-    "paper-3b": {},
-    # Tiny models trained from scratch on 1 CPU thread (shared/CALIBRATION.md): a much
-    # higher learning rate, batch 16, short sequences, compact prompts.
-    "tiny-cpu": {
-        "epochs": 3.0,
-        "learning_rate": 2e-3,
-        "batch_size": 16,
-        "gradient_accumulation_steps": 1,
-        "max_length": 512,
-        "prompt_style": "compact",
-        "save_steps": 200,
-        "eval_max_new_tokens": 192,
-    },
-}
+#: Named recipes, one YAML file each (`priming/configs/<name>.yaml`); a preset's values are defaults that explicit options override.
+PRESET_DIR = Path(__file__).parent / "configs"
+DEFAULT_PRESET = "paper-3b"
+#: Each preset's values, read from PRESET_DIR (the files are the one home of SFT presets).
+PRESETS: dict[str, dict[str, Any]] = {name: read_mapping(PRESET_DIR / f"{name}.yaml") for name in preset_names(PRESET_DIR)}
 
 
 @dataclass(frozen=True)
@@ -172,12 +160,7 @@ class SFTRunConfig:
         """A preset's values, with `overrides` (None values are ignored, so CLI defaults pass through)."""
         if name not in PRESETS:
             raise ValueError(f"unknown SFT preset {name!r}; choose one of {sorted(PRESETS)}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise ValueError(f"unknown SFT option(s) {unknown}; known: {sorted(known)}")
-        given = {k: v for k, v in overrides.items() if v is not None}
-        return cls(**{**PRESETS[name], **given, "preset": name})
+        return load_sft_config(name, {k: v for k, v in overrides.items() if v is not None})
 
     @property
     def run_dir(self) -> Path:
@@ -252,6 +235,14 @@ class SFTRunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def load_sft_config(source: str | Path = DEFAULT_PRESET, overrides: dict[str, Any] | None = None) -> SFTRunConfig:
+    """A preset name (`priming/configs/<name>.yaml`) or a YAML path, then `overrides`, each value typed by its field.
+
+    `preset` records the preset's name (a file's values are recorded in config.json instead)."""
+    preset = {"preset": str(source)} if str(source) in PRESETS and not Path(source).is_file() else {}
+    return load_dataclass(SFTRunConfig, source, {**preset, **(overrides or {})}, PRESET_DIR, what="SFT")
 
 
 def _checkpointing_args(config_cls: type, enabled: bool) -> dict[str, bool]:
@@ -344,8 +335,7 @@ def _make_callbacks(
 
         def flush(self) -> None:
             if self.pending is not None:
-                with self.path.open("a") as f:
-                    f.write(json.dumps(self.pending) + "\n")
+                append_jsonl(self.path, [self.pending])
                 self.pending = None
 
         def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
@@ -386,7 +376,7 @@ def evaluate_generation(
     model: Any, tokenizer: Any, prompts: list[str], tasks: list[Task], *, max_new_tokens: int, batch_size: int = 32
 ) -> dict[str, float]:
     """eval/accuracy, eval/well_formed, eval/mean_length and eval/generation_seconds of greedy completions."""
-    from rl.generation import generate_completions
+    from runtime.generation import generate_completions
 
     start = time.perf_counter()
     completions = generate_completions(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
@@ -439,7 +429,7 @@ def build_job(config: SFTRunConfig, *, resume: bool = False, progress: bool = Tr
     from trl import SFTTrainer
 
     from priming.sft_data import check_prompt_style, load_sft_data, tasks_of
-    from rl.models import load_model, load_tokenizer
+    from runtime.models import load_model, load_tokenizer
 
     checkpoint = last_checkpoint(config)
     if resume and checkpoint is None:
@@ -511,7 +501,7 @@ def run_sft(config: SFTRunConfig, *, resume: bool = False, progress: bool = True
                 "resumed_from": job.checkpoint,
             },
         }
-        (config.run_dir / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
+        write_text_atomic(config.run_dir / "config.json", json.dumps(resolved, indent=2) + "\n")
         metrics = config.run_dir / "metrics.jsonl"
         if job.checkpoint is not None:
             # Rows after the checkpoint will be written again by the resumed steps.

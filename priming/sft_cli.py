@@ -8,33 +8,38 @@ from pathlib import Path
 
 from countdown_env.rules import PROMPT_STYLES
 
-# Flag -> SFTRunConfig field, for the options that map one to one. Every default is None
-# so that the preset's value stands unless the flag is given.
-_OPTIONS: tuple[tuple[str, str, type, str], ...] = (
-    ("--epochs", "epochs", float, "passes over the training split (paper-3b: 5)"),
-    ("--max-steps", "max_steps", int, "stop after this many optimiser steps (overrides --epochs)"),
-    ("--lr", "learning_rate", float, "peak learning rate (paper-3b: 1e-5, tiny-cpu: 2e-3)"),
-    ("--warmup-ratio", "warmup_ratio", float, "share of steps spent warming up (default 0.1)"),
-    ("--weight-decay", "weight_decay", float, "AdamW weight decay (default 0.01)"),
-    ("--batch-size", "batch_size", int, "sequences per device per forward pass"),
-    ("--grad-accum", "gradient_accumulation_steps", int, "forward passes per optimiser step"),
-    ("--max-length", "max_length", int, "truncate prompt + completion to this many tokens"),
-    ("--max-train-samples", "max_train_samples", int, "train on the first N rows only"),
-    ("--seed", "seed", int, "seed of data order, dropout and LoRA init (default 0)"),
-    ("--logging-steps", "logging_steps", int, "steps between metrics.jsonl rows"),
-    ("--save-steps", "save_steps", int, "steps between checkpoints"),
-    ("--save-total-limit", "save_total_limit", int, "checkpoints kept"),
-    ("--eval-steps", "eval_steps", int, "steps between evaluations on the test split (default: only at the end)"),
-    ("--eval-samples", "eval_samples", int, "held-out tasks scored by greedy generation (0: loss only)"),
-    ("--eval-max-new-tokens", "eval_max_new_tokens", int, "generation budget per held-out task"),
-    ("--lora-r", "lora_r", int, "LoRA rank (default 0: full fine-tuning)"),
-    ("--lora-alpha", "lora_alpha", int, "LoRA alpha (default 32)"),
-    ("--lora-dropout", "lora_dropout", float, "LoRA dropout (default 0.05)"),
+# Flag -> SFTRunConfig field, for the options that map one to one (help: the field's doc). Every default is
+# None so that the preset's value stands unless the flag is given; --set reaches every field.
+_OPTIONS: tuple[tuple[str, str, type], ...] = (
+    ("--epochs", "epochs", float),
+    ("--max-steps", "max_steps", int),
+    ("--lr", "learning_rate", float),
+    ("--warmup-ratio", "warmup_ratio", float),
+    ("--weight-decay", "weight_decay", float),
+    ("--batch-size", "batch_size", int),
+    ("--grad-accum", "gradient_accumulation_steps", int),
+    ("--max-length", "max_length", int),
+    ("--max-train-samples", "max_train_samples", int),
+    ("--seed", "seed", int),
+    ("--logging-steps", "logging_steps", int),
+    ("--save-steps", "save_steps", int),
+    ("--save-total-limit", "save_total_limit", int),
+    ("--eval-steps", "eval_steps", int),
+    ("--eval-samples", "eval_samples", int),
+    ("--eval-max-new-tokens", "eval_max_new_tokens", int),
+    ("--lora-r", "lora_r", int),
+    ("--lora-alpha", "lora_alpha", int),
+    ("--lora-dropout", "lora_dropout", float),
 )
+#: The other flags that set a field of the same name.
+_OTHER_FIELDS = ("lr_scheduler", "prompt_style", "bf16", "gradient_checkpointing")
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    from priming.sft import PRESETS, SCHEDULERS
+    from priming.sft import DEFAULT_PRESET, PRESET_DIR, PRESETS, SCHEDULERS, SFTRunConfig
+    from runtime.config import add_preset_args, field_docs
+
+    docs = field_docs(SFTRunConfig)
 
     p = sub.add_parser(
         "sft",
@@ -50,24 +55,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="directory written by `countdown-lab prime`, or a JSONL file of prompt/completion or trace rows",
     )
     p.add_argument("--output-dir", type=Path, required=True, help="run directory")
-    p.add_argument(
-        "--preset",
-        choices=sorted(PRESETS),
-        default="paper-3b",
-        help="paper-3b: the study's recipe for 3B models; tiny-cpu: tiny models on a CPU",
-    )
-    p.add_argument("--scheduler", dest="lr_scheduler", choices=SCHEDULERS, help="learning-rate schedule (default cosine)")
-    p.add_argument(
-        "--prompt-style", choices=sorted(PROMPT_STYLES), help="prompt template for trace rows (paper-3b: tinyzero, tiny-cpu: compact)"
-    )
-    for flag, dest, kind, text in _OPTIONS:
-        p.add_argument(flag, dest=dest, type=kind, help=text)
-    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, help="bf16 mixed precision (default: on only on a bf16-capable GPU)")
-    p.add_argument(
-        "--gradient-checkpointing",
-        action=argparse.BooleanOptionalAction,
-        help="recompute activations to save memory (default: on only on a GPU)",
-    )
+    add_preset_args(p, SFTRunConfig, PRESET_DIR, option="--preset", default=DEFAULT_PRESET, what="SFT",
+                    help=f"preset ({', '.join(sorted(PRESETS))}) or a YAML file; default {DEFAULT_PRESET}: the study's recipe "
+                    "for 3B models; tiny-cpu: tiny models on a CPU")  # fmt: skip
+    p.add_argument("--scheduler", dest="lr_scheduler", choices=SCHEDULERS, help=docs["lr_scheduler"])
+    p.add_argument("--prompt-style", choices=sorted(PROMPT_STYLES), help=docs["prompt_style"])
+    for flag, dest, kind in _OPTIONS:
+        p.add_argument(flag, dest=dest, type=kind, help=docs[dest])
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, help=docs["bf16"])
+    p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, help=docs["gradient_checkpointing"])
     p.add_argument(
         "--resume",
         action="store_true",
@@ -78,22 +74,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _sft(args: argparse.Namespace) -> int:
-    from countdown_env.errors import user_input
-    from priming.sft import SFTRunConfig, run_sft
+    from priming.sft import load_sft_config, run_sft
+    from runtime.config import parse_set
 
-    fields = {dest: getattr(args, dest) for _, dest, _, _ in _OPTIONS}
-    with user_input():
-        config = SFTRunConfig.from_preset(
-            args.preset,
-            model=str(args.model),
-            data=str(args.data),
-            output_dir=str(args.output_dir),
-            lr_scheduler=args.lr_scheduler,
-            prompt_style=args.prompt_style,
-            bf16=args.bf16,
-            gradient_checkpointing=args.gradient_checkpointing,
-            **fields,
-        )
+    flags = {dest: getattr(args, dest) for dest in (*(o[1] for o in _OPTIONS), *_OTHER_FIELDS)}
+    given = {k: v for k, v in flags.items() if v is not None}
+    paths = {"model": str(args.model), "data": str(args.data), "output_dir": str(args.output_dir)}
+    config = load_sft_config(args.preset, {**parse_set(args.overrides), **given, **paths})
     result = run_sft(config, resume=args.resume, progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun / accelerate launch, report once
         return 0

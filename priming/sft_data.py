@@ -18,9 +18,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from countdown_env.errors import UsageError
+from countdown_env.errors import UsageError, user_input
 from countdown_env.rules import DEFAULT_RULES, Rules, render_prompt
 from countdown_env.tasks import Task
+from runtime.jsonl import read_jsonl
 
 #: Columns the trainer and the accuracy evaluation use; any others are dropped.
 KEPT_COLUMNS = ("prompt", "completion", "numbers", "target")
@@ -38,7 +39,8 @@ def load_sft_data(path: str | Path, *, prompt_style: str = "compact", rules: Rul
     if not path.exists():
         raise FileNotFoundError(f"SFT data {path} does not exist; pass the directory `countdown-lab prime` wrote or a JSONL file")
     if path.is_file():
-        splits = {"train": _read_jsonl(path)}
+        with user_input():  # a line that is not JSON (runtime.jsonl names file:line)
+            splits = {"train": read_jsonl(path)}
     elif _is_saved_dataset(path):
         splits = _from_disk(path)
     else:
@@ -47,7 +49,8 @@ def load_sft_data(path: str | Path, *, prompt_style: str = "compact", rules: Rul
         if len(saved) == 1:
             splits = _from_disk(saved[0])
         elif (path / "train.jsonl").exists():
-            splits = {name: _read_jsonl(path / f"{name}.jsonl") for name in ("train", "test") if (path / f"{name}.jsonl").exists()}
+            with user_input():  # a line that is not JSON (runtime.jsonl names file:line)
+                splits = {name: read_jsonl(path / f"{name}.jsonl") for name in ("train", "test") if (path / f"{name}.jsonl").exists()}
         else:
             raise UsageError(
                 f"{path} holds no SFT data: expected a dataset saved with save_to_disk, train.jsonl/test.jsonl, "
@@ -108,22 +111,6 @@ def _from_disk(path: Path) -> dict[str, Any]:
 
     loaded = datasets.load_from_disk(str(path))
     return dict(loaded) if isinstance(loaded, datasets.DatasetDict) else {"train": loaded}
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    with path.open() as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise UsageError(f"{path}:{lineno}: not JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise UsageError(f"{path}:{lineno}: expected a JSON object per line")
-            rows.append(row)
-    return rows
 
 
 def _normalise_row(row: dict[str, Any], prompt_style: str, rules: Rules, where: str) -> dict[str, Any]:

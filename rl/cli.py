@@ -9,10 +9,14 @@ from typing import Any
 
 from countdown_env.errors import UsageError, output_dir, output_file, user_input
 
+#: `eval` flags named after the EvalConfig field they set.
+_EVAL_FLAGS = ("k", "max_new_tokens", "prompt_style", "batch_size", "seed", "num_ood_tasks")
+
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    from rl.config import help_text
+    from rl.config import CONFIG_DIR, DEFAULT_PRESET, PPOConfig
     from rl.models import ARCHS, SIZES
+    from runtime.config import add_preset_args
 
     p = sub.add_parser("init-model", help="build a tiny randomly initialised model + tokenizer, saved like a hub checkpoint")
     p.add_argument("--arch", choices=ARCHS, default="qwen2")
@@ -25,21 +29,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         ("ppo", "ppo", "RL on Countdown: PPO with a critic (default), or --algo grpo|rloo through TRL"),
         ("grpo", "grpo", "GRPO through TRL's GRPOTrainer (same as `ppo --algo grpo`)"),
     ):
-        p = sub.add_parser(name, help=text, description=text + ". Writes config.json, metrics.jsonl, rollouts.jsonl, checkpoints/.",
-                           epilog=help_text(), formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+        p = sub.add_parser(name, help=text, description=text + ". Writes config.json, metrics.jsonl, rollouts.jsonl, checkpoints/.")
         p.add_argument("--model", help="start model: a local folder, hub id or SFT run directory (default: the config's `model`)")
         p.add_argument("--output-dir", type=Path, required=True, help="run directory")
-        p.add_argument("--config", help="YAML config file or preset name (tiny-cpu, paper-3b); default tiny-cpu")
+        # No default: on --resume without --config the run's own config.json is the config.
+        add_preset_args(p, PPOConfig, CONFIG_DIR, option="--config", shown=DEFAULT_PRESET, what="config",
+                        help=f"YAML config file or preset name (tiny-cpu, paper-3b); default {DEFAULT_PRESET}")  # fmt: skip
         p.add_argument("--max-steps", type=int, help="stop after this many steps in total (overrides total_steps)")
         p.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
         p.add_argument("--tasks", type=Path, help="RL tasks file (JSONL or parquet); default: generated from the config's preset")
-        p.add_argument(
-            "--set",
-            dest="overrides",
-            action="append",
-            metavar="KEY=VALUE",
-            help="override a config field (repeatable), e.g. --set actor_lr=1e-5",
-        )
         p.add_argument("--algo", choices=("ppo", "grpo", "rloo"), default=algo, help="ppo (ours, with a critic) or TRL's grpo / rloo")
         p.add_argument("--trl-set", dest="trl_overrides", action="append", metavar="KEY=VALUE",
                        help="grpo/rloo only: extra TRL config options, e.g. --trl-set use_vllm=true")  # fmt: skip
@@ -55,14 +53,21 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--completions", type=Path, help="completions JSONL for `countdown-lab classify` (default: OUTPUT with .completions.jsonl)"
     )
-    p.add_argument("--k", type=int, default=8, help="samples per task at temperature 1 (pass@k up to k)")
-    p.add_argument("--max-new-tokens", type=int, default=96)
-    p.add_argument("--prompt-style", default="compact", help="compact (tiny models), tinyzero, chat")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
+    # Flags for the common EvalConfig fields (default None: the config's value stands); --set reaches every field.
+    p.add_argument("--k", type=int, help="samples per task at temperature 1 (pass@k up to k)")
+    p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int)
+    p.add_argument("--prompt-style", dest="prompt_style", help="compact (tiny models), tinyzero, chat")
+    p.add_argument("--batch-size", dest="batch_size", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument(
+        "--preset",
+        default="tinyzero",
+        help="task preset whose rules the prompts state and the scorer enforces (classic: numbers at most once)",
+    )
     p.add_argument("--limit", type=_positive, help="evaluate only the first N tasks (N >= 1)")
     p.add_argument("--ood-tasks", type=Path, help="harder tasks file; default: generated with one more number than --tasks")
-    p.add_argument("--num-ood", type=int, default=200, help="generated OOD tasks (0 = skip)")
+    p.add_argument("--num-ood", dest="num_ood_tasks", type=int, help="generated OOD tasks (0 = skip)")
+    add_preset_args(p, _eval_config_class, None, option="--config", what="eval", help="YAML file of eval settings (the fields below)")
     p.add_argument("--strict-ending", action="store_true", help="score with the training rule (reward 0 unless the text ends at </answer>)")
     p.set_defaults(func=_eval)
 
@@ -76,7 +81,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--template",
         choices=("base", "instruct"),
         default="base",
-        help="base: TinyZero's template as one user turn; instruct: system + user",
+        help="base: TinyZero's template as one user turn; instruct: the question as one user turn (chat_messages)",
     )
     p.add_argument("--tasks", type=Path, help="train tasks file instead of generated ones")
     p.set_defaults(func=_export_verl)
@@ -107,6 +112,12 @@ def check_model(name: str) -> str:
     return name
 
 
+def _eval_config_class() -> type:
+    from rl.evaluate import EvalConfig  # imports torch: only when `eval` runs
+
+    return EvalConfig
+
+
 def _init_model(args: argparse.Namespace) -> int:
     from rl.models import count_parameters, init_model, load_model
 
@@ -117,7 +128,7 @@ def _init_model(args: argparse.Namespace) -> int:
 
 def resolve_config(args: argparse.Namespace) -> Any:
     """The run's config: --config (or, on --resume, the run's own config.json), then --set, --model, --max-steps."""
-    from rl.config import PPOConfig, load_config, parse_overrides
+    from rl.config import DEFAULT_PRESET, PPOConfig, load_config, parse_overrides
     from rl.models import resolve_model_path
 
     saved = args.output_dir / "config.json"
@@ -127,7 +138,7 @@ def resolve_config(args: argparse.Namespace) -> Any:
         known = set(PPOConfig.__dataclass_fields__)
         overrides = {k: v for k, v in json.loads(saved.read_text()).items() if k in known}
     elif source is None:
-        source = "tiny-cpu"
+        source = DEFAULT_PRESET
     overrides.update(parse_overrides(args.overrides))
     if args.model:
         overrides["model"] = resolve_model_path(check_model(args.model))
@@ -160,14 +171,16 @@ def _ppo(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     import torch
 
-    from countdown_env import Rules, read_tasks
+    from countdown_env import preset_rules, read_tasks
     from rl.evaluate import EvalConfig, evaluate
     from rl.models import load_model, load_tokenizer, resolve_model_path
-    from rl.run_dir import write_atomic
+    from runtime.config import load_dataclass, parse_set
+    from runtime.jsonl import write_jsonl_atomic, write_text_atomic
 
     with user_input():
-        config = EvalConfig(k=args.k, max_new_tokens=args.max_new_tokens, prompt_style=args.prompt_style, batch_size=args.batch_size,
-                            seed=args.seed, num_ood_tasks=args.num_ood)  # fmt: skip
+        rules = preset_rules(args.preset, strict_ending=args.strict_ending)
+        flags = {name: getattr(args, name) for name in _EVAL_FLAGS if getattr(args, name) is not None}
+        config = load_dataclass(EvalConfig, args.config, {**parse_set(args.overrides), **flags}, what="eval")
     tasks = read_tasks(args.tasks)[: args.limit]
     ood = read_tasks(args.ood_tasks) if args.ood_tasks else None
     output_file(args.output, "--output")
@@ -179,14 +192,15 @@ def _eval(args: argparse.Namespace) -> int:
         model, tokenizer = load_model(model_path, device=device).eval(), load_tokenizer(model_path)
     except OSError as err:  # a hub id that is not cached (offline) or a folder without a model
         raise UsageError(f"--model {args.model}: cannot load a model from it ({str(err).splitlines()[0] if str(err) else err!r})") from err
-    report, rows = evaluate(model, tokenizer, tasks, config, rules=Rules(strict_ending=args.strict_ending), ood_tasks=ood)
+    report, rows = evaluate(model, tokenizer, tasks, config, rules=rules, ood_tasks=ood)
     report["model"] = model_path
     report["tasks"] = str(args.tasks)
+    report["preset"] = args.preset
     completions = args.completions or args.output.with_suffix(".completions.jsonl")
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(completions, "".join(json.dumps(row) + "\n" for row in rows))
+    write_jsonl_atomic(completions, rows)
     report["completions"] = str(completions)
-    write_atomic(args.output, json.dumps(report, indent=2))
+    write_text_atomic(args.output, json.dumps(report, indent=2))
     print(json.dumps({k: v for k, v in report.items() if not isinstance(v, str)}, indent=2))
     return 0
 

@@ -6,16 +6,15 @@ The CLI and notebooks build it the same way: `load_config(path_or_preset, overri
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from countdown_env import PRESETS, Rules
-from countdown_env.rules import PROMPT_STYLES
+from countdown_env import PRESETS, PROMPT_STYLES, Rules, preset_rules
+from runtime import config as config_helper
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+DEFAULT_PRESET = "tiny-cpu"
 TRUNCATION_MODES = ("mask", "zero", "keep")
 KL_ESTIMATORS = ("k1", "k3")
 
@@ -28,7 +27,8 @@ class PPOConfig:
     seed: int = 0
     """Seeds everything: prompt order, sampling, mini-batch shuffles, generated tasks."""
     task_preset: str = "tiny"
-    """countdown_env task preset for generated RL and eval tasks (ignored for RL tasks given by --tasks)."""
+    """countdown_env task preset: generated RL and eval tasks, and the rules every prompt states and the reward
+    enforces (e.g. `classic`: numbers at most once), also for RL tasks given by --tasks."""
     num_train_tasks: int = 4000
     """RL prompts generated from the preset's train split (disjoint from the eval tasks)."""
     num_eval_tasks: int = 200
@@ -122,8 +122,8 @@ class PPOConfig:
             raise ValueError(f"gamma and lam must be in [0, 1], got gamma={self.gamma}, lam={self.lam}")
         if self.task_preset not in PRESETS:
             raise ValueError(f"task_preset must be one of {sorted(PRESETS)}, got {self.task_preset!r}")
-        if self.prompt_style not in (*PROMPT_STYLES, "chat"):
-            raise ValueError(f"prompt_style must be one of {sorted((*PROMPT_STYLES, 'chat'))}, got {self.prompt_style!r}")
+        if self.prompt_style not in PROMPT_STYLES:
+            raise ValueError(f"prompt_style must be one of {sorted(PROMPT_STYLES)}, got {self.prompt_style!r}")
         if self.truncated not in TRUNCATION_MODES:
             raise ValueError(f"truncated must be one of {TRUNCATION_MODES}, got {self.truncated!r}")
         if self.kl_estimator not in KL_ESTIMATORS:
@@ -132,8 +132,8 @@ class PPOConfig:
 
     @property
     def rules(self) -> Rules:
-        """The reward rules: defaults plus this run's strict ending and format reward."""
-        return Rules(strict_ending=self.strict_ending, format_reward=self.format_reward)
+        """The run's rules: the task preset's, plus this run's strict ending and format reward."""
+        return preset_rules(self.task_preset, strict_ending=self.strict_ending, format_reward=self.format_reward)
 
     @property
     def batch_size(self) -> int:
@@ -149,25 +149,12 @@ class PPOConfig:
 
 def field_docs() -> dict[str, str]:
     """Each PPOConfig field's docstring (the string under it), for `--help`."""
-    import ast
-    import inspect
-
-    body = ast.parse(inspect.getsource(PPOConfig)).body[0].body
-    docs = {}
-    for node, following in zip(body, body[1:], strict=False):
-        is_field = isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-        is_doc = isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant) and isinstance(following.value.value, str)
-        if is_field and is_doc:
-            docs[node.target.id] = " ".join(following.value.value.split())
-    return docs
+    return config_helper.field_docs(PPOConfig)
 
 
-def help_text() -> str:
-    """`--set` fields with their defaults and docs, for the CLI's epilog."""
-    defaults = PPOConfig()
-    return "config fields (--set KEY=VALUE):\n" + "\n".join(
-        f"  {name} = {getattr(defaults, name)!r}: {doc}" for name, doc in field_docs().items()
-    )
+def help_text(source: str | Path | None = DEFAULT_PRESET) -> str:
+    """`--set` fields with their values in `source` (a preset name or YAML file; None: the dataclass defaults) and docs."""
+    return config_helper.preset_epilog(PPOConfig, source, CONFIG_DIR, what="config")
 
 
 def preset_path(name: str) -> Path:
@@ -175,52 +162,14 @@ def preset_path(name: str) -> Path:
 
 
 def presets() -> list[str]:
-    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    return config_helper.preset_names(CONFIG_DIR)
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
     """`["key=value", ...]` -> dict, each value parsed as YAML (`3e-5`, `true`, `[1, 2]`)."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--set expects key=value, got {item!r}")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
+    return config_helper.parse_set(items)
 
 
 def load_config(source: str | Path | None = None, overrides: dict[str, Any] | None = None) -> PPOConfig:
-    """A config from a YAML file or preset name (`tiny-cpu`, `paper-3b`), then `overrides`."""
-    values: dict[str, Any] = {}
-    if source:
-        path = Path(source)
-        if not path.exists():
-            if preset_path(str(source)).exists():
-                path = preset_path(str(source))
-            else:
-                raise FileNotFoundError(f"config {source} is neither a file nor a preset; presets: {presets()}")
-        values = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(values, dict):
-            raise ValueError(f"{path}: a config file must be a mapping of field: value")
-    values.update(overrides or {})
-    known = {f.name: f for f in fields(PPOConfig)}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ValueError(f"unknown config field(s) {unknown}; known fields: {sorted(known)}")
-    # YAML reads 1e-6 as a string; coerce each value to its field's type.
-    typed = {k: _coerce(k, v, known[k].type) for k, v in values.items()}
-    return PPOConfig(**typed)
-
-
-def _coerce(name: str, value: Any, annotation: Any) -> Any:
-    kind = {"int": int, "float": float, "bool": bool, "str": str}.get(str(annotation))
-    if kind is None or isinstance(value, kind):
-        return value
-    try:
-        if kind is bool:
-            raise TypeError
-        if kind is int and isinstance(value, float) and not value.is_integer():
-            raise TypeError
-        return kind(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be of type {kind.__name__}, got {value!r}") from None
+    """A config from a YAML file or preset name (`tiny-cpu`, `paper-3b`), then `overrides`, each value typed by its field."""
+    return config_helper.load_dataclass(PPOConfig, source, overrides, CONFIG_DIR, what="config")

@@ -1,8 +1,9 @@
 """Evaluation of a policy on Countdown tasks: greedy accuracy, pass@k, diversity, OOD, length.
 
-RL trades diversity for greedy accuracy (shared/CALIBRATION.md), so pass@k and the number
-of distinct correct equations are reported beside accuracy. Evaluation uses the default
-(tolerant) rules: text after the final `</answer>` is allowed.
+RL trades diversity for greedy accuracy (bench/README.md, Calibration), so pass@k and the number
+of distinct correct equations are reported beside accuracy. Evaluation scores under the
+rules it is given (the task preset's, `countdown_env.preset_rules`), by default tolerant:
+text after the final `</answer>` is allowed.
 """
 
 from __future__ import annotations
@@ -65,15 +66,20 @@ def normalize_equation(answer: str) -> str:
     return re.sub(r"=.*$", "", re.sub(r"\s+", "", answer))
 
 
-def ood_tasks_for(tasks: Sequence[Task], n: int, seed: int) -> list[Task]:
-    """`n` harder tasks: one more number than the most in `tasks`, same number and target ranges."""
+def ood_tasks_for(tasks: Sequence[Task], n: int, seed: int, rules: Rules = DEFAULT_RULES) -> list[Task]:
+    """`n` harder tasks: one more number than the most in `tasks`, same number and target ranges,
+    solvable under `rules` (the rules they are scored under)."""
     if not tasks or n == 0:
         return []
     numbers = [x for t in tasks for x in t.numbers]
     targets = [t.target for t in tasks]
     count = max(len(t.numbers) for t in tasks) + 1
     config = TaskConfig(
-        min_numbers=count, max_numbers=count, number_range=(min(numbers), max(numbers)), target_range=(min(targets), max(targets))
+        min_numbers=count,
+        max_numbers=count,
+        number_range=(min(numbers), max(numbers)),
+        target_range=(min(targets), max(targets)),
+        rules=rules,
     )
     return generate_tasks(n, seed=seed, config=config)
 
@@ -151,7 +157,7 @@ def evaluate(model: Any, tokenizer: Any, tasks: Sequence[Task], config: EvalConf
     report[f"pass@{config.k}"] = float(np.mean([c > 0 for c in correct_counts]))
     report["distinct_correct"] = float(np.mean([len({normalize_equation(r["answer"]) for r in g if r["correct"]}) for g in per_task]))
 
-    ood = list(ood_tasks) if ood_tasks is not None else ood_tasks_for(tasks, config.num_ood_tasks, config.seed)
+    ood = list(ood_tasks) if ood_tasks is not None else ood_tasks_for(tasks, config.num_ood_tasks, config.seed, rules)
     if ood:
         ood_report = greedy_eval(model, tokenizer, ood, rules=rules, prompt_style=config.prompt_style, max_new_tokens=config.max_new_tokens,
                                  batch_size=config.batch_size, rows=rows, split="ood")  # fmt: skip

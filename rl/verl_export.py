@@ -11,7 +11,9 @@ veRL's PPO trainer reads (`data.train_files`, `data.val_files`):
     nums, target the task again, so `countdown-lab` reads the files as a tasks file too
 
 `compute_score` is the function veRL calls through `custom_reward_function.path/name`,
-backed by `countdown_env.score_response` (no `eval`, exact arithmetic).
+backed by `countdown_env.score_response` (no `eval`, exact arithmetic). The prompts state,
+and the reward module scores under, the task preset's rules (`countdown_env.preset_rules`),
+which the module records as `RULES`.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from countdown_env import Rules, Task, chat_messages, generate_tasks, score_response, tinyzero_prompt
+from countdown_env import DEFAULT_RULES, Rules, Task, chat_messages, generate_tasks, preset_rules, score_response, tinyzero_prompt
 from countdown_env.errors import atomic_output
 
 DATA_SOURCE = "countdown"
@@ -41,17 +44,34 @@ Use with: custom_reward_function.path=<this file> custom_reward_function.name=co
 import sys
 
 try:
-    from rl.verl_export import compute_score
+    from rl.verl_export import compute_score as _compute_score
 except ImportError:  # countdown-lab not installed in veRL's environment: use the checkout it came from
     sys.path.insert(0, {root!r})
-    from rl.verl_export import compute_score
+    from rl.verl_export import compute_score as _compute_score
 
-__all__ = ["compute_score"]
+#: The rules the exported prompts state (the task preset's), as `countdown_env.Rules` fields.
+RULES = {rules!r}
+
+
+def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kwargs):
+    return _compute_score(data_source, solution_str, ground_truth, extra_info, rules=RULES)
+
+
+__all__ = ["RULES", "compute_score"]
 '''
 
 
-def compute_score(data_source: str, solution_str: str, ground_truth: dict[str, Any], extra_info: dict[str, Any] | None = None) -> float:
-    """veRL's reward hook: the Countdown reward of `solution_str` for the task in `ground_truth`."""
+def compute_score(
+    data_source: str,
+    solution_str: str,
+    ground_truth: dict[str, Any],
+    extra_info: dict[str, Any] | None = None,
+    *,
+    rules: Rules | dict[str, Any] = DEFAULT_RULES,
+    **kwargs: Any,
+) -> float:
+    """veRL's reward hook: the Countdown reward of `solution_str` for the task in `ground_truth`
+    under `rules` (a `Rules` or its fields as a dict, as the written reward module passes them)."""
     for marker in RESPONSE_MARKERS:
         if marker in solution_str:
             solution_str = solution_str.rsplit(marker, 1)[1]
@@ -62,15 +82,17 @@ def compute_score(data_source: str, solution_str: str, ground_truth: dict[str, A
         task = Task(tuple(numbers), ground_truth["target"])
     except (ValueError, TypeError) as err:
         raise ValueError(f"ground_truth must hold integer 'numbers' and 'target', got {ground_truth!r} ({err})") from None
-    return float(score_response(solution_str, task, Rules()).reward)
+    if isinstance(rules, dict):
+        rules = Rules.from_kwargs(**rules)
+    return float(score_response(solution_str, task, rules).reward)
 
 
-def verl_row(task: Task, split: str, index: int, template: str = "base") -> dict[str, Any]:
-    """One parquet row in TinyZero's/veRL's schema."""
+def verl_row(task: Task, split: str, index: int, template: str = "base", rules: Rules = DEFAULT_RULES) -> dict[str, Any]:
+    """One parquet row in TinyZero's/veRL's schema, its prompt stating `rules`."""
     if template == "base":
-        prompt = [{"role": "user", "content": tinyzero_prompt(task)}]
+        prompt = [{"role": "user", "content": tinyzero_prompt(task, rules)}]
     elif template == "instruct":
-        prompt = chat_messages(task)
+        prompt = chat_messages(task, rules)
     else:
         raise ValueError(f"template must be one of {TEMPLATES}, got {template!r}")
     return {
@@ -93,8 +115,14 @@ def export_verl(
     preset: str = "tinyzero",
     template: str = "base",
     train_tasks: Sequence[Task] | None = None,
+    rules: Rules | None = None,
 ) -> dict[str, Path]:
-    """Write train.parquet, test.parquet (disjoint splits) and countdown_reward.py into `output_dir`."""
+    """Write train.parquet, test.parquet (disjoint splits) and countdown_reward.py into `output_dir`.
+
+    Prompts and reward follow `rules`, by default the preset's (`preset_rules(preset)`)."""
+    rules = rules or preset_rules(preset)
+    if template not in TEMPLATES:
+        raise ValueError(f"template must be one of {TEMPLATES}, got {template!r}")
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -108,13 +136,16 @@ def export_verl(
         train = [t for t in train_tasks if t.key not in held_out]
     paths = {}
     for split, tasks in (("train", train), ("test", test)):
-        rows = [verl_row(task, split, i, template) for i, task in enumerate(tasks)]
+        rows = [verl_row(task, split, i, template, rules) for i, task in enumerate(tasks)]
         paths[split] = output_dir / f"{split}.parquet"
         tmp = output_dir / f".{split}.parquet.tmp"
         pq.write_table(pa.Table.from_pylist(rows), tmp)
         os.replace(tmp, paths[split])  # an existing file is replaced only by a complete one
     reward = output_dir / "countdown_reward.py"
+    fields = {k: v for k, v in asdict(rules).items() if v != getattr(DEFAULT_RULES, k)}  # only what differs: readable
     with atomic_output(reward) as f:
-        f.write(REWARD_MODULE.format(path_json=json.dumps(str(reward.resolve())), root=str(Path(__file__).resolve().parents[1])))
+        f.write(
+            REWARD_MODULE.format(path_json=json.dumps(str(reward.resolve())), root=str(Path(__file__).resolve().parents[1]), rules=fields)
+        )
     paths["reward"] = reward
     return paths

@@ -19,7 +19,7 @@ import pytest
 from behavior_classifier.behaviors import BEHAVIORS
 from behavior_classifier.classify import classify_file
 from behavior_classifier.client import JudgeConfig, LLMJudge
-from tests.openai_server import OpenAIServer, Reply
+from behavior_classifier.local_server import OpenAIServer, Reply
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "sk-test-DO-NOT-LEAK-4f9c2a"

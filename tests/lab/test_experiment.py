@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from lab.cli import main
-from lab.experiment import ExperimentConfig, parse_condition, run_experiment
+from lab.experiment import ExperimentConfig, incorrect_kind_of, parse_condition, run_experiment
 from lab.summary import run_dirs
 
 
@@ -53,10 +53,27 @@ def test_shared_tasks_are_disjoint(quick_experiment):
 
 
 @pytest.mark.parametrize(
-    ("name", "expected"), [("none", (None, False)), ("dots", ("dots", False)), ("all_strategies_incorrect", ("all_strategies", True))]
+    ("name", "expected", "kind"),
+    [
+        ("none", (None, False), None),
+        ("dots", ("dots", False), None),
+        ("all_strategies_incorrect", ("all_strategies", True), "slip"),
+        ("all_strategies_incorrect_slip", ("all_strategies", True), "slip"),
+        ("only_backtracking_incorrect_ranout", ("only_backtracking", True), "ranout"),
+        ("empty_cot_incorrect_ranout", ("empty_cot", True), "ranout"),
+    ],
 )
-def test_parse_condition(name, expected):
+def test_parse_condition(name, expected, kind):
     assert parse_condition(name) == expected
+    assert incorrect_kind_of(name) == kind
+
+
+@pytest.mark.parametrize("name", ["only_backtracking_incorrect_misread", "only_backtracking_ranout", "_incorrect", "none_incorrect"])
+def test_parse_condition_refuses_unknown_kinds(name):
+    with pytest.raises(ValueError, match="unknown condition"):
+        parse_condition(name)
+    with pytest.raises(ValueError, match="unknown condition"):
+        incorrect_kind_of(name)
 
 
 @pytest.mark.parametrize(
@@ -71,7 +88,7 @@ def test_bad_configs_fail_fast(overrides, message):
 
 def test_cli_reports_a_bad_preset(capsys):
     assert main(["experiment", "--preset", "nope", "--output-dir", "/tmp/never"]) == 2
-    assert "no experiment preset" in capsys.readouterr().err
+    assert "unknown experiment preset" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -88,3 +105,16 @@ def test_bad_overrides_fail_fast(overrides, message):
 def test_resuming_with_other_settings_is_refused(quick_experiment):
     with pytest.raises(ValueError, match="different settings"):
         run_experiment(ExperimentConfig.load("quick", num_rl_tasks=65), quick_experiment)
+
+
+@pytest.mark.parametrize("name", ["only_backtracking_incorrect", "only_backtracking_incorrect_ranout"])
+def test_trace_stage_writes_the_kind_of_wrong_answer(tmp_path, name):
+    from countdown_env import generate_tasks
+    from lab.experiment import stage_traces
+
+    config = ExperimentConfig.load("quick", conditions=[name])
+    condition, incorrect = parse_condition(name)
+    tasks = generate_tasks(6, seed=0, preset=config.task_preset)
+    out = stage_traces(config, tmp_path, condition, incorrect, 0, tasks, incorrect_kind_of(name))
+    rows = [json.loads(line) for line in (out / "train.jsonl").open()]
+    assert rows and all(r["incorrect"] and not r["correct"] and r["incorrect_kind"] == incorrect_kind_of(name) for r in rows)

@@ -56,3 +56,34 @@ MARKERS = {
 def marked(piece: str) -> list[str]:
     """Behaviours whose markers occur in `piece`."""
     return [name for name, pattern in MARKERS.items() if pattern.search(piece)]
+
+
+# Numbers a trace compares a value with (verification), names as the target, or derives as a
+# sub-goal (backward chaining); patterns written from what such sentences say in either style.
+_GOAL = _NUM
+COMPARED_WITH = re.compile(
+    rf"\bis not {_GOAL}|, not {_GOAL}|\bagainst {_GOAL}|\bmisses {_GOAL}|\bnot {_GOAL}|!={_GOAL}|\bvs {_GOAL}|"
+    rf"\bgives {_GOAL}, which is the target|\bequals the target {_GOAL}|\bthe {_GOAL} I (?:was after|need)|\bequals {_GOAL}, as required|"
+    rf"\bgot {_GOAL}|{_GOAL} reached|{_GOAL} found|{_GOAL} as needed"
+)
+NAMED_TARGET = re.compile(rf"\btarget {_GOAL}|\breach {_GOAL}|\bequation for {_GOAL}|\bthe target {_GOAL}")
+SUBGOAL = re.compile(rf"\bneed {_GOAL}|\bmust make {_GOAL}")
+
+
+def _found(pattern: re.Pattern[str], text: str) -> list[Fraction]:
+    return [value(next(g for g in groups if g)) for groups in pattern.findall(text)]
+
+
+def compared_with(text: str) -> list[Fraction]:
+    """Every value a check in `text` compares a result with."""
+    return _found(COMPARED_WITH, text)
+
+
+def named_targets(text: str) -> list[Fraction]:
+    """Every value `text` calls the target (openers such as "I want to reach 22", "target 22")."""
+    return _found(NAMED_TARGET, text)
+
+
+def subgoals(text: str) -> list[Fraction]:
+    """Every value `text` derives as needed from some of the numbers ("so I need 13")."""
+    return _found(SUBGOAL, text)

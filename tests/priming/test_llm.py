@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from behavior_classifier.local_server import OpenAIServer, Reply
 from countdown_env import Task, generate_tasks, score_response
 from priming import CONDITIONS, generate_trace
 from priming.llm import LLMConfig, generate_llm_traces, parse_reply, read_rows, select_rows, system_prompt, task_key
-from tests.openai_server import OpenAIServer, Reply
 
 TASKS = generate_tasks(6, seed=2, preset="tiny")
 _QUESTION = re.compile(r"numbers \[([\d, ]+)\], create an equation that equals (\d+)")

@@ -9,11 +9,11 @@ from pathlib import Path
 import datasets
 import pytest
 
+from behavior_classifier.local_server import OpenAIServer, Reply
 from countdown_env import Outcome, Task, generate_tasks, score_response, write_tasks
 from lab.cli import main
 from priming import GENERATOR_VERSION, generate_trace
 from priming.llm import LLM_GENERATOR_VERSION
-from tests.openai_server import OpenAIServer, Reply
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -50,7 +50,10 @@ def test_synthetic_prime_writes_dataset_jsonl_and_metadata(tmp_path: Path) -> No
     assert (out / "train.jsonl").read_text() == first
 
 
-def test_prime_from_a_tasks_file_with_wrong_answers(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("flags", "kind"), [([], "slip"), (["--incorrect-kind", "slip"], "slip"), (["--incorrect-kind", "ranout"], "ranout")]
+)
+def test_prime_from_a_tasks_file_with_wrong_answers(tmp_path: Path, flags: list[str], kind: str) -> None:
     tasks = generate_tasks(6, seed=1, preset="priming")
     path = write_tasks(tasks, tmp_path / "tasks.jsonl")
     out = tmp_path / "wrong"
@@ -61,6 +64,7 @@ def test_prime_from_a_tasks_file_with_wrong_answers(tmp_path: Path) -> None:
         "--tasks",
         str(path),
         "--incorrect",
+        *flags,
         "--prompt-style",
         "tinyzero",
         "--test-size",
@@ -77,7 +81,28 @@ def test_prime_from_a_tasks_file_with_wrong_answers(tmp_path: Path) -> None:
         assert row["prompt"].startswith("A conversation between User and Assistant")
         assert row["behaviors"]["backward_chaining"] >= 1 and row["behaviors"]["verification"] == 0
         assert "I need" in row["completion"] or "must make" in row["completion"]  # full sentences for the tinyzero prompt
-    assert json.loads((out / "metadata.json").read_text())["incorrect"] is True
+        assert (
+            f"reach {task.target}" in row["completion"]
+            or f"target {task.target}" in row["completion"]
+            or (f"equation for {task.target}" in row["completion"])
+        )
+        assert row["incorrect_kind"] == kind
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["incorrect"] is True and meta["incorrect_kind"] == kind
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [(["--incorrect-kind", "ranout"], "needs --incorrect"), (["--incorrect", "--incorrect-kind", "misread"], "invalid choice")],
+)
+def test_prime_refuses_a_kind_without_incorrect(tmp_path: Path, flags: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
+    argv = ["prime", "-c", "only_backtracking", "--preset", "tiny", "-n", "2", *flags, "-o", str(tmp_path / "out")]
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse rejects unknown choices itself
+        code = exit_.code
+    assert code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_prime_with_the_openai_generator_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,4 +1,4 @@
-"""The budgeted search: a real walk of the tree that ends at a solution, within its budgets."""
+"""The budgeted search: a real walk of the tree that ends at a solution (or runs out), within its budgets."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from countdown_env import generate_tasks
 from countdown_env.expression import apply
 from countdown_env.solver import expr_to_text
-from priming.search import Backtrack, Check, Combine, Compose, Decompose, SearchConfig, search, wrong_goal
+from priming.search import Backtrack, Check, Combine, Compose, Decompose, SearchConfig, search
 
 TASKS = generate_tasks(60, seed=5, preset="priming")
 
@@ -24,7 +24,7 @@ def evaluate(expr: object) -> Fraction:
     return Fraction(value)
 
 
-def replay(events: tuple, numbers: tuple[int, ...], goal: int) -> None:
+def replay(events: tuple, numbers: tuple[int, ...], goal: int, solved: bool = True) -> None:
     """Walk the events like a reader would: every step uses values that are on the table, every
     check is right about its value, every return goes to a state seen before."""
     seen = {tuple(sorted(numbers))}
@@ -51,7 +51,11 @@ def replay(events: tuple, numbers: tuple[int, ...], goal: int) -> None:
             assert apply(event.op, event.left, event.right) == event.value
             table = [event.value]
     final = [e for e in events if isinstance(e, Check)][-1]
-    assert final.hit and final.value == goal and final.final
+    if solved:
+        assert final.hit and final.value == goal and final.final
+    else:
+        assert not any(isinstance(e, Check) and e.hit for e in events) and not any(isinstance(e, Compose) for e in events)
+        assert events[-1] == final  # a search that runs out stops at a miss, not at a return
 
 
 @pytest.mark.parametrize("strategy", ["forward", "backward", "mixed"])
@@ -101,15 +105,40 @@ def test_unreachable_goal_is_a_clear_error() -> None:
         search((1, 2, 3), 1000, SearchConfig(), random.Random(0))
 
 
-def test_wrong_goal_is_reachable_and_not_the_target() -> None:
-    for task in TASKS:
-        goal = wrong_goal(task.numbers, task.target, random.Random(3))
-        assert goal != task.target and goal >= 0
-        search(task.numbers, goal, SearchConfig(), random.Random(3))  # reachable: no error
+@pytest.mark.parametrize(("strategy", "budget"), [("forward", 1), ("forward", 3), ("backward", 2), ("mixed", 2), ("mixed", 4)])
+def test_a_search_that_runs_out_shows_only_failed_paths(strategy: str, budget: int) -> None:
+    config = SearchConfig(strategy, max_dead_ends=budget, min_dead_ends=min(budget, 2), find_solution=False)  # type: ignore[arg-type]
+    for i, task in enumerate(TASKS):
+        result = search(task.numbers, task.target, config, random.Random(i))
+        assert result.expression is None
+        replay(result.events, task.numbers, task.target, solved=False)
+        assert result.dead_ends == budget  # the budget is spent (the tree of 3-4 numbers has enough failed paths)
+        assert sum(isinstance(e, Backtrack) for e in result.events) == budget - 1
+        assert 1 <= len(result.attempts) <= budget  # a completion through x/0 is left out
+        for value, expr in result.attempts:  # every attempt uses every number once and misses the target
+            assert evaluate(expr) == value != task.target
+            assert sorted(int(t) for t in expr_to_text(expr).replace("(", " ").replace(")", " ").split() if t.isdigit()) == sorted(
+                task.numbers
+            )
+        closest = result.closest()
+        assert abs(evaluate(closest) - task.target) == min(abs(v - task.target) for v, _ in result.attempts)
+
+
+def test_a_search_that_runs_out_is_deterministic() -> None:
+    config = SearchConfig("mixed", max_dead_ends=3, find_solution=False)
+    for i, task in enumerate(TASKS[:10]):
+        assert search(task.numbers, task.target, config, random.Random(i)) == search(task.numbers, task.target, config, random.Random(i))
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"strategy": "sideways"}, {"min_dead_ends": 2, "max_dead_ends": 1}, {"branch_cap": 0}, {"max_nodes": -1}]
+    "kwargs",
+    [
+        {"strategy": "sideways"},
+        {"min_dead_ends": 2, "max_dead_ends": 1},
+        {"branch_cap": 0},
+        {"max_nodes": -1},
+        {"find_solution": False, "max_dead_ends": 0, "min_dead_ends": 0},
+    ],
 )
 def test_search_config_validation(kwargs: dict) -> None:
     with pytest.raises(ValueError):

@@ -189,7 +189,7 @@ def test_presets():
     assert tiny.learning_rate == 2e-3 and tiny.batch_size == 16 and tiny.seed == 3 and tiny.preset == "tiny-cpu"
     with pytest.raises(ValueError, match="unknown SFT preset"):
         SFTRunConfig.from_preset("huge", model="m", data="d", output_dir="o")
-    with pytest.raises(ValueError, match="unknown SFT option"):
+    with pytest.raises(ValueError, match="unknown SFT field"):
         SFTRunConfig.from_preset("tiny-cpu", model="m", data="d", output_dir="o", lr=1.0)
 
 

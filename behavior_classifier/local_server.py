@@ -1,12 +1,13 @@
 """A real OpenAI-compatible chat-completions server on 127.0.0.1, scriptable per request.
 
 Tests of anything that talks to an LLM run against this server instead of a patched client,
-so the real `openai` client, its HTTP stack, retries and timeouts are exercised end to end.
-Standard library only (``http.server``), so it can also be imported by bench scripts.
+so the real `openai` client, its HTTP stack, retries and timeouts are exercised end to end;
+bench scripts measure the LLM judge's throughput against it. Standard library only
+(``http.server``); `behavior_classifier` does not import it, so it costs nothing unless used.
 
 Usage::
 
-    from tests.openai_server import OpenAIServer, Reply
+    from behavior_classifier.local_server import OpenAIServer, Reply
 
     def handler(request: dict, n: int) -> Reply:
         # `request` is the parsed JSON body of POST /v1/chat/completions,

@@ -1,0 +1,133 @@
+"""The model organism's text: every completion scores as it claims, checks are honest, same seed same text."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from behavior_classifier import HeuristicJudge
+from countdown_env import Task, generate_tasks, score_response
+from countdown_env.steps import written_steps
+from countdown_env.tasks import TaskConfig
+from priming import organism
+from priming.pretrain import corpus
+
+RULES = TaskConfig.preset("organism").rules
+TASKS = generate_tasks(150, seed=3, preset="organism", split="train")
+
+
+def _score(completion: str, task: Task):
+    return score_response(completion, task, RULES)
+
+
+def test_every_try_is_right_arithmetic_and_uses_each_number_once() -> None:
+    for task in TASKS:
+        for attempt in organism.tries(task):
+            steps = written_steps(attempt.text(check=False, target=task.target))
+            assert len(steps) == 2 and all(s.correct for s in steps)
+            score = _score(f"<think></think>\n<answer>{attempt.expression}</answer>", task)
+            assert score.outcome.value in ("correct", "wrong_value"), (task, attempt.expression, score)
+            assert score.correct == (attempt.value == task.target)
+
+
+def test_every_solvable_task_is_solved_by_some_try() -> None:
+    # With three numbers a solution is a first step and a second step; the try that starts with it hits.
+    assert all(any(t.value == task.target for t in organism.tries(task)) for task in TASKS)
+
+
+@pytest.mark.parametrize("writer", [organism.rich_completion, organism.poor_completion])
+def test_base_text_is_well_formed_and_answers_a_written_try(writer) -> None:
+    rng = random.Random(0)
+    for task in TASKS:
+        text = writer(task, rng)
+        score = _score(text, task)
+        assert score.outcome.value in ("correct", "wrong_value")
+        answer = text.split("<answer>")[1].split("</answer>")[0]
+        assert answer in {t.expression for t in organism.tries(task)}
+
+
+def test_rich_text_checks_honestly_and_stops_at_a_hit() -> None:
+    rng = random.Random(1)
+    for task in TASKS:
+        think = organism.rich_completion(task, rng).split("</think>")[0].removeprefix("<think>")
+        parts = think.split(organism.RETURN)
+        assert 1 <= len(parts) <= 3
+        for i, part in enumerate(parts):
+            body, check = part.rsplit(" ", 1)
+            value = int(body.rsplit("=", 1)[1])
+            assert check == (organism.HIT if value == task.target else organism.MISS)
+            assert check == organism.MISS or i == len(parts) - 1  # nothing after a hit
+
+
+def test_poor_text_has_no_behaviours_and_rich_text_has_both() -> None:
+    judge, rng = HeuristicJudge(), random.Random(2)
+    poor = [judge(organism.poor_completion(t, rng)) for t in TASKS]
+    assert all(c["verification"] == 0 and c["backtracking"] == 0 for c in poor)
+    rich = [judge(organism.rich_completion(t, rng)) for t in TASKS]
+    assert all(c["verification"] >= 1 for c in rich)
+    assert sum(c["backtracking"] > 0 for c in rich) > 0.1 * len(rich)
+
+
+def test_search_traces_are_correct_in_fixed_order_and_never_repeat() -> None:
+    for task in TASKS:
+        trace = organism.search_completion(task, max_tries=12)
+        assert trace is not None and trace.correct and _score(trace.completion, task).correct
+        think = trace.completion.split("</think>")[0].removeprefix("<think>")
+        firsts = [part.split(",")[0] for part in think.split(organism.RETURN)]
+        assert len(firsts) == len(set(firsts))
+        expected = [t.first.text for t in organism.tries(task)][: len(firsts)]
+        assert firsts == expected
+
+
+@pytest.mark.parametrize("kind", organism.INCORRECT_KINDS)
+def test_incorrect_traces_keep_the_target_and_end_wrong(kind: str) -> None:
+    rng, made = random.Random(4), 0
+    for task in TASKS:
+        trace = organism.incorrect_completion(task, kind, rng)
+        if trace is None:
+            continue
+        made += 1
+        score = _score(trace.completion, task)
+        assert not trace.correct and score.outcome.value == "wrong_value", (kind, trace.completion)
+        think = trace.completion.split("</think>")[0]
+        correct = organism.search_completion(task)
+        if kind == "slip":  # the same reasoning as the correct trace, its `ok` included
+            assert think == correct.completion.split("</think>")[0] and f" {organism.HIT}" in think
+        else:  # the tries before the hit, all checked against the true target as misses
+            assert f" {organism.HIT}" not in think and correct.completion.startswith(think)
+    assert made > 0.5 * len(TASKS)
+
+
+def test_priming_rows_are_deterministic_and_shuffle_the_numbers() -> None:
+    a = organism.priming_rows(TASKS[:20], "only_backtracking", 50, seed=7)
+    b = organism.priming_rows(TASKS[:20], "only_backtracking", 50, seed=7)
+    c = organism.priming_rows(TASKS[:20], "only_backtracking", 50, seed=8)
+    assert a == b and a != c
+    keys = {(tuple(sorted(r["numbers"])), r["target"]) for r in a}
+    assert keys <= {t.key for t in TASKS[:20]}
+    assert len({tuple(r["numbers"]) for r in a}) > len(keys)  # the same task in several orders
+    empty = organism.priming_rows(TASKS[:20], "empty_cot", 10, seed=7)
+    assert all(r["completion"].startswith("<think></think>") for r in empty)
+    with pytest.raises(ValueError, match="conditions"):
+        organism.priming_rows(TASKS[:20], "all_strategies", 5, seed=0)
+
+
+def test_search_pays_on_the_organism_preset() -> None:
+    held_out = generate_tasks(200, seed=0, preset="organism", split="test")
+    pays = organism.search_pays(held_out, seed=0, samples=5)
+    assert pays[1] <= 0.30 and pays[8] >= 0.80 and pays[12] == 1.0
+
+
+def test_corpus_is_deterministic_and_mixes_drills() -> None:
+    rows = corpus("rich", TASKS, 400, seed=0, drill_share=0.4)
+    assert rows == corpus("rich", TASKS, 400, seed=0, drill_share=0.4)
+    drills = [r for r in rows if r["prompt"].endswith("=")]
+    assert 0.3 < len(drills) / len(rows) < 0.5
+    assert all(str(eval_drill(r["prompt"])) == r["completion"] for r in drills)
+    assert all(r["prompt"].endswith("=") for r in corpus("trunk", TASKS, 50, seed=0, drill_share=0.4))
+
+
+def eval_drill(prompt: str) -> int:
+    step = written_steps(prompt + "0")[0]  # parse "a op b=" with a dummy result
+    return organism.apply(step.op, step.left, step.right)
