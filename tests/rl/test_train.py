@@ -259,3 +259,19 @@ def test_train_from_python_accepts_an_sft_run_directory(tmp_path):
     out = train(config, tmp_path / "ppo", progress=False)
     assert steps_of(out / "metrics.jsonl") == [0, 1]
     assert load_model(out / "checkpoints" / "step-000001" / "policy").config.model_type == "llama"
+
+
+def test_step_tasks_keep_each_prompts_group_on_one_process():
+    """Group advantages need every completion of a prompt in the same process, consecutive."""
+    from countdown_env import generate_tasks
+    from rl.config import PPOConfig
+    from rl.train import step_tasks
+
+    config = PPOConfig(prompts_per_step=4, rollouts_per_prompt=3)
+    tasks = generate_tasks(10, seed=0, preset="tiny")
+    alone = step_tasks(tasks, config, 2, rank=0, world=1)
+    shares = [step_tasks(tasks, config, 2, rank=r, world=2) for r in range(2)]
+    assert shares[0] + shares[1] == alone
+    for share in shares:
+        groups = [share[i : i + 3] for i in range(0, len(share), 3)]
+        assert len(groups) == 2 and all(len(set(g)) == 1 for g in groups)
