@@ -187,6 +187,12 @@ class Totals:
             last.get("compute/generated_tokens", 0.0), last.get("compute/trained_tokens", 0.0), last.get("time/elapsed_seconds", 0.0)
         )
 
+    def add_step(self, accelerator: Any, generated: torch.Tensor, in_loss: torch.Tensor, epochs: int) -> None:
+        """Add one step's tokens (this process's counts, summed over the processes)."""
+        spent = accelerator.reduce(torch.stack([generated, in_loss]).float().to(accelerator.device), reduction="sum").tolist()
+        self.generated_tokens += spent[0]
+        self.trained_tokens += spent[1] * epochs
+
     def row(self, started: float) -> dict[str, float]:
         return {
             "compute/generated_tokens": self.generated_tokens,
@@ -382,8 +388,11 @@ def train(
     start = open_run(accelerator, run, config, resume)
     totals = Totals.from_log(run.metrics, start) if start else Totals()
 
+    def evaluate() -> dict[str, float]:
+        return evaluate_policy(unwrap(models.policy), models.tokenizer, eval_tasks, config)
+
     if main and start == 0 and config.eval_every and eval_tasks:
-        append_jsonl(run.metrics, [{"step": 0, **evaluate_policy(models, eval_tasks, config), **totals.row(started)}])
+        append_jsonl(run.metrics, [{"step": 0, **evaluate(), **totals.row(started)}])
     bar = tqdm(
         range(start + 1, config.total_steps + 1), initial=start, total=config.total_steps, desc="ppo", disable=not (main and progress)
     )
@@ -399,10 +408,7 @@ def train(
 
         # 8. Metrics, averaged over processes (compute summed); logs and checkpoint on the main process.
         row = reduce_metrics(accelerator, step_metrics(rollout, batch.kl, batch.mask, batch.rewards, batch.old_values, stats))
-        spent = torch.tensor([float(rollout.generation.lengths.sum()), float(batch.mask.sum())], device=accelerator.device)
-        spent = accelerator.reduce(spent, reduction="sum")
-        totals.generated_tokens += spent[0].item()
-        totals.trained_tokens += spent[1].item() * config.ppo_epochs
+        totals.add_step(accelerator, rollout.generation.lengths.sum(), batch.mask.sum(), config.ppo_epochs)
         row |= {
             "time/seconds_per_step": time.perf_counter() - t0,
             "time/generation_seconds": t_gen,
@@ -410,7 +416,7 @@ def train(
         }
         if main:
             if config.eval_every and eval_tasks and (step % config.eval_every == 0 or step == config.total_steps):
-                row |= evaluate_policy(models, eval_tasks, config)
+                row |= evaluate()
             append_jsonl(run.metrics, [{"step": step, **row, **totals.row(started)}])
             append_jsonl(run.rollouts, rollout.rows(step)[: config.log_rollouts])
             bar.set_postfix(reward=f"{row['reward/mean']:.3f}", acc=f"{row['reward/accuracy']:.3f}")
@@ -428,13 +434,14 @@ def unwrap(model: Any) -> Any:
     return extract_model_from_parallel(model)
 
 
-def evaluate_policy(models: Models, eval_tasks: Sequence[Task], config: PPOConfig) -> dict[str, float]:
-    """Greedy accuracy, format rate and length on the held-out tasks, under the tolerant rules."""
+def evaluate_policy(model: Any, tokenizer: Any, eval_tasks: Sequence[Task], config: PPOConfig) -> dict[str, float]:
+    """`eval/accuracy`, `eval/format_rate`, `eval/response_length` of greedy completions on the
+    held-out tasks under the tolerant rules (the same numbers for PPO and TRL runs)."""
     from rl.evaluate import greedy_eval
 
     report = greedy_eval(
-        unwrap(models.policy),
-        models.tokenizer,
+        model,
+        tokenizer,
         eval_tasks,
         rules=config.rules.with_(strict_ending=False),
         prompt_style=config.prompt_style,

@@ -42,7 +42,7 @@ def test_ppo_run_writes_the_run_directory(tiny_model, tmp_path):
     for key in (*keys, "losses/value_loss", "policy/clipfrac", "time/seconds_per_step"):
         assert all(isinstance(r[key], float) for r in rows[1:]), key
     assert_compute_totals(rows)
-    assert "eval/accuracy" in rows[0] and "eval/accuracy" in rows[2] and "eval/accuracy" in rows[3] and "eval/accuracy" not in rows[1]
+    assert [sorted(k for k in r if k.startswith("eval/")) for r in rows] == [EVAL_KEYS, [], EVAL_KEYS, EVAL_KEYS]
     rollouts = read_jsonl(out / "rollouts.jsonl")
     assert [r["step"] for r in rollouts] == [1, 1, 1, 2, 2, 2, 3, 3, 3]
     assert {"step", "text", "numbers", "target", "reward", "correct"} <= set(rollouts[0])
@@ -55,6 +55,9 @@ def test_ppo_run_writes_the_run_directory(tiny_model, tmp_path):
     assert load_model(last / "policy") is not None
     # A second run into the same directory without --resume is refused.
     assert main(fast_args(tiny_model, out, "--max-steps", 3)) == 2
+
+
+EVAL_KEYS = ["eval/accuracy", "eval/format_rate", "eval/response_length"]
 
 
 def assert_compute_totals(rows):
@@ -176,7 +179,15 @@ def test_two_processes_with_gloo(tiny_model, tmp_path):
     out = tmp_path / "run"
     accelerate = Path(sys.executable).parent / "accelerate"
     launch = ["launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    cmd = [str(accelerate), *launch, "--main_process_port", str(free_port()), "-m", "lab.cli", *fast_args(tiny_model, out, "--max-steps", 2)]
+    cmd = [
+        str(accelerate),
+        *launch,
+        "--main_process_port",
+        str(free_port()),
+        "-m",
+        "lab.cli",
+        *fast_args(tiny_model, out, "--max-steps", 2),
+    ]
     # Its own process group, so a timeout kills the workers too, not just the launcher.
     proc = subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
@@ -197,8 +208,13 @@ def test_trl_algorithms_write_the_same_run_directory(tiny_model, tmp_path, algo)
     out = tmp_path / algo
     assert main(fast_args(tiny_model, out, "--max-steps", 2, "--algo", algo)) == 0
     rows = read_jsonl(out / "metrics.jsonl")
-    assert [r["step"] for r in rows] == [1, 2]
-    assert {"reward/mean", "reward/accuracy", "response/length"} <= set(rows[0])
+    assert [r["step"] for r in rows] == [0, 1, 2]
+    assert {"reward/mean", "reward/accuracy", "response/length"} <= set(rows[1])
+    # The held-out evaluation PPO writes, at step 0 and every eval_every (2) steps, in the same rows.
+    assert [sorted(k for k in r if k.startswith("eval/")) for r in rows] == [EVAL_KEYS, [], EVAL_KEYS]
+    assert all(0.0 <= r["eval/accuracy"] <= 1.0 for r in (rows[0], rows[2]))
+    assert_compute_totals(rows)
+    assert rows[1]["compute/trained_tokens"] <= rows[1]["compute/generated_tokens"]
     assert {r["step"] for r in read_jsonl(out / "rollouts.jsonl")} == {1, 2}
     assert json.loads((out / "config.json").read_text())["algo"] == algo
     assert load_model(out / "final") is not None
@@ -208,7 +224,9 @@ def test_grpo_resume_continues_from_trl_checkpoint(tiny_model, tmp_path):
     out = tmp_path / "grpo"
     assert main(fast_args(tiny_model, out, "--max-steps", 1, "--algo", "grpo")) == 0
     assert main(fast_args(tiny_model, out, "--max-steps", 2, "--algo", "grpo", "--resume")) == 0
-    assert [r["step"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2]
+    rows = read_jsonl(out / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [0, 1, 2]
+    assert_compute_totals(rows)
 
 
 def test_steps_per_round_come_from_trl_with_several_processes(tmp_path):
