@@ -23,8 +23,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         ("ppo", "ppo", "RL on Countdown: PPO with a critic (default), or --algo grpo|rloo through TRL"),
         ("grpo", "grpo", "GRPO through TRL's GRPOTrainer (same as `ppo --algo grpo`)"),
     ):
-        p = sub.add_parser(name, help=text, description=text + ". Writes config.json, metrics.jsonl, rollouts.jsonl, checkpoints/.",
-                           epilog=help_text(), formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+        p = sub.add_parser(
+            name,
+            help=text,
+            description=text + ". Writes config.json, metrics.jsonl, rollouts.jsonl, checkpoints/.",
+            epilog=help_text(),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         p.add_argument("--model", help="start model: a local folder, hub id or SFT run directory (default: the config's `model`)")
         p.add_argument("--output-dir", type=Path, required=True, help="run directory")
         p.add_argument("--config", help="YAML config file or preset name (tiny-cpu, paper-3b); default tiny-cpu")
@@ -39,8 +44,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
             help="override a config field (repeatable), e.g. --set actor_lr=1e-5",
         )
         p.add_argument("--algo", choices=("ppo", "grpo", "rloo"), default=algo, help="ppo (ours, with a critic) or TRL's grpo / rloo")
-        p.add_argument("--trl-set", dest="trl_overrides", action="append", metavar="KEY=VALUE",
-                       help="grpo/rloo only: extra TRL config options, e.g. --trl-set use_vllm=true")  # fmt: skip
+        p.add_argument(
+            "--trl-set",
+            dest="trl_overrides",
+            action="append",
+            metavar="KEY=VALUE",
+            help="grpo/rloo only: extra TRL config options, e.g. --trl-set use_vllm=true",
+        )
         p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
         p.set_defaults(func=_ppo)
 
@@ -137,8 +147,14 @@ def _eval(args: argparse.Namespace) -> int:
     from rl.models import load_model, load_tokenizer, resolve_model_path
     from rl.run_dir import write_atomic
 
-    config = EvalConfig(k=args.k, max_new_tokens=args.max_new_tokens, prompt_style=args.prompt_style, batch_size=args.batch_size,
-                        seed=args.seed, num_ood_tasks=args.num_ood)  # fmt: skip
+    config = EvalConfig(
+        k=args.k,
+        max_new_tokens=args.max_new_tokens,
+        prompt_style=args.prompt_style,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        num_ood_tasks=args.num_ood,
+    )
     tasks = read_tasks(args.tasks)[: args.limit]
     ood = read_tasks(args.ood_tasks) if args.ood_tasks else None
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -161,8 +177,15 @@ def _export_verl(args: argparse.Namespace) -> int:
     from rl.verl_export import export_verl
 
     tasks = read_tasks(args.tasks) if args.tasks else None
-    paths = export_verl(args.output_dir, num_train=args.num_train, num_test=args.num_test, seed=args.seed, preset=args.preset,
-                        template=args.template, train_tasks=tasks)  # fmt: skip
+    paths = export_verl(
+        args.output_dir,
+        num_train=args.num_train,
+        num_test=args.num_test,
+        seed=args.seed,
+        preset=args.preset,
+        template=args.template,
+        train_tasks=tasks,
+    )
     for name, path in paths.items():
         print(f"{name}: {path}")
     print("veRL: see docs/verl.md for the training command")

@@ -56,8 +56,17 @@ def generate_completions(
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.inference_mode():
             torch.manual_seed(seed)
-            gen = generate(model, tokenizer, [prompts[i] for i in order], max_new_tokens, prompt_style=prompt_style, do_sample=do_sample,
-                           temperature=temperature, batch_size=batch_size, progress=progress)  # fmt: skip
+            gen = generate(
+                model,
+                tokenizer,
+                [prompts[i] for i in order],
+                max_new_tokens,
+                prompt_style=prompt_style,
+                do_sample=do_sample,
+                temperature=temperature,
+                batch_size=batch_size,
+                progress=progress,
+            )
     finally:
         model.train(was_training)
     out: list[str] = [""] * len(prompts)

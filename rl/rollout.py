@@ -110,9 +110,14 @@ def generate(
     for start in tqdm(range(0, len(prompts), batch_size), desc="generate", disable=not progress):
         enc = tokenize_prompts(tokenizer, prompts[start : start + batch_size], prompt_style).to(device)
         out = model.generate(
-            **enc, max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=tokenizer.pad_token_id,
-            return_dict_in_generate=True, output_logits=return_logprobs, **sampling,
-        )  # fmt: skip
+            **enc,
+            max_new_tokens=max_new_tokens,
+            eos_token_id=eos,
+            pad_token_id=tokenizer.pad_token_id,
+            return_dict_in_generate=True,
+            output_logits=return_logprobs,
+            **sampling,
+        )
         new_tokens = out.sequences[:, enc.input_ids.shape[1] :]
         queries.append(enc.input_ids)
         query_masks.append(enc.attention_mask)
@@ -235,8 +240,16 @@ def collect(
     for turn in range(max_attempts):
         if not active:
             break
-        gen = generate(model, tokenizer, [transcripts[i] for i in active], max_new_tokens, prompt_style=prompt_style, temperature=temperature,
-                       batch_size=batch_size, return_logprobs=return_logprobs)  # fmt: skip
+        gen = generate(
+            model,
+            tokenizer,
+            [transcripts[i] for i in active],
+            max_new_tokens,
+            prompt_style=prompt_style,
+            temperature=temperature,
+            batch_size=batch_size,
+            return_logprobs=return_logprobs,
+        )
         still_active = []
         for row, i in enumerate(active):
             observation, reward, terminated, trunc, info = envs[i].step(gen.texts[row])
