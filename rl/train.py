@@ -189,7 +189,8 @@ class Totals:
 
     def add_step(self, accelerator: Any, generated: torch.Tensor, in_loss: torch.Tensor, epochs: int) -> None:
         """Add one step's tokens (this process's counts, summed over the processes)."""
-        spent = accelerator.reduce(torch.stack([generated, in_loss]).float().to(accelerator.device), reduction="sum").tolist()
+        spent = torch.stack([generated.float().to(accelerator.device), in_loss.float().to(accelerator.device)])
+        spent = accelerator.reduce(spent, reduction="sum").tolist()
         self.generated_tokens += spent[0]
         self.trained_tokens += spent[1] * epochs
 
