@@ -214,7 +214,7 @@ def open_run(accelerator: Any, run: RunDir, config: PPOConfig, resume: bool) -> 
     if accelerator.is_main_process:
         run.root.mkdir(parents=True, exist_ok=True)
         run.checkpoints.mkdir(exist_ok=True)
-        for log in (run.metrics, run.rollouts):
+        for log in (run.metrics, run.rollouts, run.eval_completions):
             # With no checkpoint, the step-0 evaluation is redone too, so nothing is kept
             # (else step 0 appears twice).
             truncate_after(log, start if start > 0 else -1)
@@ -389,11 +389,11 @@ def train(
     start = open_run(accelerator, run, config, resume)
     totals = Totals.from_log(run.metrics, start) if start else Totals()
 
-    def evaluate() -> dict[str, float]:
-        return evaluate_policy(unwrap(models.policy), models.tokenizer, eval_tasks, config)
+    def evaluate(step: int) -> dict[str, float]:
+        return evaluate_policy(unwrap(models.policy), models.tokenizer, eval_tasks, config, log=run.eval_completions, step=step)
 
     if main and start == 0 and config.eval_every and eval_tasks:
-        append_jsonl(run.metrics, [{"step": 0, **evaluate(), **totals.row(started)}])
+        append_jsonl(run.metrics, [{"step": 0, **evaluate(0), **totals.row(started)}])
     bar = tqdm(
         range(start + 1, config.total_steps + 1), initial=start, total=config.total_steps, desc="ppo", disable=not (main and progress)
     )
@@ -417,7 +417,7 @@ def train(
         }
         if main:
             if config.eval_every and eval_tasks and (step % config.eval_every == 0 or step == config.total_steps):
-                row |= evaluate()
+                row |= evaluate(step)
             append_jsonl(run.metrics, [{"step": step, **row, **totals.row(started)}])
             append_jsonl(run.rollouts, rollout.rows(step)[: config.log_rollouts])
             bar.set_postfix(reward=f"{row['reward/mean']:.3f}", acc=f"{row['reward/accuracy']:.3f}")
@@ -435,11 +435,16 @@ def unwrap(model: Any) -> Any:
     return extract_model_from_parallel(model)
 
 
-def evaluate_policy(model: Any, tokenizer: Any, eval_tasks: Sequence[Task], config: PPOConfig) -> dict[str, float]:
+def evaluate_policy(
+    model: Any, tokenizer: Any, eval_tasks: Sequence[Task], config: PPOConfig, *, log: Path | None = None, step: int = 0
+) -> dict[str, float]:
     """`eval/accuracy`, `eval/format_rate`, `eval/response_length` of greedy completions on the
-    held-out tasks under the tolerant rules (the same numbers for PPO and TRL runs)."""
+    held-out tasks under the tolerant rules (the same numbers for PPO and TRL runs). With `log`,
+    the completions are appended there with `step` (behaviour counts of held-out completions
+    at each evaluation, as the study measured them)."""
     from rl.evaluate import greedy_eval
 
+    rows: list[dict[str, Any]] = []
     report = greedy_eval(
         model,
         tokenizer,
@@ -447,7 +452,11 @@ def evaluate_policy(model: Any, tokenizer: Any, eval_tasks: Sequence[Task], conf
         rules=config.rules.with_(strict_ending=False),
         prompt_style=config.prompt_style,
         max_new_tokens=config.max_response_length,
+        rows=rows,
+        step=step,
     )
+    if log is not None:
+        append_jsonl(log, rows)
     return {f"eval/{k}": v for k, v in report.items()}
 
 

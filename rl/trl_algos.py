@@ -207,7 +207,7 @@ class RunDirLogger(TrainerCallback):
         training = model.training
         model.eval()
         try:
-            return evaluate_policy(model, self.tokenizer, self.eval_tasks, config)
+            return evaluate_policy(model, self.tokenizer, self.eval_tasks, config, log=self.run.eval_completions, step=step)
         finally:
             model.train(training)
 
@@ -239,7 +239,7 @@ def open_trl_run(run: RunDir, config: PPOConfig, algo: str, args: Any, last: str
     start = 0
     if last:
         start = json.loads((Path(last) / "trainer_state.json").read_text())["global_step"] // steps_per_round
-    for log in (run.metrics, run.rollouts):
+    for log in (run.metrics, run.rollouts, run.eval_completions):
         truncate_after(log, start if start > 0 else -1)  # as in rl/train.py: no checkpoint, nothing kept
     write_atomic(run.config, json.dumps({**config.to_dict(), "algo": algo, "trl": args.to_dict()}, indent=2, default=str))
     return start
