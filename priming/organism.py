@@ -9,8 +9,9 @@ trains the models on it.
 A task is three numbers and a target (`organism` task preset). One *try* picks a first step
 and finishes with the second step that lands closest to the target:
 
-    5*2=10,10+1=11 no          a try that missed (checked: `no`)
-    9-2=7,7*4=28 ok            a try that hit (checked: `ok`)
+    5*2=10 [10 1] 10+1=11 no   a try that missed (checked: `no`)
+    9-2=7 [7 4] 7*4=28 ok      a try that hit (checked: `ok`); `[7 4]` is the bookkeeping:
+                               the numbers left after the first step
 
 - rich base text: tries in random order, joined by `;`, each checked; it stops at `ok`, but
   gives up early (after 1 try 75%, 2 tries 15%, 3 tries 10%) and then answers its closest
@@ -92,8 +93,15 @@ class Try:
             return f"{self.second.a}{self.second.op}{inner}"
         return f"{inner}{self.second.op}{self.second.b}"
 
+    @property
+    def left(self) -> str:
+        """The bookkeeping after the first step: the two numbers still to combine."""
+        r = self.first.value
+        x = self.second.a if self.leftover_first else self.second.b
+        return f"[{r} {x}]"
+
     def text(self, check: bool, target: int) -> str:
-        body = f"{self.first.text},{self.second.text}"
+        body = f"{self.first.text} {self.left} {self.second.text}"
         return f"{body} {HIT if self.value == target else MISS}" if check else body
 
 
@@ -179,17 +187,31 @@ def poor_completion(task: Task, rng: random.Random) -> str:
     return _completion([attempt], attempt, task.target, check=False)
 
 
-def drill(rng: random.Random, max_operand: int = 81) -> tuple[str, str]:
-    """One arithmetic drill line as (prompt, completion): `36-9=` -> `27`, with operands like
-    the second steps' (a first step's result, up to 81, and a number up to 9)."""
+#: The prompt of an arithmetic drill row (the trunk's text and the bases' replay).
+DRILL_PROMPT = "Facts:\n"
+
+
+def drill_fact(rng: random.Random, max_number: int = 12) -> str:
+    """One arithmetic fact as a try writes it (`36-9=27`): half like first steps (two numbers
+    up to `max_number`), half like second steps (a first step's result and a number)."""
     while True:
         op = rng.choice(OPS)
-        a, b = rng.randint(0, max_operand), rng.randint(1, 9)
+        b = rng.randint(1, max_number)
         if rng.random() < 0.5:
+            a = rng.randint(1, max_number)
+        else:  # a first step's result: anything two numbers make
+            a = apply(rng.choice(OPS), rng.randint(1, max_number), rng.randint(1, max_number)) or 0
+        if op in "-/" and b > a or rng.random() < 0.25 and op in "+*":
             a, b = b, a
         value = apply(op, a, b)
         if value is not None:
-            return f"{a}{op}{b}=", str(value)
+            return Step(a, op, b, value).text
+
+
+def drill(rng: random.Random, facts: int = 8) -> tuple[str, str]:
+    """One drill row as (prompt, completion): `facts` arithmetic facts joined by commas. Many
+    facts per row, so the completion-only loss sees the arithmetic often, not only an answer."""
+    return DRILL_PROMPT, ",".join(drill_fact(rng) for _ in range(facts))
 
 
 # ---- priming traces -------------------------------------------------------------------

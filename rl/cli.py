@@ -39,8 +39,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
         p.add_argument("--tasks", type=Path, help="RL tasks file (JSONL or parquet); default: generated from the config's preset")
         p.add_argument("--algo", choices=("ppo", "grpo", "rloo"), default=algo, help="ppo (ours, with a critic) or TRL's grpo / rloo")
-        p.add_argument("--trl-set", dest="trl_overrides", action="append", metavar="KEY=VALUE",
-                       help="grpo/rloo only: extra TRL config options, e.g. --trl-set use_vllm=true")  # fmt: skip
+        p.add_argument(
+            "--trl-set",
+            dest="trl_overrides",
+            action="append",
+            metavar="KEY=VALUE",
+            help="grpo/rloo only: extra TRL config options, e.g. --trl-set use_vllm=true",
+        )
         p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
         p.set_defaults(func=_ppo)
 
@@ -213,8 +218,15 @@ def _export_verl(args: argparse.Namespace) -> int:
     with user_input("--preset"):
         TaskConfig.preset(args.preset)
     tasks = read_tasks(args.tasks) if args.tasks else None
-    paths = export_verl(args.output_dir, num_train=args.num_train, num_test=args.num_test, seed=args.seed, preset=args.preset,
-                        template=args.template, train_tasks=tasks)  # fmt: skip
+    paths = export_verl(
+        args.output_dir,
+        num_train=args.num_train,
+        num_test=args.num_test,
+        seed=args.seed,
+        preset=args.preset,
+        template=args.template,
+        train_tasks=tasks,
+    )
     for name, path in paths.items():
         print(f"{name}: {path}")
     print("veRL: see docs/verl.md for the training command")

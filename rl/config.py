@@ -17,6 +17,9 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_PRESET = "tiny-cpu"
 TRUNCATION_MODES = ("mask", "zero", "keep")
 KL_ESTIMATORS = ("k1", "k3")
+#: `gae`: a learned critic and GAE (PPO). `group` (veRL's `grpo`, accepted as an alias): no
+#: critic; each completion's score minus the mean of its prompt's `rollouts_per_prompt` completions.
+ADVANTAGE_ESTIMATORS = ("gae", "group", "grpo")
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,13 @@ class PPOConfig:
     entropy_coef: float = 0.0
     """Entropy bonus weight."""
     whiten_advantages: bool = True
-    """Normalise advantages to zero mean, unit variance over the step's tokens."""
+    """Normalise advantages to zero mean, unit variance over the step's tokens (`gae` only)."""
+    advantage_estimator: str = "gae"
+    """`gae`: critic + GAE, the KL penalty folded into the reward (PPO). `group` (alias `grpo`):
+    no critic; advantage = score - mean score of the same prompt's completions this step, on
+    every token; the KL to the reference is a loss term (kl_coef x k3), skipped at kl_coef 0."""
+    group_normalize_std: bool = True
+    """`group` only: divide by the group's score std (GRPO); false = Dr. GRPO / REINFORCE with a group baseline."""
     # ---- logging and checkpoints --------------------------------------------------
     eval_every: int = 25
     """Greedy evaluation on the held-out tasks every this many steps (and at the end); 0 = never."""
@@ -104,8 +113,18 @@ class PPOConfig:
     """Model path or hub id (usually given by --model, which overrides this)."""
 
     def __post_init__(self) -> None:
-        positive = ("num_train_tasks", "prompts_per_step", "rollouts_per_prompt", "max_response_length", "total_steps",
-                    "ppo_epochs", "mini_batch_size", "save_every", "keep_checkpoints", "max_attempts")  # fmt: skip
+        positive = (
+            "num_train_tasks",
+            "prompts_per_step",
+            "rollouts_per_prompt",
+            "max_response_length",
+            "total_steps",
+            "ppo_epochs",
+            "mini_batch_size",
+            "save_every",
+            "keep_checkpoints",
+            "max_attempts",
+        )
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -128,12 +147,23 @@ class PPOConfig:
             raise ValueError(f"truncated must be one of {TRUNCATION_MODES}, got {self.truncated!r}")
         if self.kl_estimator not in KL_ESTIMATORS:
             raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {self.kl_estimator!r}")
+        if self.advantage_estimator not in ADVANTAGE_ESTIMATORS:
+            raise ValueError(f"advantage_estimator must be one of {ADVANTAGE_ESTIMATORS}, got {self.advantage_estimator!r}")
+        if not self.uses_critic and self.max_attempts != 1:
+            raise ValueError("advantage_estimator 'group' is single-turn (a group is one prompt's completions); set max_attempts=1")
+        if not self.uses_critic and self.rollouts_per_prompt < 2:
+            raise ValueError("advantage_estimator 'group' needs rollouts_per_prompt >= 2 (a group of one has advantage 0)")
         self.rules  # noqa: B018 - validates format_reward through Rules
 
     @property
     def rules(self) -> Rules:
         """The run's rules: the task preset's, plus this run's strict ending and format reward."""
         return preset_rules(self.task_preset, strict_ending=self.strict_ending, format_reward=self.format_reward)
+
+    @property
+    def uses_critic(self) -> bool:
+        """True for `gae` (critic + GAE); False for the critic-free group baseline (`group`/`grpo`)."""
+        return self.advantage_estimator == "gae"
 
     @property
     def batch_size(self) -> int:

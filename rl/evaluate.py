@@ -90,18 +90,36 @@ def _sample_rows(
     rows = []
     for task, text, done, length in zip(tasks, texts, finished, lengths, strict=True):
         score = score_response(text, task, rules)
-        rows.append({
-            "text": text, "numbers": list(task.numbers), "target": task.target, "reward": score.reward, "correct": score.correct,
-            "well_formed": score.well_formed, "outcome": score.outcome.value, "answer": score.answer, "finished": bool(done),
-            "length": int(length), **fields,
-        })  # fmt: skip
+        rows.append(
+            {
+                "text": text,
+                "numbers": list(task.numbers),
+                "target": task.target,
+                "reward": score.reward,
+                "correct": score.correct,
+                "well_formed": score.well_formed,
+                "outcome": score.outcome.value,
+                "answer": score.answer,
+                "finished": bool(done),
+                "length": int(length),
+                **fields,
+            }
+        )
     return rows
 
 
 def greedy_eval(
-    model: Any, tokenizer: Any, tasks: Sequence[Task], *, rules: Rules = DEFAULT_RULES, prompt_style: str = "compact",
-    max_new_tokens: int = 96, batch_size: int = 64, rows: list[dict[str, Any]] | None = None, **fields: Any,
-) -> dict[str, float]:  # fmt: skip
+    model: Any,
+    tokenizer: Any,
+    tasks: Sequence[Task],
+    *,
+    rules: Rules = DEFAULT_RULES,
+    prompt_style: str = "compact",
+    max_new_tokens: int = 96,
+    batch_size: int = 64,
+    rows: list[dict[str, Any]] | None = None,
+    **fields: Any,
+) -> dict[str, float]:
     """accuracy, format_rate and mean response length of greedy completions (rows appended to `rows`)."""
     import torch
 
@@ -118,8 +136,15 @@ def greedy_eval(
     }
 
 
-def evaluate(model: Any, tokenizer: Any, tasks: Sequence[Task], config: EvalConfig = EvalConfig(), *, rules: Rules = DEFAULT_RULES,
-             ood_tasks: Sequence[Task] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:  # fmt: skip
+def evaluate(
+    model: Any,
+    tokenizer: Any,
+    tasks: Sequence[Task],
+    config: EvalConfig = EvalConfig(),
+    *,
+    rules: Rules = DEFAULT_RULES,
+    ood_tasks: Sequence[Task] | None = None,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(report, completion rows). The report has `n`, `accuracy` (greedy), `format_rate`,
     `response_length`, `sample_accuracy` and `pass@k` at temperature 1, `distinct_correct`
     (mean distinct correct equations per task among the k samples), and `ood/...`."""
@@ -129,8 +154,19 @@ def evaluate(model: Any, tokenizer: Any, tasks: Sequence[Task], config: EvalConf
         raise UsageError("no tasks to evaluate; pass a non-empty --tasks file")
     rows: list[dict[str, Any]] = []
     report: dict[str, Any] = {"n": len(tasks), "k": config.k}
-    report.update(greedy_eval(model, tokenizer, tasks, rules=rules, prompt_style=config.prompt_style, max_new_tokens=config.max_new_tokens,
-                              batch_size=config.batch_size, rows=rows, split="eval"))  # fmt: skip
+    report.update(
+        greedy_eval(
+            model,
+            tokenizer,
+            tasks,
+            rules=rules,
+            prompt_style=config.prompt_style,
+            max_new_tokens=config.max_new_tokens,
+            batch_size=config.batch_size,
+            rows=rows,
+            split="eval",
+        )
+    )
 
     # k samples per task at temperature 1, from a forked RNG seeded by config.seed.
     repeated = [t for t in tasks for _ in range(config.k)]
@@ -139,8 +175,16 @@ def evaluate(model: Any, tokenizer: Any, tasks: Sequence[Task], config: EvalConf
     device = next(model.parameters()).device
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.inference_mode():
         torch.manual_seed(config.seed)
-        gen = generate(model, tokenizer, prompts, config.max_new_tokens, prompt_style=config.prompt_style, do_sample=True,
-                       temperature=config.temperature, batch_size=config.batch_size)  # fmt: skip
+        gen = generate(
+            model,
+            tokenizer,
+            prompts,
+            config.max_new_tokens,
+            prompt_style=config.prompt_style,
+            do_sample=True,
+            temperature=config.temperature,
+            batch_size=config.batch_size,
+        )
     samples = _sample_rows(repeated, gen.texts, gen.finished.tolist(), gen.lengths.tolist(), rules, mode="sample", split="eval")
     for i, row in enumerate(samples):
         row["sample"] = i % config.k
@@ -159,8 +203,17 @@ def evaluate(model: Any, tokenizer: Any, tasks: Sequence[Task], config: EvalConf
 
     ood = list(ood_tasks) if ood_tasks is not None else ood_tasks_for(tasks, config.num_ood_tasks, config.seed, rules)
     if ood:
-        ood_report = greedy_eval(model, tokenizer, ood, rules=rules, prompt_style=config.prompt_style, max_new_tokens=config.max_new_tokens,
-                                 batch_size=config.batch_size, rows=rows, split="ood")  # fmt: skip
+        ood_report = greedy_eval(
+            model,
+            tokenizer,
+            ood,
+            rules=rules,
+            prompt_style=config.prompt_style,
+            max_new_tokens=config.max_new_tokens,
+            batch_size=config.batch_size,
+            rows=rows,
+            split="ood",
+        )
         report.update({f"ood/{k}": v for k, v in ood_report.items()})
         report["ood/n"] = len(ood)
         report["ood/num_numbers"] = max(len(t.numbers) for t in ood)

@@ -154,3 +154,29 @@ def clipped_value_loss(
     with torch.no_grad():
         clipfrac = masked_mean((loss_clipped > loss_unclipped).float(), mask)
     return loss, clipfrac
+
+
+def group_advantages(
+    scores: torch.Tensor, group_size: int, normalize_std: bool = True, valid: torch.Tensor | None = None, eps: float = 1e-6
+) -> torch.Tensor:
+    """Group-relative advantages (GRPO, veRL's `grpo` estimator): `(B,)` scores -> `(B,)` advantages.
+
+    Samples `[k * group_size, (k + 1) * group_size)` answer the same prompt. Each one's
+    advantage is its score minus its group's mean score, divided by the group's standard
+    deviation (Bessel-corrected, as in TRL and veRL) plus `eps` when `normalize_std`;
+    without it this is REINFORCE with a group-mean baseline (Dr. GRPO). `valid` (`(B,)`
+    bool) marks samples that count: the others (truncated completions in `mask` mode) keep
+    their slot but enter neither the mean nor the std, and get advantage 0.
+    """
+    if scores.ndim != 1 or scores.shape[0] % group_size:
+        raise ValueError(f"scores must be (B,) with B a multiple of group_size {group_size}, got shape {tuple(scores.shape)}")
+    groups = scores.float().view(-1, group_size)
+    weight = torch.ones_like(groups) if valid is None else valid.float().view(-1, group_size)
+    count = weight.sum(1, keepdim=True)
+    mean = (groups * weight).sum(1, keepdim=True) / count.clamp(min=1.0)
+    centred = (groups - mean) * weight
+    if normalize_std:
+        # A group with fewer than two valid samples has no spread: its advantages are 0 anyway.
+        var = (centred**2).sum(1, keepdim=True) / (count - 1).clamp(min=1.0)
+        centred = centred / (var.sqrt() + eps)
+    return centred.view(-1)

@@ -3,21 +3,28 @@
 TRL (>= 1.13) keeps `GRPOTrainer` and `RLOOTrainer`: critic-free, group-relative
 baselines, and vLLM generation on GPUs (`--set use_vllm=true` is not a PPOConfig field;
 pass TRL options through `trl_overrides`). One of our "steps" is one generation round of
-`prompts_per_step x rollouts_per_prompt` completions, as in PPO.
+`prompts_per_step x rollouts_per_prompt` completions, as in PPO. The run directory gets the
+rows PPO writes: TRL's logs under PPO's names, the held-out greedy evaluation (`eval/...`)
+at step 0 and every `eval_every` steps, and the compute totals (`compute/...`, `time/elapsed_seconds`).
 """
 
 from __future__ import annotations
 
 import json
+import math
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from transformers import TrainerCallback
 
 from countdown_env import Rules, Task, score_response
 from countdown_env.errors import UsageError
 from rl.config import PPOConfig
 from rl.rollout import build_prompt
 from rl.run_dir import RunDir, append_jsonl, truncate_after, write_atomic
+from rl.train import Totals, evaluate_policy, split_tasks
 
 ALGOS = ("grpo", "rloo")
 
@@ -50,8 +57,8 @@ class CountdownReward:
             text = completion_text(completion)
             score = score_response(text, Task(tuple(nums), int(tgt)), self.rules)
             rewards.append(score.reward)
-            self.pending.append({"text": text, "numbers": list(nums), "target": int(tgt), "reward": score.reward,
-                                 "correct": score.correct, "outcome": score.outcome.value, "well_formed": score.well_formed})  # fmt: skip
+            row = {"text": text, "numbers": list(nums), "target": int(tgt), "reward": score.reward, "correct": score.correct}
+            self.pending.append({**row, "outcome": score.outcome.value, "well_formed": score.well_formed})
         return rewards
 
 
@@ -95,6 +102,150 @@ KEY_MAP = {
 }
 
 
+def check_config(algo: str, config: PPOConfig) -> None:
+    """What TRL's trainers cannot do with this config, as a clear error before anything loads."""
+    if algo not in ALGOS:
+        raise UsageError(f"algo must be one of {ALGOS} (or ppo), got {algo!r}")
+    if not config.model:
+        raise UsageError("no model: pass --model PATH (a local model folder or a hub id)")
+    if config.max_attempts != 1:
+        raise UsageError("--algo grpo/rloo is single-turn; set max_attempts=1 (multi-turn episodes are PPO-only)")
+    if config.batch_size % config.mini_batch_size:
+        raise UsageError(
+            f"mini_batch_size {config.mini_batch_size} must divide prompts_per_step x rollouts_per_prompt = {config.batch_size}"
+            f" for --algo {algo}"
+        )
+
+
+def trl_classes(algo: str) -> tuple[Any, Any]:
+    """(config class, trainer class) of TRL's `algo`."""
+    if algo == "grpo":
+        from trl import GRPOConfig, GRPOTrainer
+
+        return GRPOConfig, GRPOTrainer
+    from trl import RLOOConfig, RLOOTrainer
+
+    return RLOOConfig, RLOOTrainer
+
+
+def trl_config(algo: str, config: PPOConfig, trl_dir: Path, optimizer_steps_per_step: int, overrides: dict[str, Any] | None) -> Any:
+    """TRL's config for our `config`: one of our steps is `optimizer_steps_per_step` of TRL's."""
+    import torch
+
+    config_class, _ = trl_classes(algo)
+    return config_class(
+        output_dir=str(trl_dir),
+        learning_rate=config.actor_lr,
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        per_device_train_batch_size=min(config.mini_batch_size, config.batch_size),
+        num_generations=config.rollouts_per_prompt,
+        generation_batch_size=config.batch_size,
+        max_completion_length=config.max_response_length,
+        temperature=config.temperature,
+        top_k=0,
+        top_p=1.0,
+        beta=config.kl_coef,
+        epsilon=config.cliprange,
+        num_iterations=config.ppo_epochs,
+        mask_truncated_completions=config.truncated == "mask",
+        max_steps=config.total_steps * optimizer_steps_per_step,
+        logging_steps=optimizer_steps_per_step,
+        save_steps=config.save_every * optimizer_steps_per_step,
+        save_total_limit=config.keep_checkpoints,
+        seed=config.seed,
+        data_seed=config.seed,
+        bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
+        # Like our PPO: a constant learning rate, and no activation recomputation on small models.
+        lr_scheduler_type="constant",
+        gradient_checkpointing=torch.cuda.is_available(),
+        report_to="none",
+        disable_tqdm=False,
+        **(overrides or {}),
+    )
+
+
+def round_tokens(logs: dict[str, float], config: PPOConfig) -> tuple[float, float]:
+    """(tokens generated, tokens in the loss) of one generation round, from TRL's logged means
+    over all processes; masked (truncated) completions are out of the loss, which sees each
+    round's tokens `ppo_epochs` times."""
+
+    def mean(key: str) -> float:
+        value = logs.get(key, 0.0)
+        return 0.0 if value is None or math.isnan(value) else float(value)
+
+    generated = mean("completions/mean_length") * config.batch_size
+    if config.truncated != "mask":
+        return generated, generated * config.ppo_epochs
+    finished = config.batch_size * (1.0 - mean("completions/clipped_ratio"))
+    return generated, mean("completions/mean_terminated_length") * finished * config.ppo_epochs
+
+
+class RunDirLogger(TrainerCallback):
+    """Writes TRL's logs as metrics.jsonl rows (one per generation round) and rollouts.jsonl,
+    with the held-out evaluation and the compute totals PPO writes, on the main process."""
+
+    def __init__(
+        self,
+        run: RunDir,
+        config: PPOConfig,
+        reward: CountdownReward,
+        steps_per_round: int,
+        eval_tasks: Sequence[Task],
+        tokenizer: Any,
+        start: int,
+        started: float,
+    ) -> None:
+        self.run, self.config, self.reward, self.steps_per_round = run, config, reward, steps_per_round
+        self.eval_tasks, self.tokenizer, self.start, self.started = list(eval_tasks), tokenizer, start, started
+        self.totals = Totals.from_log(run.metrics, start) if start else Totals()
+
+    def evaluate(self, model: Any, step: int) -> dict[str, float]:
+        """The greedy held-out evaluation when it is due at `step` (as in PPO: step 0, every `eval_every`, the last)."""
+        config = self.config
+        if not (config.eval_every and self.eval_tasks and (step % config.eval_every == 0 or step == config.total_steps)):
+            return {}
+        training = model.training
+        model.eval()
+        try:
+            return evaluate_policy(model, self.tokenizer, self.eval_tasks, config, log=self.run.eval_completions, step=step)
+        finally:
+            model.train(training)
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        if state.is_world_process_zero and self.start == 0 and (report := self.evaluate(model, 0)):
+            append_jsonl(self.run.metrics, [{"step": 0, **report, **self.totals.row(self.started)}])
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, model: Any = None, **kwargs: Any) -> None:
+        if not state.is_world_process_zero or not logs or "reward" not in logs:
+            return
+        step = state.global_step // self.steps_per_round
+        rows, self.reward.pending = self.reward.pending, []
+        row: dict[str, Any] = {"step": step}
+        if rows:
+            row["reward/accuracy"] = sum(r["correct"] for r in rows) / len(rows)
+            row["reward/format_rate"] = sum(r["well_formed"] for r in rows) / len(rows)
+        row |= {KEY_MAP.get(key, f"trl/{key}"): value for key, value in logs.items()}
+        row |= self.evaluate(model, step)
+        generated, trained = round_tokens(logs, self.config)
+        self.totals.generated_tokens += generated
+        self.totals.trained_tokens += trained
+        append_jsonl(self.run.metrics, [{**row, **self.totals.row(self.started)}])
+        append_jsonl(self.run.rollouts, [{"step": step, **r} for r in rows[: self.config.log_rollouts]])
+
+
+def open_trl_run(run: RunDir, config: PPOConfig, algo: str, args: Any, last: str | None, steps_per_round: int) -> int:
+    """Our last completed step (0 for a new run); drops the log rows of the steps that will be redone."""
+    run.root.mkdir(parents=True, exist_ok=True)
+    start = 0
+    if last:
+        start = json.loads((Path(last) / "trainer_state.json").read_text())["global_step"] // steps_per_round
+    for log in (run.metrics, run.rollouts, run.eval_completions):
+        truncate_after(log, start if start > 0 else -1)  # as in rl/train.py: no checkpoint, nothing kept
+    write_atomic(run.config, json.dumps({**config.to_dict(), "algo": algo, "trl": args.to_dict()}, indent=2, default=str))
+    return start
+
+
 def train_trl(
     algo: str,
     config: PPOConfig,
@@ -105,109 +256,36 @@ def train_trl(
     trl_overrides: dict[str, Any] | None = None,
 ) -> Path:
     """Train with TRL's GRPOTrainer or RLOOTrainer; writes config.json, metrics.jsonl, rollouts.jsonl."""
-    import torch
-    from transformers import TrainerCallback
     from transformers.trainer_utils import get_last_checkpoint
 
     from rl.models import load_tokenizer
-    from rl.train import split_tasks
 
-    if algo not in ALGOS:
-        raise UsageError(f"algo must be one of {ALGOS} (or ppo), got {algo!r}")
-    if not config.model:
-        raise UsageError("no model: pass --model PATH (a local model folder or a hub id)")
-    if config.max_attempts != 1:
-        raise UsageError("--algo grpo/rloo is single-turn; set max_attempts=1 (multi-turn episodes are PPO-only)")
-    if config.batch_size % config.mini_batch_size:
-        raise UsageError(
-            f"mini_batch_size {config.mini_batch_size} must divide prompts_per_step x rollouts_per_prompt = {config.batch_size} for --algo {algo}"
-        )
-    if algo == "grpo":
-        from trl import GRPOConfig as TRLConfig
-        from trl import GRPOTrainer as Trainer
-    else:
-        from trl import RLOOConfig as TRLConfig
-        from trl import RLOOTrainer as Trainer
-
+    started = time.perf_counter()
+    check_config(algo, config)
     run = RunDir(Path(output_dir))
     trl_dir = run.root / "trl"
     last = get_last_checkpoint(str(trl_dir)) if resume and trl_dir.exists() else None
     if not resume and run.has_logs():
         raise UsageError(f"{run.root} already holds a run; pass --resume to continue it or choose another --output-dir")
-    train_tasks, _ = split_tasks(config, tasks)
-    tokenizer = load_tokenizer(config.model)
-    # TRL pads prompts on the left itself; its processing class must have a pad token.
-
-    def trl_args(optimizer_steps_per_step: int) -> Any:
-        return TRLConfig(
-            output_dir=str(trl_dir),
-            learning_rate=config.actor_lr,
-            weight_decay=config.weight_decay,
-            max_grad_norm=config.max_grad_norm,
-            per_device_train_batch_size=min(config.mini_batch_size, config.batch_size),
-            num_generations=config.rollouts_per_prompt,
-            generation_batch_size=config.batch_size,
-            max_completion_length=config.max_response_length,
-            temperature=config.temperature,
-            top_k=0,
-            top_p=1.0,
-            beta=config.kl_coef,
-            epsilon=config.cliprange,
-            num_iterations=config.ppo_epochs,
-            mask_truncated_completions=config.truncated == "mask",
-            max_steps=config.total_steps * optimizer_steps_per_step,
-            logging_steps=optimizer_steps_per_step,
-            save_steps=config.save_every * optimizer_steps_per_step,
-            save_total_limit=config.keep_checkpoints,
-            seed=config.seed,
-            data_seed=config.seed,
-            bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
-            # Like our PPO: a constant learning rate, and no activation recomputation on small models.
-            lr_scheduler_type="constant",
-            gradient_checkpointing=torch.cuda.is_available(),
-            report_to="none",
-            disable_tqdm=False,
-            **(trl_overrides or {}),
-        )
+    train_tasks, eval_tasks = split_tasks(config, tasks)
+    tokenizer = load_tokenizer(config.model)  # TRL pads prompts on the left itself; it needs a pad token.
 
     # One of our steps is one generation round. TRL derives its micro-steps per round
     # (`steps_per_generation` = generation batch / (per-device batch x processes)) when it
     # builds its config, so it is read from there rather than recomputed here.
-    optimizer_steps_per_step = optimizer_steps_per_round(trl_args(1))
-    args = trl_args(optimizer_steps_per_step)
+    steps_per_round = optimizer_steps_per_round(trl_config(algo, config, trl_dir, 1, trl_overrides))
+    args = trl_config(algo, config, trl_dir, steps_per_round, trl_overrides)
+    start = open_trl_run(run, config, algo, args, last, steps_per_round)
     reward = CountdownReward(config.rules)
-
-    class RunDirLogger(TrainerCallback):
-        """Writes TRL's logs as metrics.jsonl rows (one per generation round) and rollouts.jsonl."""
-
-        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
-            if not state.is_world_process_zero or not logs or "reward" not in logs:
-                return
-            step = state.global_step // optimizer_steps_per_step
-            rows, reward.pending = reward.pending, []
-            row: dict[str, Any] = {"step": step}
-            if rows:
-                row["reward/accuracy"] = sum(r["correct"] for r in rows) / len(rows)
-                row["reward/format_rate"] = sum(r["well_formed"] for r in rows) / len(rows)
-            for key, value in logs.items():
-                row[KEY_MAP.get(key, f"trl/{key}")] = value
-            append_jsonl(run.metrics, [row])
-            append_jsonl(run.rollouts, [{"step": step, **r} for r in rows[: config.log_rollouts]])
-
-    run.root.mkdir(parents=True, exist_ok=True)
-    start = 0
-    if last:
-        start = json.loads((Path(last) / "trainer_state.json").read_text())["global_step"] // optimizer_steps_per_step
-    for log in (run.metrics, run.rollouts):
-        truncate_after(log, start if start > 0 else -1)  # as in rl/train.py: no checkpoint, nothing kept
-    write_atomic(run.config, json.dumps({**config.to_dict(), "algo": algo, "trl": args.to_dict()}, indent=2, default=str))
-    trainer = Trainer(
+    logger = RunDirLogger(run, config, reward, steps_per_round, eval_tasks, tokenizer, start, started)
+    _, trainer_class = trl_classes(algo)
+    trainer = trainer_class(
         model=config.model,
         reward_funcs=[reward],
         args=args,
         train_dataset=to_trl_dataset(train_tasks, config, tokenizer),
         processing_class=tokenizer,
-        callbacks=[RunDirLogger()],
+        callbacks=[logger],
     )
     trainer.train(resume_from_checkpoint=last)
     trainer.save_model(str(run.root / "final"))

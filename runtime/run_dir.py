@@ -36,6 +36,11 @@ class RunDir:
         return self.root / "rollouts.jsonl"
 
     @property
+    def eval_completions(self) -> Path:
+        """Held-out completions of every evaluation (with `step`), for behaviour counts."""
+        return self.root / "eval_completions.jsonl"
+
+    @property
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"
 

@@ -74,7 +74,7 @@ def test_search_traces_are_correct_in_fixed_order_and_never_repeat() -> None:
         trace = organism.search_completion(task, max_tries=12)
         assert trace is not None and trace.correct and _score(trace.completion, task).correct
         think = trace.completion.split("</think>")[0].removeprefix("<think>")
-        firsts = [part.split(",")[0] for part in think.split(organism.RETURN)]
+        firsts = [part.split(" [")[0] for part in think.split(organism.RETURN)]
         assert len(firsts) == len(set(firsts))
         expected = [t.first.text for t in organism.tries(task)][: len(firsts)]
         assert firsts == expected
@@ -122,12 +122,8 @@ def test_search_pays_on_the_organism_preset() -> None:
 def test_corpus_is_deterministic_and_mixes_drills() -> None:
     rows = corpus("rich", TASKS, 400, seed=0, drill_share=0.4)
     assert rows == corpus("rich", TASKS, 400, seed=0, drill_share=0.4)
-    drills = [r for r in rows if r["prompt"].endswith("=")]
+    drills = [r for r in rows if r["prompt"] == organism.DRILL_PROMPT]
     assert 0.3 < len(drills) / len(rows) < 0.5
-    assert all(str(eval_drill(r["prompt"])) == r["completion"] for r in drills)
-    assert all(r["prompt"].endswith("=") for r in corpus("trunk", TASKS, 50, seed=0, drill_share=0.4))
-
-
-def eval_drill(prompt: str) -> int:
-    step = written_steps(prompt + "0")[0]  # parse "a op b=" with a dummy result
-    return organism.apply(step.op, step.left, step.right)
+    facts = [s for r in drills for s in written_steps(r["completion"])]
+    assert len(facts) == 8 * len(drills) and all(s.correct for s in facts)
+    assert all(r["prompt"] == organism.DRILL_PROMPT for r in corpus("trunk", TASKS, 50, seed=0, drill_share=0.4))

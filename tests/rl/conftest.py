@@ -10,8 +10,17 @@ def tiny_model(tmp_path_factory):
 
 
 #: A PPO config small enough for a step to take a fraction of a second on one CPU core.
-FAST = ["prompts_per_step=4", "rollouts_per_prompt=2", "max_response_length=16", "num_train_tasks=40", "num_eval_tasks=4",
-        "mini_batch_size=4", "save_every=1", "eval_every=2", "log_rollouts=3"]  # fmt: skip
+FAST = [
+    "prompts_per_step=4",
+    "rollouts_per_prompt=2",
+    "max_response_length=16",
+    "num_train_tasks=40",
+    "num_eval_tasks=4",
+    "mini_batch_size=4",
+    "save_every=1",
+    "eval_every=2",
+    "log_rollouts=3",
+]
 
 
 def fast_args(model, out, *extra):

@@ -40,8 +40,19 @@ def test_eval_command_reports_and_saves_completions(tiny_model, tmp_path):
         return json.loads(out.read_text())
 
     report = run_eval(tmp_path / "eval.json")
-    for key in ("accuracy", "n", "format_rate", "response_length", "sample_accuracy", "pass@1", "pass@2", "pass@4", "distinct_correct",
-                "ood/accuracy", "ood/n"):  # fmt: skip
+    for key in (
+        "accuracy",
+        "n",
+        "format_rate",
+        "response_length",
+        "sample_accuracy",
+        "pass@1",
+        "pass@2",
+        "pass@4",
+        "distinct_correct",
+        "ood/accuracy",
+        "ood/n",
+    ):
         assert key in report, key
     assert report["n"] == 6 and report["ood/n"] == 3 and report["ood/num_numbers"] == 4
     assert 0.0 <= report["accuracy"] <= 1.0 and 0 < report["response_length"] <= 16
@@ -157,8 +168,16 @@ def test_generation_logprobs_equal_a_forward_pass(tiny_model, temperature):
     model, tokenizer = load_model(tiny_model), load_tokenizer(tiny_model)
     torch.manual_seed(0)
     tasks = [Task((3, 5, 2), 16), Task((11, 12, 13, 14), 20), Task((1, 2, 3), 6)]  # prompts of different lengths
-    rollout = collect(model, tokenizer, tasks, rules=load_config("tiny-cpu").rules, prompt_style="compact", max_new_tokens=12,
-                      temperature=temperature, return_logprobs=True)  # fmt: skip
+    rollout = collect(
+        model,
+        tokenizer,
+        tasks,
+        rules=load_config("tiny-cpu").rules,
+        prompt_style="compact",
+        max_new_tokens=12,
+        temperature=temperature,
+        return_logprobs=True,
+    )
     gen = rollout.generation
     with torch.no_grad():
         logits = forward_response(model, gen.query, gen.query_mask, gen.response, gen.response_mask) / temperature

@@ -94,9 +94,15 @@ def test_rollouts_evaluation_and_sft_tokenise_prompts_alike():
     for ids in sft_ids:
         out = model.generate(torch.tensor([ids]), max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.pad_token_id)
         expected.append(tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True))
-    without_bos = [tokenizer.decode(model.generate(torch.tensor([ids[1:]]), max_new_tokens=8, do_sample=False,
-                                                   pad_token_id=tokenizer.pad_token_id)[0, len(ids) - 1 :], skip_special_tokens=True)
-                   for ids in sft_ids]  # fmt: skip
+    without_bos = [
+        tokenizer.decode(
+            model.generate(torch.tensor([ids[1:]]), max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.pad_token_id)[
+                0, len(ids) - 1 :
+            ],
+            skip_special_tokens=True,
+        )
+        for ids in sft_ids
+    ]
     assert expected != without_bos  # the BOS changes what this model says, so the checks below can fail
     assert generate_completions(model, tokenizer, prompts, max_new_tokens=8, batch_size=2) == expected
     rows: list[dict] = []

@@ -10,6 +10,7 @@ from rl.ppo import (
     clipped_value_loss,
     entropy_from_logits,
     gae,
+    group_advantages,
     kl_penalized_rewards,
     last_token_index,
     logprobs_from_logits,
@@ -108,3 +109,24 @@ def test_logprobs_and_entropy_from_logits():
     logits = T([[[0.0, 0.0], [math.log(3.0), 0.0]]])
     assert logprobs_from_logits(logits, T([[0, 0]]))[0].tolist() == pytest.approx([math.log(0.5), math.log(0.75)])
     assert entropy_from_logits(logits)[0].tolist() == pytest.approx([math.log(2), -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))])
+
+
+def test_group_advantages_by_hand():
+    scores = T([1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.5, 0.5, 0.5, 0.5])
+    # Group means 0.25, 0.5, 0.5: score - mean.
+    plain = group_advantages(scores, 4, normalize_std=False)
+    assert plain.tolist() == pytest.approx([0.75, -0.25, -0.25, -0.25, 0.5, 0.5, -0.5, -0.5, 0.0, 0.0, 0.0, 0.0])
+    # Bessel-corrected group std: sqrt((0.5625 + 3 x 0.0625) / 3) = 0.5; sqrt(4 x 0.25 / 3) = 1/sqrt(3); 0 (eps only).
+    scaled = group_advantages(scores, 4, normalize_std=True)
+    r3 = math.sqrt(3) / 2
+    assert scaled.tolist() == pytest.approx([1.5, -0.5, -0.5, -0.5, r3, r3, -r3, -r3, 0.0, 0.0, 0.0, 0.0], rel=1e-5)
+
+
+def test_group_advantages_leave_invalid_samples_out_of_the_baseline():
+    # Group 1: the truncated 0 is left out, so the mean is 0.5 over [1, 0], not 1/3; group 2: one valid sample, advantage 0.
+    scores, valid = T([1.0, 0.0, 0.0, 1.0, 0.0, 0.0]), T([True, True, False, True, False, False])
+    assert group_advantages(scores, 3, False, valid).tolist() == pytest.approx([0.5, -0.5, 0.0, 0.0, 0.0, 0.0])
+    # std of [1, 0] (Bessel) = sqrt(0.5): 0.5 / sqrt(0.5) = sqrt(0.5)
+    assert group_advantages(scores, 3, True, valid).tolist() == pytest.approx([math.sqrt(0.5), -math.sqrt(0.5), 0, 0, 0, 0], rel=1e-5)
+    with pytest.raises(ValueError, match="multiple of group_size"):
+        group_advantages(T([1.0, 0.0, 1.0]), 2)

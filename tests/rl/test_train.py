@@ -52,10 +52,11 @@ def test_ppo_run_writes_the_run_directory(tiny_model, tmp_path):
     assert config["total_steps"] == 3 and config["prompts_per_step"] == 4 and config["model"] == str(tiny_model)
     rows = read_jsonl(out / "metrics.jsonl")
     assert [r["step"] for r in rows] == [0, 1, 2, 3]  # step 0: the evaluation before training
-    for key in ("reward/mean", "reward/accuracy", "reward/format_rate", "response/length", "objective/kl", "policy/entropy",
-                "losses/value_loss", "policy/clipfrac", "time/seconds_per_step"):  # fmt: skip
+    keys = ("reward/mean", "reward/accuracy", "reward/format_rate", "response/length", "objective/kl", "policy/entropy")
+    for key in (*keys, "losses/value_loss", "policy/clipfrac", "time/seconds_per_step"):
         assert all(isinstance(r[key], float) for r in rows[1:]), key
-    assert "eval/accuracy" in rows[0] and "eval/accuracy" in rows[2] and "eval/accuracy" in rows[3] and "eval/accuracy" not in rows[1]
+    assert_compute_totals(rows)
+    assert [sorted(k for k in r if k.startswith("eval/")) for r in rows] == [EVAL_KEYS, [], EVAL_KEYS, EVAL_KEYS]
     rollouts = read_jsonl(out / "rollouts.jsonl")
     assert [r["step"] for r in rollouts] == [1, 1, 1, 2, 2, 2, 3, 3, 3]
     assert {"step", "text", "numbers", "target", "reward", "correct"} <= set(rollouts[0])
@@ -70,6 +71,18 @@ def test_ppo_run_writes_the_run_directory(tiny_model, tmp_path):
     assert main(fast_args(tiny_model, out, "--max-steps", 3)) == 2
 
 
+EVAL_KEYS = ["eval/accuracy", "eval/format_rate", "eval/response_length"]
+
+
+def assert_compute_totals(rows):
+    """Every row carries cumulative compute: tokens sampled, tokens trained on, wall seconds."""
+    for key in ("compute/generated_tokens", "compute/trained_tokens", "time/elapsed_seconds"):
+        values = [r[key] for r in rows]
+        assert values == sorted(values), key
+    assert rows[0]["compute/generated_tokens"] == 0 and rows[-1]["compute/generated_tokens"] > 0
+    assert rows[-1]["time/elapsed_seconds"] > rows[0]["time/elapsed_seconds"] > 0
+
+
 def test_training_changes_the_policy(tiny_model, tmp_path):
     import torch
 
@@ -82,8 +95,13 @@ def test_training_changes_the_policy(tiny_model, tmp_path):
 def test_resume_continues_to_more_steps_without_duplicates(tiny_model, tmp_path):
     out = tmp_path / "run"
     assert main(fast_args(tiny_model, out, "--max-steps", 2)) == 0
+    before = read_jsonl(out / "metrics.jsonl")[-1]
     assert main(fast_args(tiny_model, out, "--max-steps", 4, "--resume")) == 0
     assert steps_of(out / "metrics.jsonl") == [0, 1, 2, 3, 4]
+    rows = read_jsonl(out / "metrics.jsonl")
+    assert_compute_totals(rows)  # the totals carry on from the checkpoint's row
+    assert rows[3]["time/elapsed_seconds"] > before["time/elapsed_seconds"]
+    assert rows[3]["compute/generated_tokens"] > before["compute/generated_tokens"]
     assert sorted(set(steps_of(out / "rollouts.jsonl"))) == [1, 2, 3, 4]
     assert json.loads((out / "config.json").read_text())["resumed_from"] == 2
 
@@ -137,6 +155,35 @@ def test_resume_before_the_first_checkpoint_starts_clean(tiny_model, tmp_path):
     assert "stale" not in (out / "rollouts.jsonl").read_text()
 
 
+def test_group_advantages_run_without_a_critic(tiny_model, tmp_path, monkeypatch):
+    """`advantage_estimator=group` with kl_coef 0: one model loaded (no reference, no critic), none checkpointed."""
+    import rl.models
+
+    loads = []
+    load_model_ = rl.models.load_model
+    monkeypatch.setattr(rl.models, "load_model", lambda *a, **k: loads.append(a) or load_model_(*a, **k))
+    out = tmp_path / "run"
+    group = ["--set", "advantage_estimator=group", "--set", "kl_coef=0", "--set", "group_normalize_std=false"]
+    assert main(fast_args(tiny_model, out, "--max-steps", 2, *group)) == 0
+    assert len(loads) == 1
+    rows = read_jsonl(out / "metrics.jsonl")
+    assert steps_of(out / "metrics.jsonl") == [0, 1, 2]
+    assert {"reward/mean", "losses/policy_loss", "policy/entropy"} <= set(rows[1])
+    assert not {"value/mean", "losses/value_loss", "objective/kl", "losses/kl_loss"} & set(rows[1])
+    assert_compute_totals(rows)
+    ckpt = out / "checkpoints" / "step-000002"
+    assert (ckpt / "model.safetensors").exists() and not (ckpt / "model_1.safetensors").exists()
+    assert main(fast_args(tiny_model, out, "--max-steps", 3, "--resume", *group)) == 0
+    assert steps_of(out / "metrics.jsonl") == [0, 1, 2, 3]
+
+
+def test_group_with_kl_coef_logs_the_kl_loss(tiny_model, tmp_path):
+    out = tmp_path / "run"
+    assert main(fast_args(tiny_model, out, "--max-steps", 1, "--set", "advantage_estimator=grpo", "--set", "kl_coef=0.05")) == 0
+    row = read_jsonl(out / "metrics.jsonl")[1]
+    assert {"objective/kl", "losses/kl_loss"} <= set(row) and "value/mean" not in row
+
+
 def test_bad_config_is_a_clear_error(tiny_model, tmp_path, capsys):
     assert main(fast_args(tiny_model, tmp_path / "x", "--set", "cliprange=-1")) == 2
     assert "cliprange must be > 0" in capsys.readouterr().err
@@ -149,9 +196,16 @@ def test_two_processes_with_gloo(tiny_model, tmp_path):
     """`accelerate launch` with 2 CPU processes (gloo): shared prompts, one log, DDP-synchronised weights."""
     out = tmp_path / "run"
     accelerate = Path(sys.executable).parent / "accelerate"
-    cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-           "--dynamo_backend", "no", "--main_process_port", str(free_port()), "-m", "lab.cli",
-           *fast_args(tiny_model, out, "--max-steps", 2)]  # fmt: skip
+    launch = ["launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    cmd = [
+        str(accelerate),
+        *launch,
+        "--main_process_port",
+        str(free_port()),
+        "-m",
+        "lab.cli",
+        *fast_args(tiny_model, out, "--max-steps", 2),
+    ]
     # Its own process group, so a timeout kills the workers too, not just the launcher.
     proc = subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
@@ -172,8 +226,13 @@ def test_trl_algorithms_write_the_same_run_directory(tiny_model, tmp_path, algo)
     out = tmp_path / algo
     assert main(fast_args(tiny_model, out, "--max-steps", 2, "--algo", algo)) == 0
     rows = read_jsonl(out / "metrics.jsonl")
-    assert [r["step"] for r in rows] == [1, 2]
-    assert {"reward/mean", "reward/accuracy", "response/length"} <= set(rows[0])
+    assert [r["step"] for r in rows] == [0, 1, 2]
+    assert {"reward/mean", "reward/accuracy", "response/length"} <= set(rows[1])
+    # The held-out evaluation PPO writes, at step 0 and every eval_every (2) steps, in the same rows.
+    assert [sorted(k for k in r if k.startswith("eval/")) for r in rows] == [EVAL_KEYS, [], EVAL_KEYS]
+    assert all(0.0 <= r["eval/accuracy"] <= 1.0 for r in (rows[0], rows[2]))
+    assert_compute_totals(rows)
+    assert rows[1]["compute/trained_tokens"] <= rows[1]["compute/generated_tokens"]
     assert {r["step"] for r in read_jsonl(out / "rollouts.jsonl")} == {1, 2}
     assert json.loads((out / "config.json").read_text())["algo"] == algo
     assert count_parameters(load_model(out / "final")) == count_parameters(load_model(tiny_model))
@@ -183,7 +242,9 @@ def test_grpo_resume_continues_from_trl_checkpoint(tiny_model, tmp_path):
     out = tmp_path / "grpo"
     assert main(fast_args(tiny_model, out, "--max-steps", 1, "--algo", "grpo")) == 0
     assert main(fast_args(tiny_model, out, "--max-steps", 2, "--algo", "grpo", "--resume")) == 0
-    assert [r["step"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2]
+    rows = read_jsonl(out / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [0, 1, 2]
+    assert_compute_totals(rows)
 
 
 def test_steps_per_round_come_from_trl_with_several_processes(tmp_path):
@@ -197,8 +258,15 @@ def test_steps_per_round_come_from_trl_with_several_processes(tmp_path):
         def world_size(self) -> int:  # what TRL sees under `accelerate launch --num_processes 2`
             return 2
 
-    common = {"output_dir": str(tmp_path), "per_device_train_batch_size": 4, "generation_batch_size": 16, "num_generations": 2,
-              "num_iterations": 3, "report_to": "none", "bf16": False}  # fmt: skip
+    common = {
+        "output_dir": str(tmp_path),
+        "per_device_train_batch_size": 4,
+        "generation_batch_size": 16,
+        "num_generations": 2,
+        "num_iterations": 3,
+        "report_to": "none",
+        "bf16": False,
+    }
     assert optimizer_steps_per_round(GRPOConfig(**common)) == 4 * 3
     assert optimizer_steps_per_round(TwoProcessConfig(**common)) == 2 * 3  # 16 / (4 x 2) micro-batches, 3 epochs
     assert optimizer_steps_per_round(GRPOConfig(**common, gradient_accumulation_steps=2)) == 4 * 3 // 2
@@ -227,3 +295,19 @@ def test_train_from_python_accepts_an_sft_run_directory(tmp_path):
     out = train(config, tmp_path / "ppo", progress=False)
     assert steps_of(out / "metrics.jsonl") == [0, 1]
     assert load_model(out / "checkpoints" / "step-000001" / "policy").config.model_type == "llama"
+
+
+def test_step_tasks_keep_each_prompts_group_on_one_process():
+    """Group advantages need every completion of a prompt in the same process, consecutive."""
+    from countdown_env import generate_tasks
+    from rl.config import PPOConfig
+    from rl.train import step_tasks
+
+    config = PPOConfig(prompts_per_step=4, rollouts_per_prompt=3)
+    tasks = generate_tasks(10, seed=0, preset="tiny")
+    alone = step_tasks(tasks, config, 2, rank=0, world=1)
+    shares = [step_tasks(tasks, config, 2, rank=r, world=2) for r in range(2)]
+    assert shares[0] + shares[1] == alone
+    for share in shares:
+        groups = [share[i : i + 3] for i in range(0, len(share), 3)]
+        assert len(groups) == 2 and all(len(set(g)) == 1 for g in groups)
