@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -53,7 +54,7 @@ def _is_organism(preset: str) -> bool:
     return read_mapping(resolve_source(preset, PRESET_DIR, what="experiment")).get("kind") == "organism"
 
 
-def load_organism(preset: str, overrides: dict) -> object:
+def load_organism(preset: str, overrides: dict[str, Any]) -> Any:
     """An `OrganismConfig` from a `kind: organism` preset, then `overrides`."""
     from lab.experiment import PRESET_DIR
     from lab.organism import OrganismConfig
@@ -80,9 +81,14 @@ def _organism(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from countdown_env.errors import output_dir
-    from lab.experiment import ExperimentConfig, run_experiment
+    from lab.organism import install_shipped_bases, run_organism
 
-    root = run_experiment(ExperimentConfig.load("demo"), output_dir(args.output_dir, "--output-dir"))
+    output_dir(args.output_dir, "--output-dir")
+    config = load_organism("demo", {})
+    installed = install_shipped_bases(config.bases_cache)
+    if installed:
+        print(f"demo: using the shipped seed-0 base models ({', '.join(installed)}) in {config.bases_cache}")
+    root = run_organism(config, args.output_dir)
     _report(root)
     return 0
 
@@ -95,11 +101,33 @@ def _report(root: Path) -> None:
     print((root / "summary.md").read_text())
     for _, row in table.iterrows():
         if "acc_before" in row:
+            name = f"{row['base']}/{row['condition']}" if row.get("base", "default") != "default" else row["condition"]
             print(
-                f"{row['condition']} seed {row['seed']}: held-out accuracy {row['acc_before']:.3f} -> {row['acc_after']:.3f} after {row.get('last_step', '?')} PPO steps"
+                f"{name} seed {row['seed']}: held-out accuracy {row['acc_before']:.3f} -> {row['acc_after']:.3f} after {row.get('last_step', '?')} RL steps"
             )
     timing = json.loads((root / "timing.json").read_text()) if (root / "timing.json").exists() else {}
     print(f"\nsummary: {root / 'summary.md'} (and summary.csv, frequencies.csv)")
-    print(f"plots:   {root / 'plots'}/ (accuracy_vs_step.png, behaviors_vs_step.png, behavior_share_vs_step.png)")
+    print(f"plots:   {root / 'plots'}/ (accuracy_vs_step.png, spread_vs_step.png, behaviors_vs_step*.png)")
     if timing:
         print(f"took {timing['minutes']} minutes")
+    for line in closing_words(table):
+        print(line)
+
+
+def closing_words(table: Any) -> list[str]:
+    """What happened, in words: accuracy before -> after per base/condition (mean over seeds), and
+    the behaviours of held-out completions, so a newcomer sees RL working and behaviours mattering."""
+    if "acc_before" not in table or "base" not in table:
+        return []
+    lines = ["", "What happened (held-out accuracy, greedy; mean over seeds):"]
+    for (base, condition), group in table.groupby(["base", "condition"], sort=False):
+        name = f"{base} base" if condition == "none" else f"{base} base primed with {condition}"
+        line = f"  {name}: {group['acc_before'].mean():.2f} -> {group['acc_after'].mean():.2f}"
+        if "heldout_avg_verifications_before" in group:
+            line += (
+                f" (checks per answer {group['heldout_avg_verifications_before'].mean():.2f} -> "
+                f"{group['heldout_avg_verifications_after'].mean():.2f}, returns {group['heldout_avg_backtracking_before'].mean():.2f} -> "
+                f"{group['heldout_avg_backtracking_after'].mean():.2f})"
+            )
+        lines.append(line)
+    return lines

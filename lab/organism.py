@@ -34,6 +34,8 @@ from countdown_env import Task, generate_tasks, read_tasks, write_tasks
 from countdown_env.errors import UsageError
 
 INCORRECT = "_incorrect"
+#: Base models shipped with the package (seed 0), so `countdown-lab demo` can spend its minutes on RL.
+SHIPPED_BASES = Path(__file__).parent / "bases"
 NO_PRIMING = "none"
 
 
@@ -237,6 +239,28 @@ def run_one(config: OrganismConfig, root: Path, name: str, seed: int) -> Path:
     stage_rl(config, run, model, seed, tasks["rl"])
     stage_classify(run)
     return run
+
+
+def install_shipped_bases(cache: str | Path) -> list[str]:
+    """Copy the shipped seed-0 bases into `cache` where it has none; returns what was copied.
+
+    They are what `countdown-lab pretrain --seed 0` makes with the default settings; a cache
+    that already holds seed-0 bases (made here, or copied before) is left alone.
+    """
+    import shutil
+
+    source, target = SHIPPED_BASES / "seed-0", Path(cache) / "seed-0"
+    if not source.is_dir():
+        return []
+    copied = []
+    target.mkdir(parents=True, exist_ok=True)
+    if not (target / "pretrain.json").exists():
+        shutil.copy2(source / "pretrain.json", target / "pretrain.json")
+    for stage in sorted(p.name for p in source.iterdir() if p.is_dir()):
+        if not (target / stage / "model" / "config.json").exists():
+            shutil.copytree(source / stage / "model", target / stage / "model", dirs_exist_ok=True)
+            copied.append(stage)
+    return copied
 
 
 def _pretrain_job(config: OrganismConfig, seed: int, base: str) -> str:
