@@ -16,7 +16,15 @@ from runtime.config import PresetArgumentParser
 
 # Modules that define subcommands, in --help order. A module missing from a partial
 # checkout is skipped rather than breaking the whole CLI.
-COMMAND_MODULES = ("countdown_env.cli", "priming.cli", "priming.sft_cli", "priming.pretrain_cli", "rl.cli", "behavior_classifier.cli", "lab.commands")
+COMMAND_MODULES = (
+    "countdown_env.cli",
+    "priming.cli",
+    "priming.sft_cli",
+    "priming.pretrain_cli",
+    "rl.cli",
+    "behavior_classifier.cli",
+    "lab.commands",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -95,7 +95,9 @@ def _report(root: Path) -> None:
     for _, row in table.iterrows():
         if "acc_before" in row:
             name = f"{row['base']}/{row['condition']}" if row.get("base", "default") != "default" else row["condition"]
-            print(f"{name} seed {row['seed']}: held-out accuracy {row['acc_before']:.3f} -> {row['acc_after']:.3f} after {row.get('last_step', '?')} RL steps")
+            print(
+                f"{name} seed {row['seed']}: held-out accuracy {row['acc_before']:.3f} -> {row['acc_after']:.3f} after {row.get('last_step', '?')} RL steps"
+            )
     timing = json.loads((root / "timing.json").read_text()) if (root / "timing.json").exists() else {}
     print(f"\nsummary: {root / 'summary.md'} (and summary.csv, frequencies.csv)")
     print(f"plots:   {root / 'plots'}/ (accuracy_vs_step.png, spread_vs_step.png, behaviors_vs_step*.png)")
