@@ -48,7 +48,8 @@ def main() -> None:
                   f"checked {r['checks']:.2f}")  # fmt: skip
         for gate in report["gates"]:
             print(f"  gate {'PASS' if gate['pass'] else 'FAIL'}: {gate['gate']}")
-    print("search pays (seed %d): %s" % (args.seeds[0], json.dumps(base_gates(config, args.seeds[0], needed)["search_pays"])))
+    pays = base_gates(config, args.seeds[0], needed)["search_pays"]
+    print(f"search pays (seed {args.seeds[0]}): {json.dumps(pays)}")
     columns = [c for c in ("acc_before", "acc_after", "acc_gain", "heldout_avg_verifications_before", "heldout_avg_verifications_after",
                            "heldout_avg_backtracking_before", "heldout_avg_backtracking_after", "generated_tokens", "rl_seconds")
                if c in table]  # fmt: skip
