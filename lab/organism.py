@@ -25,6 +25,7 @@ import multiprocessing
 import os
 import sys
 import time
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -263,6 +264,26 @@ def install_shipped_bases(cache: str | Path) -> list[str]:
     return copied
 
 
+def base_gates(config: OrganismConfig, seed: int, bases: Sequence[str]) -> dict[str, Any]:
+    """Each base's greedy accuracy, arithmetic and behaviour on the held-out tasks, and the
+    pretraining gates, written once to `<cache>/seed-<s>/gates.json` (and read from there after)."""
+    from priming import organism
+    from priming.pretrain import base_dir, evaluate_base, gates
+
+    path = Path(config.bases_cache) / f"seed-{seed}" / "gates.json"
+    if path.exists():
+        known = json.loads(path.read_text())
+        if set(bases) <= set(known.get("bases", {})):
+            return known
+    held_out = generate_tasks(config.pretrain_config(seed).gate_tasks, seed=seed, preset="organism", split="test")
+    reports = {base: evaluate_base(base_dir(config.bases_cache, seed, base) / "model", held_out, base) for base in bases}
+    verdicts = gates(reports) if set(reports) == {"rich", "poor"} else []
+    out = {"search_pays": organism.search_pays(held_out, seed=seed), "bases": {k: asdict(v) for k, v in reports.items()},
+           "gates": [{"gate": text, "pass": ok} for text, ok in verdicts]}  # fmt: skip
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    return out
+
+
 def _pretrain_job(config: OrganismConfig, seed: int, base: str) -> str:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
@@ -312,6 +333,8 @@ def run_organism(config: OrganismConfig, output_dir: str | Path) -> Path:
         pretrain(config.pretrain_config(seed), config.bases_cache, bases=(), progress=False)
         make_tasks(config, seed, root)
     _pool(config, [(seed, base) for seed in config.seeds for base in needed], _pretrain_job, "base")
+    for seed in config.seeds:
+        base_gates(config, seed, needed)
     pretrain_minutes = (time.perf_counter() - start) / 60
     _pool(config, [(str(root), name, seed) for seed in config.seeds for name in config.runs], _run_job, "run")
     summarize(root)
@@ -320,3 +343,31 @@ def run_organism(config: OrganismConfig, output_dir: str | Path) -> Path:
               "jobs": config.jobs}  # fmt: skip
     (root / "timing.json").write_text(json.dumps(timing) + "\n")
     return root
+
+
+# ---- the issue's goals, checked on a summary table ---------------------------------------------
+def goals(table: Any) -> list[tuple[str, float, bool]]:
+    """(goal, measured, met) for each of the study's findings that the organism should show,
+    from a summary table (mean over its seeds, accuracies in points)."""
+
+    def mean(base: str, condition: str, column: str) -> float:
+        rows = table[(table["base"] == base) & (table["condition"] == condition)]
+        return float(rows[column].mean()) * 100 if len(rows) and column in rows else float("nan")
+
+    out: list[tuple[str, float, bool]] = []
+
+    def check(goal: str, value: float, threshold: float) -> None:
+        out.append((goal, value, value == value and value >= threshold))
+
+    rich_gain = mean("rich", "none", "acc_after") - mean("rich", "none", "acc_before")
+    check("rich/none gains >= 10 points", rich_gain, 10)
+    check("poor/none ends >= 10 points below rich/none", mean("rich", "none", "acc_after") - mean("poor", "none", "acc_after"), 10)
+    for condition, margin in (("only_backtracking", 10), ("only_backtracking_incorrect", 7), ("only_backtracking_incorrect_slip", 7),
+                              ("only_backtracking_incorrect_ranout", 7)):  # fmt: skip
+        value = mean("poor", condition, "acc_after") - mean("poor", "none", "acc_after")
+        if value == value:
+            check(f"poor/{condition} ends >= {margin} points above poor/none", value, margin)
+    gap = mean("poor", "only_backtracking", "acc_after") - mean("poor", "empty_cot", "acc_after")
+    if gap == gap:
+        check("poor/empty_cot ends >= 5 points below poor/only_backtracking", gap, 5)
+    return out

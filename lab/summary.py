@@ -197,7 +197,17 @@ def summarize(root: str | Path) -> dict[str, Path]:
               "heldout_avg_verifications_before_mean", "heldout_avg_verifications_after_mean", "response_length_after_mean",
               "step_acc_before_mean", "step_acc_after_mean", "generated_tokens_mean", "rl_seconds_mean"]  # fmt: skip
     keep = [c for c in wanted if c in numeric]
-    md = ["# Experiment summary", "", "## Per run", "", to_markdown(table), "", "## Mean over seeds", "", to_markdown(numeric[keep].reset_index())]
+    md = [
+        "# Experiment summary",
+        "",
+        "## Per run",
+        "",
+        to_markdown(table),
+        "",
+        "## Mean over seeds",
+        "",
+        to_markdown(numeric[keep].reset_index()),
+    ]
     out["summary_md"].write_text("\n".join(md) + "\n")
     curves = accuracy_curves(runs)
     if not curves.empty:
@@ -208,7 +218,9 @@ def summarize(root: str | Path) -> dict[str, Path]:
             part = freqs[freqs["source"] == source]
             if part.empty:
                 continue
-            mean_freqs = part.drop(columns=["seed", "base", "source"]).groupby(["condition", "step"], as_index=False).mean(numeric_only=True)
+            mean_freqs = (
+                part.drop(columns=["seed", "base", "source"]).groupby(["condition", "step"], as_index=False).mean(numeric_only=True)
+            )
             plot_frequencies(mean_freqs, out["plots"] / f"behaviors_vs_step{suffix}.png",
                              title=f"behaviours per response (mean over seeds), accuracy and length: {what}")  # fmt: skip
             plot_frequencies(mean_freqs, out["plots"] / f"behavior_share_vs_step{suffix}.png", metric="share")
@@ -229,7 +241,9 @@ def plot_spread(curves: pd.DataFrame, freqs: pd.DataFrame, path: Path) -> Path:
     panels = [(curves.rename(columns={"accuracy": "value"}), "held-out accuracy (greedy)")]
     for column, name in (("avg_verifications", "verifications"), ("avg_backtracking", "backtracking")):
         if column in freqs:
-            panels.append((freqs[["condition", "seed", "step", column]].rename(columns={column: "value"}), f"{name} per response ({source})"))
+            panels.append(
+                (freqs[["condition", "seed", "step", column]].rename(columns={column: "value"}), f"{name} per response ({source})")
+            )
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
     names = sorted(set(curves["condition"]) if not curves.empty else set(freqs["condition"]))
     colors = {name: f"C{i}" for i, name in enumerate(names)}
