@@ -1,0 +1,100 @@
+"""The organism experiment end to end on a minute's budget: bases, priming, RL, judge, summary, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from countdown_env.errors import UsageError
+from lab.commands import closing_words, load_organism
+from lab.organism import OrganismConfig, goals, parse_run, run_dir, run_organism
+
+TINY = {
+    "runs": ["rich/none", "poor/none", "poor/only_backtracking_incorrect_ranout"],
+    "seeds": [0],
+    "pretrain": {"trunk_steps": 2, "base_steps": 3, "batch_size": 4, "gate_tasks": 6, "size": "tiny"},
+    "num_sft_tasks": 40,
+    "num_rl_tasks": 40,
+    "num_eval_tasks": 6,
+    "priming_steps": 2,
+    "priming_batch_size": 4,
+    "ppo": {
+        "total_steps": 2,
+        "prompts_per_step": 2,
+        "rollouts_per_prompt": 2,
+        "mini_batch_size": 4,
+        "eval_every": 1,
+        "save_every": 1,
+        "max_response_length": 24,
+        "log_rollouts": 4,
+    },  # fmt: skip
+    "jobs": 1,
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("rich/none", ("rich", "none", None)),
+        ("poor/only_backtracking", ("poor", "only_backtracking", None)),
+        ("poor/only_backtracking_incorrect", ("poor", "only_backtracking", "slip")),
+        ("poor/only_backtracking_incorrect_ranout", ("poor", "only_backtracking", "ranout")),
+        ("poor/empty_cot", ("poor", "empty_cot", None)),
+    ],
+)
+def test_parse_run(name: str, expected: tuple) -> None:
+    assert parse_run(name) == expected
+
+
+@pytest.mark.parametrize("bad", ["none", "medium/none", "poor/dots", "rich/none_incorrect", "poor/all_strategies"])
+def test_bad_runs_are_refused(bad: str) -> None:
+    with pytest.raises(ValueError):
+        parse_run(bad)
+
+
+def test_preset_loads_and_checks_overrides() -> None:
+    config = load_organism("organism", {})
+    assert config.runs[0] == "rich/none" and config.ppo_config("m", 0).advantage_estimator == "group"
+    assert config.ppo_config("m", 0).task_preset == "organism"
+    with pytest.raises(ValueError, match="pretrain"):
+        OrganismConfig(pretrain={"nope": 1})
+    with pytest.raises(ValueError, match="set by the experiment"):
+        OrganismConfig(ppo={"model": "x"})
+    with pytest.raises((ValueError, UsageError)):
+        load_organism("organism", {"num_eval_tasks": 0})
+
+
+@pytest.mark.slow
+def test_organism_experiment_end_to_end_and_resume(tmp_path: Path) -> None:
+    config = OrganismConfig(**{**TINY, "bases_cache": str(tmp_path / "bases")})
+    root = run_organism(config, tmp_path / "exp")
+    table = pd.read_csv(root / "summary.csv")
+    assert set(zip(table["base"], table["condition"], strict=True)) == {
+        ("rich", "none"),
+        ("poor", "none"),
+        ("poor", "only_backtracking_incorrect_ranout"),
+    }
+    assert {"acc_before", "acc_after", "generated_tokens", "rl_seconds"} <= set(table.columns)
+    primed = run_dir(root, "poor/only_backtracking_incorrect_ranout", 0)
+    assert (primed / "priming" / "model" / "config.json").exists()
+    rows = [json.loads(line) for line in (primed / "priming" / "rows.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 * 4 and all("<answer>" in r["completion"] for r in rows)
+    for name in config.runs:
+        run = run_dir(root, name, 0)
+        assert (run / "eval_completions_classified.jsonl").exists() and (run / "rollouts_classified.jsonl").exists()
+    gates = json.loads((tmp_path / "bases" / "seed-0" / "gates.json").read_text())
+    assert set(gates["bases"]) == {"rich", "poor"} and len(gates["gates"]) == 3
+    assert (root / "plots" / "spread_vs_step.png").exists() and (root / "frequencies.csv").exists()
+    assert set(pd.read_csv(root / "frequencies.csv")["source"]) == {"rollouts", "heldout"}
+    assert any("rich base:" in line for line in closing_words(table))
+    assert [g for g, _, _ in goals(table)][:2] == ["rich/none gains >= 10 points", "poor/none ends >= 10 points below rich/none"]
+
+    # A re-run with the same settings redoes nothing; other settings are refused.
+    before = (run_dir(root, "rich/none", 0) / "metrics.jsonl").read_bytes()
+    run_organism(config, root)
+    assert (run_dir(root, "rich/none", 0) / "metrics.jsonl").read_bytes() == before
+    with pytest.raises(ValueError, match="other settings"):
+        run_organism(OrganismConfig(**{**TINY, "bases_cache": str(tmp_path / "bases"), "priming_steps": 3}), root)
