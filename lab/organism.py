@@ -88,8 +88,8 @@ class OrganismConfig:
     priming_batch_size: int = 32
     priming_lr: float = 1e-3
     """Peak learning rate of priming (cosine, 5% warm-up)."""
-    max_tries: int = 8
-    """Longest search a priming trace writes."""
+    max_tries: int = 6
+    """Longest search a priming trace writes (6 tries: about 195 characters, inside RL's 224-token cap)."""
     ppo_preset: str = "organism"
     """`rl/configs` preset (or YAML path) of the RL stage."""
     ppo: dict[str, Any] = field(default_factory=dict)
