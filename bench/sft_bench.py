@@ -156,7 +156,7 @@ def _plot(run_dir: Path) -> None:
     left.set_xlabel("step")
     left.set_ylabel("loss")
     left.legend()
-    for key, label in (("eval/well_formed", "well-formed"), ("eval/accuracy", "accuracy")):
+    for key, label in (("eval/format_rate", "well-formed"), ("eval/accuracy", "accuracy")):
         right.plot([r["step"] for r in evals], [r[key] for r in evals], "o-", label=label)
     right.set_xlabel("step")
     right.set_ylim(0, 1)

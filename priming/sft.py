@@ -284,7 +284,7 @@ class SFTResult:
     n_train: int
     resumed_from: str | None
     final_eval: dict[str, float]
-    """The last evaluation (eval/loss, eval/accuracy, eval/well_formed), empty if there was no test split."""
+    """The last evaluation (eval/loss, eval/accuracy, eval/format_rate), empty if there was no test split."""
 
 
 # ---- metrics.jsonl -----------------------------------------------------------------
@@ -375,7 +375,8 @@ def _make_callbacks(
 def evaluate_generation(
     model: Any, tokenizer: Any, prompts: list[str], tasks: list[Task], *, max_new_tokens: int, batch_size: int = 32
 ) -> dict[str, float]:
-    """eval/accuracy, eval/well_formed, eval/mean_length and eval/generation_seconds of greedy completions."""
+    """eval/accuracy, eval/format_rate, eval/response_length (tokens) and eval/generation_seconds of greedy
+    completions: the names and units PPO's held-out evaluation reports (`rl.train.evaluate_policy`)."""
     from runtime.generation import generate_completions
 
     start = time.perf_counter()
@@ -385,8 +386,9 @@ def evaluate_generation(
     n = len(scores)
     return {
         "eval/accuracy": sum(s.correct for s in scores) / n,
-        "eval/well_formed": sum(s.well_formed for s in scores) / n,
-        "eval/mean_length": sum(len(c) for c in completions) / n,
+        "eval/format_rate": sum(s.well_formed for s in scores) / n,
+        # Tokens, as PPO counts them (the completion's own tokens, EOS not included).
+        "eval/response_length": sum(len(tokenizer(c, add_special_tokens=False).input_ids) for c in completions) / n,
         "eval/generation_seconds": seconds,
     }
 

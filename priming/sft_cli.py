@@ -84,7 +84,7 @@ def _sft(args: argparse.Namespace) -> int:
     result = run_sft(config, resume=args.resume, progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun / accelerate launch, report once
         return 0
-    shown = ("eval/loss", "eval/accuracy", "eval/well_formed")
+    shown = ("eval/loss", "eval/accuracy", "eval/format_rate")
     evals = "".join(f", {k} {result.final_eval[k]:.3f}" for k in shown if k in result.final_eval)
     print(
         f"trained {result.global_step} steps on {result.n_train} rows in {result.seconds / 60:.1f} min "
