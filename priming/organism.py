@@ -9,9 +9,9 @@ trains the models on it.
 A task is three numbers and a target (`organism` task preset). One *try* picks a first step
 and finishes with the second step that lands closest to the target:
 
-    5*2=10 [10 1] 10+1=11 no   a try that missed (checked: `no`)
-    9-2=7 [7 4] 7*4=28 ok      a try that hit (checked: `ok`); `[7 4]` is the bookkeeping:
-                               the numbers left after the first step
+    5*2=10 [10 1] 10+1=11 vs 28 no   a try that missed (checked against the target: `no`)
+    9-2=7 [7 4] 7*4=28 vs 28 ok      a try that hit (checked: `ok`); `[7 4]` is the bookkeeping:
+                                     the numbers left after the first step
 
 - rich base text: tries in random order, joined by `;`, each checked; it stops at `ok`, but
   gives up early (after 1 try 75%, 2 tries 15%, 3 tries 10%) and then answers its closest
@@ -39,8 +39,8 @@ from countdown_env.rules import format_completion
 from countdown_env.tasks import Task
 
 OPS = ("+", "-", "*", "/")
-#: The words of the check, after each try in checked text.
-HIT, MISS = "ok", "no"
+#: The words of the check, after each try in checked text: `<result> vs <target> ok|no`.
+HIT, MISS, VERSUS = "ok", "no", "vs"
 #: Separates tries: the return to the start numbers (backtracking).
 RETURN = ";"
 #: How many tries the rich base text makes before it gives up (if no try hit), and how often.
@@ -102,7 +102,10 @@ class Try:
 
     def text(self, check: bool, target: int) -> str:
         body = f"{self.first.text} {self.left} {self.second.text}"
-        return f"{body} {HIT if self.value == target else MISS}" if check else body
+        # The check writes the target beside the result before its verdict: a comparison of two
+        # adjacent numbers is what a tiny model learns reliably (a verdict that had to look back
+        # at the prompt was wrong in a quarter of a base model's tries, bench/README.md).
+        return f"{body} {VERSUS} {target} {HIT if self.value == target else MISS}" if check else body
 
 
 def first_steps(numbers: Sequence[int]) -> list[tuple[Step, int]]:

@@ -54,8 +54,9 @@ def test_rich_text_checks_honestly_and_stops_at_a_hit() -> None:
         parts = think.split(organism.RETURN)
         assert 1 <= len(parts) <= 3
         for i, part in enumerate(parts):
-            body, check = part.rsplit(" ", 1)
+            body, versus, target, check = part.rsplit(" ", 3)
             value = int(body.rsplit("=", 1)[1])
+            assert (versus, int(target)) == (organism.VERSUS, task.target)
             assert check == (organism.HIT if value == task.target else organism.MISS)
             assert check == organism.MISS or i == len(parts) - 1  # nothing after a hit
 
