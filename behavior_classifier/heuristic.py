@@ -5,8 +5,8 @@ of Countdown's "combine two numbers, check, go back" rhythm. This judge is the o
 Python regular expressions over sentences, fast (thousands of traces per second) and deterministic.
 
 How it reads a trace:
-- The text inside ``<think>`` (or the whole text) is lower-cased and split into sentences (lines, ``. ! ?``, ``;``
-  with or without a space after it,
+- The text inside ``<think>`` (or the whole text) is lower-cased and split into clauses at ``;`` and into sentences
+  (lines, ``. ! ?``,
   ``...`` and commas, since terse traces put one step between commas).
 - Each sentence counts at most once per behaviour.
 - verification: the sentence judges a value against the target or the rules (``not 30``, ``too big``,
@@ -14,7 +14,8 @@ How it reads a trace:
   and the verdict that follows count once.
 - backtracking: an explicit switch ("let me try again", "scrap that", "alternatively", "what about") or an
   equation that starts a new combination not built on the previous chain's results, once a previous attempt
-  has ended (a verdict, a chain of two or more steps, or a sentence boundary after a full chain). The first
+  has ended (a verdict, a chain of two or more steps, or a sentence boundary after a full chain), or an
+  equation that opens a ``;`` clause after a verdict (terse traces: ``...=11, 11-10=1 no;5-1=4 ...``). The first
   attempt never counts.
 - subgoal_setting: an intermediate goal worded as such ("first make 15", "get close to 80", "sub-goal").
 - backward_chaining: reasoning from the target back ("32 is 8 times 4, so ...", "93 = 100 - 7", "work
@@ -42,7 +43,7 @@ _THINK = re.compile(r"<think>(.*?)(?:</think>|$)", re.S | re.I)
 _ANSWER = re.compile(r"<answer>.*?(?:</answer>|$)", re.S | re.I)
 # Sentence ends: newlines, ". ", "! ", "? ", "; ", "..." (a decimal point has no space after it).
 # Commas split too: terse traces ("2+3=5, 5!=14, back, 5*15=75") put one step between commas.
-_SPLIT = re.compile(r"\n+|(?<=[.!?])\s+|;\s*|\.\.\.|…|,\s+(?!(?:the|our)\s+target|which\b)|(?<=\*\*)\s+(?=\*\*)")
+_SPLIT = re.compile(r"\n+|(?<=[.!?])\s+|\.\.\.|…|,\s+(?!(?:the|our)\s+target|which\b)|(?<=\*\*)\s+(?=\*\*)")
 
 _NUM = r"\d{1,12}(?:\.\d{1,6})?"
 _OP = r"[-+*/×x÷−–]"
@@ -155,8 +156,14 @@ def _thinking(text: str) -> str:
     return _ANSWER.sub(" ", body)
 
 
-def _sentences(text: str) -> list[str]:
-    return [s.strip()[:MAX_SENTENCE_CHARS] for s in _SPLIT.split(_thinking(text).lower()) if s and s.strip()]
+def _sentences(text: str) -> list[tuple[str, bool]]:
+    """(sentence, whether it opens a `;`-separated clause): terse traces separate attempts with `;`
+    ("...=11, 11-10=1 no;5-1=4 ..."), so a clause that starts after a verdict is a return."""
+    out = []
+    for i, clause in enumerate(_thinking(text).lower().split(";")):
+        parts = [s.strip()[:MAX_SENTENCE_CHARS] for s in _SPLIT.split(clause) if s and s.strip()]
+        out += [(part, i > 0 and j == 0) for j, part in enumerate(parts)]
+    return out
 
 
 def _equations(sentence: str) -> list[_Equation]:
@@ -189,7 +196,8 @@ def _is_backward(sentence: str, target: str | None, words: bool) -> bool:
 def count_behaviors(text: str) -> Counts:
     """Count the four behaviours in one completion (see the module docstring for the rules)."""
     counts = dict.fromkeys(BEHAVIORS, 0)
-    sentences = _sentences(text)
+    clauses = _sentences(text)
+    sentences = [sentence for sentence, _ in clauses]
     target = _target(sentences)
     chain: set[str] = set()  # values produced by the current attempt
     chain_steps = 0  # equations in the current attempt
@@ -197,7 +205,7 @@ def count_behaviors(text: str) -> Counts:
     attempt_closed = False  # the current attempt ended with a verdict
     pending_verify = pending_backward = False
     previous_planning = False  # the previous sentence set a goal or reasoned backward
-    for sentence in sentences:
+    for sentence, after_return in clauses:
         equations = _equations(sentence)
         # Pure arithmetic ("13 * 9 = 117") is common after comma splitting and can only match the symbol cues
         # and the "24 = 12 * 2" form, so the word patterns are skipped for it (a large share of the run time).
@@ -209,7 +217,7 @@ def count_behaviors(text: str) -> Counts:
             counts["verification"] += 1
             pending_verify, verify = False, True
 
-        explicit_switch = words and _BACKTRACK.search(sentence) is not None
+        explicit_switch = (words and _BACKTRACK.search(sentence) is not None) or (after_return and attempt_closed and bool(equations))
         backward = _is_backward(sentence, target, words)
         if _BACKWARD_ANNOUNCE.match(sentence):
             pending_backward = True

@@ -9,9 +9,9 @@ trains the models on it.
 A task is three numbers and a target (`organism` task preset). One *try* picks a first step
 and finishes with the second step that lands closest to the target:
 
-    5*2=10 [10 1] 10+1=11 vs 28 no   a try that missed (checked against the target: `no`)
-    9-2=7 [7 4] 7*4=28 vs 28 ok      a try that hit (checked: `ok`); `[7 4]` is the bookkeeping:
-                                     the numbers left after the first step
+    5*2=10 [10 1] 10+1=11, 28-11=17 no   a try that missed (checked: its distance to the target)
+    9-2=7 [7 4] 7*4=28, 28-28=0 ok       a try that hit (distance 0: `ok`); `[7 4]` is the bookkeeping:
+                                         the numbers left after the first step
 
 - rich base text: tries in random order, joined by `;`, each checked; it stops at `ok`, but
   gives up early (after 1 try 75%, 2 tries 15%, 3 tries 10%) and then answers its closest
@@ -39,8 +39,8 @@ from countdown_env.rules import format_completion
 from countdown_env.tasks import Task
 
 OPS = ("+", "-", "*", "/")
-#: The words of the check, after each try in checked text: `<result> vs <target> ok|no`.
-HIT, MISS, VERSUS = "ok", "no", "vs"
+#: The words of the check, after each try in checked text: `, <distance to the target> ok|no`.
+HIT, MISS = "ok", "no"
 #: Separates tries: the return to the start numbers (backtracking).
 RETURN = ";"
 #: How many tries the rich base text makes before it gives up (if no try hit), and how often.
@@ -102,10 +102,16 @@ class Try:
 
     def text(self, check: bool, target: int) -> str:
         body = f"{self.first.text} {self.left} {self.second.text}"
-        # The check writes the target beside the result before its verdict: a comparison of two
-        # adjacent numbers is what a tiny model learns reliably (a verdict that had to look back
-        # at the prompt was wrong in a quarter of a base model's tries, bench/README.md).
-        return f"{body} {VERSUS} {target} {HIT if self.value == target else MISS}" if check else body
+        return f"{body}, {check_step(self.value, target).text} {HIT if self.value == target else MISS}" if check else body
+
+
+def check_step(result: int, target: int) -> Step:
+    """The check as arithmetic: the distance from the result to the target, larger number first
+    (`11-10=1`), so the verdict only has to see whether the distance is 0. A tiny model learns
+    subtraction from the drills; a verdict that had to compare two numbers by itself was right
+    no more often than chance (bench/README.md)."""
+    high, low = max(result, target), min(result, target)
+    return Step(high, "-", low, high - low)
 
 
 def first_steps(numbers: Sequence[int]) -> list[tuple[Step, int]]:
@@ -341,3 +347,28 @@ def priming_rows(
             continue
         rows.append({"prompt": render_prompt(task, "compact"), "completion": completion, **task.to_dict()})
     return rows
+
+
+# ---- reading the organism's text back ---------------------------------------------------------
+def checks(completion: str, target: int) -> list[tuple[int, int, str]]:
+    """The checks a completion writes, as (the try's result, the distance written, verdict) per
+    checked try; text that does not parse as a check is skipped (model output is untrusted)."""
+    think = completion[:4000].split("</think>")[0].removeprefix("<think>")
+    out = []
+    for part in think.split(RETURN):
+        body, sep, check = part.rpartition(", ")
+        bits = check.split(" ")
+        if not sep or len(bits) != 2 or "=" not in body or "=" not in bits[0]:
+            continue
+        result, distance = body.rsplit("=", 1)[1], bits[0].rsplit("=", 1)[1]
+        if result.isdigit() and distance.isdigit() and len(result) < 12 and len(distance) < 12:
+            out.append((int(result), int(distance), bits[1]))
+    return out
+
+
+def honest_share(completions: Sequence[str], targets: Sequence[int]) -> float:
+    """Share of written checks whose verdict is right: `ok` exactly when the result is the task's
+    target (NaN when no completion checks anything)."""
+    verdicts = [(verdict == HIT) == (result == target) for text, target in zip(completions, targets, strict=True)
+                for result, _, verdict in checks(text, target)]  # fmt: skip
+    return sum(verdicts) / len(verdicts) if verdicts else float("nan")

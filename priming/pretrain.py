@@ -178,7 +178,9 @@ class BaseReport:
     tries: float
     """Mean tries written per completion."""
     checks: float
-    """Share of completions with a check word (`ok`/`no`)."""
+    """Share of completions with a check (`<result> vs <target> ok|no`)."""
+    honest_checks: float
+    """Share of written checks whose verdict is right (`ok` exactly on a hit); NaN without checks."""
 
 
 def evaluate_base(model_dir: str | Path, tasks: list[Task], name: str = "") -> BaseReport:
@@ -200,7 +202,8 @@ def evaluate_base(model_dir: str | Path, tasks: list[Task], name: str = "") -> B
         accuracy=sum(s.correct for s in scores) / len(tasks),
         step_accuracy=steps if steps == steps else 0.0,
         tries=sum(t.count(organism.RETURN) + 1 for t in think) / len(tasks),
-        checks=sum((f" {organism.HIT}" in t) or (f" {organism.MISS}" in t) for t in think) / len(tasks),
+        checks=sum(bool(organism.checks(text, task.target)) for text, task in zip(texts, tasks, strict=True)) / len(tasks),
+        honest_checks=organism.honest_share(texts, [task.target for task in tasks]),
     )
 
 

@@ -54,9 +54,9 @@ def test_rich_text_checks_honestly_and_stops_at_a_hit() -> None:
         parts = think.split(organism.RETURN)
         assert 1 <= len(parts) <= 3
         for i, part in enumerate(parts):
-            body, versus, target, check = part.rsplit(" ", 3)
-            value = int(body.rsplit("=", 1)[1])
-            assert (versus, int(target)) == (organism.VERSUS, task.target)
+            body, distance, check = part.rsplit(" ", 2)
+            value = int(body.removesuffix(",").rsplit("=", 1)[1])
+            assert distance == f"{max(value, task.target)}-{min(value, task.target)}={abs(value - task.target)}"
             assert check == (organism.HIT if value == task.target else organism.MISS)
             assert check == organism.MISS or i == len(parts) - 1  # nothing after a hit
 
@@ -98,6 +98,16 @@ def test_incorrect_traces_keep_the_target_and_end_wrong(kind: str) -> None:
         else:  # the tries before the hit, all checked against the true target as misses
             assert f" {organism.HIT}" not in think and correct.completion.startswith(think)
     assert made > 0.5 * len(TASKS)
+
+
+def test_checks_read_back_what_the_text_wrote() -> None:
+    rng = random.Random(5)
+    texts = [organism.rich_completion(t, rng) for t in TASKS]
+    assert organism.honest_share(texts, [t.target for t in TASKS]) == 1.0
+    assert organism.checks("<think>1+2=3 [3 4] 3*4=12, 12-12=0 ok</think>", 12) == [(12, 0, "ok")]
+    lying = "<think>1+2=3 [3 4] 3*4=12, 13-12=1 ok</think>"
+    assert organism.honest_share([lying], [13]) == 0.0
+    assert organism.checks("<think>garbage, =x ok;1+2=3, 4 no</think>", 3) == []
 
 
 def test_priming_rows_are_deterministic_and_shuffle_the_numbers() -> None:
