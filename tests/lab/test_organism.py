@@ -55,6 +55,16 @@ def test_bad_runs_are_refused(bad: str) -> None:
         parse_run(bad)
 
 
+def test_shipped_bases_are_what_pretrain_makes_by_default() -> None:
+    from lab.organism import SHIPPED_BASES
+    from priming.pretrain import PretrainConfig
+
+    recorded = json.loads((SHIPPED_BASES / "seed-0" / "pretrain.json").read_text())
+    assert recorded == PretrainConfig(seed=0).to_dict()  # else the demo refuses the cache they land in
+    for base in ("rich", "poor"):
+        assert (SHIPPED_BASES / "seed-0" / base / "model" / "model.safetensors").stat().st_size > 1_000_000
+
+
 def test_preset_loads_and_checks_overrides() -> None:
     config = load_organism("organism", {})
     assert config.runs[0] == "rich/none" and config.ppo_config("m", 0).advantage_estimator == "group"
