@@ -315,7 +315,7 @@ def _run_job(config: OrganismConfig, root: str, name: str, seed: int) -> str:
 def run_organism(config: OrganismConfig, output_dir: str | Path) -> Path:
     """Bases (cached), then every run (in `config.jobs` processes), then the summary and plots."""
     from lab.summary import summarize
-    from priming.pretrain import BASES, pretrain
+    from priming.pretrain import BASES, base_dir, pretrain
 
     root = Path(output_dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -329,10 +329,15 @@ def run_organism(config: OrganismConfig, output_dir: str | Path) -> Path:
     recorded.write_text(json.dumps(now, indent=2) + "\n")
     start = time.perf_counter()
     needed = sorted({parse_run(name)[0] for name in config.runs}, key=BASES.index)
-    for seed in config.seeds:  # the trunk first (shared by both bases), so parallel bases never race on it
-        pretrain(config.pretrain_config(seed), config.bases_cache, bases=(), progress=False)
+    for seed in config.seeds:
         make_tasks(config, seed, root)
-    _pool(config, [(seed, base) for seed in config.seeds for base in needed], _pretrain_job, "base")
+        if not all((base_dir(config.bases_cache, seed, base) / "model" / "config.json").is_file() for base in needed):
+            # The trunk first (shared by both bases), so parallel base jobs never race on it.
+            pretrain(config.pretrain_config(seed), config.bases_cache, bases=(), progress=False)
+    missing = [(seed, base) for seed in config.seeds for base in needed
+               if not (base_dir(config.bases_cache, seed, base) / "model" / "config.json").is_file()]  # fmt: skip
+    if missing:
+        _pool(config, missing, _pretrain_job, "base")
     for seed in config.seeds:
         base_gates(config, seed, needed)
     pretrain_minutes = (time.perf_counter() - start) / 60

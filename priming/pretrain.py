@@ -157,10 +157,13 @@ def pretrain(config: PretrainConfig, cache: str | Path, *, bases: tuple[str, ...
     if recorded.is_file() and json.loads(recorded.read_text()) != config.to_dict():
         raise UsageError(f"{root} holds bases made with other settings ({recorded}); use another --cache or delete it")
     recorded.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    if bases and all((base_dir(cache, config.seed, base) / "model" / "config.json").is_file() for base in bases):
+        return {base: base_dir(cache, config.seed, base) / "model" for base in bases}  # cached: no trunk needed
     fresh = root / "init"
     if not (fresh / "config.json").is_file():
         init_model(fresh, config.arch, config.size, seed=config.seed)
-    models = {"trunk": _train_stage(config, cache, "trunk", str(fresh), progress)}
+    models: dict[str, Path] = {}
+    models["trunk"] = _train_stage(config, cache, "trunk", str(fresh), progress)
     for base in bases:
         models[base] = _train_stage(config, cache, base, str(models["trunk"]), progress)
     return models
