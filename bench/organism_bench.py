@@ -44,15 +44,29 @@ def main() -> None:
     for seed in args.seeds:
         report = base_gates(config, seed, needed)
         for base, r in report["bases"].items():
-            print(f"seed {seed} {base}: accuracy {r['accuracy']:.3f}, steps right {r['step_accuracy']:.3f}, tries {r['tries']:.2f}, "
-                  f"checked {r['checks']:.2f}")  # fmt: skip
+            print(
+                f"seed {seed} {base}: accuracy {r['accuracy']:.3f}, steps right {r['step_accuracy']:.3f}, tries {r['tries']:.2f}, "
+                f"checked {r['checks']:.2f}"
+            )
         for gate in report["gates"]:
             print(f"  gate {'PASS' if gate['pass'] else 'FAIL'}: {gate['gate']}")
     pays = base_gates(config, args.seeds[0], needed)["search_pays"]
     print(f"search pays (seed {args.seeds[0]}): {json.dumps(pays)}")
-    columns = [c for c in ("acc_before", "acc_after", "acc_gain", "heldout_avg_verifications_before", "heldout_avg_verifications_after",
-                           "heldout_avg_backtracking_before", "heldout_avg_backtracking_after", "generated_tokens", "rl_seconds")
-               if c in table]  # fmt: skip
+    columns = [
+        c
+        for c in (
+            "acc_before",
+            "acc_after",
+            "acc_gain",
+            "heldout_avg_verifications_before",
+            "heldout_avg_verifications_after",
+            "heldout_avg_backtracking_before",
+            "heldout_avg_backtracking_after",
+            "generated_tokens",
+            "rl_seconds",
+        )
+        if c in table
+    ]
     mean = table.groupby(["base", "condition"])[columns].agg(["mean", "std"])
     mean.columns = [f"{a}_{b}" for a, b in mean.columns]
     print("\n## Mean over seeds", args.seeds)

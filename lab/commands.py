@@ -13,9 +13,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     from runtime.config import add_preset_args, preset_names
 
     p = sub.add_parser("experiment", help="the study's experiment: prime, SFT, PPO and classify per condition and seed")
-    add_preset_args(p, ExperimentConfig, PRESET_DIR, option="--preset", default=DEFAULT_PRESET, what="experiment",
-                    help=f"lab/presets/<name>.yaml ({', '.join(preset_names(PRESET_DIR))}) or a YAML file; default {DEFAULT_PRESET}. "
-                    "--set ppo='{total_steps: 50}' overrides a field")  # fmt: skip
+    add_preset_args(
+        p,
+        ExperimentConfig,
+        PRESET_DIR,
+        option="--preset",
+        default=DEFAULT_PRESET,
+        what="experiment",
+        help=f"lab/presets/<name>.yaml ({', '.join(preset_names(PRESET_DIR))}) or a YAML file; default {DEFAULT_PRESET}. "
+        "--set ppo='{total_steps: 50}' overrides a field",
+    )
     p.add_argument("--conditions", nargs="+", help="priming conditions, <condition>_incorrect[_slip|_ranout], or none")
     p.add_argument("--seeds", nargs="+", type=int)
     p.add_argument("--model", help="base model path or hub id (default: the embedded tiny model)")

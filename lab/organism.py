@@ -176,16 +176,32 @@ def stage_priming(config: OrganismConfig, run: Path, model: str, condition: str,
         return str(folder / "model")
     data = folder / "rows.jsonl"
     if not data.exists():
-        rows = priming_rows(tasks, condition, config.priming_steps * config.priming_batch_size, seed=seed, incorrect=kind,
-                            max_tries=config.max_tries)  # fmt: skip
+        rows = priming_rows(
+            tasks, condition, config.priming_steps * config.priming_batch_size, seed=seed, incorrect=kind, max_tries=config.max_tries
+        )
         folder.mkdir(parents=True, exist_ok=True)
         tmp = data.with_suffix(".tmp")
         tmp.write_text("".join(json.dumps({"prompt": r["prompt"], "completion": r["completion"]}) + "\n" for r in rows))
         tmp.replace(data)
-    sft = SFTRunConfig(model=model, data=str(data), output_dir=str(folder), epochs=1.0, max_steps=config.priming_steps,
-                       learning_rate=config.priming_lr, warmup_ratio=0.05, weight_decay=0.01, batch_size=config.priming_batch_size,
-                       gradient_accumulation_steps=1, max_length=320, prompt_style="compact", seed=seed, logging_steps=50,
-                       save_steps=200, save_total_limit=1, eval_samples=0)  # fmt: skip
+    sft = SFTRunConfig(
+        model=model,
+        data=str(data),
+        output_dir=str(folder),
+        epochs=1.0,
+        max_steps=config.priming_steps,
+        learning_rate=config.priming_lr,
+        warmup_ratio=0.05,
+        weight_decay=0.01,
+        batch_size=config.priming_batch_size,
+        gradient_accumulation_steps=1,
+        max_length=320,
+        prompt_style="compact",
+        seed=seed,
+        logging_steps=50,
+        save_steps=200,
+        save_total_limit=1,
+        eval_samples=0,
+    )
     result = run_sft(sft, resume=last_checkpoint(sft) is not None, progress=False)
     _mark(run, "priming", {"seconds": round(result.seconds, 1), "steps": result.global_step})
     return str(folder / "model")
@@ -278,8 +294,11 @@ def base_gates(config: OrganismConfig, seed: int, bases: Sequence[str]) -> dict[
     held_out = generate_tasks(config.pretrain_config(seed).gate_tasks, seed=seed, preset="organism", split="test")
     reports = {base: evaluate_base(base_dir(config.bases_cache, seed, base) / "model", held_out, base) for base in bases}
     verdicts = gates(reports) if set(reports) == {"rich", "poor"} else []
-    out = {"search_pays": organism.search_pays(held_out, seed=seed), "bases": {k: asdict(v) for k, v in reports.items()},
-           "gates": [{"gate": text, "pass": ok} for text, ok in verdicts]}  # fmt: skip
+    out = {
+        "search_pays": organism.search_pays(held_out, seed=seed),
+        "bases": {k: asdict(v) for k, v in reports.items()},
+        "gates": [{"gate": text, "pass": ok} for text, ok in verdicts],
+    }
     path.write_text(json.dumps(out, indent=2) + "\n")
     return out
 
@@ -334,8 +353,12 @@ def run_organism(config: OrganismConfig, output_dir: str | Path) -> Path:
         if not all((base_dir(config.bases_cache, seed, base) / "model" / "config.json").is_file() for base in needed):
             # The trunk first (shared by both bases), so parallel base jobs never race on it.
             pretrain(config.pretrain_config(seed), config.bases_cache, bases=(), progress=False)
-    missing = [(seed, base) for seed in config.seeds for base in needed
-               if not (base_dir(config.bases_cache, seed, base) / "model" / "config.json").is_file()]  # fmt: skip
+    missing = [
+        (seed, base)
+        for seed in config.seeds
+        for base in needed
+        if not (base_dir(config.bases_cache, seed, base) / "model" / "config.json").is_file()
+    ]
     if missing:
         _pool(config, missing, _pretrain_job, "base")
     for seed in config.seeds:
@@ -344,8 +367,12 @@ def run_organism(config: OrganismConfig, output_dir: str | Path) -> Path:
     _pool(config, [(str(root), name, seed) for seed in config.seeds for name in config.runs], _run_job, "run")
     summarize(root)
     minutes = (time.perf_counter() - start) / 60
-    timing = {"minutes": round(minutes, 2), "pretrain_minutes": round(pretrain_minutes, 2), "runs": len(config.runs) * len(config.seeds),
-              "jobs": config.jobs}  # fmt: skip
+    timing = {
+        "minutes": round(minutes, 2),
+        "pretrain_minutes": round(pretrain_minutes, 2),
+        "runs": len(config.runs) * len(config.seeds),
+        "jobs": config.jobs,
+    }
     (root / "timing.json").write_text(json.dumps(timing) + "\n")
     return root
 
@@ -367,8 +394,12 @@ def goals(table: Any) -> list[tuple[str, float, bool]]:
     rich_gain = mean("rich", "none", "acc_after") - mean("rich", "none", "acc_before")
     check("rich/none gains >= 10 points", rich_gain, 10)
     check("poor/none ends >= 10 points below rich/none", mean("rich", "none", "acc_after") - mean("poor", "none", "acc_after"), 10)
-    for condition, margin in (("only_backtracking", 10), ("only_backtracking_incorrect", 7), ("only_backtracking_incorrect_slip", 7),
-                              ("only_backtracking_incorrect_ranout", 7)):  # fmt: skip
+    for condition, margin in (
+        ("only_backtracking", 10),
+        ("only_backtracking_incorrect", 7),
+        ("only_backtracking_incorrect_slip", 7),
+        ("only_backtracking_incorrect_ranout", 7),
+    ):
         value = mean("poor", condition, "acc_after") - mean("poor", "none", "acc_after")
         if value == value:
             check(f"poor/{condition} ends >= {margin} points above poor/none", value, margin)

@@ -93,8 +93,11 @@ def summary_row(run: Path, freqs: pd.DataFrame) -> dict[str, Any]:
 def compute_row(metrics: pd.DataFrame) -> dict[str, float]:
     """What a run's RL cost: tokens sampled and trained on, and wall seconds (last logged totals)."""
     out = {}
-    for column, name in (("compute/generated_tokens", "generated_tokens"), ("compute/trained_tokens", "trained_tokens"),
-                         ("time/elapsed_seconds", "rl_seconds")):  # fmt: skip
+    for column, name in (
+        ("compute/generated_tokens", "generated_tokens"),
+        ("compute/trained_tokens", "trained_tokens"),
+        ("time/elapsed_seconds", "rl_seconds"),
+    ):
         if column in metrics and metrics[column].notna().any():
             out[name] = float(metrics[column].dropna().iloc[-1])
     return out
@@ -192,10 +195,23 @@ def summarize(root: str | Path) -> dict[str, Path]:
     table.to_csv(out["summary_csv"], index=False)
     numeric = table.drop(columns=["seed"]).groupby(["base", "condition"]).agg(["mean", "std"])
     numeric.columns = [f"{a}_{b}" for a, b in numeric.columns]
-    wanted = ["acc_before_mean", "acc_after_mean", "acc_after_std", "acc_gain_mean", "avg_backtracking_after_mean",
-              "avg_verifications_after_mean", "heldout_avg_backtracking_before_mean", "heldout_avg_backtracking_after_mean",
-              "heldout_avg_verifications_before_mean", "heldout_avg_verifications_after_mean", "response_length_after_mean",
-              "step_acc_before_mean", "step_acc_after_mean", "generated_tokens_mean", "rl_seconds_mean"]  # fmt: skip
+    wanted = [
+        "acc_before_mean",
+        "acc_after_mean",
+        "acc_after_std",
+        "acc_gain_mean",
+        "avg_backtracking_after_mean",
+        "avg_verifications_after_mean",
+        "heldout_avg_backtracking_before_mean",
+        "heldout_avg_backtracking_after_mean",
+        "heldout_avg_verifications_before_mean",
+        "heldout_avg_verifications_after_mean",
+        "response_length_after_mean",
+        "step_acc_before_mean",
+        "step_acc_after_mean",
+        "generated_tokens_mean",
+        "rl_seconds_mean",
+    ]
     keep = [c for c in wanted if c in numeric]
     md = [
         "# Experiment summary",
@@ -221,8 +237,11 @@ def summarize(root: str | Path) -> dict[str, Path]:
             mean_freqs = (
                 part.drop(columns=["seed", "base", "source"]).groupby(["condition", "step"], as_index=False).mean(numeric_only=True)
             )
-            plot_frequencies(mean_freqs, out["plots"] / f"behaviors_vs_step{suffix}.png",
-                             title=f"behaviours per response (mean over seeds), accuracy and length: {what}")  # fmt: skip
+            plot_frequencies(
+                mean_freqs,
+                out["plots"] / f"behaviors_vs_step{suffix}.png",
+                title=f"behaviours per response (mean over seeds), accuracy and length: {what}",
+            )
             plot_frequencies(mean_freqs, out["plots"] / f"behavior_share_vs_step{suffix}.png", metric="share")
         spread = freqs[freqs["source"] == ("heldout" if (freqs["source"] == "heldout").any() else "rollouts")]
         plot_spread(curves, spread, out["plots"] / "spread_vs_step.png")

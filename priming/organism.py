@@ -369,6 +369,9 @@ def checks(completion: str, target: int) -> list[tuple[int, int, str]]:
 def honest_share(completions: Sequence[str], targets: Sequence[int]) -> float:
     """Share of written checks whose verdict is right: `ok` exactly when the result is the task's
     target (NaN when no completion checks anything)."""
-    verdicts = [(verdict == HIT) == (result == target) for text, target in zip(completions, targets, strict=True)
-                for result, _, verdict in checks(text, target)]  # fmt: skip
+    verdicts = [
+        (verdict == HIT) == (result == target)
+        for text, target in zip(completions, targets, strict=True)
+        for result, _, verdict in checks(text, target)
+    ]
     return sum(verdicts) / len(verdicts) if verdicts else float("nan")

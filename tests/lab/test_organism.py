@@ -30,7 +30,7 @@ TINY = {
         "save_every": 1,
         "max_response_length": 24,
         "log_rollouts": 4,
-    },  # fmt: skip
+    },
     "jobs": 1,
 }
 
