@@ -33,8 +33,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--model", help="start model: a local folder, hub id or SFT run directory (default: the config's `model`)")
         p.add_argument("--output-dir", type=Path, required=True, help="run directory")
         # No default: on --resume without --config the run's own config.json is the config.
-        add_preset_args(p, PPOConfig, CONFIG_DIR, option="--config", shown=DEFAULT_PRESET, what="config",
-                        help=f"YAML config file or preset name (tiny-cpu, paper-3b); default {DEFAULT_PRESET}")  # fmt: skip
+        add_preset_args(
+            p,
+            PPOConfig,
+            CONFIG_DIR,
+            option="--config",
+            shown=DEFAULT_PRESET,
+            what="config",
+            help=f"YAML config file or preset name (tiny-cpu, paper-3b); default {DEFAULT_PRESET}",
+        )
         p.add_argument("--max-steps", type=int, help="stop after this many steps in total (overrides total_steps)")
         p.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
         p.add_argument("--tasks", type=Path, help="RL tasks file (JSONL or parquet); default: generated from the config's preset")

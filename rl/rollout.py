@@ -82,8 +82,9 @@ def make_env(rules: Rules, prompt_style: str, max_attempts: int = 1, tokenizer: 
     """The Countdown env that renders the prompts and scores completions under `rules`
     (`tokenizer` renders the `chat` style, every turn of it)."""
     # The passive checker only inspects the first step's spaces, and our actions are untrusted text anyway.
-    return gymnasium.make(ENV_ID, rules=rules, prompt_style=prompt_style, max_attempts=max_attempts, tokenizer=tokenizer,
-                          disable_env_checker=True)  # fmt: skip
+    return gymnasium.make(
+        ENV_ID, rules=rules, prompt_style=prompt_style, max_attempts=max_attempts, tokenizer=tokenizer, disable_env_checker=True
+    )
 
 
 def collect(
@@ -120,8 +121,16 @@ def collect(
     for turn in range(max_attempts):
         if not active:
             break
-        gen = generate(model, tokenizer, [transcripts[i] for i in active], max_new_tokens, prompt_style=prompt_style, temperature=temperature,
-                       batch_size=batch_size, return_logprobs=return_logprobs)  # fmt: skip
+        gen = generate(
+            model,
+            tokenizer,
+            [transcripts[i] for i in active],
+            max_new_tokens,
+            prompt_style=prompt_style,
+            temperature=temperature,
+            batch_size=batch_size,
+            return_logprobs=return_logprobs,
+        )
         still_active = []
         for row, i in enumerate(active):
             observation, reward, terminated, trunc, info = envs[i].step(gen.texts[row])
