@@ -50,7 +50,12 @@ SIZES = {
     "small": ModelSize(hidden_size=256, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4),
     # ~1M parameters: the model organism's base models (`countdown-lab pretrain`), short texts.
     "organism": ModelSize(
-        hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512
+        hidden_size=128,
+        intermediate_size=512,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=512,
     ),
     # ~19M parameters: for a workstation or a small GPU.
     "base": ModelSize(hidden_size=512, intermediate_size=1536, num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=4),
