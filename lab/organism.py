@@ -33,6 +33,7 @@ from typing import Any
 
 from countdown_env import Task, generate_tasks, read_tasks, write_tasks
 from countdown_env.errors import UsageError
+from lab.experiment import _done, _mark  # the stage markers every experiment shares
 
 INCORRECT = "_incorrect"
 #: Base models shipped with the package (seed 0), so `countdown-lab demo` can spend its minutes on RL.
@@ -140,15 +141,6 @@ class OrganismConfig:
 
 
 # ---- stages -------------------------------------------------------------------------------
-def _done(run: Path, stage: str) -> bool:
-    return (run / ".done" / stage).exists()
-
-
-def _mark(run: Path, stage: str, info: dict[str, Any] | None = None) -> None:
-    (run / ".done").mkdir(parents=True, exist_ok=True)
-    (run / ".done" / stage).write_text(json.dumps(info or {}))
-
-
 def make_tasks(config: OrganismConfig, seed: int, root: Path) -> dict[str, list[Task]]:
     """Priming, RL and eval tasks of one seed, shared by every run (disjoint)."""
     folder = root / "tasks" / f"seed-{seed}"
@@ -167,43 +159,30 @@ def make_tasks(config: OrganismConfig, seed: int, root: Path) -> dict[str, list[
 
 
 def stage_priming(config: OrganismConfig, run: Path, model: str, condition: str, kind: str | None, seed: int, tasks: list[Task]) -> str:
-    """Priming rows, then SFT of the base on them; returns the primed model folder."""
+    """Priming rows, then SFT of the base on them (the pretraining recipe); returns the primed model folder."""
     from priming.organism import priming_rows
-    from priming.sft import SFTRunConfig, last_checkpoint, run_sft
+    from priming.pretrain import train_on_rows
 
     folder = run / "priming"
-    if _done(run, "priming"):
-        return str(folder / "model")
-    data = folder / "rows.jsonl"
-    if not data.exists():
-        rows = priming_rows(
-            tasks, condition, config.priming_steps * config.priming_batch_size, seed=seed, incorrect=kind, max_tries=config.max_tries
+    if not _done(run, "priming"):
+        rows = (
+            []
+            if (folder / "rows.jsonl").exists()
+            else priming_rows(
+                tasks, condition, config.priming_steps * config.priming_batch_size, seed=seed, incorrect=kind, max_tries=config.max_tries
+            )
         )
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = data.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps({"prompt": r["prompt"], "completion": r["completion"]}) + "\n" for r in rows))
-        tmp.replace(data)
-    sft = SFTRunConfig(
-        model=model,
-        data=str(data),
-        output_dir=str(folder),
-        epochs=1.0,
-        max_steps=config.priming_steps,
-        learning_rate=config.priming_lr,
-        warmup_ratio=0.05,
-        weight_decay=0.01,
-        batch_size=config.priming_batch_size,
-        gradient_accumulation_steps=1,
-        max_length=320,
-        prompt_style="compact",
-        seed=seed,
-        logging_steps=50,
-        save_steps=200,
-        save_total_limit=1,
-        eval_samples=0,
-    )
-    result = run_sft(sft, resume=last_checkpoint(sft) is not None, progress=False)
-    _mark(run, "priming", {"seconds": round(result.seconds, 1), "steps": result.global_step})
+        result = train_on_rows(
+            model,
+            rows,
+            folder,
+            steps=config.priming_steps,
+            batch_size=config.priming_batch_size,
+            learning_rate=config.priming_lr,
+            seed=seed,
+            progress=False,
+        )
+        _mark(run, "priming", {"seconds": round(result.seconds, 1), "steps": result.global_step})
     return str(folder / "model")
 
 

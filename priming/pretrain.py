@@ -92,55 +92,66 @@ def corpus(kind: str, tasks: list[Task], n: int, *, seed: int, drill_share: floa
     return rows
 
 
-def _write_rows(path: Path, rows: list[dict[str, Any]]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w") as f:
-        for row in rows:
-            f.write(json.dumps({"prompt": row["prompt"], "completion": row["completion"]}) + "\n")
-    tmp.replace(path)
-    return path
-
-
 # ---- stages -------------------------------------------------------------------------------
 def base_dir(cache: str | Path, seed: int, stage: str) -> Path:
     """Where a stage's run lives; its model is `<dir>/model`."""
     return Path(cache) / f"seed-{seed}" / stage
 
 
-def _train_stage(config: PretrainConfig, cache: Path, stage: str, start_model: str, progress: bool) -> Path:
-    from priming.sft import SFTRunConfig, run_sft
+def train_on_rows(
+    model: str, rows: list[dict[str, Any]], run: Path, *, steps: int, batch_size: int, learning_rate: float, seed: int, progress: bool
+) -> Any:
+    """The organism's SFT recipe (every pretraining stage and every priming condition): `rows`
+    (prompt/completion) written once to `run/rows.jsonl`, then `steps` steps of TRL's SFTTrainer
+    from `model` (cosine, 5% warm-up), resumed from the run's checkpoint if it has one."""
+    from priming.sft import SFTRunConfig, last_checkpoint, run_sft
+    from runtime.jsonl import write_jsonl_atomic
 
-    run = base_dir(cache, config.seed, stage)
-    done = run / "model" / "config.json"
-    if done.is_file():
-        return run / "model"
-    steps = config.trunk_steps if stage == "trunk" else config.base_steps
-    tasks = generate_tasks(config.num_tasks, seed=config.seed, preset=config.task_preset, split="train")
-    rows = corpus(stage, tasks, steps * config.batch_size, seed=config.seed, drill_share=config.drill_share)
-    data = _write_rows(run / "corpus.jsonl", rows)
+    data = run / "rows.jsonl"
+    if not data.exists():
+        run.mkdir(parents=True, exist_ok=True)
+        write_jsonl_atomic(data, [{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
     sft = SFTRunConfig(
-        model=start_model,
+        model=model,
         data=str(data),
         output_dir=str(run),
         epochs=1.0,
         max_steps=steps,
-        learning_rate=config.learning_rate,
+        learning_rate=learning_rate,
         warmup_ratio=0.05,
         weight_decay=0.01,
-        batch_size=config.batch_size,
+        batch_size=batch_size,
         gradient_accumulation_steps=1,
         max_length=320,
         prompt_style="compact",
-        seed=config.seed,
+        seed=seed,
         logging_steps=50,
         save_steps=200,
         save_total_limit=1,
         eval_samples=0,
     )
-    resume = (run / "checkpoints").is_dir()
+    return run_sft(sft, resume=last_checkpoint(sft) is not None, progress=progress)
+
+
+def _train_stage(config: PretrainConfig, cache: Path, stage: str, start_model: str, progress: bool) -> Path:
+    run = base_dir(cache, config.seed, stage)
+    if (run / "model" / "config.json").is_file():
+        return run / "model"
+    steps = config.trunk_steps if stage == "trunk" else config.base_steps
+    tasks = generate_tasks(config.num_tasks, seed=config.seed, preset=config.task_preset, split="train")
+    rows = corpus(stage, tasks, steps * config.batch_size, seed=config.seed, drill_share=config.drill_share)
     print(f"pretrain: {stage} (seed {config.seed}): {steps} steps on {len(rows)} rows", file=sys.stderr)
-    return run_sft(sft, resume=resume, progress=progress).model_dir
+    result = train_on_rows(
+        start_model,
+        rows,
+        run,
+        steps=steps,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        seed=config.seed,
+        progress=progress,
+    )
+    return result.model_dir
 
 
 def pretrain(config: PretrainConfig, cache: str | Path, *, bases: tuple[str, ...] = BASES, progress: bool = True) -> dict[str, Path]:
