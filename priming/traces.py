@@ -1,7 +1,7 @@
 """Synthetic reasoning traces: search a task, write the walk as text, check the answer.
 
-`generate_traces(tasks, condition, seed=...)` is the public entry point (see
-shared/CONTRACT.md). Every random choice comes from string-seeded `random.Random` streams
+`generate_traces(tasks, condition, seed=...)` is the public entry point (its
+signature is part of the project's public contract). Every random choice comes from string-seeded `random.Random` streams
 keyed by (seed, index, task): the search stream does not depend on the condition, so two
 conditions with the same search strategy walk the same tree path for a task and differ only
 in the behaviours written around it, which is the controlled comparison the study needs.
