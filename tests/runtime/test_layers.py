@@ -43,3 +43,17 @@ def test_the_scan_sees_imports_inside_functions() -> None:
 def test_runtime_package_and_jsonl_import_no_torch() -> None:
     code = "import sys, runtime, runtime.jsonl; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_code_and_docs_cite_only_files_in_the_repository() -> None:
+    # Notes outside the repository (the project's shared folder) are not shipped with it.
+    root = Path(__file__).resolve().parents[2]
+    cited = []
+    for path in root.rglob("*"):
+        if path.suffix not in {".py", ".md", ".yaml", ".ipynb", ".cfg"} or any(
+            p.startswith(".") or p == "runs" for p in path.relative_to(root).parts
+        ):
+            continue
+        text = path.read_text(errors="ignore")
+        cited += [str(path.relative_to(root)) for name in ("CALIBRATION", "CONTRACT", "STYLE") if f"shared/{name}" in text]
+    assert cited == []
