@@ -163,7 +163,7 @@ def test_export_verl_path_with_quotes_writes_valid_python(tmp_path: Path) -> Non
 def test_compute_score_refuses_non_integer_ground_truth() -> None:
     from rl.verl_export import compute_score
 
-    assert compute_score("countdown", "<answer>3 + 5</answer>", {"numbers": [3, 5], "target": 8}) == 1.0
+    assert compute_score("countdown", "<answer>3 + 5</answer>", {"numbers": [3, 5], "target": 8}) == {"score": 1.0, "acc": True}
     with pytest.raises(ValueError, match="integer"):
         compute_score("countdown", "<answer>3 + 5</answer>", {"numbers": [3, 5.5], "target": 8})
     with pytest.raises(ValueError, match="integer"):

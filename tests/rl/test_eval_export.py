@@ -84,12 +84,10 @@ def test_export_verl_schema_and_reward_module(tmp_path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     truth = {"target": 16, "numbers": [3, 5, 2]}
-    assert module.compute_score("countdown", "<think>ok</think>\n<answer>(3 + 5) * 2</answer>", truth) == 1.0
-    assert module.compute_score("countdown", "<answer>3 + 5 + 2</answer>", truth, {"split": "test"}) == pytest.approx(0.1)
-    assert module.compute_score("countdown", "no answer", truth) == 0.0
-    # TinyZero hands the scorer prompt + response: the prompt's example answer must not count.
-    prompt = row["prompt"][0]["content"]
-    assert compute_score("countdown", prompt + "I give up", row["reward_model"]["ground_truth"]) == 0.0
+    assert module.compute_score("countdown", "<think>ok</think>\n<answer>(3 + 5) * 2</answer>", truth) == {"score": 1.0, "acc": True}
+    assert module.compute_score("countdown", "<answer>3 + 5 + 2</answer>", truth, {"split": "test"}) == {"score": 0.1, "acc": False}
+    assert module.compute_score("countdown", "no answer", truth) == {"score": 0.0, "acc": False}
+    assert compute_score("countdown", "no answer", row["reward_model"]["ground_truth"]) == {"score": 0.0, "acc": False}
 
 
 def test_presets_load_and_overrides_are_typed():

@@ -98,7 +98,7 @@ def test_verl_export_prompts_and_reward_module_follow_the_preset(preset, tmp_pat
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     truth = {"numbers": list(SUBSET_TASK.numbers), "target": SUBSET_TASK.target}
-    assert module.compute_score("countdown", SUBSET_ANSWER, truth) == pytest.approx(expected_reward(preset))
+    assert module.compute_score("countdown", SUBSET_ANSWER, truth)["score"] == pytest.approx(expected_reward(preset))
     instruct = export_verl(tmp_path / "instruct", num_train=1, num_test=1, seed=0, preset=preset, template="instruct")
     row = pq.read_table(instruct["test"]).to_pylist()[0]
     assert [m["role"] for m in row["prompt"]] == ["user"] and preset_rules(preset).describe() in row["prompt"][0]["content"]
