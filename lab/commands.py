@@ -11,6 +11,7 @@ from typing import Any
 def add_commands(sub: argparse._SubParsersAction) -> None:
     from lab.experiment import DEFAULT_PRESET, PRESET_DIR, ExperimentConfig
     from runtime.config import add_preset_args, preset_names
+    from runtime.tracking import add_report_to
 
     p = sub.add_parser("experiment", help="the study's experiment: prime, SFT, PPO and classify per condition and seed")
     add_preset_args(
@@ -28,6 +29,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="base model path or hub id (default: the embedded tiny model)")
     p.add_argument("--jobs", type=int, help="runs in parallel")
     p.add_argument("--output-dir", type=Path, required=True)
+    add_report_to(p)
     p.set_defaults(func=_experiment)
 
     p = sub.add_parser(
@@ -44,7 +46,7 @@ def _experiment(args: argparse.Namespace) -> int:
 
     if _is_organism(args.preset):
         return _organism(args)
-    flags = {"conditions": args.conditions, "seeds": args.seeds, "model": args.model, "jobs": args.jobs}
+    flags = {"conditions": args.conditions, "seeds": args.seeds, "model": args.model, "jobs": args.jobs, "report_to": args.report_to}
     # runtime.config raises UsageError for every mistake in the preset, --set or the flags.
     config = load_experiment(args.preset, {**parse_set(args.overrides), **{k: v for k, v in flags.items() if v is not None}})
     output_dir(args.output_dir, "--output-dir")

@@ -33,7 +33,7 @@ from runtime.config import load_dataclass
 PRESET_DIR = Path(__file__).parent / "presets"
 DEFAULT_PRESET = "tiny-cpu"
 INCORRECT_SUFFIX = "_incorrect"
-SFT_SET_BY_EXPERIMENT = frozenset({"model", "data", "output_dir", "seed", "prompt_style"})
+SFT_SET_BY_EXPERIMENT = frozenset({"model", "data", "output_dir", "seed", "prompt_style", "report_to"})
 PPO_SET_BY_EXPERIMENT = frozenset({"model", "seed", "task_preset", "num_eval_tasks", "prompt_style"})
 NO_PRIMING = "none"
 
@@ -110,6 +110,8 @@ class ExperimentConfig:
     """Base URL of the judge endpoint (judge=openai); the key comes from OPENAI_API_KEY."""
     judge_model: str | None = None
     """Judge model name (judge=openai)."""
+    report_to: str = "none"
+    """Also log SFT and PPO metrics to a tracker: none, tensorboard, wandb or trackio (metrics.jsonl is always written)."""
     jobs: int = 1
     """Runs in parallel (one process each, one thread each: on 2 cores, 2 one-thread jobs beat one two-thread job)."""
 
@@ -130,6 +132,10 @@ class ExperimentConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         self._check_overrides()
+        from runtime.tracking import REPORT_TO
+
+        if self.report_to not in REPORT_TO:
+            raise ValueError(f"report_to must be one of {REPORT_TO}, got {self.report_to!r}")
         if self.judge not in ("heuristic", "openai"):
             raise ValueError(f"judge must be 'heuristic' or 'openai', got {self.judge!r}")
         if self.judge == "openai" and not (self.judge_base_url and self.judge_model):
@@ -250,7 +256,7 @@ def stage_sft(config: ExperimentConfig, run: Path, model: str, data: Path, seed:
     out = run / "sft"
     if not _done(run, "sft"):
         sft = SFTRunConfig.from_preset(config.sft_preset, model=model, data=str(data), output_dir=str(out), seed=seed,
-                                       prompt_style=config.prompt_style, **config.sft)  # fmt: skip
+                                       prompt_style=config.prompt_style, report_to=config.report_to, **config.sft)  # fmt: skip
         # Resume only from a saved checkpoint: the Trainer creates checkpoints/ before its first save.
         result = run_sft(sft, resume=last_checkpoint(sft) is not None, progress=True)
         _mark(run, "sft", {k: v for k, v in asdict(result).items() if isinstance(v, int | float | str)})
@@ -265,7 +271,7 @@ def stage_ppo(config: ExperimentConfig, run: Path, model: str, seed: int, tasks:
         return
     ppo = load_config(config.ppo_preset, {**config.ppo, "model": model, "seed": seed, "task_preset": config.task_preset,
                                           "num_eval_tasks": config.num_eval_tasks, "prompt_style": config.prompt_style})  # fmt: skip
-    train(ppo, run, tasks=tasks, resume=(run / "metrics.jsonl").exists(), progress=True)
+    train(ppo, run, tasks=tasks, resume=(run / "metrics.jsonl").exists(), progress=True, report_to=config.report_to)
     _mark(run, "ppo")
 
 

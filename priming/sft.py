@@ -32,6 +32,7 @@ from countdown_env.tasks import Task
 from runtime.config import load_dataclass, preset_names, read_mapping
 from runtime.jsonl import append_jsonl, write_text_atomic
 from runtime.run_dir import truncate_after
+from runtime.tracking import REPORT_TO, check_report_to
 
 #: Learning-rate schedules offered (names of transformers' `SchedulerType`).
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
@@ -110,6 +111,8 @@ class SFTRunConfig:
     """bf16 mixed precision; None: on only where a CUDA GPU supports it (TRL would turn it on everywhere)."""
     gradient_checkpointing: bool | None = None
     """Recompute activations to save memory; None: on only on a GPU (TRL turns it on everywhere, which only slows a CPU)."""
+    report_to: str = "none"
+    """Also log to a tracker: none, tensorboard, wandb or trackio (TRL's `report_to`; metrics.jsonl is always written)."""
     preset: str | None = None
     """Name of the preset these values came from (recorded in config.json)."""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -148,6 +151,8 @@ class SFTRunConfig:
             raise ValueError(f"lora_r must be >= 0 (0: no LoRA) and lora_alpha >= 1, got {self.lora_r}, {self.lora_alpha}")
         if not 0 <= self.lora_dropout < 1:
             raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if self.report_to not in REPORT_TO:
+            raise ValueError(f"report_to must be one of {REPORT_TO}, got {self.report_to!r}")
         if self.preset is not None and self.preset not in PRESETS:
             raise ValueError(f"unknown SFT preset {self.preset!r}; choose one of {sorted(PRESETS)}")
         ours = {f.name for f in fields(self)}
@@ -222,7 +227,7 @@ class SFTRunConfig:
             bf16=precision["bf16"],
             **_checkpointing_args(config_cls, precision["gradient_checkpointing"]),
             dataloader_pin_memory=_cuda_available(),
-            report_to="none",
+            report_to=self.report_to,
             # Without a GPU, say so: transformers then runs one DDP process per `torchrun` /
             # `accelerate launch` worker on CPU (gloo) instead of a single process.
             use_cpu=not _cuda_available(),
@@ -364,6 +369,10 @@ def _make_callbacks(
             self.last = namespaced({k: v for k, v in (metrics or {}).items() if k.startswith("eval_")})
             if not state.is_world_process_zero or model is None or not eval_tasks or not eval_prompts:
                 return
+            if sharded_parameters(args):
+                # FSDP / ZeRO-3: rank 0 alone cannot run the sharded model (each forward gathers from every rank).
+                # Score the saved model instead: `countdown-lab eval --model OUTPUT_DIR`.
+                return
             accuracy = evaluate_generation(model, tokenizer, eval_prompts, eval_tasks, max_new_tokens=config.eval_max_new_tokens)
             self.last.update(accuracy)
             self.logger.add(state.global_step, accuracy)
@@ -487,6 +496,7 @@ def run_sft(config: SFTRunConfig, *, resume: bool = False, progress: bool = True
     schedule, data order and step count included), or starts from scratch if there is none yet;
     `resume=False` starts from scratch and refuses a run directory that has checkpoints.
     """
+    check_report_to(config.report_to)
     job = build_job(config, resume=resume, progress=progress)
     trainer, accuracy = job.trainer, job.callbacks[1]
     main_process = trainer.is_world_process_zero()
@@ -519,11 +529,18 @@ def run_sft(config: SFTRunConfig, *, resume: bool = False, progress: bool = True
 
     final_eval = dict(accuracy.last)
 
-    # The final model, merged if LoRA was used, so that it loads by path like any checkpoint.
-    final = trainer.model.merge_and_unload() if config.lora_r else trainer.model
-    if main_process:
-        final.save_pretrained(str(config.model_dir))
-        trainer.processing_class.save_pretrained(str(config.model_dir))
+    # The final model, merged if LoRA was used, so that it loads by path like any checkpoint. Every process
+    # calls the trainer's save path, which gathers the full weights under FSDP/ZeRO-3 and writes on the main
+    # process (a main-process-only save_pretrained or merge_and_unload would see shards, or hang).
+    if config.lora_r:
+        adapter_dir = config.run_dir / "adapter"
+        trainer.save_model(str(adapter_dir))
+        trainer.accelerator.wait_for_everyone()
+        if main_process:  # base + adapter loaded afresh on this process alone: no collective involved
+            merge_adapter(config.model, adapter_dir, config.model_dir)
+            trainer.processing_class.save_pretrained(str(config.model_dir))
+    else:
+        trainer.save_model(str(config.model_dir))  # the tokenizer too (the trainer's processing_class)
     trainer.accelerator.wait_for_everyone()
     return SFTResult(
         run_dir=config.run_dir,
@@ -535,6 +552,26 @@ def run_sft(config: SFTRunConfig, *, resume: bool = False, progress: bool = True
         resumed_from=job.checkpoint,
         final_eval=final_eval,
     )
+
+
+def sharded_parameters(args: Any) -> bool:
+    """Whether the trainer shards parameters across processes (FSDP, or DeepSpeed ZeRO-3), from its arguments
+    or from `accelerate launch`'s environment."""
+    import os
+
+    if getattr(args, "fsdp", None) or os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
+        return True
+    deepspeed = getattr(args, "hf_deepspeed_config", None)
+    return bool(deepspeed is not None and deepspeed.is_zero3())
+
+
+def merge_adapter(base: str, adapter_dir: Path, output_dir: Path) -> None:
+    """Load `base` and the LoRA adapter saved in `adapter_dir`, merge, and save a plain model to `output_dir`."""
+    from peft import PeftModel
+
+    from runtime.models import load_model
+
+    PeftModel.from_pretrained(load_model(base), str(adapter_dir)).merge_and_unload().save_pretrained(str(output_dir))
 
 
 def _total_steps(config: SFTRunConfig, n_train: int, world_size: int) -> int:

@@ -32,12 +32,13 @@ _OPTIONS: tuple[tuple[str, str, type], ...] = (
     ("--lora-dropout", "lora_dropout", float),
 )
 #: The other flags that set a field of the same name.
-_OTHER_FIELDS = ("lr_scheduler", "prompt_style", "bf16", "gradient_checkpointing")
+_OTHER_FIELDS = ("lr_scheduler", "prompt_style", "bf16", "gradient_checkpointing", "report_to")
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     from priming.sft import DEFAULT_PRESET, PRESET_DIR, PRESETS, SCHEDULERS, SFTRunConfig
     from runtime.config import add_preset_args, field_docs
+    from runtime.tracking import add_report_to
 
     docs = field_docs(SFTRunConfig)
 
@@ -70,6 +71,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="continue from the last checkpoint in OUTPUT_DIR/checkpoints (from scratch if there is none yet)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_report_to(p)
     p.set_defaults(func=_sft)
 
 

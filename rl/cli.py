@@ -17,6 +17,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     from rl.config import CONFIG_DIR, DEFAULT_PRESET, PPOConfig
     from rl.models import ARCHS, SIZES
     from runtime.config import add_preset_args
+    from runtime.tracking import add_report_to
 
     p = sub.add_parser("init-model", help="build a tiny randomly initialised model + tokenizer, saved like a hub checkpoint")
     p.add_argument("--arch", choices=ARCHS, default="qwen2")
@@ -54,6 +55,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
             help="grpo/rloo only: extra TRL config options, e.g. --trl-set use_vllm=true",
         )
         p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+        add_report_to(p)
         p.set_defaults(func=_ppo)
 
     p = sub.add_parser("eval", help="accuracy, pass@k, diversity, OOD accuracy and length of a model on a tasks file")
@@ -162,20 +164,21 @@ def resolve_config(args: argparse.Namespace) -> Any:
 
 def _ppo(args: argparse.Namespace) -> int:
     from countdown_env import read_tasks
+    from runtime.tracking import check_report_to
 
     config = resolve_config(args)
     tasks = read_tasks(args.tasks) if args.tasks else None
+    report_to = check_report_to(args.report_to or "none")
     if args.algo == "ppo":
         from rl.train import train
 
-        run = train(config, args.output_dir, tasks=tasks, resume=args.resume, progress=not args.no_progress)
+        run = train(config, args.output_dir, tasks=tasks, resume=args.resume, progress=not args.no_progress, report_to=report_to)
     else:
         from rl.config import parse_overrides
         from rl.trl_algos import train_trl
 
-        run = train_trl(
-            args.algo, config, args.output_dir, tasks=tasks, resume=args.resume, trl_overrides=parse_overrides(args.trl_overrides)
-        )
+        trl_overrides = parse_overrides(args.trl_overrides)
+        run = train_trl(args.algo, config, args.output_dir, tasks=tasks, resume=args.resume, trl_overrides=trl_overrides, report_to=report_to)
     print(f"run directory: {run}")
     return 0
 

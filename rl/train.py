@@ -44,6 +44,7 @@ from rl.ppo import (
 )
 from rl.rollout import Rollout, collect
 from rl.run_dir import RunDir, append_jsonl, publish_checkpoint, read_jsonl, truncate_after, write_atomic
+from runtime.tracking import check_report_to
 
 #: How long a process waits in a collective for the others (the main process evaluates alone).
 PROCESS_GROUP_TIMEOUT_HOURS = 2
@@ -135,17 +136,19 @@ class Models:
     critic_opt: torch.optim.Optimizer | None = None
 
 
-def make_accelerator() -> Any:
+def make_accelerator(report_to: str = "none", project_dir: Path | None = None) -> Any:
     """`cpu=True` on a machine without a GPU: under `accelerate launch --multi_gpu` / torchrun
     this makes accelerate form a gloo process group (MULTI_CPU) instead of N lone runs. The
     held-out evaluation runs on the main process while the others wait in the next
     collective; on a 3B model it can outlast the default process-group timeout (10 min with
-    NCCL), which would kill a healthy run, hence the longer timeout."""
+    NCCL), which would kill a healthy run, hence the longer timeout. `report_to` names accelerate's
+    tracker (`runtime.tracking.REPORT_TO`), writing under `project_dir`."""
     from accelerate import Accelerator
     from accelerate.utils import InitProcessGroupKwargs
 
     timeout = InitProcessGroupKwargs(timeout=timedelta(hours=PROCESS_GROUP_TIMEOUT_HOURS))
-    return Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[timeout])
+    trackers = {} if report_to == "none" else {"log_with": report_to, "project_dir": str(project_dir)}
+    return Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[timeout], **trackers)
 
 
 def load_models(config: PPOConfig, accelerator: Any) -> Models:
@@ -366,15 +369,17 @@ def train(
     tasks: Sequence[Task] | None = None,
     resume: bool = False,
     progress: bool = True,
+    report_to: str = "none",
 ) -> Path:
-    """Run PPO as configured; returns the run directory. `config.model` is the start model."""
+    """Run PPO as configured; returns the run directory. `config.model` is the start model.
+    `report_to` also logs every metrics row to a tracker (`runtime.tracking`)."""
     from accelerate.utils import set_seed
     from tqdm import tqdm
 
     if not config.model:
         raise UsageError("no model: pass --model PATH (a local model folder or a hub id)")
     started = time.perf_counter()
-    accelerator = make_accelerator()
+    accelerator = make_accelerator(check_report_to(report_to), Path(output_dir))
     rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
     if config.prompts_per_step % world:
         raise UsageError(f"prompts_per_step {config.prompts_per_step} must be divisible by the number of processes {world}")
@@ -389,12 +394,15 @@ def train(
     models = load_models(config, accelerator)
     start = open_run(accelerator, run, config, resume)
     totals = Totals.from_log(run.metrics, start) if start else Totals()
+    if report_to != "none":  # hyperparameters as scalars: trackers refuse nested values
+        accelerator.init_trackers("runs", config={k: v for k, v in config.to_dict().items() if isinstance(v, int | float | str | bool)})
 
     def evaluate(step: int) -> dict[str, float]:
         return evaluate_policy(unwrap(models.policy), models.tokenizer, eval_tasks, config, log=run.eval_completions, step=step)
 
     if main and start == 0 and config.eval_every and eval_tasks:
-        append_jsonl(run.metrics, [{"step": 0, **evaluate(0), **totals.row(started)}])
+        append_jsonl(run.metrics, [first := {"step": 0, **evaluate(0), **totals.row(started)}])
+        accelerator.log(first, step=0)
     bar = tqdm(
         range(start + 1, config.total_steps + 1), initial=start, total=config.total_steps, desc="ppo", disable=not (main and progress)
     )
@@ -420,12 +428,14 @@ def train(
             if config.eval_every and eval_tasks and (step % config.eval_every == 0 or step == config.total_steps):
                 row |= evaluate(step)
             append_jsonl(run.metrics, [{"step": step, **row, **totals.row(started)}])
+            accelerator.log({**row, **totals.row(started)}, step=step)  # a no-op without trackers
             append_jsonl(run.rollouts, rollout.rows(step)[: config.log_rollouts])
             bar.set_postfix(reward=f"{row['reward/mean']:.3f}", acc=f"{row['reward/accuracy']:.3f}")
         if step % config.save_every == 0 or step == config.total_steps:
             save_checkpoint(accelerator, run, step, models.policy, models.tokenizer, config.keep_checkpoints)
     bar.close()
     accelerator.wait_for_everyone()
+    accelerator.end_training()
     return run.root
 
 

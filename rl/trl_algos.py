@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +26,7 @@ from rl.config import PPOConfig
 from rl.rollout import build_prompt
 from rl.run_dir import RunDir, append_jsonl, truncate_after, write_atomic
 from rl.train import Totals, evaluate_policy, split_tasks
+from runtime.tracking import check_report_to
 
 ALGOS = ("grpo", "rloo")
 
@@ -39,26 +41,33 @@ def completion_text(completion: Any) -> str:
 class CountdownReward:
     """TRL reward function: `score_response` under `rules`, one float per completion.
 
-    Keeps the last batch's verdicts so the logging callback can write accuracy and
-    rollouts.jsonl rows in the run directory's format.
+    Accuracy and format rate go to TRL's `log_metric`, which averages them over every completion
+    of every process. The first `keep` verdicts since the last log are kept (on every process, each
+    draining its own) for the logging callback's rollouts.jsonl rows.
     """
 
     __name__ = "countdown"
 
-    def __init__(self, rules: Rules) -> None:
+    def __init__(self, rules: Rules, keep: int = 64) -> None:
         self.rules = rules
+        self.keep = keep
         self.pending: list[dict[str, Any]] = []
 
     def __call__(
         self, prompts: list[Any], completions: list[Any], numbers: list[list[int]], target: list[int], **kwargs: Any
     ) -> list[float]:
         rewards = []
+        log_metric = kwargs.get("log_metric")  # TRL >= 1.16: averaged over all processes at the next log
         for completion, nums, tgt in zip(completions, numbers, target, strict=True):
             text = completion_text(completion)
             score = score_response(text, Task(tuple(nums), int(tgt)), self.rules)
             rewards.append(score.reward)
-            row = {"text": text, "numbers": list(nums), "target": int(tgt), "reward": score.reward, "correct": score.correct}
-            self.pending.append({**row, "outcome": score.outcome.value, "well_formed": score.well_formed})
+            if log_metric is not None:  # one value per completion: the logged mean is over all completions
+                log_metric("accuracy", float(score.correct))
+                log_metric("format_rate", float(score.well_formed))
+            if len(self.pending) < self.keep:
+                row = {"text": text, "numbers": list(nums), "target": int(tgt), "reward": score.reward, "correct": score.correct}
+                self.pending.append({**row, "outcome": score.outcome.value, "well_formed": score.well_formed})
         return rewards
 
 
@@ -99,6 +108,8 @@ KEY_MAP = {
     "loss": "losses/policy_loss",
     "clip_ratio/region_mean": "policy/clipfrac",
     "learning_rate": "lr/actor",
+    "accuracy": "reward/accuracy",
+    "format_rate": "reward/format_rate",
 }
 
 
@@ -128,12 +139,32 @@ def trl_classes(algo: str) -> tuple[Any, Any]:
     return RLOOConfig, RLOOTrainer
 
 
-def trl_config(algo: str, config: PPOConfig, trl_dir: Path, optimizer_steps_per_step: int, overrides: dict[str, Any] | None) -> Any:
-    """TRL's config for our `config`: one of our steps is `optimizer_steps_per_step` of TRL's."""
+def trl_config(
+    algo: str,
+    config: PPOConfig,
+    trl_dir: Path,
+    optimizer_steps_per_step: int,
+    overrides: dict[str, Any] | None,
+    report_to: str = "none",
+    *,
+    quiet: bool = False,
+) -> Any:
+    """TRL's config for our `config`: one of our steps is `optimizer_steps_per_step` of TRL's.
+    `overrides` (`--trl-set`) win over what we set, with a note on stderr (unless `quiet`)."""
+    config_class, _ = trl_classes(algo)
+    args = trl_kwargs(config, trl_dir, optimizer_steps_per_step, report_to)
+    overrides = overrides or {}
+    for key in sorted(set(overrides) & set(args)):
+        if not quiet and overrides[key] != args[key]:
+            print(f"note: --trl-set {key}={overrides[key]!r} replaces the lab's {key}={args[key]!r}", file=sys.stderr)
+    return config_class(**{**args, **overrides})
+
+
+def trl_kwargs(config: PPOConfig, trl_dir: Path, optimizer_steps_per_step: int, report_to: str = "none") -> dict[str, Any]:
+    """The TRL config arguments that our `config` sets."""
     import torch
 
-    config_class, _ = trl_classes(algo)
-    return config_class(
+    return dict(
         output_dir=str(trl_dir),
         learning_rate=config.actor_lr,
         weight_decay=config.weight_decay,
@@ -159,9 +190,8 @@ def trl_config(algo: str, config: PPOConfig, trl_dir: Path, optimizer_steps_per_
         # Like our PPO: a constant learning rate, and no activation recomputation on small models.
         lr_scheduler_type="constant",
         gradient_checkpointing=torch.cuda.is_available(),
-        report_to="none",
+        report_to=report_to,
         disable_tqdm=False,
-        **(overrides or {}),
     )
 
 
@@ -217,14 +247,15 @@ class RunDirLogger(TrainerCallback):
             append_jsonl(self.run.metrics, [{"step": 0, **report, **self.totals.row(self.started)}])
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, model: Any = None, **kwargs: Any) -> None:
-        if not state.is_world_process_zero or not logs or "reward" not in logs:
+        if not logs or "reward" not in logs:
+            return
+        # Every process drains its own verdicts (only the main one writes a sample of them); accuracy
+        # and format rate come in `logs`, averaged over all processes by TRL.
+        rows, self.reward.pending = self.reward.pending, []
+        if not state.is_world_process_zero:
             return
         step = state.global_step // self.steps_per_round
-        rows, self.reward.pending = self.reward.pending, []
         row: dict[str, Any] = {"step": step}
-        if rows:
-            row["reward/accuracy"] = sum(r["correct"] for r in rows) / len(rows)
-            row["reward/format_rate"] = sum(r["well_formed"] for r in rows) / len(rows)
         row |= {KEY_MAP.get(key, f"trl/{key}"): value for key, value in logs.items()}
         row |= self.evaluate(model, step)
         generated, trained = round_tokens(logs, self.config)
@@ -254,8 +285,10 @@ def train_trl(
     tasks: Sequence[Task] | None = None,
     resume: bool = False,
     trl_overrides: dict[str, Any] | None = None,
+    report_to: str = "none",
 ) -> Path:
-    """Train with TRL's GRPOTrainer or RLOOTrainer; writes config.json, metrics.jsonl, rollouts.jsonl."""
+    """Train with TRL's GRPOTrainer or RLOOTrainer; writes config.json, metrics.jsonl, rollouts.jsonl.
+    `report_to` also logs to a tracker (TRL's `report_to`; a `--trl-set report_to=...` wins)."""
     from transformers.trainer_utils import get_last_checkpoint
 
     from rl.models import load_tokenizer
@@ -273,10 +306,11 @@ def train_trl(
     # One of our steps is one generation round. TRL derives its micro-steps per round
     # (`steps_per_generation` = generation batch / (per-device batch x processes)) when it
     # builds its config, so it is read from there rather than recomputed here.
-    steps_per_round = optimizer_steps_per_round(trl_config(algo, config, trl_dir, 1, trl_overrides))
-    args = trl_config(algo, config, trl_dir, steps_per_round, trl_overrides)
+    check_report_to(report_to)
+    steps_per_round = optimizer_steps_per_round(trl_config(algo, config, trl_dir, 1, trl_overrides, report_to, quiet=True))
+    args = trl_config(algo, config, trl_dir, steps_per_round, trl_overrides, report_to)
     start = open_trl_run(run, config, algo, args, last, steps_per_round)
-    reward = CountdownReward(config.rules)
+    reward = CountdownReward(config.rules, keep=config.log_rollouts)
     logger = RunDirLogger(run, config, reward, steps_per_round, eval_tasks, tokenizer, start, started)
     _, trainer_class = trl_classes(algo)
     trainer = trainer_class(
