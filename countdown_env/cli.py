@@ -39,6 +39,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-difficulty", action="store_true", help="skip solution counts etc. (faster)")
     p.add_argument("--output", "-o", type=Path, required=True, help="output file (.jsonl) or, with --split both, a directory")
     p.add_argument("--dataset", action="store_true", help="also save a Hugging Face dataset next to the JSONL")
+    p.add_argument("--push-to-hub", metavar="REPO", help="also push the tasks (one split per --split) to this hub dataset repository (needs a login token)")
     p.set_defaults(func=_generate)
 
     p = sub.add_parser(
@@ -105,6 +106,10 @@ def _generate(args: argparse.Namespace) -> int:
 
             to_dataset(tasks).save_to_disk(str(path.with_suffix("")))
         print(f"wrote {len(tasks)} {split or ''} tasks to {path}")
+        if args.push_to_hub:
+            from runtime.hub import push_rows
+
+            push_rows((t.to_dict() for t in tasks), args.push_to_hub, split=split or "train")
     return 0
 
 

@@ -316,7 +316,16 @@ def write_tasks(tasks: Iterable[Task], path: str | Path) -> Path:
 
 
 def read_tasks(path: str | Path) -> list[Task]:
-    """Read a tasks file: JSONL (`numbers`/`target`) or parquet (`nums`/`target`, TinyZero)."""
+    """Read a tasks file: JSONL (`numbers`/`target`) or parquet (`nums`/`target`, TinyZero), or a hub
+    dataset with those columns, `org/name[:split]` (`runtime.hub`; a local path that exists wins)."""
+    from runtime.hub import hub_ref, load_hub_rows
+
+    if (ref := hub_ref(path)) is not None:
+        rows = load_hub_rows(*ref)
+        try:
+            return [Task.from_dict(row) for row in rows]
+        except (ValueError, TypeError) as err:
+            raise UsageError(f"{ref[0]}:{ref[1]}: not a tasks dataset ({err})") from None
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"tasks file {path} does not exist")

@@ -64,6 +64,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     llm.add_argument(
         "--keep", default="all", choices=["all", "correct", "incorrect"], help="correctness filter on LLM traces (default: none)"
     )
+    p.add_argument("--push-to-hub", metavar="REPO", help="also push the traces (train and test splits) to this hub dataset repository (needs a login token)")
     p.set_defaults(func=_prime)
 
 
@@ -159,5 +160,12 @@ def _prime(args: argparse.Namespace) -> int:
         rows = [with_prompt(row, args.prompt_style, rules) for row in select_rows(read_rows(replies), tasks, config.keep)]
         metadata.update(generator_version=LLM_GENERATOR_VERSION, llm=config_dict(config), complete=not run.failed)
     metadata = write_prime_output(rows, args.output_dir, metadata, test_size=args.test_size, seed=args.seed)
+    if args.push_to_hub:
+        from runtime.hub import push_rows
+        from runtime.jsonl import read_jsonl
+
+        for split in ("train", "test"):
+            if (args.output_dir / f"{split}.jsonl").exists():
+                push_rows(read_jsonl(args.output_dir / f"{split}.jsonl"), args.push_to_hub, split=split)
     print(json.dumps({"output_dir": str(args.output_dir), **{k: metadata[k] for k in ("condition", "splits", "summary")}}, indent=2))
     return status

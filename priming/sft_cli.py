@@ -51,9 +51,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="model path (init-model output, a run directory) or hub id")
     p.add_argument(
         "--data",
-        type=Path,
         required=True,
-        help="directory written by `countdown-lab prime`, or a JSONL file of prompt/completion or trace rows",
+        help="directory written by `countdown-lab prime`, a JSONL file of prompt/completion or trace rows, "
+        "or a hub dataset org/name[:split] (default split train; a local path that exists wins)",
     )
     p.add_argument("--output-dir", type=Path, required=True, help="run directory")
     add_preset_args(p, SFTRunConfig, PRESET_DIR, option="--preset", default=DEFAULT_PRESET, what="SFT",

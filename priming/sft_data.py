@@ -35,27 +35,18 @@ def load_sft_data(path: str | Path, *, prompt_style: str = "compact", rules: Rul
     """
     import datasets
 
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"SFT data {path} does not exist; pass the directory `countdown-lab prime` wrote or a JSONL file")
-    if path.is_file():
-        with user_input():  # a line that is not JSON (runtime.jsonl names file:line)
-            splits = {"train": read_jsonl(path)}
-    elif _is_saved_dataset(path):
-        splits = _from_disk(path)
+    from runtime.hub import hub_ref, load_hub_rows
+
+    if (ref := hub_ref(path)) is not None:  # a hub dataset `org/name[:split]` (a local path that exists wins)
+        splits: dict[str, Any] = {"train": load_hub_rows(*ref)}
+        path = Path(f"{ref[0]}:{ref[1]}")  # for messages only
     else:
-        # `countdown-lab prime` writes OUTPUT_DIR/dataset/ beside train.jsonl/test.jsonl: prefer the dataset.
-        saved = sorted(child for child in path.iterdir() if child.is_dir() and _is_saved_dataset(child))
-        if len(saved) == 1:
-            splits = _from_disk(saved[0])
-        elif (path / "train.jsonl").exists():
-            with user_input():  # a line that is not JSON (runtime.jsonl names file:line)
-                splits = {name: read_jsonl(path / f"{name}.jsonl") for name in ("train", "test") if (path / f"{name}.jsonl").exists()}
-        else:
-            raise UsageError(
-                f"{path} holds no SFT data: expected a dataset saved with save_to_disk, train.jsonl/test.jsonl, "
-                f"or exactly one saved dataset in a subfolder (found {len(saved)})"
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"SFT data {path} does not exist; pass the directory `countdown-lab prime` wrote, a JSONL file or a hub id"
             )
+        splits = _local_splits(path)
     if "train" not in splits:
         raise UsageError(f"{path} has no 'train' split (splits: {sorted(splits)})")
     out = {}
@@ -68,6 +59,28 @@ def load_sft_data(path: str | Path, *, prompt_style: str = "compact", rules: Rul
             raise UsageError(f"{path}: split {name!r} is empty")
         out[name] = split
     return datasets.DatasetDict(out)
+
+
+def _local_splits(path: Path) -> dict[str, Any]:
+    """The splits of SFT data on disk: a JSONL file, a saved dataset, or what `countdown-lab prime` wrote."""
+    if path.is_file():
+        with user_input():  # a line that is not JSON (runtime.jsonl names file:line)
+            return {"train": read_jsonl(path)}
+    elif _is_saved_dataset(path):
+        return _from_disk(path)
+    else:
+        # `countdown-lab prime` writes OUTPUT_DIR/dataset/ beside train.jsonl/test.jsonl: prefer the dataset.
+        saved = sorted(child for child in path.iterdir() if child.is_dir() and _is_saved_dataset(child))
+        if len(saved) == 1:
+            return _from_disk(saved[0])
+        elif (path / "train.jsonl").exists():
+            with user_input():  # a line that is not JSON (runtime.jsonl names file:line)
+                return {name: read_jsonl(path / f"{name}.jsonl") for name in ("train", "test") if (path / f"{name}.jsonl").exists()}
+        else:
+            raise UsageError(
+                f"{path} holds no SFT data: expected a dataset saved with save_to_disk, train.jsonl/test.jsonl, "
+                f"or exactly one saved dataset in a subfolder (found {len(saved)})"
+            )
 
 
 def recorded_prompt_style(path: str | Path) -> str | None:

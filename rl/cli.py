@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         )
         p.add_argument("--max-steps", type=int, help="stop after this many steps in total (overrides total_steps)")
         p.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
-        p.add_argument("--tasks", type=Path, help="RL tasks file (JSONL or parquet); default: generated from the config's preset")
+        p.add_argument(
+            "--tasks", type=Path, help="RL tasks file (JSONL or parquet) or hub dataset org/name[:split]; default: generated from the preset"
+        )
         p.add_argument("--algo", choices=("ppo", "grpo", "rloo"), default=algo, help="ppo (ours, with a critic) or TRL's grpo / rloo")
         p.add_argument(
             "--trl-set",
@@ -56,6 +59,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         )
         p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
         add_report_to(p)
+        p.add_argument("--push-to-hub", metavar="REPO", help="also push the run's rollouts.jsonl when training ends to this hub dataset repository (needs a login token)")
         p.set_defaults(func=_ppo)
 
     p = sub.add_parser("eval", help="accuracy, pass@k, diversity, OOD accuracy and length of a model on a tasks file")
@@ -180,6 +184,11 @@ def _ppo(args: argparse.Namespace) -> int:
         trl_overrides = parse_overrides(args.trl_overrides)
         run = train_trl(args.algo, config, args.output_dir, tasks=tasks, resume=args.resume, trl_overrides=trl_overrides, report_to=report_to)
     print(f"run directory: {run}")
+    if args.push_to_hub and (run / "rollouts.jsonl").exists() and int(os.environ.get("RANK", "0")) == 0:
+        from runtime.hub import push_rows
+        from runtime.jsonl import read_jsonl
+
+        push_rows(read_jsonl(run / "rollouts.jsonl"), args.push_to_hub)
     return 0
 
 

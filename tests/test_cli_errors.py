@@ -97,7 +97,25 @@ CASES = {
         {"x.jsonl": ROW},
     ),
     "score rows without text": Case(["score", "{d}/t.jsonl"], 2, "no 'text'", {"t.jsonl": TASKS}),
+    # Hub datasets offline (every case here runs with HF_HUB_OFFLINE=1).
+    "ppo --tasks hub id offline": Case(
+        ["ppo", "--model", "m", "--output-dir", "{d}/r", "--tasks", "Jiayi-Pan/Countdown-Tasks-3to4"], 2, "hub is offline"
+    ),
+    "export-verl --tasks hub id:split offline": Case(
+        ["export-verl", "--output-dir", "{d}/v", "-n", "3", "--tasks", "Jiayi-Pan/Countdown-Tasks-3to4:train"], 2, "hub is offline"
+    ),
+    "sft --data hub id offline": Case(["sft", "--model", "m", "--data", "org/traces:test", "--output-dir", "{d}/s"], 2, "hub is offline"),
+    "generate --push-to-hub offline": Case(["generate", "-n", "2", "-o", "{d}/t.jsonl", "--push-to-hub", "me/tasks"], 2, "hub is offline"),
+    "ppo --report-to a tracker not installed": Case(
+        ["ppo", "--model", "m", "--output-dir", "{d}/r", "--report-to", "trackio"], 2, "pip install trackio"
+    ),
 }
+
+
+@pytest.fixture(autouse=True)
+def _hub_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No case may reach the network; a hub id must fail with one line saying the hub is offline."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
 def make_files(root: Path, files: dict[str, str]) -> dict[Path, bytes]:
