@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from behavior_classifier.judge import MODES
+from behavior_classifier.judge import MODES, PROTOCOLS
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +22,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--judge", choices=("heuristic", "openai"), default=None, help="default: openai if --base-url is given, else heuristic")
     p.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (vLLM)")
     p.add_argument("--model", default="gpt-4o-mini", help="judge model name")
-    p.add_argument("--mode", choices=MODES, default="all", help="'per_behavior': one request per behaviour (the study's layout)")
+    p.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default="json",
+        help="'json' (fast): our definitions, one JSON reply per trace, malformed replies asked again then failed; 'study': "
+        "as Gandhi et al. (2025), one request per behaviour, the count read from <count>N</count>, a reply without it counted as 0 "
+        "(listed in 'judge_parse_failures'), no temperature sent",
+    )
+    p.add_argument("--mode", choices=MODES, default="all", help="json protocol: 'per_behavior' asks one JSON request per behaviour")
     p.add_argument("--concurrency", type=int, default=16, help="requests in flight at most")
     p.add_argument(
         "--timeout", type=float, default=60.0, help="seconds one HTTP request may take in all (a slow reply is abandoned and retried)"
@@ -69,6 +77,7 @@ def _classify(args: argparse.Namespace) -> int:
                 base_url=args.base_url,
                 model=args.model,
                 mode=args.mode,
+                protocol=args.protocol,
                 concurrency=args.concurrency,
                 timeout=args.timeout,
                 max_retries=args.max_retries,
