@@ -36,8 +36,8 @@ STUDY_DEFINITIONS: Final[dict[str, str]] = {
     "backtracking": (
         "the reasoning sees that a path will not reach the target and goes back to try another. In Countdown, "
         "every fresh attempt at a combination of the numbers that does not continue from the result just computed "
-        "is one instance: with numbers [20, 7, 11, 78], the attempts \"(78 - 20) - (11 - 7) = 54\", \"(78 - 11) - (20 - 7) = 54\", "
-        '\"(78 - 20) + (11 + 7) = 76\" each restart from the given numbers, two instances of backtracking after the first attempt'
+        'is one instance: with numbers [20, 7, 11, 78], the attempts "(78 - 20) - (11 - 7) = 54", "(78 - 11) - (20 - 7) = 54", '
+        '"(78 - 20) + (11 + 7) = 76" each restart from the given numbers, two instances of backtracking after the first attempt'
     ),
     "subgoal_setting": (
         "the reasoning splits the problem into smaller intermediate goals stated as such, "

@@ -224,7 +224,9 @@ class RequestParams:
             self.temperature = False
         else:
             return False
-        log.warning("the server refused %s; sending %s from now on", param, "max_completion_tokens" if param == "max_tokens" else "no temperature")
+        log.warning(
+            "the server refused %s; sending %s from now on", param, "max_completion_tokens" if param == "max_tokens" else "no temperature"
+        )
         return True
 
     def body(self, config: JudgeConfig, messages: list[dict[str, str]], *, json_mode: bool) -> dict[str, Any]:

@@ -255,7 +255,9 @@ class OpenAIServer:
     def create_batch(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         input_id = body.get("input_file_id")
         if input_id not in self.files:
-            return 400, {"error": {"message": f"No such File object: {input_id}", "type": "invalid_request_error", "param": "input_file_id"}}
+            return 400, {
+                "error": {"message": f"No such File object: {input_id}", "type": "invalid_request_error", "param": "input_file_id"}
+            }
         if body.get("endpoint") != "/v1/chat/completions":
             return 400, {"error": {"message": "only /v1/chat/completions batches are served here", "type": "invalid_request_error"}}
         lines = [line for line in self.files[input_id]["content"].decode().splitlines() if line.strip()]
