@@ -26,7 +26,33 @@ DEFINITIONS: Final[dict[str, str]] = {
         'reasoning from the target back to the inputs ("32 = 8 * 4, so I need 8 from 25, 30 and 3", "64 is 97 - 33, so make 33")'
     ),
 }
-"""One-line definitions, shared by the LLM judge prompts and the docs."""
+"""One-line definitions of the JSON protocol (``--protocol json``), shared by its prompts and the docs."""
+
+STUDY_DEFINITIONS: Final[dict[str, str]] = {
+    "verification": (
+        "steps where the reasoning checks the result it has reached against the target number. Explicit checks count "
+        '("this gives 1, which is not 22", "since 25 is not 22"), and so do implicit verdicts ("too high!", "this works!")'
+    ),
+    "backtracking": (
+        "the reasoning sees that a path will not reach the target and goes back to try another. In Countdown, "
+        "every fresh attempt at a combination of the numbers that does not continue from the result just computed "
+        'is one instance: with numbers [20, 7, 11, 78], the attempts "(78 - 20) - (11 - 7) = 54", "(78 - 11) - (20 - 7) = 54", '
+        '"(78 - 20) + (11 + 7) = 76" each restart from the given numbers, two instances of backtracking after the first attempt'
+    ),
+    "subgoal_setting": (
+        "the reasoning splits the problem into smaller intermediate goals stated as such, "
+        '("first I will try to get close to half the target, then ..."); count each distinct subgoal'
+    ),
+    "backward_chaining": (
+        "the reasoning starts from the target and works back towards the given numbers "
+        '(target 24 with 12 and 2: "working back from 24: 24 / 2 = 12, so 12 * 2 = 24"; target 22 with 25 and 3: '
+        '"the target is 22 and 22 + 3 = 25, so ...")'
+    ),
+}
+"""Definitions of the study's protocol (``--protocol study``): the scope of the four prompts Gandhi et al. (2025)
+sent to gpt-4o-mini, in our own words. Where they differ from `DEFINITIONS`: verification is a check against
+the target only (not of the rules, "7 is used twice"), implicit verdicts ("too high!") included; backtracking
+is counted per restart from the given numbers, as in the study's worked example."""
 
 Counts = dict[str, int]
 """A classifier's result for one trace: each behaviour name to a non-negative count."""

@@ -5,7 +5,8 @@ Input rows need ``text``; every other field is copied. Output rows get ``behavio
 0-based line of the input row) and ``judge`` (which judge and version labelled it). An input row's own
 ``behaviors`` (e.g. the counts a priming trace was generated with) is kept as ``behaviors_input``, so the
 judge's agreement with it can be computed from the output alone; a row that already has ``behaviors_input``
-(an output classified again) keeps it.
+(an output classified again) keeps it. Under the study's protocol, ``judge_parse_failures`` lists the behaviours
+whose reply held no count tag (counted as 0, as the study did).
 
 Output is appended and fsynced as results arrive, so a killed job loses at most the requests in flight;
 re-running the same command skips every row already in the output (failures included, unless
@@ -18,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -115,13 +116,18 @@ def _write_ordered(output: Path, rows: dict[int, dict[str, Any]]) -> None:
     write_jsonl_atomic(output, (rows[index] for index in sorted(rows)))
 
 
-def _output_row(row: dict[str, Any], index: int, judge_label: str, counts: Counts | None, error: str | None) -> dict[str, Any]:
+def _output_row(
+    row: dict[str, Any], index: int, judge_label: str, counts: Counts | None, error: str | None, parse_failures: Sequence[str] = ()
+) -> dict[str, Any]:
     out = {**row, "input_row": index, "behaviors": counts, "judge": judge_label}
     if "behaviors" in row and "behaviors_input" not in row:
         out["behaviors_input"] = row["behaviors"]  # ground truth the judge's counts are compared against
     out.pop("judge_error", None)
+    out.pop("judge_parse_failures", None)
     if counts is None:
         out["judge_error"] = error or "unknown error"
+    elif parse_failures:
+        out["judge_parse_failures"] = list(parse_failures)
     return out
 
 
@@ -152,9 +158,9 @@ def classify_file(
     labelled = failed = 0
     bar = tqdm(total=len(rows), initial=len(done), desc=f"classify ({judge.name})", unit="trace", file=sys.stderr, disable=not progress)
 
-    def record(index: int, counts: Counts | None, error: str | None) -> None:
+    def record(index: int, counts: Counts | None, error: str | None, parse_failures: Sequence[str] = ()) -> None:
         nonlocal labelled, failed
-        row = _output_row(rows[index], index, label, counts, error)
+        row = _output_row(rows[index], index, label, counts, error, parse_failures)
         append_jsonl(output_path, [row])  # a result on disk is a request never repeated
         done[index] = row
         labelled += counts is not None
@@ -168,7 +174,7 @@ def classify_file(
         async def run() -> None:
             async for k, result in judge.stream([_judge_input(rows[i]) for i in pending]):
                 usage.add(result)
-                record(pending[k], result.counts, result.error)
+                record(pending[k], result.counts, result.error, result.parse_failures)
 
         asyncio.run(run())
     else:

@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from behavior_classifier.judge import MODES
+from behavior_classifier.judge import MODES, PROTOCOLS
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +22,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--judge", choices=("heuristic", "openai"), default=None, help="default: openai if --base-url is given, else heuristic")
     p.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (vLLM)")
     p.add_argument("--model", default="gpt-4o-mini", help="judge model name")
-    p.add_argument("--mode", choices=MODES, default="all", help="'per_behavior': one request per behaviour (the study's layout)")
+    p.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default="json",
+        help="'json' (fast): our definitions, one JSON reply per trace, malformed replies asked again then failed; 'study': "
+        "as Gandhi et al. (2025), one request per behaviour, the count read from <count>N</count>, a reply without it counted as 0 "
+        "(listed in 'judge_parse_failures'), no temperature sent",
+    )
+    p.add_argument("--mode", choices=MODES, default="all", help="json protocol: 'per_behavior' asks one JSON request per behaviour")
     p.add_argument("--concurrency", type=int, default=16, help="requests in flight at most")
     p.add_argument(
         "--timeout", type=float, default=60.0, help="seconds one HTTP request may take in all (a slow reply is abandoned and retried)"
@@ -33,6 +41,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache", type=Path, default=None, help="sqlite cache of judge results (default: OUTPUT + '.cache.sqlite')")
     p.add_argument("--no-cache", action="store_true", help="disable the on-disk cache")
     p.add_argument("--retry-failed", action="store_true", help="re-judge rows recorded as failures by an earlier run")
+    p.add_argument(
+        "--batch",
+        action="store_true",
+        help="submit through the OpenAI Batch API (half the price, results within 24 h); a re-run after a kill polls the same batch "
+        "(its ids are kept in OUTPUT.batch.json)",
+    )
+    p.add_argument("--poll-interval", type=float, default=60.0, help="--batch: seconds between status checks of the batch")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_classify)
 
@@ -69,6 +84,7 @@ def _classify(args: argparse.Namespace) -> int:
                 base_url=args.base_url,
                 model=args.model,
                 mode=args.mode,
+                protocol=args.protocol,
                 concurrency=args.concurrency,
                 timeout=args.timeout,
                 max_retries=args.max_retries,
@@ -76,8 +92,20 @@ def _classify(args: argparse.Namespace) -> int:
                 json_mode=not args.no_json_mode,
                 cache_path=cache,
             )
-        judge = LLMJudge(config)
-    summary = classify_file(args.input, args.output, judge, retry_failed=args.retry_failed, progress=not args.quiet)
+        judge = None if args.batch else LLMJudge(config)  # a batch keeps no result cache
+    if args.batch:
+        if judge_name != "openai":
+            raise UsageError("--batch needs the LLM judge: give --base-url (e.g. https://api.openai.com/v1)")
+        if args.poll_interval <= 0:
+            raise UsageError(f"--poll-interval must be > 0 seconds, got {args.poll_interval}")
+        from behavior_classifier.batch import classify_file_batch
+
+        summary = classify_file_batch(
+            args.input, args.output, config, retry_failed=args.retry_failed, poll_interval=args.poll_interval, progress=not args.quiet
+        )
+    else:
+        assert judge is not None
+        summary = classify_file(args.input, args.output, judge, retry_failed=args.retry_failed, progress=not args.quiet)
     print(summary.describe(), file=sys.stderr)
     print(f"wrote {args.output}")
     if summary.failed_total:

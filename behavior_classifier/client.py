@@ -8,6 +8,11 @@
   recorded as an explicit failure (`JudgeResult.counts is None`, `error` set): never as zeros.
 - ``response_format={"type": "json_object"}`` is sent while the server accepts it; on a 400/422 the request is
   repeated without it and JSON mode stays off for the rest of the run (the parser tolerates prose and fences).
+- Reasoning models (OpenAI's o-series and later) reject ``max_tokens`` and any ``temperature`` but the default
+  with a 400 naming the parameter. That error, not the model's name, switches the judge to
+  ``max_completion_tokens`` and no ``temperature`` (`unsupported_param`); the request is repeated and the
+  choice is kept for the rest of the judge's life, so later requests are not rejected first.
+- Two protocols, ``json`` and ``study`` (see `behavior_classifier.judge`).
 - Results are cached on disk (sqlite, stdlib) under a key of model, prompt version, mode and the prompt inputs,
   so a re-run costs nothing.
 - The API key is read from ``OPENAI_API_KEY`` only and never logged, printed or written; error texts are
@@ -29,7 +34,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from behavior_classifier.behaviors import BEHAVIORS, Counts
-from behavior_classifier.judge import MODES, PROMPT_VERSION, MalformedReply, build_behavior_messages, build_messages, parse_counts
+from behavior_classifier.judge import (
+    MODES,
+    PROMPT_VERSION,
+    PROTOCOLS,
+    STUDY_MAX_TOKENS,
+    STUDY_PROMPT_VERSION,
+    MalformedReply,
+    build_behavior_messages,
+    build_messages,
+    build_study_messages,
+    parse_count_tag,
+    parse_counts,
+)
 
 if TYPE_CHECKING:
     import openai
@@ -49,7 +66,10 @@ class JudgeConfig:
     model: str = "gpt-4o-mini"
     """Model name sent with each request (the study judged with gpt-4o-mini)."""
     mode: str = "all"
-    """'all': one request per trace for the four counts; 'per_behavior': one request per behaviour (the study's layout)."""
+    """json protocol: 'all', one request per trace for the four counts; 'per_behavior', one request per behaviour."""
+    protocol: str = "json"
+    """'json' (our definitions, JSON replies, one request per trace) or 'study' (the study's: one request per
+    behaviour, count tags, a missing tag counted as 0); see `behavior_classifier.judge`."""
     concurrency: int = 16
     """Requests in flight at most."""
     timeout: float = 60.0
@@ -72,6 +92,8 @@ class JudgeConfig:
             raise ValueError("model must be a non-empty model name, e.g. --model gpt-4o-mini")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {list(MODES)}, got {self.mode!r}")
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {list(PROTOCOLS)}, got {self.protocol!r}")
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
         if self.timeout <= 0:
@@ -101,6 +123,8 @@ class JudgeResult:
     requests: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    parse_failures: tuple[str, ...] = ()
+    """Study protocol: behaviours whose reply held no count tag, counted as 0 as the study did."""
 
 
 @dataclass
@@ -151,8 +175,70 @@ class ResultCache:
 
 
 def cache_key(config: JudgeConfig, item: JudgeInput) -> str:
-    payload = [config.model, PROMPT_VERSION, config.mode, item.text, list(item.numbers) if item.numbers else None, item.target]
+    # The json protocol's key is unchanged from before protocols existed, so its caches stay valid.
+    layout = [PROMPT_VERSION, config.mode] if config.protocol == "json" else [STUDY_PROMPT_VERSION, "study"]
+    payload = [config.model, *layout, item.text, list(item.numbers) if item.numbers else None, item.target]
     return hashlib.sha256(json.dumps(payload).encode()).hexdigest()
+
+
+def judge_version(config: JudgeConfig) -> str:
+    """What labelled a row (the output's ``judge`` field, after ``openai:``)."""
+    if config.protocol == "study":
+        return f"{config.model}@{STUDY_PROMPT_VERSION}/study"
+    return f"{config.model}@{PROMPT_VERSION}/{config.mode}"
+
+
+#: Parameters a server may refuse that the judge can do without or rename (reasoning models refuse both).
+ADAPTABLE_PARAMS = ("max_tokens", "temperature")
+
+
+def unsupported_param(status: int | None, error: Any) -> str | None:
+    """`max_tokens` or `temperature` when a response of `status` with error body `error` (the ``error`` object of
+    an OpenAI error, or its message) rejects that parameter, else None.
+
+    OpenAI answers 400 with ``param`` set ("Unsupported parameter: 'max_tokens' is not supported with this model.
+    Use 'max_completion_tokens' instead."); servers that leave ``param`` out still name it in the message.
+    """
+    if status != 400:
+        return None
+    if isinstance(error, dict):
+        if error.get("param") in ADAPTABLE_PARAMS:
+            return str(error["param"])
+        error = error.get("message")
+    message = str(error or "")
+    return next((name for name in ADAPTABLE_PARAMS if f"'{name}'" in message or f'"{name}"' in message), None)
+
+
+@dataclass
+class RequestParams:
+    """Which sampling parameters requests carry; changed once when a server refuses one (see `unsupported_param`)."""
+
+    token_param: str = "max_tokens"
+    temperature: bool = True
+
+    def adapt(self, param: str | None) -> bool:
+        """Drop or rename `param`; True if that changed anything (so the request is worth repeating)."""
+        if param == "max_tokens" and self.token_param == "max_tokens":
+            self.token_param = "max_completion_tokens"
+        elif param == "temperature" and self.temperature:
+            self.temperature = False
+        else:
+            return False
+        log.warning(
+            "the server refused %s; sending %s from now on", param, "max_completion_tokens" if param == "max_tokens" else "no temperature"
+        )
+        return True
+
+    def body(self, config: JudgeConfig, messages: list[dict[str, str]], *, json_mode: bool) -> dict[str, Any]:
+        """The chat-completions request body (without ``response_format`` unless `json_mode`)."""
+        study = config.protocol == "study"
+        kwargs: dict[str, Any] = {"model": config.model, "messages": messages}
+        kwargs[self.token_param] = STUDY_MAX_TOKENS if study else config.max_tokens
+        if self.temperature and not study:  # the study sent no temperature (the server's default)
+            kwargs["temperature"] = 0
+        if json_mode and not study:
+            kwargs["response_format"] = {"type": "json_object"}
+        return kwargs
 
 
 def api_key() -> str:
@@ -218,8 +304,10 @@ class LLMJudge:
 
     def __init__(self, config: JudgeConfig) -> None:
         self.config = config
-        self.version = f"{config.model}@{PROMPT_VERSION}/{config.mode}"
-        self._json_mode = config.json_mode
+        self.version = judge_version(config)
+        self._json_mode = config.json_mode and config.protocol == "json"
+        self.params = RequestParams()
+        """Parameters sent with each request, adapted when the server refuses one (kept for the judge's life)."""
         self.cache = ResultCache(config.cache_path) if config.cache_path else None
         self.usage = Usage()
 
@@ -287,7 +375,10 @@ class LLMJudge:
         if self.cache is not None:
             cached = self.cache.get(key)
             if cached is not None:
-                return JudgeResult(cached, cached=True)
+                failures = tuple(cached.pop(PARSE_FAILURES_KEY, ()))  # type: ignore[arg-type]
+                return JudgeResult(cached, cached=True, parse_failures=failures)
+        if self.config.protocol == "study":
+            return await self._judge_study(client, item, key)
         if self.config.mode == "all":
             plans = [(BEHAVIORS, build_messages(item.text, item.numbers, item.target))]
         else:
@@ -303,6 +394,34 @@ class LLMJudge:
         if self.cache is not None:
             self.cache.put(key, counts)
         return JudgeResult(counts, requests=totals[0], prompt_tokens=totals[1], completion_tokens=totals[2])
+
+    async def _judge_study(self, client: openai.AsyncOpenAI, item: JudgeInput, key: str) -> JudgeResult:
+        """The study's protocol: one request per behaviour, the count from a tag, a missing tag counted as 0."""
+        import openai
+
+        counts: Counts = {}
+        failures: list[str] = []
+        totals = [0, 0, 0]
+        for name in BEHAVIORS:
+            messages = build_study_messages(name, item.text, item.numbers, item.target)
+            try:
+                response = await self._create(client, messages)
+            except (openai.APIError, asyncio.TimeoutError) as err:
+                return JudgeResult(None, error=_describe(err), requests=totals[0], prompt_tokens=totals[1], completion_tokens=totals[2])
+            except ValueError:  # a 200 whose body is not a chat completion: no count tag to read
+                response = None
+            totals[0] += 1
+            reply, _problem = _reply_text(response, totals)
+            value = parse_count_tag(reply)
+            if value is None:
+                failures.append(name)
+            counts[name] = value or 0
+        result = JudgeResult(
+            counts, requests=totals[0], prompt_tokens=totals[1], completion_tokens=totals[2], parse_failures=tuple(failures)
+        )
+        if self.cache is not None:
+            self.cache.put(key, {**counts, **({PARSE_FAILURES_KEY: failures} if failures else {})})  # type: ignore[dict-item]
+        return result
 
     async def _ask(
         self, client: openai.AsyncOpenAI, messages: list[dict[str, str]], names: Sequence[str], totals: list[int]
@@ -323,18 +442,10 @@ class LLMJudge:
                 last_problem = f"unreadable response body ({type(err).__name__})"
                 continue
             totals[0] += 1
-            if not hasattr(response, "choices"):
-                # A 200 whose body is not JSON (a proxy's HTML page): the client hands back the text itself.
-                text = " ".join(str(response).split())
-                last_problem = f"non-JSON reply: {text[:200]}" + ("..." if len(text) > 200 else "")
+            reply, problem = _reply_text(response, totals)
+            if problem:
+                last_problem = problem
                 continue
-            usage = getattr(response, "usage", None)
-            totals[1] += _tokens(usage, "prompt_tokens")
-            totals[2] += _tokens(usage, "completion_tokens")
-            try:
-                reply = response.choices[0].message.content if response.choices else None
-            except (AttributeError, IndexError, TypeError):
-                reply = None
             try:
                 return parse_counts(reply, names), None
             except MalformedReply as err:
@@ -344,15 +455,40 @@ class LLMJudge:
     async def _create(self, client: openai.AsyncOpenAI, messages: list[dict[str, str]]) -> Any:
         import openai
 
-        kwargs: dict[str, Any] = {"model": self.config.model, "messages": messages, "temperature": 0, "max_tokens": self.config.max_tokens}
-        if not self._json_mode:
-            return await client.chat.completions.create(**kwargs)
-        try:
-            return await client.chat.completions.create(**kwargs, response_format={"type": "json_object"})
-        except (openai.BadRequestError, openai.UnprocessableEntityError):
-            # Servers without JSON mode reject the field with 400/422; the parser copes with plain text.
-            response = await client.chat.completions.create(**kwargs)
-            if self._json_mode:
-                log.warning("the server rejected response_format=json_object; continuing without JSON mode")
-            self._json_mode = False
-            return response
+        # At most one repeat per thing the server may refuse (max_tokens, temperature, response_format), then its answer stands.
+        for _ in range(len(ADAPTABLE_PARAMS) + 1):
+            kwargs = self.params.body(self.config, messages, json_mode=self._json_mode)
+            try:
+                return await client.chat.completions.create(**kwargs)
+            except (openai.BadRequestError, openai.UnprocessableEntityError) as err:
+                if self.params.adapt(unsupported_param(err.status_code, err.body if isinstance(err.body, dict) else err.message)):
+                    continue
+                if "response_format" not in kwargs:
+                    raise
+                # Servers without JSON mode reject the field with 400/422; the parser copes with plain text.
+                if self._json_mode:
+                    log.warning("the server rejected response_format=json_object; continuing without JSON mode")
+                self._json_mode = False
+        return await client.chat.completions.create(**self.params.body(self.config, messages, json_mode=self._json_mode))
+
+
+PARSE_FAILURES_KEY = "_parse_failures"
+"""Key under which the cache stores the study protocol's parse failures beside the counts."""
+
+
+def _reply_text(response: Any, totals: list[int]) -> tuple[str | None, str | None]:
+    """(assistant text, None) of a chat completion, adding its token usage to `totals`; (None, problem) when the
+    body is not a chat completion (None: the client could not decode it; a string: a proxy's HTML page)."""
+    if response is None:
+        return None, "unreadable response body"
+    if not hasattr(response, "choices"):
+        # A 200 whose body is not JSON (a proxy's HTML page): the client hands back the text itself.
+        text = " ".join(str(response).split())
+        return None, f"non-JSON reply: {text[:200]}" + ("..." if len(text) > 200 else "")
+    usage = getattr(response, "usage", None)
+    totals[1] += _tokens(usage, "prompt_tokens")
+    totals[2] += _tokens(usage, "completion_tokens")
+    try:
+        return (response.choices[0].message.content if response.choices else None), None
+    except (AttributeError, IndexError, TypeError):
+        return None, None

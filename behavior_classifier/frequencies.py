@@ -31,6 +31,8 @@ REFERENCE_NAMES: Final = {
 """Behaviour name -> suffix of the study's columns (avg_<suffix>, total_<suffix>, share_<suffix>)."""
 
 REFERENCE_FILES: Final = {"llama": "cognitive_behaviors_llama_results.csv", "qwen": "cognitive_behaviors_qwen_results.csv"}
+REFERENCE_CONDITIONS: Final = {"none": "base_ppo", "all_strategies_incorrect": "no_positive_all_strategies"}
+"""Our condition name -> the study's, where they differ (the rest, e.g. `only_backtracking`, are spelled alike)."""
 REFERENCE_DIR_ENV: Final = "COUNTDOWN_REFERENCE_DIR"
 """Environment variable naming the folder of the study's CSVs (default: the copy shipped in `behavior_classifier/reference/`)."""
 
@@ -120,8 +122,28 @@ def load_reference(model: str = "llama", directory: Path | str | None = None) ->
     return frame[list(COLUMNS)]
 
 
-def plot_frequencies(frame: pd.DataFrame, path: Path | str, *, metric: str = "avg", title: str | None = None) -> Path:
-    """PNG of each behaviour (``metric`` 'avg' or 'share'), accuracy and response length vs step, one line per condition."""
+def reference_for(
+    conditions: Iterable[str], models: Sequence[str] = ("llama", "qwen"), directory: Path | str | None = None
+) -> pd.DataFrame:
+    """The study's curves for our `conditions` (an organism's `base/condition` labels too), from each of `models`,
+    labelled ``study <model>: <condition>``; its no-priming curve (`base_ppo`) when none of ours is in the study."""
+    frames = []
+    for model in models:
+        reference = load_reference(model, directory)
+        names = {REFERENCE_CONDITIONS.get(c.rpartition("/")[2], c.rpartition("/")[2]) for c in conditions}
+        names &= set(reference["condition"])
+        part = reference[reference["condition"].isin(names or {"base_ppo"})]
+        frames.append(part.assign(condition=f"study {model}: " + part["condition"]))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(COLUMNS))
+
+
+def plot_frequencies(
+    frame: pd.DataFrame, path: Path | str, *, metric: str = "avg", title: str | None = None, reference: pd.DataFrame | None = None
+) -> Path:
+    """PNG of each behaviour (``metric`` 'avg' or 'share'), accuracy and response length vs step, one line per condition.
+
+    `reference` (e.g. `reference_for`) is drawn on the same axes (dashed: Llama, dotted: Qwen), in the panels whose
+    column it has values for (the study published means, accuracy and length, not shares)."""
     if metric not in ("avg", "share"):
         raise ValueError(f"metric must be 'avg' or 'share', got {metric!r}")
     import matplotlib
@@ -135,6 +157,11 @@ def plot_frequencies(frame: pd.DataFrame, path: Path | str, *, metric: str = "av
     for ax, (column, label) in zip(axes.flat, panels, strict=True):
         for condition, group in frame.sort_values("step").groupby("condition", sort=True):
             ax.plot(group["step"], group[column], marker="o", markersize=3, label=str(condition))
+        if reference is not None and column in reference and reference[column].notna().any():
+            ours = frame["condition"].nunique()
+            for k, (condition, group) in enumerate(reference.sort_values("step").groupby("condition", sort=True)):
+                style = "--" if "llama" in str(condition) else ":"  # one line style per model, colours after ours
+                ax.plot(group["step"], group[column], linestyle=style, linewidth=1.2, color=f"C{(ours + k) % 10}", label=str(condition))
         ax.set_title(label + (" (share of responses)" if metric == "share" and column.startswith("share") else ""))
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)

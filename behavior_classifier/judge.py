@@ -1,12 +1,23 @@
 """Prompt text and reply parsing of the LLM judge (no HTTP here: see `client.py`).
 
-Two layouts:
-- ``all`` (default, the contract's wire protocol): one request per trace asking for a JSON object with
-  exactly the four behaviour names as keys and integer counts as values.
-- ``per_behavior`` (the study's layout): one request per behaviour, each asking for ``{"<name>": count}``.
+Two protocols (``countdown-lab classify --protocol``):
 
-Any change to the prompt text must bump `PROMPT_VERSION`: it is part of the cache key, so cached labels
-from an older prompt are never mixed with new ones.
+- ``json`` (default, the contract's wire protocol, fast): our definitions (`behaviors.DEFINITIONS`), replies
+  as JSON, sent at temperature 0; a reply without valid counts is asked again, then the trace is recorded as a
+  failure (never as zeros). Two layouts (``--mode``):
+  - ``all``: one request per trace asking for a JSON object with the four behaviour names as keys;
+  - ``per_behavior``: one request per behaviour, each asking for ``{"<name>": count}``.
+- ``study`` (Gandhi et al., 2025, as their public code did it): one request per behaviour per trace, with the
+  study's definitions (`behaviors.STUDY_DEFINITIONS`, in our words), the answer read from the first
+  ``<count>N</count>`` tag of the reply, no temperature sent (the server's default, 1 on OpenAI, as the study
+  sent none) and 512 reply tokens. A reply without a count tag is counted as 0 and not asked again, as the
+  study's parser did (``int(match.group(1)) if match else 0``); the output row lists such behaviours in
+  ``judge_parse_failures`` so they can be told apart from true zeros. A request that fails outright (HTTP error
+  after the retries) fails the trace, as in the json protocol. Four requests per trace instead of one: about
+  four times the prompt tokens.
+
+Any change to the prompt text must bump `PROMPT_VERSION` (json) or `STUDY_PROMPT_VERSION` (study): they are
+part of the cache key, so cached labels from an older prompt are never mixed with new ones.
 """
 
 from __future__ import annotations
@@ -17,12 +28,16 @@ import re
 from collections.abc import Sequence
 from typing import Final
 
-from behavior_classifier.behaviors import BEHAVIORS, DEFINITIONS, Counts, validate_counts
+from behavior_classifier.behaviors import BEHAVIORS, DEFINITIONS, STUDY_DEFINITIONS, Counts, validate_counts
 
 PROMPT_VERSION: Final = "cb-2025.1"
-"""Version of the prompt text below; part of the cache key."""
+"""Version of the json protocol's prompt text below; part of the cache key."""
+
+STUDY_PROMPT_VERSION: Final = "study-2025.1"
+"""Version of the study protocol's prompt text below; part of the cache key."""
 
 MODES: Final = ("all", "per_behavior")
+PROTOCOLS: Final = ("json", "study")
 
 MAX_REPLY_CHARS = 20_000
 """Longest reply parsed; replies are untrusted text, so parsing work is bounded."""
@@ -146,3 +161,43 @@ def parse_counts(reply: str | None, behaviors: Sequence[str] = BEHAVIORS) -> Cou
             problems.append(str(err))
     detail = f": {problems[0]}" if problems else ": no JSON object found"
     raise MalformedReply(f"reply is not a JSON object of {list(behaviors)} counts{detail}")
+
+
+# ---- the study's protocol -------------------------------------------------------------------------------------
+
+STUDY_SYSTEM_PROMPT: Final = "You are an assistant that analyses the reasoning in worked arithmetic problems."
+
+STUDY_MAX_TOKENS: Final = 512
+"""Reply cap of the study's requests (its judge was asked to reason before giving the count)."""
+
+_COUNT_TAG = re.compile(r"<count>(\d+)</count>")
+
+
+def build_study_messages(behavior: str, text: str, numbers: Sequence[int] | None = None, target: int | None = None) -> list[dict[str, str]]:
+    """Chat messages asking for the count of one behaviour, answered in a ``<count>N</count>`` tag (the study's protocol)."""
+    if behavior not in BEHAVIORS:
+        raise ValueError(f"unknown behaviour {behavior!r}; choose one of {list(BEHAVIORS)}")
+    name = behavior.replace("_", " ")
+    task = (
+        f"The numbers are {list(numbers)} and the target is {target}."
+        if numbers is not None and target is not None
+        else "The numbers and the target are not given; read them from the reasoning."
+    )
+    user = (
+        "A language model wrote the reasoning below while playing Countdown (reach the target by combining the "
+        f"numbers with + - * /). {task}\n\n<reasoning>\n{text}\n</reasoning>\n\n"
+        f"Does the reasoning show {name}, that is {STUDY_DEFINITIONS[behavior]}?\n"
+        f"Count the distinct instances of {name} and give the count between the tags <count> </count>. "
+        "If there is none, answer <count>0</count>."
+    )
+    return [{"role": "system", "content": STUDY_SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+
+def parse_count_tag(reply: str | None) -> int | None:
+    """The count in the first ``<count>N</count>`` tag of `reply` (as the study's parser read it), or None when
+    there is none or it exceeds `MAX_COUNT` (the caller counts None as 0, as the study did, and records it)."""
+    match = _COUNT_TAG.search((reply or "")[:MAX_REPLY_CHARS])
+    if match is None or len(match.group(1)) > len(str(MAX_COUNT)):
+        return None
+    value = int(match.group(1))
+    return value if value <= MAX_COUNT else None

@@ -22,7 +22,21 @@ Usage::
         server.requests        # list[Recorded], in arrival order (thread-safe snapshot)
         server.requests[0].headers["authorization"]
 
-Endpoints: ``POST /v1/chat/completions`` (non-streaming) and ``GET /v1/models``. Anything else is a 404.
+Endpoints: ``POST /v1/chat/completions`` (non-streaming), ``GET /v1/models``, and the minimal Files and Batch
+API (below). Anything else is a 404.
+
+``OpenAIServer(handler, reasoning=True)`` behaves like OpenAI's reasoning models (o-series): a request with
+``max_tokens``, or with a ``temperature`` other than 1, is refused with the 400 OpenAI sends (``param`` set,
+the message naming the parameter) before the handler sees it; such refusals are recorded like any request.
+
+Files and Batch API (what ``classify --batch`` uses): ``POST /v1/files`` (multipart upload, ``purpose=batch``),
+``GET /v1/files/{id}`` and ``/v1/files/{id}/content``; ``POST /v1/batches``, ``GET /v1/batches/{id}`` and
+``GET /v1/batches``. A batch moves one status per retrieve, ``validating`` -> ``in_progress`` -> ``finalizing`` ->
+`OpenAIServer.batch_outcome` (``completed`` by default; ``expired`` or ``failed`` to script those). On reaching
+``completed`` or ``expired`` each line of its input file goes through the handler like a chat request (recorded
+with ``method="BATCH"``; with ``expired`` only the first half does); 200 replies go to the output file, others
+to the error file, in OpenAI's line format (``custom_id``, ``response.status_code``, ``response.body``).
+``server.batches`` and ``server.files`` hold what was created.
 
 What a `Reply` can script (combine freely):
 - ``Reply.ok(content)``: a 200 chat completion whose assistant message is ``content`` (any text:
@@ -43,9 +57,11 @@ server answer 500 and appends the exception to ``server.errors`` (so a test can 
 
 from __future__ import annotations
 
+import email.parser
 import json
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -125,6 +141,19 @@ def _default_handler(request: dict[str, Any], n: int) -> Reply:
     return Reply.ok("{}")
 
 
+def reasoning_refusal(request: dict[str, Any]) -> Reply | None:
+    """The 400 OpenAI's reasoning models send for `max_tokens` or a non-default `temperature`, or None."""
+    if "max_tokens" in request:
+        message = "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead."
+        param, code = "max_tokens", "unsupported_parameter"
+    elif "temperature" in request and request["temperature"] != 1:
+        message = f"Unsupported value: 'temperature' does not support {request['temperature']} with this model. Only the default (1) value is supported."
+        param, code = "temperature", "unsupported_value"
+    else:
+        return None
+    return Reply(status=400, body={"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}})
+
+
 def _completion_body(request: dict[str, Any], reply: Reply, n: int) -> dict[str, Any]:
     content = reply.content or ""
     if reply.usage is not None:
@@ -155,8 +184,16 @@ class OpenAIServer:
     ``base_url`` is ``http://127.0.0.1:<port>/v1`` (a free port picked by the OS).
     """
 
-    def __init__(self, handler: Handler | None = None, *, host: str = "127.0.0.1") -> None:
+    def __init__(self, handler: Handler | None = None, *, host: str = "127.0.0.1", reasoning: bool = False) -> None:
         self.handler: Handler = handler or _default_handler
+        self.reasoning = reasoning
+        """Refuse `max_tokens` and non-default `temperature` as OpenAI's reasoning models do."""
+        self.batch_outcome = "completed"
+        """Final status of batches: 'completed', 'expired' (half the requests answered) or 'failed' (none)."""
+        self.files: dict[str, dict[str, Any]] = {}
+        """Uploaded and generated files by id: the file object plus its bytes under 'content'."""
+        self.batches: dict[str, dict[str, Any]] = {}
+        """Batch objects by id, in creation order."""
         self._requests: list[Recorded] = []
         self.errors: list[BaseException] = []
         self._lock = threading.Lock()
@@ -179,6 +216,109 @@ class OpenAIServer:
             n = self._count
             self._count += 1
             return n
+
+    def chat_reply(self, parsed: Any, raw: bytes, method: str, path: str, headers: dict[str, str]) -> tuple[Reply, Recorded]:
+        """Decide and record the reply to one chat request (over HTTP or from a batch's input file)."""
+        request = parsed if isinstance(parsed, dict) else {}
+        n = self._next()
+        refusal = reasoning_refusal(request) if self.reasoning else None
+        if refusal is not None:
+            reply = refusal
+        else:
+            try:
+                reply = self.handler(request, n)
+            except BaseException as err:  # a broken test handler must show up, not hang the client
+                self.errors.append(err)
+                reply = Reply.error(500, message=f"handler raised {type(err).__name__}")
+        record = Recorded(
+            n=n,
+            method=method,
+            path=path,
+            headers=headers,
+            raw_body=raw,
+            json=request if isinstance(parsed, dict) else None,
+            reply=reply,
+            received_at=time.monotonic(),
+        )
+        with self._lock:
+            self._requests.append(record)
+        return reply, record
+
+    def add_file(self, content: bytes, filename: str, purpose: str) -> dict[str, Any]:
+        file_id = f"file-{uuid.uuid4().hex[:24]}"
+        obj = {"id": file_id, "object": "file", "bytes": len(content), "created_at": int(time.time()), "filename": filename,
+               "purpose": purpose, "status": "processed"}  # fmt: skip
+        with self._lock:
+            self.files[file_id] = {**obj, "content": content}
+        return obj
+
+    def create_batch(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        input_id = body.get("input_file_id")
+        if input_id not in self.files:
+            return 400, {
+                "error": {"message": f"No such File object: {input_id}", "type": "invalid_request_error", "param": "input_file_id"}
+            }
+        if body.get("endpoint") != "/v1/chat/completions":
+            return 400, {"error": {"message": "only /v1/chat/completions batches are served here", "type": "invalid_request_error"}}
+        lines = [line for line in self.files[input_id]["content"].decode().splitlines() if line.strip()]
+        batch = {
+            "id": f"batch_{uuid.uuid4().hex[:24]}",
+            "object": "batch",
+            "endpoint": body["endpoint"],
+            "errors": None,
+            "input_file_id": input_id,
+            "completion_window": body.get("completion_window", "24h"),
+            "status": "validating",
+            "output_file_id": None,
+            "error_file_id": None,
+            "created_at": int(time.time()),
+            "request_counts": {"total": len(lines), "completed": 0, "failed": 0},
+            "metadata": body.get("metadata"),
+        }
+        with self._lock:
+            self.batches[batch["id"]] = batch
+        return 200, batch
+
+    def retrieve_batch(self, batch_id: str) -> dict[str, Any] | None:
+        """The batch, moved on by one status (a retrieve is how time passes for a batch here)."""
+        with self._lock:
+            batch = self.batches.get(batch_id)
+            if batch is None:
+                return None
+            status = batch["status"]
+            following = {"validating": "in_progress", "in_progress": "finalizing", "finalizing": self.batch_outcome}
+            if status not in following:
+                return dict(batch)
+            batch["status"] = following[status]
+        if batch["status"] in ("completed", "expired"):
+            self._run_batch(batch)
+        return dict(batch)
+
+    def _run_batch(self, batch: dict[str, Any]) -> None:
+        lines = [json.loads(line) for line in self.files[batch["input_file_id"]]["content"].decode().splitlines() if line.strip()]
+        if batch["status"] == "expired":
+            lines = lines[: len(lines) // 2]
+        out, errors = [], []
+        for k, line in enumerate(lines):
+            body = line.get("body") or {}
+            reply, record = self.chat_reply(body, json.dumps(body).encode(), "BATCH", str(line.get("url")), {})
+            if reply.drop or reply.status != 200:
+                error_body = reply.body if isinstance(reply.body, dict) else {"error": {"message": "scripted error", "code": reply.status}}
+                status = 500 if reply.drop else reply.status
+                errors.append({"id": f"batch_req_{k}", "custom_id": line.get("custom_id"),
+                               "response": {"status_code": status, "request_id": f"req_{k}", "body": error_body}, "error": None})  # fmt: skip
+            else:
+                out.append({"id": f"batch_req_{k}", "custom_id": line.get("custom_id"),
+                            "response": {"status_code": 200, "request_id": f"req_{k}", "body": _completion_body(body, reply, record.n)},
+                            "error": None})  # fmt: skip
+
+        def as_file(rows: list[dict[str, Any]], name: str) -> str | None:
+            return str(self.add_file("".join(json.dumps(r) + "\n" for r in rows).encode(), name, "batch_output")["id"]) if rows else None
+
+        output_id, error_id = as_file(out, "output.jsonl"), as_file(errors, "errors.jsonl")
+        with self._lock:
+            batch["output_file_id"], batch["error_file_id"] = output_id, error_id
+            batch["request_counts"] = {**batch["request_counts"], "completed": len(out), "failed": len(errors)}
 
     def __enter__(self) -> OpenAIServer:
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -226,41 +366,67 @@ class OpenAIServer:
                         self.close_connection = True
                         return
 
+            def _json(self, status: int, obj: Any) -> None:
+                self._send(status, json.dumps(obj).encode())
+
+            def _not_found(self) -> None:
+                self._send(404, b'{"error": {"message": "not found", "type": "invalid_request_error"}}')
+
             def do_GET(self) -> None:
-                if self.path.rstrip("/").endswith("/v1/models"):
+                path = self.path.split("?")[0].rstrip("/")
+                parts = path.split("/")
+                if path.endswith("/v1/models"):
                     body = {"object": "list", "data": [{"id": "test-model", "object": "model", "created": 0, "owned_by": "test"}]}
                     self._send(200, json.dumps(body).encode())
+                elif path.endswith("/v1/batches"):
+                    with server._lock:
+                        data = list(server.batches.values())
+                    self._json(200, {"object": "list", "data": data[::-1], "first_id": None, "last_id": None, "has_more": False})
+                elif len(parts) >= 2 and parts[-2] == "batches":
+                    batch = server.retrieve_batch(parts[-1])
+                    self._json(200, batch) if batch is not None else self._not_found()
+                elif len(parts) >= 3 and parts[-3] == "files" and parts[-1] == "content" and parts[-2] in server.files:
+                    self._send(200, server.files[parts[-2]]["content"], content_type="application/octet-stream")
+                elif len(parts) >= 2 and parts[-2] == "files" and parts[-1] in server.files:
+                    self._json(200, {k: v for k, v in server.files[parts[-1]].items() if k != "content"})
                 else:
-                    self._send(404, b'{"error": {"message": "not found"}}')
+                    self._not_found()
+
+            def _upload(self, raw: bytes) -> None:
+                # multipart/form-data, parsed with the stdlib's email parser (the cgi module is gone in 3.13).
+                head = f"Content-Type: {self.headers.get('Content-Type', '')}\r\n\r\n".encode()
+                message = email.parser.BytesParser().parsebytes(head + raw)
+                fields: dict[str, tuple[bytes, str | None]] = {}
+                for part in message.get_payload() if message.is_multipart() else []:
+                    name = part.get_param("name", header="content-disposition")
+                    fields[str(name)] = (part.get_payload(decode=True) or b"", part.get_filename())
+                if "file" not in fields:
+                    self._json(400, {"error": {"message": "no file in the upload", "type": "invalid_request_error", "param": "file"}})
+                    return
+                content, filename = fields["file"]
+                purpose = fields.get("purpose", (b"batch", None))[0].decode()
+                self._json(200, server.add_file(content, filename or "upload.jsonl", purpose))
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
+                path = self.path.split("?")[0].rstrip("/")
+                if path.endswith("/v1/files"):
+                    self._upload(raw)
+                    return
                 try:
                     parsed = json.loads(raw)
                 except ValueError:
                     parsed = None
-                if not self.path.rstrip("/").endswith("/chat/completions"):
-                    self._send(404, b'{"error": {"message": "not found"}}')
+                if path.endswith("/v1/batches"):
+                    self._json(*server.create_batch(parsed if isinstance(parsed, dict) else {}))
                     return
-                n = server._next()
-                try:
-                    reply = server.handler(parsed if isinstance(parsed, dict) else {}, n)
-                except BaseException as err:  # a broken test handler must show up, not hang the client
-                    server.errors.append(err)
-                    reply = Reply.error(500, message=f"handler raised {type(err).__name__}")
-                record = Recorded(
-                    n=n,
-                    method="POST",
-                    path=self.path,
-                    headers={k.lower(): v for k, v in self.headers.items()},
-                    raw_body=raw,
-                    json=parsed if isinstance(parsed, dict) else None,
-                    reply=reply,
-                    received_at=time.monotonic(),
-                )
-                with server._lock:
-                    server._requests.append(record)
+                if not path.endswith("/chat/completions"):
+                    self._not_found()
+                    return
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                reply, record = server.chat_reply(parsed, raw, "POST", self.path, headers)
+                n = record.n
                 if reply.delay > 0 and server._stopping.wait(reply.delay):
                     self.close_connection = True
                     return

@@ -9,7 +9,8 @@ own checkpoints). Layout of an experiment directory:
     runs/<condition>-seed<s>/        a run directory (contract): config.json, metrics.jsonl,
         traces/                      rollouts.jsonl, checkpoints/ (PPO), plus the priming
         sft/                         traces, the SFT run, classified rollouts and stage markers
-        rollouts_classified.jsonl
+        rollouts_classified.jsonl    behaviour counts of training rollouts (source `rollouts`)
+        eval_completions_classified.jsonl   of held-out completions (source `heldout`: T=1 samples with eval_samples > 0)
         .done/<stage>
     summary.csv, summary.md, frequencies.csv, plots/*.png
 """
@@ -34,7 +35,7 @@ PRESET_DIR = Path(__file__).parent / "presets"
 DEFAULT_PRESET = "tiny-cpu"
 INCORRECT_SUFFIX = "_incorrect"
 SFT_SET_BY_EXPERIMENT = frozenset({"model", "data", "output_dir", "seed", "prompt_style", "report_to"})
-PPO_SET_BY_EXPERIMENT = frozenset({"model", "seed", "task_preset", "num_eval_tasks", "prompt_style"})
+PPO_SET_BY_EXPERIMENT = frozenset({"model", "seed", "task_preset", "num_eval_tasks", "prompt_style", "eval_samples"})
 NO_PRIMING = "none"
 
 
@@ -90,6 +91,9 @@ class ExperimentConfig:
     """RL prompts (train split, disjoint from the SFT tasks and the eval tasks)."""
     num_eval_tasks: int = 200
     """Held-out tasks (test split) for the greedy evaluation during PPO."""
+    eval_samples: int = 0
+    """Held-out completions sampled at T=1 at each evaluation and classified (source `heldout`), as the study did
+    (200 in `paper-3b`); 0: the greedy completions are classified instead."""
     prompt_style: str = "compact"
     """Prompt template for SFT, PPO and evaluation (`compact` for tiny models, `tinyzero` for real LMs)."""
     trace_style: str = "compact"
@@ -131,6 +135,8 @@ class ExperimentConfig:
         for name in ("num_sft_tasks", "num_rl_tasks", "num_eval_tasks", "jobs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.eval_samples <= self.num_eval_tasks:
+            raise ValueError(f"eval_samples must be in 0..num_eval_tasks ({self.num_eval_tasks}), got {self.eval_samples}")
         self._check_overrides()
         from runtime.tracking import REPORT_TO
 
@@ -270,7 +276,8 @@ def stage_ppo(config: ExperimentConfig, run: Path, model: str, seed: int, tasks:
     if _done(run, "ppo"):
         return
     ppo = load_config(config.ppo_preset, {**config.ppo, "model": model, "seed": seed, "task_preset": config.task_preset,
-                                          "num_eval_tasks": config.num_eval_tasks, "prompt_style": config.prompt_style})  # fmt: skip
+                                          "num_eval_tasks": config.num_eval_tasks, "prompt_style": config.prompt_style,
+                                          "eval_samples": config.eval_samples})  # fmt: skip
     train(ppo, run, tasks=tasks, resume=(run / "metrics.jsonl").exists(), progress=True, report_to=config.report_to)
     _mark(run, "ppo")
 
@@ -286,11 +293,17 @@ def make_judge(config: ExperimentConfig) -> Any:
 
 
 def stage_classify(config: ExperimentConfig, run: Path) -> None:
+    """Behaviour counts of the training rollouts and of the held-out completions of every evaluation
+    (`lab.summary.SOURCES` labels them `rollouts` and `heldout`). classify_file resumes, so a re-run after a
+    kill repeats no finished request."""
     from behavior_classifier import classify_file
 
     if _done(run, "classify"):
         return
-    classify_file(run / "rollouts.jsonl", run / "rollouts_classified.jsonl", make_judge(config), progress=False)
+    judge = make_judge(config)
+    for name in ("rollouts", "eval_completions"):
+        if (run / f"{name}.jsonl").exists():
+            classify_file(run / f"{name}.jsonl", run / f"{name}_classified.jsonl", judge, progress=False)
     _mark(run, "classify")
 
 
@@ -301,6 +314,9 @@ def check_same_config(config: ExperimentConfig, path: Path) -> None:
         return
     before = json.loads(path.read_text())
     now = json.loads(json.dumps(config.to_dict()))  # tuples -> lists, as on disk
+    # A field added since the directory was made counts as its default there, so old experiments still resume.
+    defaults = json.loads(json.dumps(asdict(ExperimentConfig())))
+    before = {**{k: v for k, v in defaults.items() if k not in before}, **before}
     # Adding conditions or seeds, or changing parallelism, leaves finished runs valid.
     free = {"jobs", "conditions", "seeds"}
     changed = sorted(k for k in set(before) | set(now) if k not in free and before.get(k) != now.get(k))

@@ -129,11 +129,12 @@ class OrganismConfig:
     def ppo_config(self, model: str, seed: int) -> Any:
         from rl.config import load_config
 
-        owned = {"model", "seed", "task_preset", "num_eval_tasks", "prompt_style"}
+        owned = {"model", "seed", "task_preset", "num_eval_tasks", "prompt_style", "eval_samples"}
         clash = sorted(set(self.ppo) & owned)
         if clash:
             raise ValueError(f"ppo overrides {clash} are set by the experiment itself")
-        values = {**self.ppo, "model": model, "seed": seed, "task_preset": "organism", "num_eval_tasks": self.num_eval_tasks}
+        values = {**self.ppo, "model": model, "seed": seed, "task_preset": "organism", "num_eval_tasks": self.num_eval_tasks,
+                  "eval_samples": self.eval_samples}  # fmt: skip
         return load_config(self.ppo_preset, {**values, "prompt_style": "compact"})
 
     def to_dict(self) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from behavior_classifier.frequencies import AVG_COLUMNS, behavior_frequencies, plot_frequencies, read_classified
+from behavior_classifier.frequencies import AVG_COLUMNS, behavior_frequencies, plot_frequencies, read_classified, reference_for
 from countdown_env.steps import step_accuracy
 from runtime.jsonl import read_jsonl
 
@@ -245,6 +245,7 @@ def summarize(root: str | Path) -> dict[str, Path]:
             plot_frequencies(mean_freqs, out["plots"] / f"behavior_share_vs_step{suffix}.png", metric="share")
         spread = freqs[freqs["source"] == ("heldout" if (freqs["source"] == "heldout").any() else "rollouts")]
         plot_spread(curves, spread, out["plots"] / "spread_vs_step.png")
+        plot_against_reference(spread, out["plots"] / "behaviors_vs_reference.png")
     return out
 
 
@@ -281,3 +282,23 @@ def plot_spread(curves: pd.DataFrame, freqs: pd.DataFrame, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_against_reference(freqs: pd.DataFrame, path: Path) -> Path | None:
+    """Our behaviour means, accuracy and length per step (mean over seeds; held-out samples when there are,
+    which is what the study measured) on the same axes as the study's curves for the same conditions (Llama
+    and Qwen, `behavior_classifier/reference`). None when the study's CSVs are not found."""
+    source = str(freqs["source"].iloc[0]) if not freqs.empty else "rollouts"
+    ours = (
+        freqs.drop(columns=["seed", "base", "source"], errors="ignore")
+        .groupby(["condition", "step"], as_index=False)
+        .mean(numeric_only=True)
+    )
+    try:
+        reference = reference_for(ours["condition"].unique())
+    except FileNotFoundError:
+        return None
+    what = "held-out samples (T=1)" if source == "heldout" else "training rollouts (T=1)"
+    return plot_frequencies(
+        ours, path, reference=reference, title=f"ours ({what}, solid) and the study's (dashed: Llama-3.2-3B, dotted: Qwen2.5-3B)"
+    )

@@ -103,6 +103,10 @@ class PPOConfig:
     # ---- logging and checkpoints --------------------------------------------------
     eval_every: int = 25
     """Greedy evaluation on the held-out tasks every this many steps (and at the end); 0 = never."""
+    eval_samples: int = 0
+    """0: each evaluation logs its greedy completions to eval_completions.jsonl. N > 0: as the study measured, each
+    evaluation also samples one completion per held-out task at temperature 1 (`eval/sample_accuracy`) and logs N
+    of those (the first N tasks) instead, for behaviour counts of held-out completions."""
     save_every: int = 10
     """Checkpoint every this many steps (and at the end)."""
     keep_checkpoints: int = 2
@@ -128,7 +132,7 @@ class PPOConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("num_eval_tasks", "eval_every", "log_rollouts", "generation_batch_size"):
+        for name in ("num_eval_tasks", "eval_every", "eval_samples", "log_rollouts", "generation_batch_size"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("actor_lr", "critic_lr", "temperature", "max_grad_norm", "cliprange", "cliprange_value"):

@@ -136,6 +136,55 @@ def greedy_eval(
     }
 
 
+EVAL_SAMPLE_TEMPERATURE = 1.0
+"""Temperature of the held-out samples logged for behaviour counts (the study's)."""
+
+
+def sampled_eval(
+    model: Any,
+    tokenizer: Any,
+    tasks: Sequence[Task],
+    *,
+    rules: Rules = DEFAULT_RULES,
+    prompt_style: str = "compact",
+    max_new_tokens: int = 96,
+    temperature: float = EVAL_SAMPLE_TEMPERATURE,
+    seed: int = 0,
+    batch_size: int = 64,
+    rows: list[dict[str, Any]] | None = None,
+    **fields: Any,
+) -> dict[str, float]:
+    """`sample_accuracy`, `sample_format_rate`, `sample_response_length` of one completion per task sampled at
+    `temperature` (rows, ``mode="sample"``, appended to `rows`). The RNG is forked and seeded by `seed`, so the
+    caller's sampling state is untouched and a resumed run draws the same samples."""
+    import torch
+
+    prompts = [build_prompt(t, prompt_style, rules, tokenizer) for t in tasks]
+    device = next(model.parameters()).device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.inference_mode():
+        torch.manual_seed(seed)
+        gen = generate(
+            model,
+            tokenizer,
+            prompts,
+            max_new_tokens,
+            prompt_style=prompt_style,
+            do_sample=True,
+            temperature=temperature,
+            batch_size=batch_size,
+        )
+    out = _sample_rows(
+        tasks, gen.texts, gen.finished.tolist(), gen.lengths.tolist(), rules, mode="sample", temperature=temperature, **fields
+    )
+    if rows is not None:
+        rows.extend(out)
+    return {
+        "sample_accuracy": float(np.mean([r["correct"] for r in out])) if out else 0.0,
+        "sample_format_rate": float(np.mean([r["well_formed"] for r in out])) if out else 0.0,
+        "sample_response_length": float(np.mean([r["length"] for r in out])) if out else 0.0,
+    }
+
+
 def evaluate(
     model: Any,
     tokenizer: Any,

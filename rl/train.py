@@ -452,8 +452,9 @@ def evaluate_policy(
     """`eval/accuracy`, `eval/format_rate`, `eval/response_length` of greedy completions on the
     held-out tasks under the tolerant rules (the same numbers for PPO and TRL runs). With `log`,
     the completions are appended there with `step` (behaviour counts of held-out completions
-    at each evaluation, as the study measured them)."""
-    from rl.evaluate import greedy_eval
+    at each evaluation). With `config.eval_samples` N > 0, as the study measured: one completion
+    per task sampled at temperature 1 too (`eval/sample_*`), and N of them logged instead of the greedy ones."""
+    from rl.evaluate import greedy_eval, sampled_eval
 
     rows: list[dict[str, Any]] = []
     report = greedy_eval(
@@ -466,6 +467,22 @@ def evaluate_policy(
         rows=rows,
         step=step,
     )
+    if config.eval_samples:
+        rows = []
+        report.update(
+            sampled_eval(
+                model,
+                tokenizer,
+                eval_tasks,
+                rules=config.rules.with_(strict_ending=False),
+                prompt_style=config.prompt_style,
+                max_new_tokens=config.max_response_length,
+                seed=config.seed * 100_003 + step,  # the same samples after a resume; new ones at each evaluation
+                rows=rows,
+                step=step,
+            )
+        )
+        rows = rows[: config.eval_samples]
     if log is not None:
         append_jsonl(log, rows)
     return {f"eval/{k}": v for k, v in report.items()}

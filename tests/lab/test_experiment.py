@@ -118,3 +118,30 @@ def test_trace_stage_writes_the_kind_of_wrong_answer(tmp_path, name):
     out = stage_traces(config, tmp_path, condition, incorrect, 0, tasks, incorrect_kind_of(name))
     rows = [json.loads(line) for line in (out / "train.jsonl").open()]
     assert rows and all(r["incorrect"] and not r["correct"] and r["incorrect_kind"] == incorrect_kind_of(name) for r in rows)
+
+
+@pytest.mark.slow  # more than ~5 s; `pytest -m 'not slow'` skips it
+def test_heldout_t1_samples_are_classified_and_plotted_against_the_study(tmp_path):
+    config = ExperimentConfig.load("quick", conditions=["none"], eval_samples=8)
+    root = run_experiment(config, tmp_path / "exp")
+    run = root / "runs" / "none-seed0"
+    rows = [json.loads(line) for line in (run / "eval_completions_classified.jsonl").open()]
+    assert rows and all(r["mode"] == "sample" and r["behaviors"] is not None for r in rows)
+    assert len(rows) == 8 * len({r["step"] for r in rows})
+    freqs = pd.read_csv(root / "frequencies.csv")
+    assert set(freqs["source"]) == {"rollouts", "heldout"}
+    assert set(freqs[freqs["source"] == "heldout"]["n"]) == {8}
+    assert (root / "plots" / "behaviors_vs_reference.png").stat().st_size > 10_000
+    assert (root / "plots" / "behaviors_vs_step_heldout.png").exists()
+
+
+def test_an_experiment_made_before_a_new_field_still_resumes(tmp_path):
+    from lab.experiment import check_same_config
+
+    config = ExperimentConfig.load("quick")
+    saved = json.loads(json.dumps(config.to_dict()))
+    del saved["eval_samples"]  # written by a version without the field
+    (tmp_path / "experiment.json").write_text(json.dumps(saved))
+    check_same_config(config, tmp_path / "experiment.json")
+    with pytest.raises(Exception, match="eval_samples"):
+        check_same_config(ExperimentConfig.load("quick", eval_samples=4), tmp_path / "experiment.json")
