@@ -240,8 +240,10 @@ def load_models(config: PPOConfig, accelerator: Any) -> Models:
     for model in (policy, critic):
         if model is not None and config.gradient_checkpointing:
             # Non-reentrant checkpointing works with DDP's hooks and with inputs that need no grad.
-            enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable  # renamed in transformers 5.2x
-            enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            if hasattr(model, "activation_checkpointing_enable"):  # the name since transformers 5.2x
+                model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if critic is not None:
         groups.append({"params": list(critic.parameters()), "lr": config.critic_lr})
     module = PolicyCritic(policy, critic)
