@@ -143,6 +143,9 @@ class PolicyCritic(torch.nn.Module):
         super().__init__()
         self.policy = policy
         self.critic = critic
+        # FSDP's transformer-based auto wrap reads the block class names from here.
+        blocks = [*(getattr(policy, "_no_split_modules", None) or []), *(getattr(critic, "_no_split_modules", None) or [])]
+        self._no_split_modules = sorted(set(blocks))
 
     def forward(
         self, query: torch.Tensor, query_mask: torch.Tensor, response: torch.Tensor, response_mask: torch.Tensor,
@@ -248,8 +251,20 @@ def load_models(config: PPOConfig, accelerator: Any) -> Models:
         groups.append({"params": list(critic.parameters()), "lr": config.critic_lr})
     module = PolicyCritic(policy, critic)
     optimizer = torch.optim.AdamW(groups, lr=config.actor_lr, weight_decay=config.weight_decay)
+    configure_deepspeed(config, accelerator)
     module, optimizer = accelerator.prepare(module, optimizer)
     return Models(module, load_tokenizer(config.model), optimizer, ref)
+
+
+def configure_deepspeed(config: PPOConfig, accelerator: Any) -> None:
+    """Under DeepSpeed, the batch numbers it would take from a dataloader (we have none): the
+    micro-batch, the accumulation steps and the clipping norm of this config."""
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if plugin is None:
+        return
+    plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = config.micro
+    plugin.deepspeed_config["gradient_accumulation_steps"] = config.accumulation_steps
+    plugin.deepspeed_config["gradient_clipping"] = config.max_grad_norm
 
 
 @contextmanager
