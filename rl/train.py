@@ -291,6 +291,11 @@ def gathered_for_generation(module: Any, accelerator: Any) -> Iterator[PolicyCri
                 with FSDP.summon_full_params(module, writeback=False, recurse=True):
                     yield inner
             else:  # FSDP2 (`fully_shard` changes the modules' classes in place)
+                # FSDP2 sets itself up in the root's first forward and refuses a first forward through an inner
+                # block (which `generate` on the policy would be): an empty pass through the root comes first.
+                stub = torch.zeros(1, 1, dtype=torch.long, device=accelerator.device)
+                with torch.no_grad():
+                    module(stub, stub, stub, stub, with_logits=False, with_values=False)
                 sharded = [m for m in module.modules() if isinstance(m, FSDPModule)]
                 for m in sharded:
                     m.unshard()

@@ -159,3 +159,69 @@ def test_bf16_autocast_and_gradient_checkpointing_train(tiny_model, tmp_path):
     from rl.models import load_model
 
     assert load_model(out / "checkpoints" / "step-000001" / "policy").dtype == torch.float32
+
+
+class _FSDPAccelerator:
+    """What `gathered_for_generation` reads of an Accelerator running FSDP. accelerate itself
+    falls back to DistributedType.NO without a GPU (it will not run FSDP on CPU), while torch's
+    FSDP2 (`fully_shard`) does run on CPU over gloo: so the FSDP code paths are tested on torch's
+    FSDP2 directly, the rest of the loop under accelerate's MULTI_CPU (test_two_processes_with_gloo)."""
+
+    def __init__(self):
+        from accelerate.utils import DistributedType
+
+        self.distributed_type = DistributedType.FSDP
+        self.device = torch.device("cpu")
+
+    def autocast(self):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+def _fsdp_worker(rank: int, port: int, model_path: str, out: dict) -> None:
+    import torch.distributed as dist
+    from torch.distributed.fsdp import fully_shard
+
+    from rl.models import load_model, load_tokenizer
+    from rl.rollout import generate
+    from rl.train import Models, PolicyCritic, gathered_for_generation, load_critic, ppo_losses
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        torch.manual_seed(0)
+        tokenizer = load_tokenizer(model_path)
+        module = PolicyCritic(load_model(model_path, dtype=torch.float32), load_critic(model_path))
+        prompts = ["Numbers: 3 5 7\nTarget: 22\n", "Numbers: 2 4\nTarget: 8\n"]
+        whole = generate(module.policy, tokenizer, prompts, 8, do_sample=False).texts
+        for model in (module.policy, module.critic):
+            for layer in model.model.layers:
+                fully_shard(layer)
+        fully_shard(module)
+        assert type(next(module.parameters())).__name__ == "DTensor"
+        module.eval()
+        with gathered_for_generation(module, _FSDPAccelerator()) as inner:
+            sharded = generate(inner.policy, tokenizer, prompts, 8, do_sample=False).texts
+        module.train()
+        config = tiny_config(model_path, entropy_coef=0.01)
+        batch = synthetic_batch(module.policy.config.vocab_size)
+        loss, _ = ppo_losses(Models(module, tokenizer, None), batch, torch.arange(8), config)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(list(module.policy.parameters()), 1.0)
+        out[rank] = (whole == sharded, bool(torch.isfinite(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_fsdp2_on_two_cpu_processes_generates_and_trains(tiny_model):
+    """Under FSDP2 the policy generates through `gathered_for_generation` exactly what the unsharded
+    policy generates, and a forward/backward of the PPO losses through the sharded `PolicyCritic` runs."""
+    import torch.multiprocessing as mp
+
+    from tests.rl.test_train import free_port
+
+    with mp.Manager() as manager:
+        out = manager.dict()
+        mp.spawn(_fsdp_worker, args=(free_port(), str(tiny_model), out), nprocs=2, join=True)
+        assert dict(out) == {0: (True, True), 1: (True, True)}
