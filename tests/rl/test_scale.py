@@ -125,6 +125,7 @@ def _whiten_worker(rank: int, world: int, port: int, x: torch.Tensor, mask: torc
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # spawns 2 processes
 def test_whitening_over_two_processes_matches_one_process():
     """Two gloo processes, each with half the completions (and different token counts), whiten
     with the global mean and variance: the same numbers as one process holding them all."""
@@ -214,6 +215,7 @@ def _fsdp_worker(rank: int, port: int, model_path: str, out: dict) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # spawns 2 processes (~20 s)
 def test_fsdp2_on_two_cpu_processes_generates_and_trains(tiny_model):
     """Under FSDP2 the policy generates through `gathered_for_generation` exactly what the unsharded
     policy generates, and a forward/backward of the PPO losses through the sharded `PolicyCritic` runs."""
