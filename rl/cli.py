@@ -63,7 +63,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     add_preset_args(p, PPOConfig, CONFIG_DIR, option="--preset", default="paper-3b", what="config",
                     help="PPO preset or YAML file (tiny-cpu, paper-3b, ...); default paper-3b")  # fmt: skip
     p.add_argument("--gpus", type=_positive, required=True, help="GPUs (one PPO process each)")
-    p.add_argument("--gpu-memory-gb", dest="gpu_memory_gb", type=float, required=True, help="memory of one GPU in GB (80 for an A100/H100 80GB)")
+    p.add_argument(
+        "--gpu-memory-gb", dest="gpu_memory_gb", type=float, required=True, help="memory of one GPU in GB (80 for an A100/H100 80GB)"
+    )
     p.add_argument("--model", help="model (local folder or a known hub id, e.g. Qwen/Qwen2.5-3B); default: the config's")
     p.set_defaults(func=_plan)
 

@@ -13,6 +13,7 @@ Pure Python (no torch), so it runs anywhere.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from dataclasses import dataclass
@@ -109,6 +110,9 @@ KNOWN_ARCHS: dict[str, Arch] = {
     "meta-llama/Llama-3.2-1B": Arch(2048, 16, 128256, 8192, 32, 8, tied=True),
     "meta-llama/Llama-3.2-3B": Arch(3072, 28, 128256, 8192, 24, 8, tied=True),
     "meta-llama/Llama-3.1-8B": Arch(4096, 32, 128256, 14336, 32, 8, tied=False),
+    "HuggingFaceTB/SmolLM2-135M": Arch(576, 30, 49152, 1536, 9, 3, tied=True),
+    "HuggingFaceTB/SmolLM2-360M": Arch(960, 32, 49152, 2560, 15, 5, tied=True),
+    "HuggingFaceTB/SmolLM2-1.7B": Arch(2048, 24, 49152, 8192, 32, 32, tied=True),
 }
 for _name in list(KNOWN_ARCHS):  # the instruct models share their base's shapes
     KNOWN_ARCHS[_name + "-Instruct"] = KNOWN_ARCHS[_name]
@@ -145,7 +149,9 @@ def arch_of(model: str) -> Arch:
     if model.lower() in known:
         return known[model.lower()]
     bases = ", ".join(name for name in KNOWN_ARCHS if not name.endswith("-Instruct"))
-    raise UsageError(f"unknown model {model!r} for plan: give a local model folder (with config.json) or one of {bases} (or their -Instruct)")
+    raise UsageError(
+        f"unknown model {model!r} for plan: give a local model folder (with config.json) or one of {bases} (or their -Instruct)"
+    )
 
 
 def prompt_tokens(config: Any) -> int:
@@ -220,7 +226,11 @@ def plan(config: Any, gpus: int, gpu_memory_gb: float, arch: Arch | None = None,
 
     seq = prompt_tokens(config) + config.max_response_length
     micro, response = config.micro, config.max_response_length
-    per_token = arch.layers * arch.hidden + arch.activation_elements() if config.gradient_checkpointing else arch.layers * arch.activation_elements()
+    per_token = (
+        arch.layers * arch.hidden + arch.activation_elements()
+        if config.gradient_checkpointing
+        else arch.layers * arch.activation_elements()
+    )
     backbone_acts = micro * seq * per_token * act_bytes
     logits = micro * arch.vocab * (seq * act_bytes + response * (act_bytes + 4 * LOGIT_FP32_COPIES))
 
@@ -255,7 +265,7 @@ def plan(config: Any, gpus: int, gpu_memory_gb: float, arch: Arch | None = None,
         + (f", LoRA r={lora_r}: {arch.lora_params(lora_r) / 1e6:.1f}M trained" if lora_r else "")
         + f"; {config.sharding}, {config.dtype}, gradient checkpointing {'on' if config.gradient_checkpointing else 'off'};"
         f" sequences of {seq} tokens (~{seq - response} prompt + {response} response);"
-        f" {per_process} completions per GPU per step in {steps} optimiser steps of {config.accumulation_steps} micro-batches of {micro}"
+        f" {per_process} completions per GPU per step in {steps} optimiser steps, each {config.accumulation_steps} x {micro} completions"
         f"; generation {gen_batch} at a time"
     )
     return Plan(tuple(rows), generation, gpus, gpu_memory_gb, summary)
@@ -304,9 +314,7 @@ def suggestions(config: Any, gpus: int, gpu_memory_gb: float, arch: Arch | None 
     if config.uses_critic:
         lora.append({"advantage_estimator": "group"})
     found: list[str] = []
-    # Singles, then pairs, then triples of options, LoRA last (it changes what is trained).
-    import itertools
-
+    # Singles, then pairs, then triples of options, LoRA and the critic last (they change what is trained).
     for size in (1, 2, 3, 4):
         for combo in itertools.combinations(options + lora, size):
             changes: dict[str, Any] = {}
@@ -321,7 +329,10 @@ def suggestions(config: Any, gpus: int, gpu_memory_gb: float, arch: Arch | None 
                 except ValueError:
                     continue
                 if plan(candidate, gpus, gpu_memory_gb, arch, lora_r=r).fits:
-                    sets = " ".join(f"--set {k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in {**changes, **({"lora_r": r} if r else {})}.items())
+                    sets = " ".join(
+                        f"--set {k}={str(v).lower() if isinstance(v, bool) else v}"
+                        for k, v in {**changes, **({"lora_r": r} if r else {})}.items()
+                    )
                     found.append(sets + (" (LoRA: issue 9's lora_r)" if r else ""))
                     if len(found) >= limit:
                         return found
@@ -360,6 +371,3 @@ def check_fits(config: Any, gpus: int, gpu_memory_gb: float) -> Plan:
             f" (`countdown-lab plan` prints the table); {'; '.join(advice(config, gpus, gpu_memory_gb))}"
         )
     return p
-
-
-__all__ = ["KNOWN_ARCHS", "Arch", "Plan", "Row", "arch_from_config", "arch_of", "check_fits", "format_plan", "gpus_needed", "plan", "suggestions", "advice"]

@@ -14,6 +14,7 @@ def test_known_parameter_counts():
     assert QWEN_3B.policy_params / 1e9 == pytest.approx(3.09, abs=0.01)
     assert KNOWN_ARCHS["meta-llama/Llama-3.2-3B"].policy_params / 1e9 == pytest.approx(3.21, abs=0.01)
     assert KNOWN_ARCHS["Qwen/Qwen2.5-7B"].policy_params / 1e9 == pytest.approx(7.62, abs=0.01)
+    assert KNOWN_ARCHS["HuggingFaceTB/SmolLM2-135M-Instruct"].policy_params / 1e6 == pytest.approx(134.5, abs=0.1)
 
 
 def test_the_formula_counts_a_local_model_exactly(tiny_model):
@@ -30,7 +31,9 @@ def test_the_formula_counts_a_local_model_exactly(tiny_model):
 
 
 def fp32_config(**changes) -> PPOConfig:
-    return load_config("paper-3b", {"dtype": "float32", "sharding": "ddp", "gradient_checkpointing": False, "micro_batch_size": 16, **changes})
+    return load_config(
+        "paper-3b", {"dtype": "float32", "sharding": "ddp", "gradient_checkpointing": False, "micro_batch_size": 16, **changes}
+    )
 
 
 def test_fp32_adamw_is_16_bytes_per_parameter():
