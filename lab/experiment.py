@@ -118,6 +118,12 @@ class ExperimentConfig:
     """Also log SFT and PPO metrics to a tracker: none, tensorboard, wandb or trackio (metrics.jsonl is always written)."""
     jobs: int = 1
     """Runs in parallel (one process each, one thread each: on 2 cores, 2 one-thread jobs beat one two-thread job)."""
+    gpus: int = 0
+    """GPUs for the PPO stage: 0 = this process (CPU or one GPU, as before); >= 1 = first check with
+    `countdown-lab plan` that PPO fits, refusing up front if not; > 1 = PPO under `accelerate launch`, one
+    process per GPU, with the accelerate config of the PPO config's `sharding` (rl/configs/accelerate/)."""
+    gpu_memory_gb: float = 80.0
+    """Memory of one GPU in GB, for the `plan` check (gpus >= 1)."""
 
     def __post_init__(self) -> None:
         from countdown_env import PRESETS
@@ -132,6 +138,10 @@ class ExperimentConfig:
             raise ValueError(f"conditions has duplicates: {self.conditions}")
         if self.task_preset not in PRESETS:
             raise ValueError(f"task_preset must be one of {sorted(PRESETS)}, got {self.task_preset!r}")
+        if self.gpus < 0 or self.gpu_memory_gb <= 0:
+            raise ValueError(f"gpus must be >= 0 and gpu_memory_gb > 0, got {self.gpus} and {self.gpu_memory_gb}")
+        if self.gpus > 1 and self.jobs > 1:
+            raise ValueError("gpus > 1 runs each PPO stage on every GPU: set jobs=1")
         for name in ("num_sft_tasks", "num_rl_tasks", "num_eval_tasks", "jobs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -269,16 +279,54 @@ def stage_sft(config: ExperimentConfig, run: Path, model: str, data: Path, seed:
     return str(out / "model")
 
 
-def stage_ppo(config: ExperimentConfig, run: Path, model: str, seed: int, tasks: list[Task]) -> None:
+def ppo_config(config: ExperimentConfig, model: str, seed: int) -> Any:
+    """The PPO stage's config: the preset, the experiment's overrides, then what the experiment sets itself."""
     from rl.config import load_config
-    from rl.train import train
 
+    return load_config(config.ppo_preset, {**config.ppo, "model": model, "seed": seed, "task_preset": config.task_preset,
+                                           "num_eval_tasks": config.num_eval_tasks, "prompt_style": config.prompt_style,
+                                           "eval_samples": config.eval_samples})  # fmt: skip
+
+
+def check_ppo_fits(config: ExperimentConfig) -> None:
+    """With GPUs configured, refuse before any stage runs when `countdown-lab plan` says PPO will not fit.
+    The base model stands for the primed one (priming changes weights, not shapes)."""
+    if config.gpus < 1:
+        return
+    from rl.plan import check_fits
+
+    check_fits(ppo_config(config, config.model, config.seeds[0]), config.gpus, config.gpu_memory_gb)
+
+
+def ppo_launch_command(config: ExperimentConfig, ppo: Any, run: Path, config_file: Path, tasks_file: Path, resume: bool) -> list[str]:
+    """`accelerate launch` of `countdown-lab ppo` on `config.gpus` processes with the accelerate config of `ppo.sharding`."""
+    from rl.config import CONFIG_DIR
+
+    launch = [sys.executable, "-m", "accelerate.commands.accelerate_cli", "launch",
+              "--config_file", str(CONFIG_DIR / "accelerate" / f"{ppo.sharding}.yaml"), "--num_processes", str(config.gpus)]  # fmt: skip
+    command = [*launch, "-m", "lab.cli", "ppo", "--config", str(config_file), "--output-dir", str(run), "--tasks", str(tasks_file)]
+    command += ["--report-to", config.report_to]
+    return [*command, "--resume"] if resume else command
+
+
+def stage_ppo(config: ExperimentConfig, run: Path, model: str, seed: int, tasks: list[Task]) -> None:
     if _done(run, "ppo"):
         return
-    ppo = load_config(config.ppo_preset, {**config.ppo, "model": model, "seed": seed, "task_preset": config.task_preset,
-                                          "num_eval_tasks": config.num_eval_tasks, "prompt_style": config.prompt_style,
-                                          "eval_samples": config.eval_samples})  # fmt: skip
-    train(ppo, run, tasks=tasks, resume=(run / "metrics.jsonl").exists(), progress=True, report_to=config.report_to)
+    ppo = ppo_config(config, model, seed)
+    resume = (run / "metrics.jsonl").exists()
+    if config.gpus > 1:
+        import subprocess
+
+        import yaml
+
+        config_file, tasks_file = run / "ppo_config.yaml", run / "ppo_tasks.jsonl"
+        config_file.write_text(yaml.safe_dump(ppo.to_dict(), sort_keys=False))
+        write_tasks(tasks, tasks_file)
+        subprocess.run(ppo_launch_command(config, ppo, run, config_file, tasks_file, resume), check=True)
+    else:
+        from rl.train import train
+
+        train(ppo, run, tasks=tasks, resume=resume, progress=True, report_to=config.report_to)
     _mark(run, "ppo")
 
 
@@ -318,7 +366,7 @@ def check_same_config(config: ExperimentConfig, path: Path) -> None:
     defaults = json.loads(json.dumps(asdict(ExperimentConfig())))
     before = {**{k: v for k, v in defaults.items() if k not in before}, **before}
     # Adding conditions or seeds, or changing parallelism, leaves finished runs valid.
-    free = {"jobs", "conditions", "seeds"}
+    free = {"jobs", "conditions", "seeds", "gpus", "gpu_memory_gb"}
     changed = sorted(k for k in set(before) | set(now) if k not in free and before.get(k) != now.get(k))
     if changed:
         raise UsageError(
@@ -347,6 +395,7 @@ def run_one(config: ExperimentConfig, root: Path, name: str, seed: int) -> Path:
 
 def run_experiment(config: ExperimentConfig, output_dir: str | Path) -> Path:
     """All runs (in `config.jobs` parallel processes), then the summary table and plots."""
+    check_ppo_fits(config)
     root = Path(output_dir)
     root.mkdir(parents=True, exist_ok=True)
     check_same_config(config, root / "experiment.json")

@@ -1,4 +1,4 @@
-"""`countdown-lab init-model`, `ppo` (and `grpo`/`rloo`), `eval`, `export-verl`."""
+"""`countdown-lab init-model`, `ppo` (and `grpo`/`rloo`), `plan`, `eval`, `export-verl`."""
 
 from __future__ import annotations
 
@@ -61,6 +61,19 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         add_report_to(p)
         p.add_argument("--push-to-hub", metavar="REPO", help="also push the run's rollouts.jsonl when training ends to this hub dataset repository (needs a login token)")
         p.set_defaults(func=_ppo)
+
+    text = "per-GPU memory of a PPO config (weights, gradients, optimiser, activations of policy, critic, reference)"
+    p = sub.add_parser(
+        "plan", help=text, description=text + "; exits 0 when it fits, 1 with what to change (ZeRO stage, micro-batch, LoRA) when not."
+    )
+    add_preset_args(p, PPOConfig, CONFIG_DIR, option="--preset", default="paper-3b", what="config",
+                    help="PPO preset or YAML file (tiny-cpu, paper-3b, ...); default paper-3b")  # fmt: skip
+    p.add_argument("--gpus", type=_positive, required=True, help="GPUs (one PPO process each)")
+    p.add_argument(
+        "--gpu-memory-gb", dest="gpu_memory_gb", type=float, required=True, help="memory of one GPU in GB (80 for an A100/H100 80GB)"
+    )
+    p.add_argument("--model", help="model (local folder or a known hub id, e.g. Qwen/Qwen2.5-3B); default: the config's")
+    p.set_defaults(func=_plan)
 
     p = sub.add_parser("eval", help="accuracy, pass@k, diversity, OOD accuracy and length of a model on a tasks file")
     p.add_argument(
@@ -190,6 +203,24 @@ def _ppo(args: argparse.Namespace) -> int:
 
         push_rows(read_jsonl(run / "rollouts.jsonl"), args.push_to_hub)
     return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from rl.config import load_config, parse_overrides
+    from rl.plan import advice, format_plan, plan
+
+    overrides = parse_overrides(args.overrides)
+    if args.model:
+        overrides["model"] = args.model
+    with user_input():
+        config = load_config(args.preset, overrides)
+    result = plan(config, args.gpus, args.gpu_memory_gb)
+    print(format_plan(result))
+    if result.fits:
+        return 0
+    for line in advice(config, args.gpus, args.gpu_memory_gb):
+        print(line)
+    return 1
 
 
 def _eval(args: argparse.Namespace) -> int:

@@ -20,6 +20,11 @@ KL_ESTIMATORS = ("k1", "k3")
 #: `gae`: a learned critic and GAE (PPO). `group` (veRL's `grpo`, accepted as an alias): no
 #: critic; each completion's score minus the mean of its prompt's `rollouts_per_prompt` completions.
 ADVANTAGE_ESTIMATORS = ("gae", "group", "grpo")
+DTYPES = ("float32", "bfloat16")
+#: How `accelerate launch` spreads the trained models over the GPUs: `ddp` replicates them; `zero2`
+#: shards gradients and optimiser states (DeepSpeed); `zero3` and `fsdp` shard the weights too.
+#: Each is an accelerate config file, `rl/configs/accelerate/<sharding>.yaml`.
+SHARDINGS = ("ddp", "zero2", "zero3", "fsdp")
 
 
 @dataclass(frozen=True)
@@ -75,7 +80,19 @@ class PPOConfig:
     ppo_epochs: int = 1
     """Passes over each step's rollouts."""
     mini_batch_size: int = 32
-    """Completions per gradient step (per process)."""
+    """Completions per optimiser step (per process): a step's rollouts make ceil(per-process completions / this) steps."""
+    micro_batch_size: int = 0
+    """Completions per forward/backward pass (per process), the memory knob: mini_batch_size / micro_batch_size passes
+    are accumulated into one optimiser step (0 = mini_batch_size, no accumulation). Also the chunk of the no-grad
+    log-prob and value passes."""
+    dtype: str = "float32"
+    """`float32`, or `bfloat16`: bf16 autocast for the trained models (fp32 master weights and AdamW states) and a
+    bf16 frozen reference. Halves activations and the reference; the trained models' states stay 16 bytes/parameter."""
+    gradient_checkpointing: bool = False
+    """Recompute each layer's activations in the backward pass (keeps only layer inputs: ~1/3 more compute, far less memory)."""
+    sharding: str = "ddp"
+    """How the GPUs share the trained models (`ddp`, `zero2`, `zero3`, `fsdp`): the accelerate config
+    `rl/configs/accelerate/<sharding>.yaml` that `experiment` launches with and `countdown-lab plan` assumes."""
     max_grad_norm: float = 1.0
     """Gradient clipping norm."""
     kl_coef: float = 0.001
@@ -157,6 +174,17 @@ class PPOConfig:
             raise ValueError("advantage_estimator 'group' is single-turn (a group is one prompt's completions); set max_attempts=1")
         if not self.uses_critic and self.rollouts_per_prompt < 2:
             raise ValueError("advantage_estimator 'group' needs rollouts_per_prompt >= 2 (a group of one has advantage 0)")
+        if self.micro_batch_size < 0:
+            raise ValueError(f"micro_batch_size must be >= 0 (0 = mini_batch_size), got {self.micro_batch_size}")
+        if self.mini_batch_size % self.micro:
+            raise ValueError(
+                f"mini_batch_size {self.mini_batch_size} must be a multiple of micro_batch_size {self.micro_batch_size}"
+                " (one optimiser step accumulates mini/micro forward-backward passes)"
+            )
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.sharding not in SHARDINGS:
+            raise ValueError(f"sharding must be one of {SHARDINGS}, got {self.sharding!r}")
         self.rules  # noqa: B018 - validates format_reward through Rules
 
     @property
@@ -168,6 +196,16 @@ class PPOConfig:
     def uses_critic(self) -> bool:
         """True for `gae` (critic + GAE); False for the critic-free group baseline (`group`/`grpo`)."""
         return self.advantage_estimator == "gae"
+
+    @property
+    def micro(self) -> int:
+        """Completions per forward/backward pass (micro_batch_size, or mini_batch_size when that is 0)."""
+        return self.micro_batch_size or self.mini_batch_size
+
+    @property
+    def accumulation_steps(self) -> int:
+        """Forward/backward passes per optimiser step."""
+        return self.mini_batch_size // self.micro
 
     @property
     def batch_size(self) -> int:

@@ -11,6 +11,7 @@ TRL 1.12's `PPOTrainer` and CleanRL's `ppo.py` term by term.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -36,12 +37,27 @@ def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> to
     return var
 
 
-def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
+def masked_whiten(
+    x: torch.Tensor,
+    mask: torch.Tensor,
+    shift_mean: bool = True,
+    eps: float = 1e-8,
+    all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
     """(x - mean) / std over the masked tokens; padding is returned as 0.
 
     `shift_mean=False` only rescales (TRL does this to rewards, keeping their sign).
+    `all_reduce` (a function summing a tensor over the processes) makes the mean and the
+    variance those of the global batch: every process then whitens with the same numbers,
+    as one process holding every completion would (two passes of sums, not sum of squares,
+    so the result matches the single-process one to float rounding).
     """
-    mean, var = masked_mean(x, mask), masked_var(x, mask)
+    total = all_reduce or (lambda t: t)
+    count = total(mask.sum())
+    mean = total(masked_sum(x, mask)) / count.clamp(min=1.0)
+    var = total(masked_sum((x - mean) ** 2, mask)) / count.clamp(min=1.0)
+    if count > 1:
+        var = var * count / (count - 1)  # Bessel-corrected, as masked_var and TRL
     whitened = (x - mean) * torch.rsqrt(var + eps)
     if not shift_mean:
         whitened = whitened + mean

@@ -105,7 +105,7 @@ def test_values_and_old_logprobs_are_computed_in_eval_mode(tiny_model):
     from countdown_env import generate_tasks
     from rl.models import load_model, load_tokenizer
     from rl.rollout import collect
-    from rl.train import Models, load_critic, prepare_batch
+    from rl.train import Models, PolicyCritic, load_critic, prepare_batch
 
     critic = load_critic(str(tiny_model))
     assert critic.config.classifier_dropout == 0.0
@@ -122,7 +122,7 @@ def test_values_and_old_logprobs_are_computed_in_eval_mode(tiny_model):
     for m in policy.modules():
         if hasattr(m, "attention_dropout"):
             m.attention_dropout = 0.5
-    models = Models(policy, tokenizer, torch.optim.SGD(policy.parameters(), lr=0.0), load_model(tiny_model).eval(), critic)
+    models = Models(PolicyCritic(policy, critic), tokenizer, torch.optim.SGD(policy.parameters(), lr=0.0), load_model(tiny_model).eval())
     batches = []
     for _ in range(2):
         policy.train(), critic.train()

@@ -193,7 +193,8 @@ def test_bad_config_is_a_clear_error(tiny_model, tmp_path, capsys):
 
 @pytest.mark.slow  # more than ~5 s; `pytest -m 'not slow'` skips it
 def test_two_processes_with_gloo(tiny_model, tmp_path):
-    """`accelerate launch` with 2 CPU processes (gloo): shared prompts, one log, DDP-synchronised weights."""
+    """`accelerate launch` with 2 CPU processes (gloo): shared prompts, one log, DDP-synchronised weights,
+    gradient accumulation (2 micro-batches per optimiser step), advantages whitened over both processes."""
     out = tmp_path / "run"
     accelerate = Path(sys.executable).parent / "accelerate"
     launch = ["launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
@@ -204,7 +205,7 @@ def test_two_processes_with_gloo(tiny_model, tmp_path):
         str(free_port()),
         "-m",
         "lab.cli",
-        *fast_args(tiny_model, out, "--max-steps", 2),
+        *fast_args(tiny_model, out, "--max-steps", 2, "--set", "micro_batch_size=2"),
     ]
     # Its own process group, so a timeout kills the workers too, not just the launcher.
     proc = subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)

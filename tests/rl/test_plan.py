@@ -1,0 +1,90 @@
+"""`countdown-lab plan`: the memory arithmetic, and its exit codes."""
+
+from __future__ import annotations
+
+import pytest
+
+from rl.config import PPOConfig, load_config
+from rl.plan import GB, KNOWN_ARCHS, arch_from_config, arch_of, check_fits, plan
+
+QWEN_3B = KNOWN_ARCHS["Qwen/Qwen2.5-3B"]
+
+
+def test_known_parameter_counts():
+    assert QWEN_3B.policy_params / 1e9 == pytest.approx(3.09, abs=0.01)
+    assert KNOWN_ARCHS["meta-llama/Llama-3.2-3B"].policy_params / 1e9 == pytest.approx(3.21, abs=0.01)
+    assert KNOWN_ARCHS["Qwen/Qwen2.5-7B"].policy_params / 1e9 == pytest.approx(7.62, abs=0.01)
+    assert KNOWN_ARCHS["HuggingFaceTB/SmolLM2-135M-Instruct"].policy_params / 1e6 == pytest.approx(134.5, abs=0.1)
+
+
+def test_the_formula_counts_a_local_model_exactly(tiny_model):
+    """Shapes read from config.json give the exact parameter count of the policy and of the critic."""
+    import json
+
+    from rl.models import count_parameters, load_model
+    from rl.train import load_critic
+
+    arch = arch_from_config(json.loads((tiny_model / "config.json").read_text()))
+    assert arch == arch_of(str(tiny_model))
+    assert arch.policy_params == count_parameters(load_model(tiny_model))
+    assert arch.critic_params == count_parameters(load_critic(str(tiny_model)))
+
+
+def fp32_config(**changes) -> PPOConfig:
+    return load_config(
+        "paper-3b", {"dtype": "float32", "sharding": "ddp", "gradient_checkpointing": False, "micro_batch_size": 16, **changes}
+    )
+
+
+def test_fp32_adamw_is_16_bytes_per_parameter():
+    """3.09B parameters trained with AdamW in fp32: weights + gradients + moments = 16 B/param, ~49 GB per model."""
+    policy = plan(fp32_config(), 4, 80).rows[0]
+    assert policy.name == "policy"
+    assert (policy.weights + policy.gradients + policy.optimizer) / GB == pytest.approx(16 * QWEN_3B.policy_params / GB)
+    assert (policy.weights + policy.gradients + policy.optimizer) / GB == pytest.approx(49.4, abs=0.1)
+
+
+def test_sharding_divides_what_it_shards():
+    ddp, zero2, zero3 = (plan(fp32_config(sharding=s), 4, 80).rows[0] for s in ("ddp", "zero2", "zero3"))
+    assert zero2.weights == ddp.weights and zero2.gradients == ddp.gradients / 4 and zero2.optimizer == ddp.optimizer / 4
+    assert zero3.weights == ddp.weights / 4 and zero3.optimizer == ddp.optimizer / 4
+    assert plan(fp32_config(sharding="fsdp"), 4, 80).rows == plan(fp32_config(sharding="zero3"), 4, 80).rows
+
+
+def test_the_reference_is_in_the_runs_dtype_and_absent_when_unread():
+    names = lambda p: [r.name for r in p.rows]  # noqa: E731
+    assert names(plan(fp32_config(), 4, 80)) == ["policy", "critic", "reference"]
+    ref32 = plan(fp32_config(), 4, 80).rows[2].weights
+    assert plan(fp32_config(dtype="bfloat16"), 4, 80).rows[2].weights == ref32 / 2
+    assert names(plan(fp32_config(advantage_estimator="group", kl_coef=0.0), 4, 80)) == ["policy"]
+
+
+def test_memory_knobs_lower_activations_and_lora_lowers_states():
+    base = plan(fp32_config(), 4, 80).rows[0]
+    assert plan(fp32_config(gradient_checkpointing=True), 4, 80).rows[0].activations < base.activations / 3
+    assert plan(fp32_config(micro_batch_size=4), 4, 80).rows[0].activations == pytest.approx(base.activations / 4)
+    lora = plan(fp32_config(), 4, 80, lora_r=16).rows[0]
+    assert lora.optimizer < base.optimizer / 50 and lora.gradients < base.gradients / 50
+    # The frozen base is stored in the run's dtype: bf16 halves it.
+    assert plan(fp32_config(dtype="bfloat16"), 4, 80, lora_r=16).rows[0].weights < base.weights / 1.9
+
+
+def test_paper_3b_fits_four_80gb_gpus_and_not_one_24gb_gpu():
+    config = load_config("paper-3b")
+    assert plan(config, 4, 80).fits
+    assert not plan(config, 1, 24).fits
+    with pytest.raises(ValueError, match="fits with: .*micro_batch_size"):
+        check_fits(config, 1, 24)
+
+
+def test_plan_cli_exit_codes(capsys):
+    from lab.cli import main
+
+    assert main(["plan", "--preset", "paper-3b", "--gpus", "4", "--gpu-memory-gb", "80"]) == 0
+    out = capsys.readouterr().out
+    assert "fits:" in out and all(name in out for name in ("policy", "critic", "reference", "generation", "weights", "optim"))
+    assert main(["plan", "--preset", "paper-3b", "--gpus", "1", "--gpu-memory-gb", "24"]) == 1
+    out = capsys.readouterr().out
+    assert "does NOT fit" in out and "fits with: --set" in out
+    assert main(["plan", "--preset", "paper-3b", "--gpus", "1", "--gpu-memory-gb", "24", "--model", "nobody/nothing"]) == 2
+    assert "unknown model" in capsys.readouterr().err

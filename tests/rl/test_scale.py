@@ -1,0 +1,229 @@
+"""PPO at scale on paper: gradient accumulation, global whitening over processes, one prepared module."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from tests.rl.test_direction import tiny_config
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    """Each test's Accelerator starts from scratch (accelerate keeps process-wide singletons)."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
+class RecordingOptimizer:
+    """Stands in for AdamW: records the gradients each optimiser step would apply."""
+
+    def __init__(self, params):
+        self.params = list(params)
+        self.steps: list[list[torch.Tensor]] = []
+
+    def step(self):
+        self.steps.append([p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in self.params])
+
+    def zero_grad(self):
+        for p in self.params:
+            p.grad = None
+
+
+def synthetic_batch(vocab: int, n: int = 8, lq: int = 5, t: int = 7):
+    """A step's rollouts with random tokens, ragged response lengths and random targets."""
+    from rl.train import Batch
+
+    g = torch.Generator().manual_seed(0)
+    query = torch.randint(3, vocab, (n, lq), generator=g)
+    query_mask = torch.ones(n, lq, dtype=torch.long)
+    query_mask[0, :2] = 0  # left padding
+    response = torch.randint(3, vocab, (n, t), generator=g)
+    lengths = torch.tensor([7, 3, 5, 1, 7, 2, 6, 4])[:n]
+    attn = (torch.arange(t) < lengths[:, None]).float()
+    mask = attn.clone()
+    mask[3] = 0  # a completion left out of the update (truncated, `mask` mode)
+    return Batch(
+        query=query,
+        query_mask=query_mask,
+        response=response,
+        attn=attn,
+        mask=mask,
+        scores=torch.rand(n, generator=g),
+        old_logprobs=-torch.rand(n, t, generator=g) * 3,
+        advantages=torch.randn(n, t, generator=g) * mask,
+        old_values=torch.randn(n, t, generator=g),
+        returns=torch.randn(n, t, generator=g),
+    )
+
+
+def gradients_of_one_minibatch(tiny_model, micro: int) -> list[torch.Tensor]:
+    from rl.models import load_model
+    from rl.train import Models, PolicyCritic, load_critic, make_accelerator, minibatch_step
+
+    config = tiny_config(tiny_model, mini_batch_size=8, micro_batch_size=micro, max_grad_norm=1e9, entropy_coef=0.01)
+    accelerator = make_accelerator(config)
+    torch.manual_seed(0)
+    module = PolicyCritic(load_model(tiny_model, dtype=torch.float32), load_critic(str(tiny_model))).train()
+    optimizer = RecordingOptimizer(module.parameters())
+    models = Models(module, None, optimizer)
+    batch = synthetic_batch(module.policy.config.vocab_size)
+    minibatch_step(models, batch, torch.arange(8), config, accelerator)
+    assert len(optimizer.steps) == 1, "one optimiser step per mini-batch, however many micro-batches"
+    return optimizer.steps[0]
+
+
+def test_accumulated_gradient_equals_the_whole_minibatch_gradient(tiny_model):
+    """micro_batch_size = mini / 4: four forward/backward passes, the same gradient as one pass over the mini-batch."""
+    whole = gradients_of_one_minibatch(tiny_model, micro=8)
+    accumulated = gradients_of_one_minibatch(tiny_model, micro=2)
+    assert any(g.abs().sum() > 0 for g in whole)
+    for a, b in zip(whole, accumulated, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_micro_batch_must_divide_the_mini_batch():
+    from rl.config import PPOConfig
+
+    with pytest.raises(ValueError, match="mini_batch_size 32 must be a multiple of micro_batch_size 6"):
+        PPOConfig(mini_batch_size=32, micro_batch_size=6)
+    assert PPOConfig(mini_batch_size=32, micro_batch_size=8).accumulation_steps == 4
+    assert PPOConfig(mini_batch_size=32).accumulation_steps == 1
+
+
+def test_paper_3b_takes_the_studys_two_optimiser_steps_per_ppo_step_on_four_gpus():
+    from rl.config import load_config
+    from rl.train import per_process_samples
+
+    config = load_config("paper-3b")
+    assert per_process_samples(config, 4) // config.mini_batch_size == 2
+    assert config.micro_batch_size and config.mini_batch_size % config.micro_batch_size == 0
+
+
+def _whiten_worker(rank: int, world: int, port: int, x: torch.Tensor, mask: torch.Tensor, out: dict) -> None:
+    import torch.distributed as dist
+
+    from rl.ppo import masked_whiten
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+
+        def total(t: torch.Tensor) -> torch.Tensor:
+            t = t.clone()
+            dist.all_reduce(t)
+            return t
+
+        mine = slice(rank * len(x) // world, (rank + 1) * len(x) // world)
+        out[rank] = masked_whiten(x[mine], mask[mine], all_reduce=total)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow  # spawns 2 processes
+def test_whitening_over_two_processes_matches_one_process():
+    """Two gloo processes, each with half the completions (and different token counts), whiten
+    with the global mean and variance: the same numbers as one process holding them all."""
+    import torch.multiprocessing as mp
+
+    from rl.ppo import masked_whiten
+    from tests.rl.test_train import free_port
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(6, 5, generator=g) * 3 + 1
+    mask = (torch.rand(6, 5, generator=g) > 0.3).float()
+    mask[:3] *= torch.tensor([1.0, 1.0, 0.0, 0.0, 0.0])  # the first process has far fewer tokens
+    with mp.Manager() as manager:
+        out = manager.dict()
+        mp.spawn(_whiten_worker, args=(2, free_port(), x, mask, out), nprocs=2, join=True)
+        together = torch.cat([out[0], out[1]])
+    torch.testing.assert_close(together, masked_whiten(x, mask))
+    # Per-process whitening (what a process alone would do) differs: the test has teeth.
+    alone = torch.cat([masked_whiten(x[:3], mask[:3]), masked_whiten(x[3:], mask[3:])])
+    assert not torch.allclose(alone, together)
+
+
+def test_bf16_autocast_and_gradient_checkpointing_train(tiny_model, tmp_path):
+    """dtype bfloat16 (autocast over fp32 master weights, bf16 reference) with gradient
+    checkpointing and accumulation: a step runs and the trained weights stay fp32."""
+    from rl.train import train
+
+    config = tiny_config(
+        tiny_model, total_steps=1, eval_every=0, dtype="bfloat16", gradient_checkpointing=True, mini_batch_size=4, micro_batch_size=2
+    )
+    out = train(config, tmp_path / "run", progress=False)
+    from rl.models import load_model
+
+    assert load_model(out / "checkpoints" / "step-000001" / "policy").dtype == torch.float32
+
+
+class _FSDPAccelerator:
+    """What `gathered_for_generation` reads of an Accelerator running FSDP. accelerate itself
+    falls back to DistributedType.NO without a GPU (it will not run FSDP on CPU), while torch's
+    FSDP2 (`fully_shard`) does run on CPU over gloo: so the FSDP code paths are tested on torch's
+    FSDP2 directly, the rest of the loop under accelerate's MULTI_CPU (test_two_processes_with_gloo)."""
+
+    def __init__(self):
+        from accelerate.utils import DistributedType
+
+        self.distributed_type = DistributedType.FSDP
+        self.device = torch.device("cpu")
+
+    def autocast(self):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+def _fsdp_worker(rank: int, port: int, model_path: str, out: dict) -> None:
+    import torch.distributed as dist
+    from torch.distributed.fsdp import fully_shard
+
+    from rl.models import load_model, load_tokenizer
+    from rl.rollout import generate
+    from rl.train import Models, PolicyCritic, gathered_for_generation, load_critic, ppo_losses
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        torch.manual_seed(0)
+        tokenizer = load_tokenizer(model_path)
+        module = PolicyCritic(load_model(model_path, dtype=torch.float32), load_critic(model_path))
+        prompts = ["Numbers: 3 5 7\nTarget: 22\n", "Numbers: 2 4\nTarget: 8\n"]
+        whole = generate(module.policy, tokenizer, prompts, 8, do_sample=False).texts
+        for model in (module.policy, module.critic):
+            for layer in model.model.layers:
+                fully_shard(layer)
+        fully_shard(module)
+        assert type(next(module.parameters())).__name__ == "DTensor"
+        module.eval()
+        with gathered_for_generation(module, _FSDPAccelerator()) as inner:
+            sharded = generate(inner.policy, tokenizer, prompts, 8, do_sample=False).texts
+        module.train()
+        config = tiny_config(model_path, entropy_coef=0.01)
+        batch = synthetic_batch(module.policy.config.vocab_size)
+        loss, _ = ppo_losses(Models(module, tokenizer, None), batch, torch.arange(8), config)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(list(module.policy.parameters()), 1.0)
+        out[rank] = (whole == sharded, bool(torch.isfinite(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow  # spawns 2 processes (~20 s)
+def test_fsdp2_on_two_cpu_processes_generates_and_trains(tiny_model):
+    """Under FSDP2 the policy generates through `gathered_for_generation` exactly what the unsharded
+    policy generates, and a forward/backward of the PPO losses through the sharded `PolicyCritic` runs."""
+    import torch.multiprocessing as mp
+
+    from tests.rl.test_train import free_port
+
+    with mp.Manager() as manager:
+        out = manager.dict()
+        mp.spawn(_fsdp_worker, args=(free_port(), str(tiny_model), out), nprocs=2, join=True)
+        assert dict(out) == {0: (True, True), 1: (True, True)}
