@@ -81,3 +81,23 @@ def _num(value: Any) -> float:
 def _save(fig: Any, path: Path) -> Path:
     fig.savefig(path, dpi=100)
     return path
+
+
+def plot_comparison(reports: dict[str, dict[str, list[dict[str, Any]]]], keys: tuple[str, ...], path: Path) -> Path:
+    """One panel per measure in `keys`, one line per run (value against step): runs side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.5), squeeze=False)
+    for ax, key in zip(axes[0], keys, strict=True):
+        for name, report in reports.items():
+            rows = report.get(key, [])
+            ax.plot([r["step"] for r in rows], [_num(r.get("value")) for r in rows], marker="o", label=name)
+        ax.set(xlabel="step", ylabel=key.replace("_", " "), title=key)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, Path(path))
+    plt.close(fig)
+    return Path(path)

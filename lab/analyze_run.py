@@ -320,3 +320,40 @@ def load_hidden(output: Path) -> dict[int, np.ndarray]:
 
 def flagged_lines(report: dict[str, list[dict[str, Any]]]) -> list[str]:
     return [f"step {row['step']}: accuracy fell while length and reflection rose (long-CoT degradation)" for row in report.get("degradation", []) if row["value"]]
+
+
+def run_dirs(path: Path) -> list[Path]:
+    """The run directories under `path`: itself if it holds checkpoints, else an experiment's `runs/*` that do."""
+    path = Path(path)
+    if run_checkpoints(path):
+        return [path]
+    return [run for run in sorted((path / "runs").glob("*")) if run.is_dir() and run_checkpoints(run)]
+
+
+def start_model(run_dir: Path) -> str | None:
+    """The model a run started from (its config's `model`), resolved against the working directory, then the run's ancestors."""
+    path = Path(run_dir) / "config.json"
+    model = json.loads(path.read_text()).get("model") if path.is_file() else None
+    if not model or Path(model).is_absolute() or Path(model).exists():
+        return model or None
+    for parent in Path(run_dir).resolve().parents:
+        if (parent / model).exists():
+            return str(parent / model)
+    return model
+
+
+def analyze_all(path: Path, overrides: dict[str, Any] | None = None, *, log: Callable[[str], None] = print) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """run name -> analysis.json content for every run under `path` (a run or an experiment directory),
+    each analysed into `<run>/analysis` against the model it started from (resumes what is there)."""
+    runs = run_dirs(path)
+    if not runs:
+        raise UsageError(f"{path} holds no run with checkpoints (a run directory, or an experiment directory with runs/*)")
+    out = {}
+    for run in runs:
+        base = start_model(run)
+        if base is None:
+            log(f"analyze: {run.name}: no `model` in its config.json; skipped")
+            continue
+        config = AnalyzeConfig(**{**run_settings(run), **(overrides or {})})
+        out[run.name] = analyze(run, base, run / "analysis", config, log=log)
+    return out
