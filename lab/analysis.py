@@ -53,7 +53,9 @@ REFLECTION_PHRASES = (
 #: `ok` or `no`, and `;` returns to the start numbers (backtracking).
 ORGANISM_MARKERS = ("ok", "no", ";")
 _REFLECTION = re.compile(
-    r"(?<![\w-])(?:" + "|".join(re.escape(p) for p in sorted(REFLECTION_PHRASES + ORGANISM_MARKERS[:2], key=len, reverse=True)) + r")(?![\w-])"
+    r"(?<![\w-])(?:"
+    + "|".join(re.escape(p) for p in sorted(REFLECTION_PHRASES + ORGANISM_MARKERS[:2], key=len, reverse=True))
+    + r")(?![\w-])"
     r"|;",
     re.IGNORECASE,
 )
@@ -111,7 +113,9 @@ class Degradation:
     reflection_change: float
 
 
-def degradation_flags(steps: Sequence[int], accuracy: Sequence[float], length: Sequence[float], reflection: Sequence[float]) -> list[Degradation]:
+def degradation_flags(
+    steps: Sequence[int], accuracy: Sequence[float], length: Sequence[float], reflection: Sequence[float]
+) -> list[Degradation]:
     """One verdict per step after the first (series in step order): flagged when accuracy fell
     while length and reflection both rose since the previous step."""
     if not len(steps) == len(accuracy) == len(length) == len(reflection):
@@ -149,7 +153,9 @@ def token_kl(model: Any, base: Any, query: Any, query_mask: Any, response: Any, 
     return torch.cat(out, 0)
 
 
-def mean_hidden_states(model: Any, tokenizer: Any, prompts: Sequence[str], *, prompt_style: str | None = None, batch_size: int = 64) -> np.ndarray:
+def mean_hidden_states(
+    model: Any, tokenizer: Any, prompts: Sequence[str], *, prompt_style: str | None = None, batch_size: int = 64
+) -> np.ndarray:
     """(N, H) last-layer hidden states averaged over each prompt's tokens (padding left out)."""
     import torch
 

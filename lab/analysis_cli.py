@@ -47,7 +47,9 @@ def _analysis_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, help="default: the run's max_response_length")
     p.add_argument("--num-tasks", dest="num_tasks", type=int, help="held-out tasks, each sampled --samples times (default 32)")
     p.add_argument("--samples", type=int, help="samples per task at T=1 (>= 16; pass@k for k=1..samples)")
-    p.add_argument("--num-ood-tasks", dest="num_ood_tasks", type=int, help="tasks per greedy split: unseen ranges, +1 number, transfer (default 64)")
+    p.add_argument(
+        "--num-ood-tasks", dest="num_ood_tasks", type=int, help="tasks per greedy split: unseen ranges, +1 number, transfer (default 64)"
+    )
     p.add_argument("--batch-size", dest="batch_size", type=int)
     p.add_argument("--seed", type=int)
 

@@ -120,7 +120,11 @@ def run_checkpoints(run_dir: Path) -> dict[int, Path]:
         if (m := _ROUND.match(path.name)) and (path / "model" / "config.json").is_file():
             found[int(m.group(1))] = path / "model"
     if (root / "model" / "config.json").is_file():
-        steps = [row["step"] for row in read_jsonl(root / "metrics.jsonl") if isinstance(row.get("step"), int)] if (root / "metrics.jsonl").exists() else []
+        steps = (
+            [row["step"] for row in read_jsonl(root / "metrics.jsonl") if isinstance(row.get("step"), int)]
+            if (root / "metrics.jsonl").exists()
+            else []
+        )
         found.setdefault(max(steps, default=max(found, default=0) + 1), root / "model")
     return dict(sorted(found.items()))
 
@@ -185,7 +189,9 @@ def held_out(config: AnalyzeConfig) -> HeldOut:
     )
 
 
-def measure(model: Any, base: Any, tokenizer: Any, data: HeldOut, config: AnalyzeConfig, base_states: np.ndarray, step: int) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]], np.ndarray]:
+def measure(
+    model: Any, base: Any, tokenizer: Any, data: HeldOut, config: AnalyzeConfig, base_states: np.ndarray, step: int
+) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]], np.ndarray]:
     """(one row per metric, completion rows, hidden states) for one model."""
     import torch
 
@@ -208,7 +214,15 @@ def measure(model: Any, base: Any, tokenizer: Any, data: HeldOut, config: Analyz
     kl = analysis.token_kl(model, base, gen.query, gen.query_mask, gen.response, gen.response_mask, batch_size=config.batch_size)
     tokens = gen.response_mask.sum().clamp(min=1)
     completions = [
-        {"step": step, "text": text, "numbers": list(t.numbers), "target": t.target, "correct": s.correct, "answer": s.answer, "length": int(length)}
+        {
+            "step": step,
+            "text": text,
+            "numbers": list(t.numbers),
+            "target": t.target,
+            "correct": s.correct,
+            "answer": s.answer,
+            "length": int(length),
+        }
         for text, t, s, length in zip(gen.texts, repeated, scores, lengths, strict=True)
     ]
 
@@ -255,7 +269,9 @@ def build_report(steps: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]
     length = [s["metrics"]["response_length"]["value"] or 0.0 for s in steps]
     refl = [s["metrics"]["reflection_ratio"]["value"] or 0.0 for s in steps]
     flags = analysis.degradation_flags([s["step"] for s in steps], acc, length, refl)
-    report["degradation"] = [{"step": f.step, "value": f.flagged, **{k: v for k, v in asdict(f).items() if k not in ("step", "flagged")}} for f in flags]
+    report["degradation"] = [
+        {"step": f.step, "value": f.flagged, **{k: v for k, v in asdict(f).items() if k not in ("step", "flagged")}} for f in flags
+    ]
     return report
 
 
@@ -274,7 +290,9 @@ def analyze(
         raise UsageError(f"{output} holds an analysis with other settings ({settings}); choose another --output")
     write_text_atomic(settings, json.dumps(wanted, indent=2))
     if todo.skipped:
-        log(f"analyze: evaluated steps without a checkpoint, skipped: {todo.skipped} (set save_every = eval_every and keep enough checkpoints)")
+        log(
+            f"analyze: evaluated steps without a checkpoint, skipped: {todo.skipped} (set save_every = eval_every and keep enough checkpoints)"
+        )
     done = {row["step"]: row for row in read_jsonl(output / "steps.jsonl")} if (output / "steps.jsonl").exists() else {}
     data = held_out(config)
     tokenizer = load_tokenizer(base_model)
@@ -319,7 +337,11 @@ def load_hidden(output: Path) -> dict[int, np.ndarray]:
 
 
 def flagged_lines(report: dict[str, list[dict[str, Any]]]) -> list[str]:
-    return [f"step {row['step']}: accuracy fell while length and reflection rose (long-CoT degradation)" for row in report.get("degradation", []) if row["value"]]
+    return [
+        f"step {row['step']}: accuracy fell while length and reflection rose (long-CoT degradation)"
+        for row in report.get("degradation", [])
+        if row["value"]
+    ]
 
 
 def run_dirs(path: Path) -> list[Path]:
@@ -342,7 +364,9 @@ def start_model(run_dir: Path) -> str | None:
     return model
 
 
-def analyze_all(path: Path, overrides: dict[str, Any] | None = None, *, log: Callable[[str], None] = print) -> dict[str, dict[str, list[dict[str, Any]]]]:
+def analyze_all(
+    path: Path, overrides: dict[str, Any] | None = None, *, log: Callable[[str], None] = print
+) -> dict[str, dict[str, list[dict[str, Any]]]]:
     """run name -> analysis.json content for every run under `path` (a run or an experiment directory),
     each analysed into `<run>/analysis` against the model it started from (resumes what is there)."""
     runs = run_dirs(path)

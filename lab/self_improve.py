@@ -112,7 +112,9 @@ def self_improve(model: str, output_dir: Path, config: SelfImproveConfig, *, log
         else:
             rows = [] if (folder / "rows.jsonl").exists() else keep_correct(sample_round(current, config, r))
             if not rows and not (folder / "rows.jsonl").exists():
-                raise UsageError(f"round {r}: no correct sample among {config.num_tasks * config.samples}; the model cannot self-improve from here")
+                raise UsageError(
+                    f"round {r}: no correct sample among {config.num_tasks * config.samples}; the model cannot self-improve from here"
+                )
             if rows:
                 log(f"self-improve: round {r}: {len(rows)} distinct correct completions kept; SFT for {config.sft_steps} steps")
             train_on_rows(current, rows, folder, steps=config.sft_steps, batch_size=config.batch_size, learning_rate=config.learning_rate,

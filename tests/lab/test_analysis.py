@@ -274,3 +274,25 @@ def test_keep_correct_keeps_each_correct_text_once():
         {"prompt": "q", "completion": "a", "correct": True},
     ]
     assert [(r["prompt"], r["completion"]) for r in keep_correct(rows)] == [("p", "a"), ("q", "a")]
+
+
+@pytest.mark.slow  # SFT through TRL and an analysis: ~20 s
+def test_self_improve_trains_a_round_resumes_and_analyses_rounds_as_steps(tmp_path):
+    from pathlib import Path
+
+    from lab.analyze_run import AnalyzeConfig, analyze
+    from lab.self_improve import SelfImproveConfig, round_dir, self_improve
+
+    base = str(Path(__file__).resolve().parents[2] / "lab" / "bases" / "seed-0" / "rich" / "model")
+    config = SelfImproveConfig(rounds=1, num_tasks=12, samples=4, sft_steps=2, batch_size=4)
+    models = self_improve(base, tmp_path, config, log=lambda line: None)
+    assert models == [round_dir(tmp_path, 1) / "model"] and (models[0] / "config.json").is_file()
+    rows = [json.loads(line) for line in (round_dir(tmp_path, 1) / "rows.jsonl").read_text().splitlines()]
+    assert rows and len({(r["prompt"], r["completion"]) for r in rows}) == len(rows)
+    logs: list[str] = []
+    self_improve(base, tmp_path, config, log=logs.append)
+    assert logs == ["self-improve: round 1 done already"]
+    report = analyze(
+        tmp_path, base, tmp_path / "analysis", AnalyzeConfig(num_tasks=2, num_ood_tasks=2, max_new_tokens=64), log=lambda line: None
+    )
+    assert [r["step"] for r in report["pass_at_k"]] == [0, 1]
