@@ -25,7 +25,7 @@ from countdown_env.rules import (
     tinyzero_prompt,
 )
 from countdown_env.scoring import Score, extract_answer, score_response
-from countdown_env.solver import Closest, all_solutions, closest, count_solutions, reachable, solve
+from countdown_env.solver import Closest, all_solutions, canonical_form, closest, count_solutions, reachable, solve
 from countdown_env.task import Task
 from countdown_env.tasks import (
     PRESETS,
@@ -35,8 +35,10 @@ from countdown_env.tasks import (
     preset_rules,
     read_tasks,
     split_of,
+    subset_config,
     task_at,
     to_dataset,
+    unseen_range_config,
     write_tasks,
 )
 
@@ -62,6 +64,7 @@ __all__ = [
     "TaskConfig",
     "all_solutions",
     "apply_chat_template",
+    "canonical_form",
     "chat_messages",
     "chat_prompt",
     "closest",
@@ -78,8 +81,10 @@ __all__ = [
     "score_response",
     "solve",
     "split_of",
+    "subset_config",
     "task_at",
     "tinyzero_prompt",
     "to_dataset",
+    "unseen_range_config",
     "write_tasks",
 ]

@@ -13,7 +13,7 @@ from fractions import Fraction
 from functools import lru_cache
 from itertools import combinations
 
-from countdown_env.expression import BinOp, Node, Num, Value, apply, to_text
+from countdown_env.expression import BinOp, ExpressionError, Neg, Node, Num, Value, apply, parse, to_text
 from countdown_env.rules import DEFAULT_RULES, Rules
 
 Expr = int | tuple  # int leaf or (op, left, right)
@@ -274,6 +274,28 @@ def _render_canon(form: object) -> str:
     for x in neg:
         text += minus + term(x)
     return text
+
+
+def _node_canon(node: Node) -> object:
+    """The canonical form of a parsed tree (`_canon` applied bottom-up); `-x` is `0 - x` with no 0 term."""
+    if isinstance(node, Num):
+        return node.value
+    if isinstance(node, Neg):
+        return ("s", (), (_node_canon(node.operand),))
+    return _canon(node.op, _node_canon(node.left), _node_canon(node.right))
+
+
+def canonical_form(answer: str, rules: Rules = DEFAULT_RULES) -> str | None:
+    """One text per answer up to commutativity and associativity, or None if it does not parse.
+
+    `3 + 5`, `5+3` and `(5 + 3) = 8` give the same text, and so do `(a+b)+c` and `a+(b+c)`;
+    `a-b` and `b-a`, or `a/b` and `b/a`, do not. The same form `all_solutions` counts by, so
+    `distinct solutions` of a model's answers and a task's `solution_count` agree.
+    """
+    try:
+        return _render_canon(_node_canon(parse(answer, rules)))
+    except ExpressionError:
+        return None
 
 
 def _partners(a: Value, value: Value, ops: tuple[str, ...], rvals: dict[Value, Expr]) -> Iterator[tuple[str, bool, Value]]:

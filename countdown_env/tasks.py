@@ -134,6 +134,33 @@ def preset_rules(name: str, **overrides: Any) -> Rules:
     return base.with_(**overrides)
 
 
+def unseen_range_config(config: TaskConfig) -> TaskConfig:
+    """Tasks with the same count of numbers as `config` but ranges it never draws: targets just
+    above its target range (as wide again), numbers from its range widened to twice its top.
+
+    Out-of-distribution in values only, so a model that learned the skill can still score (the
+    older OOD split, one more number, scores 0 for every tiny model and tells nothing).
+    """
+    (n_lo, n_hi), (t_lo, t_hi) = config.number_range, config.target_range
+    return replace(config, number_range=(n_lo, 2 * n_hi), target_range=(t_hi + 1, 2 * t_hi - t_lo + 1), difficulty=False)
+
+
+def subset_config(config: TaskConfig) -> TaskConfig:
+    """The "any subset" family of `config`'s tasks: same counts and ranges, but a target may need
+    only some of the numbers (each at most once). A task family a model trained with
+    `use_all_numbers` never saw: the transfer split of `countdown-lab analyze`."""
+    return replace(config, rules=config.rules.with_(use_all_numbers=False), difficulty=False)
+
+
+def _preset_of(config: TaskConfig) -> dict[str, Any]:
+    return {f.name: getattr(config, f.name) for f in fields(config)}
+
+
+# Held-out families of the organism's tasks (what `countdown-lab analyze` measures transfer on).
+PRESETS["organism-unseen"] = _preset_of(unseen_range_config(TaskConfig.preset("organism")))
+PRESETS["organism-subset"] = _preset_of(subset_config(TaskConfig.preset("organism")))
+
+
 def _rng(seed: int, index: int) -> random.Random:
     # String seeds go through SHA-512, so streams are stable across processes and
     # Python versions and (seed, index) pairs never collide.

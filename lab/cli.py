@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "rl.cli",
     "behavior_classifier.cli",
     "lab.commands",
+    "lab.analysis_cli",
 )
 
 # OS errors about a path the user gave (the handlers open user paths before any internal one).

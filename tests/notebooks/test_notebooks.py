@@ -1,5 +1,6 @@
 """The notebooks run top to bottom (they are thin: the logic they show is tested elsewhere)."""
 
+import json
 from pathlib import Path
 
 import nbclient
@@ -44,6 +45,18 @@ def test_behavior_frequencies_notebook_shows_a_run(quick_experiment, monkeypatch
     assert "only_backtracking" in text and "empty_cot" in text
     assert "same columns as ours: True" in text  # the study's shipped CSVs load beside our table
     assert (quick_experiment / "plots" / "notebook_behaviors.png").exists()
+
+
+@pytest.mark.slow  # more than ~5 s; `pytest -m 'not slow'` skips it
+def test_analysis_notebook_analyses_and_shows_a_run(quick_experiment, monkeypatch):
+    monkeypatch.setenv("COUNTDOWN_RUN_DIR", str(quick_experiment))
+    nb = run_notebook("analysis.ipynb")
+    assert not errors(nb)
+    text = outputs_text(nb)
+    assert "kl_to_base" in text and "pass@16" in text and "drift at the last step" in text
+    assert (quick_experiment / "analysis_comparison.png").exists()
+    runs = sorted((quick_experiment / "runs").glob("*/analysis/analysis.json"))
+    assert runs and all(json.loads(p.read_text())["kl_to_base"][0]["value"] == 0.0 for p in runs)
 
 
 if __name__ == "__main__":  # pragma: no cover
