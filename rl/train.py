@@ -148,21 +148,66 @@ def make_accelerator() -> Any:
     return Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[timeout])
 
 
+class AdaptersOff:
+    """The reference of a LoRA policy: the policy's own forward with its adapters disabled,
+    i.e. the start model, with no second copy of the weights."""
+
+    def __init__(self, policy: Any) -> None:
+        self.policy = policy
+
+    def __call__(self, **inputs: Any) -> Any:
+        with unwrap(self.policy).disable_adapter():
+            return self.policy(**inputs)
+
+
+def with_lora(model: Any, config: PPOConfig, task_type: str = "CAUSAL_LM") -> Any:
+    """`model` with fresh trainable LoRA adapters (`lora_r`, `lora_alpha`), the rest frozen.
+
+    The adapter records `config.model` as its base, so a checkpoint's `policy/` adapter loads
+    onto the start model (itself perhaps an SFT adapter) by `runtime.models.load_model`."""
+    from peft import get_peft_model
+
+    from runtime.models import lora_config, model_reference
+
+    model = get_peft_model(model, lora_config(config.lora_r, config.lora_alpha, task_type=task_type))
+    # get_peft_model records the loaded folder (for a hub id offline: this machine's cache).
+    model.peft_config["default"].base_model_name_or_path = model_reference(config.model)
+    return model
+
+
 def load_models(config: PPOConfig, accelerator: Any) -> Models:
-    """Policy (trained), reference (frozen; not loaded when nothing reads it), critic (`gae` only)."""
+    """Policy (trained), reference (frozen; not loaded when nothing reads it), critic (`gae` only).
+
+    With `lora_r`, the policy trains LoRA adapters only, the reference is the policy with
+    its adapters off (`AdaptersOff`), and the critic is a LoRA copy: its own frozen base, its own
+    adapters and value head. A value head on the policy's trunk would save that copy but
+    couple the two losses through shared adapters; a separate critic keeps PPO's two models
+    (and this loop) as they are, at the cost of one more frozen set of weights.
+    """
     from rl.models import load_model, load_tokenizer
 
     policy = load_model(config.model, dtype=torch.float32)
-    actor_opt = torch.optim.AdamW(policy.parameters(), lr=config.actor_lr, weight_decay=config.weight_decay)
+    if config.lora_r:
+        policy = with_lora(policy, config)
+    trainable = [p for p in policy.parameters() if p.requires_grad]
+    actor_opt = torch.optim.AdamW(trainable, lr=config.actor_lr, weight_decay=config.weight_decay)
     ref = None
-    if config.uses_critic or config.kl_coef > 0:
+    if (config.uses_critic or config.kl_coef > 0) and not config.lora_r:
         ref = load_model(config.model).eval().requires_grad_(False).to(accelerator.device)
     if not config.uses_critic:
         policy, actor_opt = accelerator.prepare(policy, actor_opt)
+        if config.lora_r and config.kl_coef > 0:
+            ref = AdaptersOff(policy)
         return Models(policy, load_tokenizer(config.model), actor_opt, ref)
     critic = load_critic(config.model)
-    critic_opt = torch.optim.AdamW(critic.parameters(), lr=config.critic_lr, weight_decay=config.weight_decay)
+    if config.lora_r:
+        critic = with_lora(critic, config, task_type="TOKEN_CLS")  # PEFT trains the new `score` head too
+    critic_opt = torch.optim.AdamW(
+        [p for p in critic.parameters() if p.requires_grad], lr=config.critic_lr, weight_decay=config.weight_decay
+    )
     policy, critic, actor_opt, critic_opt = accelerator.prepare(policy, critic, actor_opt, critic_opt)
+    if config.lora_r:
+        ref = AdaptersOff(policy)
     return Models(policy, load_tokenizer(config.model), actor_opt, ref, critic, critic_opt)
 
 
