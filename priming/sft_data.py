@@ -120,7 +120,7 @@ def _normalise_row(row: dict[str, Any], prompt_style: str, rules: Rules, where: 
     if row.get("prompt") is not None and "completion" in row:
         out = {"prompt": row["prompt"], "completion": row["completion"]}
     elif text is not None and ("numbers" in row or "nums" in row) and "target" in row:
-        task = Task.from_dict(row)
+        task = Task.from_dict(dict(row))
         with user_input():  # `chat` without a chat template
             out = {"prompt": render_prompt(task, prompt_style, rules, tokenizer=tokenizer), "completion": text}
     else:

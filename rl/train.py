@@ -96,14 +96,22 @@ def load_critic(model_path: str) -> Any:
     """
     from transformers import AutoConfig, AutoModelForTokenClassification
 
-    from rl.models import resolve_model_path
+    from rl.models import load_model, resolve_model_path
+    from runtime.models import adapter_base
 
     path = resolve_model_path(model_path)
-    config = AutoConfig.from_pretrained(path, num_labels=1)
+    # A LoRA adapter (`sft --lora-r`): the critic's trunk is the merged model's.
+    merged = load_model(path, dtype=torch.float32) if adapter_base(path) is not None else None
+    config = AutoConfig.from_pretrained(path, num_labels=1) if merged is None else merged.config
+    config.num_labels = 1
     for name in DROPOUT_FIELDS:
         if name == "classifier_dropout" or getattr(config, name, None) is not None:
             setattr(config, name, 0.0)
-    critic = AutoModelForTokenClassification.from_pretrained(path, config=config, dtype=torch.float32)
+    if merged is None:
+        critic = AutoModelForTokenClassification.from_pretrained(path, config=config, dtype=torch.float32)
+    else:
+        critic = AutoModelForTokenClassification.from_config(config, dtype=torch.float32)
+        critic.base_model.load_state_dict(merged.base_model.state_dict())
     critic.config.pad_token_id = critic.config.pad_token_id if critic.config.pad_token_id is not None else critic.config.eos_token_id
     return critic
 

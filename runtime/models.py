@@ -337,7 +337,8 @@ def load_model(name_or_path: str | Path, *, dtype: Any = None, device: Any = Non
     else:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(load_model(base, dtype=dtype), path).merge_and_unload()
+        # PEFT froze the base to load an inference adapter; merged, it is a plain model again (trainable like any).
+        model = PeftModel.from_pretrained(load_model(base, dtype=dtype), path).merge_and_unload().requires_grad_(True)
     return model.to(device) if device is not None else model
 
 
