@@ -113,10 +113,9 @@ def main() -> int:
     results = Results(args.out / "results.json")
     results.put("settings", {k: str(v) for k, v in vars(args).items()})
 
-    tasks_dir = args.out / "tasks"
-    if not (tasks_dir / "test.jsonl").exists():
-        cli("generate", "-n", args.tasks, "--preset", "tinyzero", "--split", "test", "--output", tasks_dir)
-    tasks = tasks_dir / "test.jsonl"
+    tasks = args.out / "tasks.jsonl"
+    if not tasks.exists():
+        cli("generate", "-n", args.tasks, "--preset", "tinyzero", "--split", "test", "--output", tasks)
 
     if "base" not in results:
         results.put("base", evaluate(MODEL, "base", tasks, args))

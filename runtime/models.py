@@ -347,7 +347,8 @@ def lora_config(r: int, alpha: int, dropout: float = 0.0, task_type: str = "CAUS
     (`TOKEN_CLS`, for the critic, also trains its fresh value head in full)."""
     from peft import LoraConfig
 
-    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules="all-linear", task_type=task_type)
+    head = {"exclude_modules": ["score"], "modules_to_save": ["score"]} if task_type == "TOKEN_CLS" else {}
+    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules="all-linear", task_type=task_type, **head)
 
 
 def default_model(root: str | Path = "runs/models", arch: str = "qwen2", size: str = "small", seed: int = 0) -> Path:
