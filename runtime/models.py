@@ -297,8 +297,9 @@ ADAPTER_CONFIG = "adapter_config.json"
 
 def model_reference(name_or_path: str | Path) -> str:
     """How an adapter names its base: a hub id as is (not the cache folder it resolves to on this
-    machine), a local folder or run directory as an absolute path (valid from any directory)."""
-    return str(Path(name_or_path).resolve()) if Path(name_or_path).is_dir() else str(name_or_path)
+    machine), a local folder as the absolute path of the model it holds (a run directory's
+    `model/`: PEFT reads the base's config.json, and a run directory's is the run's, not a model's)."""
+    return str(Path(resolve_model_path(name_or_path)).resolve()) if Path(name_or_path).is_dir() else str(name_or_path)
 
 
 def adapter_base(path: str | Path) -> str | None:
