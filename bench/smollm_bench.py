@@ -139,7 +139,7 @@ def main() -> int:
     if "rl" not in results:
         rl = args.out / "rl"
         sets = [f"lora_r={args.lora_r}", "prompt_style=chat", "task_preset=tinyzero", f"num_eval_tasks={args.rl_eval_tasks}",
-                f"eval_every={args.eval_every}", "save_every=1", "prompts_per_step=4", "rollouts_per_prompt=4", "mini_batch_size=8",
+                f"eval_every={args.eval_every}", f"save_every={args.eval_every}", "prompts_per_step=4", "rollouts_per_prompt=4", "mini_batch_size=8",
                 f"max_response_length={args.max_new_tokens}", "actor_lr=1e-5", "kl_coef=0.001", "keep_checkpoints=1"]  # fmt: skip
         if args.algo == "grpo":
             sets.append("advantage_estimator=group")
