@@ -105,7 +105,8 @@ def _prime(args: argparse.Namespace) -> int:
         kind = incorrect_kind_for(args.incorrect, args.incorrect_kind) if args.generator == "synthetic" else None
         rules = preset_rules(args.preset)
         # Fail before any work on a style prime cannot render (chat needs the model's tokenizer).
-        render_prompt(Task((1, 2), 3), args.prompt_style, rules)
+        if args.prompt_style != "chat":  # chat prompts are rendered by SFT with the model's tokenizer
+            render_prompt(Task((1, 2), 3), args.prompt_style, rules)
         tasks, task_source = _tasks(args)
     metadata = {
         "condition": args.condition,

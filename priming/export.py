@@ -29,7 +29,12 @@ DATASET_COLUMNS = ("prompt", "completion", "numbers", "target", "condition", "co
 
 
 def with_prompt(row: Mapping[str, Any], prompt_style: str, rules: Rules = DEFAULT_RULES) -> dict[str, Any]:
-    """A trace row with `prompt` (the shared template) and `completion` (its text) added."""
+    """A trace row with `prompt` (the shared template) and `completion` (its text) added.
+
+    A `chat` prompt depends on the model's chat template, so it is left out here and rendered
+    by SFT with the model's tokenizer (`priming.sft_data`)."""
+    if prompt_style == "chat":
+        return {"completion": row["text"], **row}
     task = Task(tuple(row["numbers"]), row["target"])
     return {"prompt": render_prompt(task, prompt_style, rules), "completion": row["text"], **row}
 
@@ -85,7 +90,9 @@ def write_prime_output(
     info = datasets.DatasetInfo(description=json.dumps(metadata, sort_keys=True))
     lean = datasets.DatasetDict(
         {
-            name: datasets.Dataset.from_list(split.select_columns(list(DATASET_COLUMNS)).to_list(), info=info)
+            name: datasets.Dataset.from_list(
+                split.select_columns([c for c in DATASET_COLUMNS if c in split.column_names]).to_list(), info=info
+            )
             for name, split in splits.items()
         }
     )

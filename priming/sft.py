@@ -9,7 +9,7 @@ module adds is the study's recipe, a CPU preset, CPU-safe defaults and the run d
     OUTPUT_DIR/config.json          the resolved configuration
     OUTPUT_DIR/metrics.jsonl        one row per logged step: step, train/..., eval/...
     OUTPUT_DIR/checkpoints/         checkpoint-N folders; `resume=True` picks the last one
-    OUTPUT_DIR/model/               the final model + tokenizer (LoRA merged), loadable by path
+    OUTPUT_DIR/model/               the final model + tokenizer (with LoRA: the adapter), loadable by path
 
 The model lives in `model/` because a run directory's `config.json` is the run's
 configuration, not the model's; `runtime.models.load_model` accepts the run directory too.
@@ -107,6 +107,8 @@ class SFTRunConfig:
     """LoRA scaling numerator (the update is scaled by alpha / r)."""
     lora_dropout: float = 0.05
     """Dropout on the LoRA branch."""
+    merge_lora: bool = False
+    """With LoRA: save model/ as the merged model (False: as the adapter, which eval/ppo/sft load onto its base)."""
     bf16: bool | None = None
     """bf16 mixed precision; None: on only where a CUDA GPU supports it (TRL would turn it on everywhere)."""
     gradient_checkpointing: bool | None = None
@@ -452,7 +454,8 @@ def build_job(config: SFTRunConfig, *, resume: bool = False, progress: bool = Tr
         )
 
     check_prompt_style(config.data, config.prompt_style)
-    data = load_sft_data(config.data, prompt_style=config.prompt_style)
+    tokenizer = load_tokenizer(config.model)
+    data = load_sft_data(config.data, prompt_style=config.prompt_style, tokenizer=tokenizer)
     train = data["train"]
     if config.max_train_samples is not None:
         train = train.select(range(min(config.max_train_samples, len(train))))
@@ -463,19 +466,12 @@ def build_job(config: SFTRunConfig, *, resume: bool = False, progress: bool = Tr
         eval_tasks = eval_tasks[: config.eval_samples]
         eval_prompts = list(test["prompt"][: config.eval_samples])
 
-    tokenizer = load_tokenizer(config.model)
     model = load_model(config.model)
     peft_config = None
     if config.lora_r:
-        from peft import LoraConfig
+        from runtime.models import lora_config
 
-        peft_config = LoraConfig(
-            r=config.lora_r,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
-            target_modules="all-linear",
-            task_type="CAUSAL_LM",
-        )
+        peft_config = lora_config(config.lora_r, config.lora_alpha, config.lora_dropout)
     callbacks = _make_callbacks(config, tokenizer, evaluate=test is not None, eval_tasks=eval_tasks, eval_prompts=eval_prompts)
     trainer = SFTTrainer(
         model=model,
@@ -529,10 +525,11 @@ def run_sft(config: SFTRunConfig, *, resume: bool = False, progress: bool = True
 
     final_eval = dict(accuracy.last)
 
-    # The final model, merged if LoRA was used, so that it loads by path like any checkpoint. Every process
-    # calls the trainer's save path, which gathers the full weights under FSDP/ZeRO-3 and writes on the main
-    # process (a main-process-only save_pretrained or merge_and_unload would see shards, or hang).
-    if config.lora_r:
+    # With LoRA, model/ is the adapter (megabytes, not the base's gigabytes) naming its base; every loader
+    # (`runtime.models.load_model`) puts it onto the base. `merge_lora` saves the merged model instead. Every
+    # process calls the trainer's save path, which gathers the full weights under FSDP/ZeRO-3 and writes on the
+    # main process (a main-process-only save_pretrained or merge_and_unload would see shards, or hang).
+    if config.lora_r and config.merge_lora:
         adapter_dir = config.run_dir / "adapter"
         trainer.save_model(str(adapter_dir))
         trainer.accelerator.wait_for_everyone()
@@ -541,6 +538,9 @@ def run_sft(config: SFTRunConfig, *, resume: bool = False, progress: bool = True
             trainer.processing_class.save_pretrained(str(config.model_dir))
     else:
         trainer.save_model(str(config.model_dir))  # the tokenizer too (the trainer's processing_class)
+        trainer.accelerator.wait_for_everyone()
+        if main_process and config.lora_r:
+            point_adapter_at_base(config.model_dir, config.model)
     trainer.accelerator.wait_for_everyone()
     return SFTResult(
         run_dir=config.run_dir,
@@ -572,6 +572,17 @@ def merge_adapter(base: str, adapter_dir: Path, output_dir: Path) -> None:
     from runtime.models import load_model
 
     PeftModel.from_pretrained(load_model(base), str(adapter_dir)).merge_and_unload().save_pretrained(str(output_dir))
+
+
+def point_adapter_at_base(adapter_dir: Path, base: str) -> None:
+    """Record the base as the user named it: a hub id stays an id (not this machine's cache
+    folder it resolved to), a local folder becomes an absolute path (valid from any directory)."""
+    from runtime.models import ADAPTER_CONFIG, model_reference
+
+    path = adapter_dir / ADAPTER_CONFIG
+    config = json.loads(path.read_text())
+    config["base_model_name_or_path"] = model_reference(base)
+    write_text_atomic(path, json.dumps(config, indent=2) + "\n")
 
 
 def _total_steps(config: SFTRunConfig, n_train: int, world_size: int) -> int:

@@ -32,7 +32,7 @@ _OPTIONS: tuple[tuple[str, str, type], ...] = (
     ("--lora-dropout", "lora_dropout", float),
 )
 #: The other flags that set a field of the same name.
-_OTHER_FIELDS = ("lr_scheduler", "prompt_style", "bf16", "gradient_checkpointing", "report_to")
+_OTHER_FIELDS = ("lr_scheduler", "prompt_style", "bf16", "gradient_checkpointing", "report_to", "merge_lora")
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -65,6 +65,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         p.add_argument(flag, dest=dest, type=kind, help=docs[dest])
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, help=docs["bf16"])
     p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, help=docs["gradient_checkpointing"])
+    p.add_argument("--merge-lora", action=argparse.BooleanOptionalAction, help=docs["merge_lora"])
     p.add_argument(
         "--resume",
         action="store_true",

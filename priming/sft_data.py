@@ -27,11 +27,11 @@ from runtime.jsonl import read_jsonl
 KEPT_COLUMNS = ("prompt", "completion", "numbers", "target")
 
 
-def load_sft_data(path: str | Path, *, prompt_style: str = "compact", rules: Rules = DEFAULT_RULES) -> Any:
+def load_sft_data(path: str | Path, *, prompt_style: str = "compact", rules: Rules = DEFAULT_RULES, tokenizer: Any = None) -> Any:
     """A `datasets.DatasetDict` with a `train` split (and `test` if the input has one).
 
     Every split has string columns `prompt` and `completion`, plus `numbers`/`target`
-    when the input rows carry them.
+    when the input rows carry them. `tokenizer` renders `chat` prompts (its chat template).
     """
     import datasets
 
@@ -52,9 +52,9 @@ def load_sft_data(path: str | Path, *, prompt_style: str = "compact", rules: Rul
     out = {}
     for name, split in splits.items():
         if isinstance(split, list):
-            split = datasets.Dataset.from_list([_normalise_row(row, prompt_style, rules, f"{path}:{name}") for row in split])
+            split = datasets.Dataset.from_list([_normalise_row(row, prompt_style, rules, f"{path}:{name}", tokenizer) for row in split])
         else:
-            split = _normalise_dataset(split, prompt_style, rules, f"{path}:{name}")
+            split = _normalise_dataset(split, prompt_style, rules, f"{path}:{name}", tokenizer)
         if len(split) == 0:
             raise UsageError(f"{path}: split {name!r} is empty")
         out[name] = split
@@ -126,13 +126,16 @@ def _from_disk(path: Path) -> dict[str, Any]:
     return dict(loaded) if isinstance(loaded, datasets.DatasetDict) else {"train": loaded}
 
 
-def _normalise_row(row: dict[str, Any], prompt_style: str, rules: Rules, where: str) -> dict[str, Any]:
-    """prompt/completion (+ numbers/target) from a prompt/completion row or a trace row."""
-    if "prompt" in row and "completion" in row:
+def _normalise_row(row: dict[str, Any], prompt_style: str, rules: Rules, where: str, tokenizer: Any = None) -> dict[str, Any]:
+    """prompt/completion (+ numbers/target) from a prompt/completion row or a trace row
+    (a `chat` trace row has its completion but no prompt: the model's template renders it)."""
+    text = row.get("text", row.get("completion"))
+    if row.get("prompt") is not None and "completion" in row:
         out = {"prompt": row["prompt"], "completion": row["completion"]}
-    elif "text" in row and ("numbers" in row or "nums" in row) and "target" in row:
-        task = Task.from_dict(row)
-        out = {"prompt": render_prompt(task, prompt_style, rules), "completion": row["text"]}
+    elif text is not None and ("numbers" in row or "nums" in row) and "target" in row:
+        task = Task.from_dict(dict(row))
+        with user_input():  # `chat` without a chat template
+            out = {"prompt": render_prompt(task, prompt_style, rules, tokenizer=tokenizer), "completion": text}
     else:
         raise UsageError(
             f"{where}: a row needs 'prompt' and 'completion', or a trace's 'numbers', 'target' and 'text'; got keys {sorted(row)}"
@@ -145,11 +148,11 @@ def _normalise_row(row: dict[str, Any], prompt_style: str, rules: Rules, where: 
     return out
 
 
-def _normalise_dataset(dataset: Any, prompt_style: str, rules: Rules, where: str) -> Any:
+def _normalise_dataset(dataset: Any, prompt_style: str, rules: Rules, where: str, tokenizer: Any = None) -> Any:
     columns = set(dataset.column_names)
     if not ({"prompt", "completion"} <= columns):
         # Trace rows: build prompts with the shared template (a row at a time; these sets are small).
-        dataset = dataset.map(lambda row: _normalise_row(row, prompt_style, rules, where))
+        dataset = dataset.map(lambda row: _normalise_row(row, prompt_style, rules, where, tokenizer))
     if "nums" in dataset.column_names and "numbers" not in dataset.column_names:
         dataset = dataset.rename_column("nums", "numbers")
     if not ({"prompt", "completion"} <= set(dataset.column_names)):

@@ -161,6 +161,7 @@ def resolve_config(args: argparse.Namespace) -> Any:
     """The run's config: --config (or, on --resume, the run's own config.json), then --set, --model, --max-steps."""
     from rl.config import DEFAULT_PRESET, PPOConfig, load_config, parse_overrides
     from rl.models import resolve_model_path
+    from runtime.models import PACKAGED_MODELS
 
     saved = args.output_dir / "config.json"
     overrides: dict[str, Any] = {}
@@ -172,7 +173,8 @@ def resolve_config(args: argparse.Namespace) -> Any:
         source = DEFAULT_PRESET
     overrides.update(parse_overrides(args.overrides))
     if args.model:
-        overrides["model"] = resolve_model_path(check_model(args.model))
+        # A packaged hub id stays an id (config.json then names the model, not this machine's cache).
+        overrides["model"] = args.model if args.model in PACKAGED_MODELS else resolve_model_path(check_model(args.model))
     if args.max_steps is not None:
         overrides["total_steps"] = args.max_steps
     with user_input():
@@ -231,6 +233,7 @@ def _eval(args: argparse.Namespace) -> int:
     from rl.models import load_model, load_tokenizer, resolve_model_path
     from runtime.config import load_dataclass, parse_set
     from runtime.jsonl import write_jsonl_atomic, write_text_atomic
+    from runtime.models import PACKAGED_MODELS
 
     with user_input():
         rules = preset_rules(args.preset, strict_ending=args.strict_ending)
@@ -248,7 +251,7 @@ def _eval(args: argparse.Namespace) -> int:
     except OSError as err:  # a hub id that is not cached (offline) or a folder without a model
         raise UsageError(f"--model {args.model}: cannot load a model from it ({str(err).splitlines()[0] if str(err) else err!r})") from err
     report, rows = evaluate(model, tokenizer, tasks, config, rules=rules, ood_tasks=ood)
-    report["model"] = model_path
+    report["model"] = args.model if args.model in PACKAGED_MODELS else model_path
     report["tasks"] = str(args.tasks)
     report["preset"] = args.preset
     completions = args.completions or args.output.with_suffix(".completions.jsonl")

@@ -132,6 +132,10 @@ class PPOConfig:
     """Completions per step written to rollouts.jsonl (for behaviour analysis)."""
     model: str = ""
     """Model path or hub id (usually given by --model, which overrides this)."""
+    lora_r: int = 0
+    """LoRA rank of the trained policy (and critic) adapters; 0 trains every weight."""
+    lora_alpha: int = 32
+    """LoRA scaling numerator (the update is scaled by lora_alpha / lora_r)."""
 
     def __post_init__(self) -> None:
         positive = (
@@ -149,7 +153,7 @@ class PPOConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("num_eval_tasks", "eval_every", "eval_samples", "log_rollouts", "generation_batch_size"):
+        for name in ("num_eval_tasks", "eval_every", "eval_samples", "log_rollouts", "generation_batch_size", "lora_r"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("actor_lr", "critic_lr", "temperature", "max_grad_norm", "cliprange", "cliprange_value"):
@@ -160,6 +164,8 @@ class PPOConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not (0.0 <= self.gamma <= 1.0 and 0.0 <= self.lam <= 1.0):
             raise ValueError(f"gamma and lam must be in [0, 1], got gamma={self.gamma}, lam={self.lam}")
+        if self.lora_alpha < 1:
+            raise ValueError(f"lora_alpha must be >= 1, got {self.lora_alpha}")
         if self.task_preset not in PRESETS:
             raise ValueError(f"task_preset must be one of {sorted(PRESETS)}, got {self.task_preset!r}")
         if self.prompt_style not in PROMPT_STYLES:

@@ -103,14 +103,22 @@ def load_critic(model_path: str) -> Any:
     """
     from transformers import AutoConfig, AutoModelForTokenClassification
 
-    from rl.models import resolve_model_path
+    from rl.models import load_model, resolve_model_path
+    from runtime.models import adapter_base
 
     path = resolve_model_path(model_path)
-    config = AutoConfig.from_pretrained(path, num_labels=1)
+    # A LoRA adapter (`sft --lora-r`): the critic's trunk is the merged model's.
+    merged = load_model(path, dtype=torch.float32) if adapter_base(path) is not None else None
+    config = AutoConfig.from_pretrained(path, num_labels=1) if merged is None else merged.config
+    config.num_labels = 1
     for name in DROPOUT_FIELDS:
         if name == "classifier_dropout" or getattr(config, name, None) is not None:
             setattr(config, name, 0.0)
-    critic = AutoModelForTokenClassification.from_pretrained(path, config=config, dtype=torch.float32)
+    if merged is None:
+        critic = AutoModelForTokenClassification.from_pretrained(path, config=config, dtype=torch.float32)
+    else:
+        critic = AutoModelForTokenClassification.from_config(config, dtype=torch.float32)
+        critic.base_model.load_state_dict(merged.base_model.state_dict())
     critic.config.pad_token_id = critic.config.pad_token_id if critic.config.pad_token_id is not None else critic.config.eos_token_id
     return critic
 
@@ -232,18 +240,56 @@ def check_sharding(config: PPOConfig, accelerator: Any) -> None:
         )
 
 
+class AdaptersOff:
+    """The reference of a LoRA policy: the policy's own forward with its adapters disabled,
+    i.e. the start model, with no second copy of the weights."""
+
+    def __init__(self, policy: Any) -> None:
+        self.policy = policy
+
+    def __call__(self, **inputs: Any) -> Any:
+        with unwrap(self.policy).disable_adapter():
+            return self.policy(**inputs)
+
+
+def with_lora(model: Any, config: PPOConfig, task_type: str = "CAUSAL_LM") -> Any:
+    """`model` with fresh trainable LoRA adapters (`lora_r`, `lora_alpha`), the rest frozen.
+
+    The adapter records `config.model` as its base, so a checkpoint's `policy/` adapter loads
+    onto the start model (itself perhaps an SFT adapter) by `runtime.models.load_model`."""
+    from peft import get_peft_model
+
+    from runtime.models import lora_config, model_reference
+
+    model = get_peft_model(model, lora_config(config.lora_r, config.lora_alpha, task_type=task_type))
+    # get_peft_model records the loaded folder (for a hub id offline: this machine's cache).
+    model.peft_config["default"].base_model_name_or_path = model_reference(config.model)
+    return model
+
+
 def load_models(config: PPOConfig, accelerator: Any) -> Models:
     """Policy (trained), reference (frozen, in the run's dtype; not loaded when nothing reads it), critic (`gae` only).
 
-    The trained weights are fp32 (master weights; `dtype: bfloat16` autocasts the compute)."""
+    The trained weights are fp32 (master weights; `dtype: bfloat16` autocasts the compute).
+
+    With `lora_r`, the policy trains LoRA adapters only, the reference is the policy with
+    its adapters off (`AdaptersOff`), and the critic is a LoRA copy: its own frozen base, its own
+    adapters and value head. A value head on the policy's trunk would save that copy but
+    couple the two losses through shared adapters; a separate critic keeps PPO's two models
+    (and this loop) as they are, at the cost of one more frozen set of weights.
+    """
     from rl.models import load_model, load_tokenizer
 
     policy = load_model(config.model, dtype=torch.float32)
+    if config.lora_r:
+        policy = with_lora(policy, config)
     ref = None
-    if config.uses_critic or config.kl_coef > 0:
+    if (config.uses_critic or config.kl_coef > 0) and not config.lora_r:
         ref = load_model(config.model, dtype=torch_dtype(config)).eval().requires_grad_(False).to(accelerator.device)
     critic = load_critic(config.model) if config.uses_critic else None
-    groups = [{"params": list(policy.parameters()), "lr": config.actor_lr}]
+    if critic is not None and config.lora_r:
+        critic = with_lora(critic, config, task_type="TOKEN_CLS")  # PEFT trains the new `score` head too
+    groups = [{"params": [p for p in policy.parameters() if p.requires_grad], "lr": config.actor_lr}]
     for model in (policy, critic):
         if model is not None and config.gradient_checkpointing:
             # Non-reentrant checkpointing works with DDP's hooks and with inputs that need no grad.
@@ -252,11 +298,13 @@ def load_models(config: PPOConfig, accelerator: Any) -> Models:
             else:
                 model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if critic is not None:
-        groups.append({"params": list(critic.parameters()), "lr": config.critic_lr})
+        groups.append({"params": [p for p in critic.parameters() if p.requires_grad], "lr": config.critic_lr})
     module = PolicyCritic(policy, critic)
     optimizer = torch.optim.AdamW(groups, lr=config.actor_lr, weight_decay=config.weight_decay)
     configure_deepspeed(config, accelerator)
     module, optimizer = accelerator.prepare(module, optimizer)
+    if config.lora_r and (config.uses_critic or config.kl_coef > 0):
+        ref = AdaptersOff(unwrap(module).policy)
     return Models(module, load_tokenizer(config.model), optimizer, ref)
 
 

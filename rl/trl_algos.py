@@ -277,6 +277,21 @@ def open_trl_run(run: RunDir, config: PPOConfig, algo: str, args: Any, last: str
     return start
 
 
+def start_model(name_or_path: str, run_root: Path) -> str:
+    """A model folder TRL can load by path (it builds its reference from that path too): the
+    resolved model, or, for a LoRA adapter, the merged model saved once in RUN/start_model."""
+    from runtime.models import adapter_base, load_model, load_tokenizer, resolve_model_path
+
+    path = resolve_model_path(name_or_path)
+    if adapter_base(path) is None:
+        return path
+    merged = run_root / "start_model"
+    if not (merged / "config.json").is_file():
+        load_model(path).save_pretrained(str(merged))
+        load_tokenizer(path).save_pretrained(str(merged))
+    return str(merged)
+
+
 def train_trl(
     algo: str,
     config: PPOConfig,
@@ -292,6 +307,7 @@ def train_trl(
     from transformers.trainer_utils import get_last_checkpoint
 
     from rl.models import load_tokenizer
+    from runtime.models import lora_config
 
     started = time.perf_counter()
     check_config(algo, config)
@@ -314,7 +330,8 @@ def train_trl(
     logger = RunDirLogger(run, config, reward, steps_per_round, eval_tasks, tokenizer, start, started)
     _, trainer_class = trl_classes(algo)
     trainer = trainer_class(
-        model=config.model,
+        model=start_model(config.model, run.root),
+        peft_config=lora_config(config.lora_r, config.lora_alpha) if config.lora_r else None,
         reward_funcs=[reward],
         args=args,
         train_dataset=to_trl_dataset(train_tasks, config, tokenizer),

