@@ -333,7 +333,7 @@ def suggestions(config: Any, gpus: int, gpu_memory_gb: float, arch: Arch | None 
                         f"--set {k}={str(v).lower() if isinstance(v, bool) else v}"
                         for k, v in {**changes, **({"lora_r": r} if r else {})}.items()
                     )
-                    found.append(sets + (" (LoRA: issue 9's lora_r)" if r else ""))
+                    found.append(sets + (" (LoRA adapters on policy and critic)" if r else ""))
                     if len(found) >= limit:
                         return found
         if found:
