@@ -442,6 +442,7 @@ def build_job(config: SFTRunConfig, *, resume: bool = False, progress: bool = Tr
     from trl import SFTTrainer
 
     from priming.sft_data import check_prompt_style, load_sft_data, tasks_of
+    from runtime.hub import check_reachable
     from runtime.models import load_model, load_tokenizer
 
     checkpoint = last_checkpoint(config)
@@ -454,6 +455,7 @@ def build_job(config: SFTRunConfig, *, resume: bool = False, progress: bool = Tr
         )
 
     check_prompt_style(config.data, config.prompt_style)
+    check_reachable(config.data)  # an offline hub id fails before the model loads
     tokenizer = load_tokenizer(config.model)
     data = load_sft_data(config.data, prompt_style=config.prompt_style, tokenizer=tokenizer)
     train = data["train"]

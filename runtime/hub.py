@@ -35,10 +35,15 @@ def offline() -> bool:
     return any(os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on") for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
 
 
+def check_reachable(source: str | Path) -> None:
+    """A one-line UsageError now, before any model is loaded, when `source` is a hub id and the hub is offline."""
+    if (ref := hub_ref(source)) is not None and offline():
+        raise UsageError(f"{ref[0]}:{ref[1]} is a hub dataset id, but the hub is offline (HF_HUB_OFFLINE=1); give a local file")
+
+
 def load_hub_rows(repo: str, split: str = DEFAULT_SPLIT) -> list[dict[str, Any]]:
     """The rows of split `split` of hub dataset `repo`; a one-line UsageError when it cannot be had."""
-    if offline():
-        raise UsageError(f"{repo}:{split} is a hub dataset id, but the hub is offline (HF_HUB_OFFLINE=1); give a local file")
+    check_reachable(f"{repo}:{split}")
     import datasets
 
     try:
