@@ -312,3 +312,17 @@ def test_step_tasks_keep_each_prompts_group_on_one_process():
     for share in shares:
         groups = [share[i : i + 3] for i in range(0, len(share), 3)]
         assert len(groups) == 2 and all(len(set(g)) == 1 for g in groups)
+
+
+def test_trl_takes_micro_batches_as_gradient_accumulation(tmp_path):
+    """GRPO/RLOO: micro_batch_size is TRL's per-device batch, mini_batch_size one optimiser step (accumulated)."""
+    from rl.config import PPOConfig
+    from rl.trl_algos import optimizer_steps_per_round, trl_config
+
+    base = {"model": "m", "prompts_per_step": 8, "rollouts_per_prompt": 2, "mini_batch_size": 8, "ppo_epochs": 1}
+    whole = trl_config("grpo", PPOConfig(**base), tmp_path, 1, {}, "none", quiet=True)
+    split = trl_config("grpo", PPOConfig(**base, micro_batch_size=2), tmp_path, 1, {}, "none", quiet=True)
+    assert (whole.per_device_train_batch_size, whole.gradient_accumulation_steps) == (8, 1)
+    assert (split.per_device_train_batch_size, split.gradient_accumulation_steps) == (2, 4)
+    # The same optimiser steps per generation round: 16 completions / 8 per step.
+    assert optimizer_steps_per_round(whole) == optimizer_steps_per_round(split) == 2
