@@ -326,3 +326,23 @@ def test_trl_takes_micro_batches_as_gradient_accumulation(tmp_path):
     assert (split.per_device_train_batch_size, split.gradient_accumulation_steps) == (2, 4)
     # The same optimiser steps per generation round: 16 completions / 8 per step.
     assert optimizer_steps_per_round(whole) == optimizer_steps_per_round(split) == 2
+
+
+def test_grpo_with_lora_trains_adapters_only_and_saves_a_loadable_policy(tiny_model, tmp_path):
+    """`--set lora_r` goes to TRL as a PEFT config: the saved policy is an adapter (LoRA weights only, naming
+    its base), which loads by path onto the base as a plain model of the base's shape."""
+    from safetensors import safe_open
+
+    from rl.models import load_model
+
+    out = tmp_path / "grpo-lora"
+    assert main(fast_args(tiny_model, out, "--max-steps", 2, "--algo", "grpo", "--set", "lora_r=4")) == 0
+    rows = read_jsonl(out / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [0, 1, 2]
+    final = out / "final"
+    with safe_open(str(final / "adapter_model.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    assert keys and all("lora_" in k for k in keys), keys[:5]
+    base = load_model(tiny_model).state_dict()
+    loaded = load_model(str(final)).state_dict()
+    assert set(loaded) == set(base) and all(loaded[n].shape == base[n].shape for n in base)
