@@ -108,6 +108,15 @@ def _sample_rows(
     return rows
 
 
+def rows_summary(rows: Sequence[dict[str, Any]], prefix: str = "") -> dict[str, float]:
+    """`accuracy`, `format_rate` and mean `response_length` of completion rows (0 for none), keys prefixed."""
+    return {
+        f"{prefix}accuracy": float(np.mean([r["correct"] for r in rows])) if rows else 0.0,
+        f"{prefix}format_rate": float(np.mean([r["well_formed"] for r in rows])) if rows else 0.0,
+        f"{prefix}response_length": float(np.mean([r["length"] for r in rows])) if rows else 0.0,
+    }
+
+
 def greedy_eval(
     model: Any,
     tokenizer: Any,
@@ -129,11 +138,7 @@ def greedy_eval(
     out = _sample_rows(tasks, gen.texts, gen.finished.tolist(), gen.lengths.tolist(), rules, mode="greedy", **fields)
     if rows is not None:
         rows.extend(out)
-    return {
-        "accuracy": float(np.mean([r["correct"] for r in out])) if out else 0.0,
-        "format_rate": float(np.mean([r["well_formed"] for r in out])) if out else 0.0,
-        "response_length": float(np.mean([r["length"] for r in out])) if out else 0.0,
-    }
+    return rows_summary(out)
 
 
 EVAL_SAMPLE_TEMPERATURE = 1.0
@@ -178,11 +183,7 @@ def sampled_eval(
     )
     if rows is not None:
         rows.extend(out)
-    return {
-        "sample_accuracy": float(np.mean([r["correct"] for r in out])) if out else 0.0,
-        "sample_format_rate": float(np.mean([r["well_formed"] for r in out])) if out else 0.0,
-        "sample_response_length": float(np.mean([r["length"] for r in out])) if out else 0.0,
-    }
+    return rows_summary(out, "sample_")
 
 
 def evaluate(

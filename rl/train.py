@@ -716,13 +716,9 @@ def evaluate_sharded(
 
 def eval_metrics(greedy: Sequence[dict[str, Any]], sampled: Sequence[dict[str, Any]] = ()) -> dict[str, float]:
     """`eval/accuracy`, `eval/format_rate`, `eval/response_length` of the greedy rows, and `eval/sample_*` of the sampled ones."""
-    out: dict[str, float] = {}
-    for prefix, rows in (("eval/", greedy), ("eval/sample_", sampled)):
-        if rows or prefix == "eval/":
-            out[f"{prefix}accuracy"] = float(np.mean([r["correct"] for r in rows])) if rows else 0.0
-            out[f"{prefix}format_rate"] = float(np.mean([r["well_formed"] for r in rows])) if rows else 0.0
-            out[f"{prefix}response_length"] = float(np.mean([r["length"] for r in rows])) if rows else 0.0
-    return out
+    from rl.evaluate import rows_summary
+
+    return {**rows_summary(greedy, "eval/"), **(rows_summary(sampled, "eval/sample_") if sampled else {})}
 
 
 def unwrap(model: Any) -> Any:
