@@ -130,12 +130,7 @@ def greedy_eval(
     **fields: Any,
 ) -> dict[str, float]:
     """accuracy, format_rate and mean response length of greedy completions (rows appended to `rows`)."""
-    import torch
-
-    prompts = [build_prompt(t, prompt_style, rules, tokenizer) for t in tasks]
-    with torch.inference_mode():
-        gen = generate(model, tokenizer, prompts, max_new_tokens, prompt_style=prompt_style, do_sample=False, batch_size=batch_size)
-    out = _sample_rows(tasks, gen.texts, gen.finished.tolist(), gen.lengths.tolist(), rules, mode="greedy", **fields)
+    out = _one_per_task(model, tokenizer, tasks, rules, prompt_style, max_new_tokens, batch_size, None, 0, mode="greedy", **fields)
     if rows is not None:
         rows.extend(out)
     return rows_summary(out)
@@ -162,28 +157,45 @@ def sampled_eval(
     """`sample_accuracy`, `sample_format_rate`, `sample_response_length` of one completion per task sampled at
     `temperature` (rows, ``mode="sample"``, appended to `rows`). The RNG is forked and seeded by `seed`, so the
     caller's sampling state is untouched and a resumed run draws the same samples."""
-    import torch
-
-    prompts = [build_prompt(t, prompt_style, rules, tokenizer) for t in tasks]
-    device = next(model.parameters()).device
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.inference_mode():
-        torch.manual_seed(seed)
-        gen = generate(
-            model,
-            tokenizer,
-            prompts,
-            max_new_tokens,
-            prompt_style=prompt_style,
-            do_sample=True,
-            temperature=temperature,
-            batch_size=batch_size,
-        )
-    out = _sample_rows(
-        tasks, gen.texts, gen.finished.tolist(), gen.lengths.tolist(), rules, mode="sample", temperature=temperature, **fields
+    out = _one_per_task(
+        model, tokenizer, tasks, rules, prompt_style, max_new_tokens, batch_size, temperature, seed, mode="sample", **fields
     )
     if rows is not None:
         rows.extend(out)
     return rows_summary(out, "sample_")
+
+
+def _one_per_task(
+    model: Any,
+    tokenizer: Any,
+    tasks: Sequence[Task],
+    rules: Rules,
+    prompt_style: str,
+    max_new_tokens: int,
+    batch_size: int,
+    temperature: float | None,
+    seed: int,
+    **fields: Any,
+) -> list[dict[str, Any]]:
+    """One scored completion row per task: greedy (`temperature` None) or sampled in a forked RNG seeded by `seed`."""
+    import contextlib
+
+    import torch
+
+    prompts = [build_prompt(t, prompt_style, rules, tokenizer) for t in tasks]
+    sampling = {} if temperature is None else {"temperature": temperature}
+    rng: Any = contextlib.nullcontext()
+    if temperature is not None:
+        device = next(model.parameters()).device
+        rng = torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+    with rng, torch.inference_mode():
+        if temperature is not None:
+            torch.manual_seed(seed)
+        gen = generate(
+            model, tokenizer, prompts, max_new_tokens, prompt_style=prompt_style, do_sample=temperature is not None,
+            batch_size=batch_size, **sampling,
+        )  # fmt: skip
+    return _sample_rows(tasks, gen.texts, gen.finished.tolist(), gen.lengths.tolist(), rules, **sampling, **fields)
 
 
 def evaluate(
