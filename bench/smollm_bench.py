@@ -17,6 +17,9 @@ so an interrupted run resumes where it stopped):
    `--eval-every` steps; seconds per step and the accuracy curve are read from its metrics.
 5. `organism-rich`, `organism-poor`: the tiny organism bases (lab/bases/seed-0) on the same
    tasks in their own `compact` style (Seed 004's question: tiny and task-trained vs 50x larger and general).
+6. `organism-trained`: the organism's RL-trained models (issue 10's runs, `--organism-seed`) on the same tasks.
+7. `organism-tasks`: every model above on the organism's own held-out tasks (3 numbers in 1..12).
+Two processes may run disjoint `--stages` at once, one per core (`rl` needs `sft-only_backtracking`).
 Prints a markdown table at the end (and whenever run again).
 """
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
 import os
 import subprocess
@@ -34,6 +38,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 BEHAVIORS = ("verification", "backtracking", "subgoal_setting", "backward_chaining")
+STAGES = ("base", "sft-only_backtracking", "sft-only_backtracking_incorrect", "rl", "organism-rich", "organism-poor",
+          "organism-trained", "organism-tasks")  # fmt: skip
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT)}
 
 
@@ -48,20 +54,28 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 class Results:
-    """results.json, rewritten after every stage (the resume point)."""
+    """results.json, rewritten after every stage (the resume point). Two processes may run
+    different `--stages` at once (one per core), so every write re-reads the file under a lock
+    and merges: neither process loses the other's stages."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.data: dict = json.loads(path.read_text()) if path.exists() else {}
+        self.data: dict = self._read()
+
+    def _read(self) -> dict:
+        return json.loads(self.path.read_text()) if self.path.exists() else {}
 
     def __contains__(self, stage: str) -> bool:
+        self.data = self._read()
         return stage in self.data
 
     def put(self, stage: str, value: dict) -> None:
-        self.data[stage] = value
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=2))
-        tmp.replace(self.path)
+        with open(self.path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self.data = {**self._read(), stage: value}
+            tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(self.data, indent=2))
+            tmp.replace(self.path)
 
 
 def behaviour_shares(completions: Path, out: Path) -> dict[str, float]:
@@ -74,15 +88,21 @@ def behaviour_shares(completions: Path, out: Path) -> dict[str, float]:
     return {b: sum(bool(r["behaviors"].get(b)) for r in rows) / max(len(rows), 1) for b in BEHAVIORS}
 
 
-def evaluate(model: str | Path, name: str, tasks: Path, args: argparse.Namespace, style: str = "chat") -> dict:
+def evaluate(
+    model: str | Path, name: str, tasks: Path, args: argparse.Namespace, style: str = "chat", k: int | None = None, preset: str = "tinyzero"
+) -> dict:
+    """Greedy accuracy, pass@k (k samples at temperature 1; `--k-after` for the trained models,
+    whose sampling is the costliest part of the bench) and behaviour shares."""
+    k = args.k if k is None else k
     out = args.out / f"eval-{name}.json"
     t0 = time.perf_counter()
-    cli("eval", "--model", model, "--tasks", tasks, "--k", args.k, "--num-ood", 0, "--prompt-style", style,
-        "--max-new-tokens", args.max_new_tokens, "--preset", "tinyzero", "--output", out)  # fmt: skip
+    cli("eval", "--model", model, "--tasks", tasks, "--k", k, "--num-ood", 0, "--prompt-style", style,
+        "--max-new-tokens", args.max_new_tokens, "--preset", preset, "--output", out)  # fmt: skip
     report = json.loads(out.read_text())
     row = {
         "accuracy": report["accuracy"],
-        f"pass@{args.k}": report.get(f"pass@{args.k}"),
+        "k": k,
+        f"pass@{k}": report.get(f"pass@{k}"),
         "format_rate": report["format_rate"],
         "response_length": report["response_length"],
         "eval_seconds": round(time.perf_counter() - t0, 1),
@@ -106,22 +126,38 @@ def main() -> int:
     p.add_argument("--algo", default="ppo", choices=["ppo", "grpo"], help="ppo: critic + GAE; grpo: our loop's group baseline")
     p.add_argument("--eval-every", type=int, default=5)
     p.add_argument("--rl-eval-tasks", type=int, default=50, help="held-out tasks evaluated every --eval-every RL steps")
+    p.add_argument("--k-after", type=int, default=1, help="samples per task for the primed and RL models")
+    p.add_argument(
+        "--organism-runs",
+        type=Path,
+        default=ROOT / "runs" / "organism" / "runs",
+        help="issue 10's experiment runs (bench/organism_bench.py): the RL-trained tiny models come from here",
+    )
+    p.add_argument("--organism-seed", type=int, default=1, help="which seed's RL-trained organism models to compare")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "smollm")
+    p.add_argument(
+        "--stages",
+        nargs="+",
+        choices=STAGES,
+        default=list(STAGES),
+        help="run only these (e.g. two processes, one per core, on disjoint stages); rl needs sft-only_backtracking",
+    )
     args = p.parse_args()
     args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     results = Results(args.out / "results.json")
-    results.put("settings", {k: str(v) for k, v in vars(args).items()})
+    if "settings" not in results:
+        results.put("settings", {k: str(v) for k, v in vars(args).items() if k != "stages"})
 
     tasks = args.out / "tasks.jsonl"
     if not tasks.exists():
         cli("generate", "-n", args.tasks, "--preset", "tinyzero", "--split", "test", "--output", tasks)
 
-    if "base" not in results:
+    if "base" in args.stages and "base" not in results:
         results.put("base", evaluate(MODEL, "base", tasks, args))
     for condition in ("only_backtracking", "only_backtracking_incorrect"):
         stage = f"sft-{condition}"
-        if stage in results:
+        if stage not in args.stages or stage in results:
             continue
         prime, sft = args.out / f"prime-{condition}", args.out / stage
         if not (prime / "metadata.json").exists():
@@ -133,10 +169,10 @@ def main() -> int:
             cli("sft", "--model", MODEL, "--data", prime, "--prompt-style", "chat", "--lora-r", args.lora_r,
                 "--max-steps", args.sft_steps, "--batch-size", args.sft_batch, "--grad-accum", 1, "--lr", "2e-4",
                 "--eval-samples", 0, "--output-dir", sft, *(["--resume"] if (sft / "checkpoints").exists() else []))  # fmt: skip
-        row = {"sft_seconds": round(time.perf_counter() - t0, 1), **evaluate(sft, stage, tasks, args)}
+        row = {"sft_seconds": round(time.perf_counter() - t0, 1), **evaluate(sft, stage, tasks, args, k=args.k_after)}
         results.put(stage, row)
 
-    if "rl" not in results:
+    if "rl" in args.stages and "rl" not in results:
         rl = args.out / "rl"
         sets = [f"lora_r={args.lora_r}", "prompt_style=chat", "task_preset=tinyzero", f"num_eval_tasks={args.rl_eval_tasks}",
                 f"eval_every={args.eval_every}", f"save_every={args.eval_every}", "prompts_per_step=4", "rollouts_per_prompt=4", "mini_batch_size=8",
@@ -161,28 +197,65 @@ def main() -> int:
                 "eval_accuracy": [[r["step"], r["eval/accuracy"]] for r in rows if "eval/accuracy" in r],
             },
         )
-    if "rl-final" not in results and results.data["rl"]["steps"] > 0:
-        results.put("rl-final", evaluate(args.out / "rl", "rl-final", tasks, args))
+    if "rl" in args.stages and "rl-final" not in results and results.data["rl"]["steps"] > 0:
+        results.put("rl-final", evaluate(args.out / "rl", "rl-final", tasks, args, k=args.k_after))
 
     for base in ("rich", "poor"):
         stage = f"organism-{base}"
-        if stage not in results:
+        if stage in args.stages and stage not in results:
             results.put(stage, evaluate(ROOT / "lab" / "bases" / "seed-0" / base / "model", stage, tasks, args, style="compact"))
 
-    print(table(results.data, args.k))
+    # Seed 004's question, both ways round: the tiny organism models after RL on SmolLM2's tasks
+    # (tinyzero: 3-4 numbers up to 99, which the organism never saw), and every model on the
+    # organism's own held-out tasks (3 numbers in 1..12: its preset's test split, disjoint from its training).
+    organism = {
+        "organism-rich-rl": args.organism_runs / f"rich-none-seed{args.organism_seed}",
+        "organism-primed-rl": args.organism_runs / f"poor-only_backtracking-seed{args.organism_seed}",
+    }
+    if "organism-trained" in args.stages:
+        for stage, run in organism.items():
+            if stage not in results:
+                results.put(stage, evaluate(run, stage, tasks, args, style="compact", k=args.k_after))
+    if "organism-tasks" in args.stages:
+        org_tasks = args.out / "organism-tasks.jsonl"
+        if not org_tasks.exists():
+            cli("generate", "-n", args.tasks, "--preset", "organism", "--split", "test", "--output", org_tasks)
+        bases = ROOT / "lab" / "bases" / "seed-0"
+        models = {
+            "base": (MODEL, "chat"),
+            "sft-only_backtracking": (args.out / "sft-only_backtracking", "chat"),
+            "rl-final": (args.out / "rl", "chat"),
+            "organism-rich": (bases / "rich" / "model", "compact"),
+            "organism-poor": (bases / "poor" / "model", "compact"),
+            **{name: (run, "compact") for name, run in organism.items()},
+        }
+        for name, (model, style) in models.items():
+            stage = f"orgtasks-{name}"
+            if stage not in results and (isinstance(model, str) or model.exists()):
+                results.put(stage, evaluate(model, stage, org_tasks, args, style=style, k=args.k_after, preset="organism"))
+
+    print(table(results._read()))
     return 0
 
 
-def table(data: dict, k: int) -> str:
+def table(data: dict) -> str:
     lines = [
-        f"| model | greedy acc | pass@{k} | format | length | " + " | ".join(BEHAVIORS) + " |",
+        "| model | greedy acc | pass@k (k) | format | length | " + " | ".join(BEHAVIORS) + " |",
         "|---" * (5 + len(BEHAVIORS)) + "|",
     ]
-    for stage in ("base", "sft-only_backtracking", "sft-only_backtracking_incorrect", "rl-final", "organism-rich", "organism-poor"):
+    names = ("base", "sft-only_backtracking", "sft-only_backtracking_incorrect", "rl-final", "organism-rich", "organism-poor",
+             "organism-rich-rl", "organism-primed-rl")  # fmt: skip
+    for stage in (*names, *(f"orgtasks-{name}" for name in names)):
         row = data.get(stage)
         if row is None:
             continue
-        cells = [f"{row['accuracy']:.3f}", f"{row.get(f'pass@{k}') or 0:.3f}", f"{row['format_rate']:.3f}", f"{row['response_length']:.0f}"]
+        k = row.get("k", 8)
+        cells = [
+            f"{row['accuracy']:.3f}",
+            f"{row.get(f'pass@{k}') or 0:.3f} ({k})",
+            f"{row['format_rate']:.3f}",
+            f"{row['response_length']:.0f}",
+        ]
         cells += [f"{row['behaviors'][b]:.2f}" for b in BEHAVIORS]
         lines.append(f"| {stage} | " + " | ".join(cells) + " |")
     if "rl" in data:
