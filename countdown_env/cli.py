@@ -39,7 +39,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-difficulty", action="store_true", help="skip solution counts etc. (faster)")
     p.add_argument("--output", "-o", type=Path, required=True, help="output file (.jsonl) or, with --split both, a directory")
     p.add_argument("--dataset", action="store_true", help="also save a Hugging Face dataset next to the JSONL")
-    p.add_argument("--push-to-hub", metavar="REPO", help="also push the tasks (one split per --split) to this hub dataset repository (needs a login token)")
+    p.add_argument(
+        "--push-to-hub",
+        metavar="REPO",
+        help="also push the tasks (one split per --split) to this hub dataset repository (needs a login token)",
+    )
     p.set_defaults(func=_generate)
 
     p = sub.add_parser(

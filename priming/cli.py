@@ -64,7 +64,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     llm.add_argument(
         "--keep", default="all", choices=["all", "correct", "incorrect"], help="correctness filter on LLM traces (default: none)"
     )
-    p.add_argument("--push-to-hub", metavar="REPO", help="also push the traces (train and test splits) to this hub dataset repository (needs a login token)")
+    p.add_argument(
+        "--push-to-hub",
+        metavar="REPO",
+        help="also push the traces (train and test splits) to this hub dataset repository (needs a login token)",
+    )
     p.set_defaults(func=_prime)
 
 

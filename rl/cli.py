@@ -47,7 +47,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--max-steps", type=int, help="stop after this many steps in total (overrides total_steps)")
         p.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
         p.add_argument(
-            "--tasks", type=Path, help="RL tasks file (JSONL or parquet) or hub dataset org/name[:split]; default: generated from the preset"
+            "--tasks",
+            type=Path,
+            help="RL tasks file (JSONL or parquet) or hub dataset org/name[:split]; default: generated from the preset",
         )
         p.add_argument("--algo", choices=("ppo", "grpo", "rloo"), default=algo, help="ppo (ours, with a critic) or TRL's grpo / rloo")
         p.add_argument(
@@ -59,7 +61,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         )
         p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
         add_report_to(p)
-        p.add_argument("--push-to-hub", metavar="REPO", help="also push the run's rollouts.jsonl when training ends to this hub dataset repository (needs a login token)")
+        p.add_argument(
+            "--push-to-hub",
+            metavar="REPO",
+            help="also push the run's rollouts.jsonl when training ends to this hub dataset repository (needs a login token)",
+        )
         p.set_defaults(func=_ppo)
 
     text = "per-GPU memory of a PPO config (weights, gradients, optimiser, activations of policy, critic, reference)"
@@ -197,7 +203,9 @@ def _ppo(args: argparse.Namespace) -> int:
         from rl.trl_algos import train_trl
 
         trl_overrides = parse_overrides(args.trl_overrides)
-        run = train_trl(args.algo, config, args.output_dir, tasks=tasks, resume=args.resume, trl_overrides=trl_overrides, report_to=report_to)
+        run = train_trl(
+            args.algo, config, args.output_dir, tasks=tasks, resume=args.resume, trl_overrides=trl_overrides, report_to=report_to
+        )
     print(f"run directory: {run}")
     if args.push_to_hub and (run / "rollouts.jsonl").exists() and int(os.environ.get("RANK", "0")) == 0:
         from runtime.hub import push_rows
@@ -250,7 +258,7 @@ def _eval(args: argparse.Namespace) -> int:
         model, tokenizer = load_model(model_path, device=device).eval(), load_tokenizer(model_path)
     except OSError as err:  # a hub id that is not cached (offline) or a folder without a model
         raise UsageError(f"--model {args.model}: cannot load a model from it ({str(err).splitlines()[0] if str(err) else err!r})") from err
-    report, rows = evaluate(model, tokenizer, tasks, config, rules=rules, ood_tasks=ood)
+    report, rows = evaluate(model, tokenizer, tasks, config, rules=rules, ood_tasks=ood, progress=True)
     report["model"] = args.model if args.model in PACKAGED_MODELS else model_path
     report["tasks"] = str(args.tasks)
     report["preset"] = args.preset

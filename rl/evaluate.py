@@ -175,6 +175,7 @@ def _one_per_task(
     batch_size: int,
     temperature: float | None,
     seed: int,
+    progress: bool = False,
     **fields: Any,
 ) -> list[dict[str, Any]]:
     """One scored completion row per task: greedy (`temperature` None) or sampled in a forked RNG seeded by `seed`."""
@@ -193,7 +194,7 @@ def _one_per_task(
             torch.manual_seed(seed)
         gen = generate(
             model, tokenizer, prompts, max_new_tokens, prompt_style=prompt_style, do_sample=temperature is not None,
-            batch_size=batch_size, **sampling,
+            batch_size=batch_size, progress=progress, **sampling,
         )  # fmt: skip
     return _sample_rows(tasks, gen.texts, gen.finished.tolist(), gen.lengths.tolist(), rules, **sampling, **fields)
 
@@ -206,10 +207,12 @@ def evaluate(
     *,
     rules: Rules = DEFAULT_RULES,
     ood_tasks: Sequence[Task] | None = None,
+    progress: bool = False,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(report, completion rows). The report has `n`, `accuracy` (greedy), `format_rate`,
     `response_length`, `sample_accuracy` and `pass@k` at temperature 1, `distinct_correct`
-    (mean distinct correct equations per task among the k samples), and `ood/...`."""
+    (mean distinct correct equations per task among the k samples), and `ood/...`.
+    `progress` shows a bar per batch of prompts (the CLI's; k samples of a 3B model take hours)."""
     import torch
 
     if not tasks:
@@ -226,6 +229,7 @@ def evaluate(
             max_new_tokens=config.max_new_tokens,
             batch_size=config.batch_size,
             rows=rows,
+            progress=progress,
             split="eval",
         )
     )
@@ -246,6 +250,7 @@ def evaluate(
             do_sample=True,
             temperature=config.temperature,
             batch_size=config.batch_size,
+            progress=progress,
         )
     samples = _sample_rows(repeated, gen.texts, gen.finished.tolist(), gen.lengths.tolist(), rules, mode="sample", split="eval")
     for i, row in enumerate(samples):
@@ -274,6 +279,7 @@ def evaluate(
             max_new_tokens=config.max_new_tokens,
             batch_size=config.batch_size,
             rows=rows,
+            progress=progress,
             split="ood",
         )
         report.update({f"ood/{k}": v for k, v in ood_report.items()})
