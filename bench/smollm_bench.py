@@ -231,7 +231,8 @@ def main() -> int:
         }
         for name, (model, style) in models.items():
             stage = f"orgtasks-{name}"
-            if stage not in results and (isinstance(model, str) or model.exists()):
+            # Only finished models: a stage still running elsewhere (sft, rl) has no row in results yet.
+            if stage not in results and (name in ("base", *organism) or name in results) and (isinstance(model, str) or model.exists()):
                 results.put(stage, evaluate(model, stage, org_tasks, args, style=style, k=args.k_after, preset="organism"))
 
     print(table(results._read()))
