@@ -134,6 +134,7 @@ def main() -> int:
         help="issue 10's experiment runs (bench/organism_bench.py): the RL-trained tiny models come from here",
     )
     p.add_argument("--organism-seed", type=int, default=1, help="which seed's RL-trained organism models to compare")
+    p.add_argument("--organism-tasks", type=int, default=200, help="the organism's held-out tasks every model is evaluated on")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "smollm")
     p.add_argument(
         "--stages",
@@ -219,7 +220,7 @@ def main() -> int:
     if "organism-tasks" in args.stages:
         org_tasks = args.out / "organism-tasks.jsonl"
         if not org_tasks.exists():
-            cli("generate", "-n", args.tasks, "--preset", "organism", "--split", "test", "--output", org_tasks)
+            cli("generate", "-n", args.organism_tasks, "--preset", "organism", "--split", "test", "--output", org_tasks)
         bases = ROOT / "lab" / "bases" / "seed-0"
         models = {
             "base": (MODEL, "chat"),
