@@ -236,8 +236,57 @@ def main() -> int:
             if stage not in results and (name in ("base", *organism) or name in results) and (isinstance(model, str) or model.exists()):
                 results.put(stage, evaluate(model, stage, org_tasks, args, style=style, k=args.k_after, preset="organism"))
 
-    print(table(results._read()))
+    data = results._read()
+    print(table(data))
+    plot(data, ROOT / "bench" / "figures" / "smollm_135m.png")
     return 0
+
+
+LABELS = {
+    "base": "SmolLM2 base",
+    "sft-only_backtracking": "SmolLM2 primed",
+    "sft-only_backtracking_incorrect": "SmolLM2 primed (incorrect)",
+    "rl-final": "SmolLM2 primed + RL",
+    "organism-rich": "organism rich base",
+    "organism-poor": "organism poor base",
+    "organism-rich-rl": "organism rich + RL",
+    "organism-primed-rl": "organism primed + RL",
+}
+
+
+def plot(data: dict, path: Path) -> None:
+    """Greedy accuracy of every model on both task sets, and the RL run's held-out accuracy by step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [n for n in LABELS if n in data or f"orgtasks-{n}" in data]
+    if not names:
+        return
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [3, 2]})
+    x = range(len(names))
+    for offset, (prefix, label) in zip(
+        (-0.2, 0.2), (("", "tinyzero tasks (3-4 numbers to 99)"), ("orgtasks-", "organism tasks (3 numbers, 1-12)")), strict=True
+    ):
+        values = [data.get(prefix + n, {}).get("accuracy", float("nan")) for n in names]
+        left.bar([i + offset for i in x], values, width=0.4, label=label)
+    left.set_xticks(list(x), [LABELS[n] for n in names], rotation=30, ha="right", fontsize=8)
+    left.set_ylabel("held-out greedy accuracy")
+    left.set_title("SmolLM2-135M-Instruct vs the 1M-parameter organism")
+    left.legend(fontsize=8)
+    curve = data.get("rl", {}).get("eval_accuracy", [])
+    if curve:
+        right.plot([s for s, _ in curve], [a for _, a in curve], marker="o")
+    rl = data.get("rl", {})
+    right.set_title(f"SmolLM2 primed, {rl.get('algo', 'ppo').upper()} with LoRA ({rl.get('seconds_per_step', '?')} s/step)", fontsize=10)
+    right.set_xlabel("RL step")
+    right.set_ylabel("held-out greedy accuracy (tinyzero)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    print(f"figure: {path}")
 
 
 def table(data: dict) -> str:
