@@ -36,6 +36,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from countdown_env.steps import step_accuracy  # noqa: E402
+
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 BEHAVIORS = ("verification", "backtracking", "subgoal_setting", "backward_chaining")
 STAGES = ("base", "sft-only_backtracking", "sft-only_backtracking_incorrect", "rl", "organism-rich", "organism-poor",
@@ -88,6 +92,16 @@ def behaviour_shares(completions: Path, out: Path) -> dict[str, float]:
     return {b: sum(bool(r["behaviors"].get(b)) for r in rows) / max(len(rows), 1) for b in BEHAVIORS}
 
 
+def greedy_text_stats(completions: Path) -> dict[str, float]:
+    """What the greedy completions write: the share of their `a op b = c` steps that are right
+    (a model can learn the form of a search before its arithmetic) and the share that end
+    before the token budget."""
+    greedy = [row for row in read_jsonl(completions) if row.get("mode") == "greedy"]
+    steps, right = step_accuracy(row["text"] for row in greedy)
+    finished = sum(bool(row.get("finished")) for row in greedy) / max(len(greedy), 1)
+    return {"steps_written": steps, "steps_right": round(right, 3), "finished": round(finished, 3)}
+
+
 def evaluate(
     model: str | Path, name: str, tasks: Path, args: argparse.Namespace, style: str = "chat", k: int | None = None, preset: str = "tinyzero"
 ) -> dict:
@@ -110,6 +124,7 @@ def evaluate(
     completions = Path(report["completions"])
     completions = completions if completions.is_absolute() else ROOT / completions
     row["behaviors"] = behaviour_shares(completions, args.out / f"judge-{name}.jsonl")
+    row |= greedy_text_stats(completions)
     return row
 
 
@@ -236,6 +251,11 @@ def main() -> int:
             if stage not in results and (name in ("base", *organism) or name in results) and (isinstance(model, str) or model.exists()):
                 results.put(stage, evaluate(model, stage, org_tasks, args, style=style, k=args.k_after, preset="organism"))
 
+    # Rows measured before the step columns existed get them from their saved completions.
+    for stage, row in results._read().items():
+        completions = args.out / f"eval-{stage}.completions.jsonl"
+        if isinstance(row, dict) and "accuracy" in row and "steps_right" not in row and completions.exists():
+            results.put(stage, row | greedy_text_stats(completions))
     data = results._read()
     print(table(data))
     plot(data, ROOT / "bench" / "figures" / "smollm_135m.png")
@@ -291,8 +311,8 @@ def plot(data: dict, path: Path) -> None:
 
 def table(data: dict) -> str:
     lines = [
-        "| model | greedy acc | pass@k (k) | format | length | " + " | ".join(BEHAVIORS) + " |",
-        "|---" * (5 + len(BEHAVIORS)) + "|",
+        "| model | greedy acc | pass@k (k) | format | finished | length | steps right | " + " | ".join(BEHAVIORS) + " |",
+        "|---" * (7 + len(BEHAVIORS)) + "|",
     ]
     names = ("base", "sft-only_backtracking", "sft-only_backtracking_incorrect", "rl-final", "organism-rich", "organism-poor",
              "organism-rich-rl", "organism-primed-rl")  # fmt: skip
@@ -305,7 +325,9 @@ def table(data: dict) -> str:
             f"{row['accuracy']:.3f}",
             f"{row.get(f'pass@{k}') or 0:.3f} ({k})",
             f"{row['format_rate']:.3f}",
+            f"{row.get('finished', float('nan')):.2f}",
             f"{row['response_length']:.0f}",
+            f"{row.get('steps_right', float('nan')):.2f} of {row.get('steps_written', 0)}",
         ]
         cells += [f"{row['behaviors'][b]:.2f}" for b in BEHAVIORS]
         lines.append(f"| {stage} | " + " | ".join(cells) + " |")
