@@ -88,3 +88,21 @@ def test_plan_cli_exit_codes(capsys):
     assert "does NOT fit" in out and "fits with: --set" in out
     assert main(["plan", "--preset", "paper-3b", "--gpus", "1", "--gpu-memory-gb", "24", "--model", "nobody/nothing"]) == 2
     assert "unknown model" in capsys.readouterr().err
+
+
+def test_generation_logits_are_kept_only_while_small_unless_set():
+    from rl.config import KEPT_LOGITS_LIMIT, keeps_generation_logits
+
+    auto = load_config("tiny-cpu", {"logprobs_from_generation": None, "max_response_length": 256})
+    assert auto.logprobs_from_generation is None
+    # A character-level tiny model (vocab ~100) keeps them; SmolLM2 (49,152) at 16 x 256 tokens would hold 0.8 GB.
+    assert keeps_generation_logits(auto, 100, 16)
+    assert not keeps_generation_logits(auto, 49_152, 16)
+    assert keeps_generation_logits(auto, 49_152, 4) == (4 * 256 * 49_152 * 4 <= KEPT_LOGITS_LIMIT)
+    # An explicit setting wins either way, from YAML or --set.
+    assert keeps_generation_logits(load_config("tiny-cpu", {"logprobs_from_generation": True}), 49_152, 16)
+    assert not keeps_generation_logits(load_config("tiny-cpu", {"logprobs_from_generation": "false"}), 100, 16)
+    # The plan counts the kept logits exactly when the run would keep them.
+    small = plan(load_config("paper-3b", {"logprobs_from_generation": None}), 4, 80)
+    kept = plan(load_config("paper-3b", {"logprobs_from_generation": True}), 4, 80)
+    assert kept.generation.activations > small.generation.activations
