@@ -71,7 +71,7 @@ def test_eval_scores_under_the_preset(preset, tiny_model, tmp_path, monkeypatch)
 
     seen = {}
 
-    def fake_evaluate(model, tokenizer, tasks, config, *, rules, ood_tasks=None):
+    def fake_evaluate(model, tokenizer, tasks, config, *, rules, ood_tasks=None, progress=False):
         seen["rules"] = rules
         return {"n": len(tasks), "accuracy": 0.0}, []
 
