@@ -255,6 +255,17 @@ def load_config(source: str | Path | None = None, overrides: dict[str, Any] | No
     return config_helper.load_dataclass(PPOConfig, source, overrides, CONFIG_DIR, what="config")
 
 
+def per_process_samples(config: PPOConfig, world: int) -> int:
+    """Completions each process trains on per step (single-turn; multi-turn episodes make more)."""
+    return config.prompts_per_step // world * config.rollouts_per_prompt
+
+
+def generation_batch(config: PPOConfig, world: int) -> int:
+    """Completions per `generate` call on one process (what training samples and `plan` counts)."""
+    per_process = per_process_samples(config, world)
+    return min(config.generation_batch_size or per_process, per_process)
+
+
 KEPT_LOGITS_LIMIT = 256 * 2**20
 """Bytes of generate's logits (one batch, fp32) that `logprobs_from_generation=None` keeps at most."""
 

@@ -213,7 +213,6 @@ def evaluate(
     `response_length`, `sample_accuracy` and `pass@k` at temperature 1, `distinct_correct`
     (mean distinct correct equations per task among the k samples), and `ood/...`.
     `progress` shows a bar per batch of prompts (the CLI's; k samples of a 3B model take hours)."""
-    import torch
 
     if not tasks:
         raise UsageError("no tasks to evaluate; pass a non-empty --tasks file")
@@ -234,25 +233,12 @@ def evaluate(
         )
     )
 
-    # k samples per task at temperature 1, from a forked RNG seeded by config.seed.
+    # k samples per task at temperature 1, from a forked RNG seeded by config.seed (the caller's state untouched).
     repeated = [t for t in tasks for _ in range(config.k)]
-    prompts = [build_prompt(t, config.prompt_style, rules, tokenizer) for t in repeated]
-    # Fork the RNG of the device that samples too (the CPU's is always forked), so the caller's state is untouched.
-    device = next(model.parameters()).device
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.inference_mode():
-        torch.manual_seed(config.seed)
-        gen = generate(
-            model,
-            tokenizer,
-            prompts,
-            config.max_new_tokens,
-            prompt_style=config.prompt_style,
-            do_sample=True,
-            temperature=config.temperature,
-            batch_size=config.batch_size,
-            progress=progress,
-        )
-    samples = _sample_rows(repeated, gen.texts, gen.finished.tolist(), gen.lengths.tolist(), rules, mode="sample", split="eval")
+    samples = _one_per_task(
+        model, tokenizer, repeated, rules, config.prompt_style, config.max_new_tokens, config.batch_size, config.temperature,
+        config.seed, progress=progress, mode="sample", split="eval",
+    )  # fmt: skip
     for i, row in enumerate(samples):
         row["sample"] = i % config.k
     rows.extend(samples)

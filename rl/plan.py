@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from countdown_env.errors import UsageError
-from rl.config import keeps_generation_logits
+from rl.config import generation_batch, keeps_generation_logits, per_process_samples
 
 GB = 1e9
 #: Share of each GPU left for the CUDA context, the allocator's fragmentation, NCCL buffers,
@@ -250,8 +250,8 @@ def plan(config: Any, gpus: int, gpu_memory_gb: float, arch: Arch | None = None,
     if config.uses_critic or config.kl_coef > 0:
         rows.append(Row("reference", weights=arch.policy_params * act_bytes))
 
-    per_process = config.prompts_per_step // gpus * config.rollouts_per_prompt
-    gen_batch = min(config.generation_batch_size or per_process, per_process)
+    per_process = per_process_samples(config, gpus)
+    gen_batch = generation_batch(config, gpus)
     kv_cache = gen_batch * seq * arch.layers * 2 * arch.kv_dim * act_bytes
     kept_logits = gen_batch * response * arch.vocab * 4 if keeps_generation_logits(config, arch.vocab, gen_batch) else 0
     # Sharded weights are gathered whole for `generate` (fp32 under FSDP; bf16 under DeepSpeed's bf16 mode).

@@ -35,7 +35,7 @@ import torch
 
 from countdown_env import Task, generate_tasks
 from countdown_env.errors import UsageError
-from rl.config import PPOConfig, keeps_generation_logits
+from rl.config import PPOConfig, generation_batch, keeps_generation_logits, per_process_samples
 from rl.ppo import (
     clipped_policy_loss,
     clipped_value_loss,
@@ -463,17 +463,6 @@ def collect_rollouts(
             batch_size=config.generation_batch_size,
             return_logprobs=keeps_generation_logits(config, inner.policy.config.vocab_size, generation_batch(config, world)),
         )
-
-
-def generation_batch(config: PPOConfig, world: int) -> int:
-    """Completions per `generate` call on one process."""
-    per_process = per_process_samples(config, world)
-    return min(config.generation_batch_size or per_process, per_process)
-
-
-def per_process_samples(config: PPOConfig, world: int) -> int:
-    """Completions each process trains on per step (single-turn; multi-turn episodes make more)."""
-    return config.prompts_per_step // world * config.rollouts_per_prompt
 
 
 def micro_chunks(n: int, config: PPOConfig, world: int) -> int:
