@@ -163,7 +163,9 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     results = Results(args.out / "results.json")
     if "settings" not in results:
-        results.put("settings", {k: str(v) for k, v in vars(args).items() if k != "stages"})
+        # Paths relative to the repository: the settings are committed with the figures.
+        relative = lambda v: str(v.relative_to(ROOT)) if isinstance(v, Path) and v.is_relative_to(ROOT) else str(v)  # noqa: E731
+        results.put("settings", {k: relative(v) for k, v in vars(args).items() if k != "stages"})
 
     tasks = args.out / "tasks.jsonl"
     if not tasks.exists():
