@@ -56,7 +56,7 @@ from behavior_classifier.judge import (
     parse_counts,
 )
 from countdown_env.errors import UsageError
-from runtime.jsonl import append_jsonl
+from countdown_env.files import append_jsonl
 
 ENDPOINT = "/v1/chat/completions"
 TERMINAL = ("completed", "expired", "failed", "cancelled")

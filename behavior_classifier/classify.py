@@ -29,7 +29,7 @@ from tqdm import tqdm
 from behavior_classifier.behaviors import Counts
 from behavior_classifier.client import JudgeInput, LLMJudge, Usage, redact
 from countdown_env.errors import UsageError, user_input
-from runtime.jsonl import append_jsonl, cut_torn_tail, iter_jsonl, read_jsonl, write_jsonl_atomic
+from countdown_env.files import append_jsonl, cut_torn_tail, iter_jsonl, read_jsonl, write_jsonl_atomic
 
 
 class Judge(Protocol):

@@ -20,7 +20,7 @@ from typing import Any, Final
 import pandas as pd
 
 from behavior_classifier.behaviors import BEHAVIORS
-from runtime.jsonl import read_jsonl
+from countdown_env.files import read_jsonl
 
 REFERENCE_NAMES: Final = {
     "verification": "verifications",

@@ -5,7 +5,7 @@ from the same base, three rounds of `self-improve`, and the time `analyze` takes
 
 `--experiment` is an organism experiment directory (`countdown-lab experiment --preset organism`): its
 `<base>-none-seed<S>` run is RL from the base, and the priming stage of `<base>-<condition>-seed<S>` is
-SFT-only from the same base. Self-improve starts from the shipped rich base (lab/bases/seed-0).
+SFT-only from the same base. Self-improve starts from the shipped rich base (organism/bases/seed-0).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import json
 import time
 from pathlib import Path
 
-from lab.analyze_run import AnalyzeConfig, analyze, run_settings, start_model
-from lab.self_improve import SelfImproveConfig, self_improve
+from lab.analysis.run import AnalyzeConfig, analyze, run_settings, start_model
+from lab.analysis.self_improve import SelfImproveConfig, self_improve
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,7 +44,7 @@ def drift(experiment: Path, base: str, condition: str, seed: int, out: Path, con
 
 
 def rounds(out: Path, n: int, num_tasks: int, config: dict) -> list[dict]:
-    model = str(REPO / "lab" / "bases" / "seed-0" / "rich" / "model")
+    model = str(REPO / "organism" / "bases" / "seed-0" / "rich" / "model")
     si = SelfImproveConfig(rounds=n, num_tasks=num_tasks, samples=8, sft_steps=100)
     t0 = time.perf_counter()
     self_improve(model, out, si, log=lambda line: None)

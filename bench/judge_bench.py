@@ -27,7 +27,7 @@ from behavior_classifier.client import JudgeConfig, LLMJudge  # noqa: E402
 from behavior_classifier.heuristic import HeuristicJudge  # noqa: E402
 from behavior_classifier.local_server import OpenAIServer, Reply  # noqa: E402
 from countdown_env import generate_tasks  # noqa: E402
-from runtime.jsonl import read_jsonl  # noqa: E402
+from countdown_env.files import read_jsonl  # noqa: E402
 
 HANDWRITTEN = REPO / "tests" / "behavior_classifier" / "data" / "handwritten_traces.jsonl"
 REASONING_CONDITIONS = (

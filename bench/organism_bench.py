@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/organism_bench.py --output-dir runs/organism --seeds 1 2 3
 
-Runs (or resumes) `countdown-lab experiment --preset organism` with the given seeds, then prints
+Runs (or resumes) `countdown-lab experiment --config organism` with the given seeds, then prints
 the bases' gates, the mean over seeds per base/condition, the issue's goals (met or not), and the
 wall time. `--report-only` prints the figures of an existing experiment directory.
 """
@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from lab.commands import load_organism
-from lab.organism import base_gates, goals, parse_run, run_organism
-from lab.summary import to_markdown
+from lab.pipeline.config import load_experiment
+from lab.pipeline.run import run_experiment
+from lab.pipeline.summary import to_markdown
+from organism.bases import base_gates
+from organism.goals import goals
 
 
 def main() -> None:
@@ -33,16 +35,16 @@ def main() -> None:
 
     overrides = {"seeds": args.seeds, "jobs": args.jobs, **parse_set(args.set)}
     if args.runs:
-        overrides["runs"] = args.runs
-    config = load_organism("organism", overrides)
+        overrides["conditions"] = args.runs
+    config = load_experiment("organism", overrides)
     if not args.report_only:
-        run_organism(config, args.output_dir)
+        run_experiment(config, args.output_dir)
     table = pd.read_csv(args.output_dir / "summary.csv")
     table = table[table["seed"].isin(args.seeds)]
     print("## Bases (greedy, held-out)")
-    needed = sorted({parse_run(r)[0] for r in config.runs})
+    needed = sorted({spec.base for spec in config.runs() if spec.base})
     for seed in args.seeds:
-        report = base_gates(config, seed, needed)
+        report = base_gates(config.pretrain_config(seed), config.bases_cache, needed)
         for base, r in report["bases"].items():
             print(
                 f"seed {seed} {base}: accuracy {r['accuracy']:.3f}, steps right {r['step_accuracy']:.3f}, tries {r['tries']:.2f}, "
@@ -50,7 +52,7 @@ def main() -> None:
             )
         for gate in report["gates"]:
             print(f"  gate {'PASS' if gate['pass'] else 'FAIL'}: {gate['gate']}")
-    pays = base_gates(config, args.seeds[0], needed)["search_pays"]
+    pays = base_gates(config.pretrain_config(args.seeds[0]), config.bases_cache, needed)["search_pays"]
     print(f"search pays (seed {args.seeds[0]}): {json.dumps(pays)}")
     columns = [
         c

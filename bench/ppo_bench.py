@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from runtime.jsonl import read_jsonl
+from countdown_env.files import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "runs" / "bench" / "ppo"
@@ -61,7 +61,7 @@ def ensure_trl112_venv() -> Path:
 def speed(rounds: int = 2) -> dict[str, float]:
     """Seconds per PPO step, ours and TRL 1.12's, alternating A B A B so that load from other
     jobs on the machine hits both alike; the first step of every run is warm-up, not timed."""
-    from rl.models import init_model
+    from runtime.models import init_model
 
     model = init_model(OUT / "speed-model", "qwen2", "small", seed=0)
     python = ensure_trl112_venv()
@@ -145,7 +145,7 @@ def primed_model(start: str | None = None) -> Path:
     model = OUT / "sft" / "model"
     if (model / "config.json").exists():
         return model
-    from rl.models import init_model
+    from runtime.models import init_model
 
     sft_data, _, _ = task_sets()
     base = init_model(OUT / "small-init", "qwen2", "small", seed=0)

@@ -28,7 +28,7 @@ from countdown_env.tasks import generate_tasks
 from priming import TraceConfig, generate_traces
 from priming.sft import SFTRunConfig, last_checkpoint, run_sft
 from runtime.generation import generate_completions
-from runtime.jsonl import read_jsonl
+from countdown_env.files import read_jsonl
 from runtime.models import count_parameters, init_model, load_model, load_tokenizer
 
 

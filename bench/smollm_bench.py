@@ -15,7 +15,7 @@ so an interrupted run resumes where it stopped):
 4. `rl`: PPO (`--algo`, our loop; `grpo` = the group baseline) with LoRA from the primed
    (only_backtracking) model for `--rl-minutes` of wall clock, held-out accuracy every
    `--eval-every` steps; seconds per step and the accuracy curve are read from its metrics.
-5. `organism-rich`, `organism-poor`: the tiny organism bases (lab/bases/seed-0) on the same
+5. `organism-rich`, `organism-poor`: the tiny organism bases (organism/bases/seed-0) on the same
    tasks in their own `compact` style (Seed 004's question: tiny and task-trained vs 50x larger and general).
 6. `organism-trained`: the organism's RL-trained models (issue 10's runs, `--organism-seed`) on the same tasks.
 7. `organism-tasks`: every model above on the organism's own held-out tasks (3 numbers in 1..12).
@@ -224,7 +224,7 @@ def main() -> int:
     for base in ("rich", "poor"):
         stage = f"organism-{base}"
         if stage in args.stages and stage not in results:
-            results.put(stage, evaluate(ROOT / "lab" / "bases" / "seed-0" / base / "model", stage, tasks, args, style="compact"))
+            results.put(stage, evaluate(ROOT / "organism" / "bases" / "seed-0" / base / "model", stage, tasks, args, style="compact"))
 
     # Seed 004's question, both ways round: the tiny organism models after RL on SmolLM2's tasks
     # (tinyzero: 3-4 numbers up to 99, which the organism never saw), and every model on the
@@ -241,7 +241,7 @@ def main() -> int:
         org_tasks = args.out / "organism-tasks.jsonl"
         if not org_tasks.exists():
             cli("generate", "-n", args.organism_tasks, "--preset", "organism", "--split", "test", "--output", org_tasks)
-        bases = ROOT / "lab" / "bases" / "seed-0"
+        bases = ROOT / "organism" / "bases" / "seed-0"
         models = {
             "base": (MODEL, "chat"),
             "sft-only_backtracking": (args.out / "sft-only_backtracking", "chat"),

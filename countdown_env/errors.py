@@ -4,22 +4,16 @@ A `UsageError` is a mistake the user can fix (a missing file, a bad flag, a bad 
 one line, ``error: <what, which file>``, and exits 2. Anything else is a bug and keeps its traceback, which is
 why handlers raise or convert to `UsageError` instead of the CLI catching every `ValueError`.
 
-Outputs go through `atomic_output`: written to a temporary file beside the target and moved over it with
-`os.replace` only when complete, so a command that fails never empties or truncates an existing file.
+Outputs go through `countdown_env.files.atomic_output`, so a command that fails never empties or truncates an
+existing file.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
-
-# The process umask, read once, so atomic outputs get the permissions a plain open() would give.
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 class UsageError(ValueError):
@@ -80,21 +74,3 @@ def output_dir(path: Path, what: str = "output directory") -> Path:
                 raise UsageError(f"{what} {path}: {parent} is a file, not a directory")
             break
     return path
-
-
-@contextmanager
-def atomic_output(path: Path) -> Iterator[IO[str]]:
-    """A text file that replaces `path` only if the block completes; on any error `path` is untouched."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_UMASK)
-        with os.fdopen(fd, "w") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

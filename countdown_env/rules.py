@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from countdown_env.tasks import Task
+    from countdown_env.task import Task
 
 ALL_OPERATORS = ("+", "-", "*", "/")
 MAX_DEPTH_LIMIT = 100

@@ -29,7 +29,7 @@ from countdown_env.solver import (
     sub_multisets,
 )
 from countdown_env.task import Task
-from runtime.jsonl import iter_jsonl, write_jsonl_atomic
+from countdown_env.files import iter_jsonl, write_jsonl_atomic
 
 SPLITS = ("train", "test")
 
@@ -343,16 +343,8 @@ def write_tasks(tasks: Iterable[Task], path: str | Path) -> Path:
 
 
 def read_tasks(path: str | Path) -> list[Task]:
-    """Read a tasks file: JSONL (`numbers`/`target`) or parquet (`nums`/`target`, TinyZero), or a hub
-    dataset with those columns, `org/name[:split]` (`runtime.hub`; a local path that exists wins)."""
-    from runtime.hub import hub_ref, load_hub_rows
-
-    if (ref := hub_ref(path)) is not None:
-        rows = load_hub_rows(*ref)
-        try:
-            return [Task.from_dict(row) for row in rows]
-        except (ValueError, TypeError) as err:
-            raise UsageError(f"{ref[0]}:{ref[1]}: not a tasks dataset ({err})") from None
+    """Read a tasks file: JSONL (`numbers`/`target`) or parquet (`nums`/`target`, TinyZero).
+    (`runtime.hub.load_tasks` also takes a hub dataset id.)"""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"tasks file {path} does not exist")
@@ -369,7 +361,7 @@ def read_tasks(path: str | Path) -> list[Task]:
                 raise UsageError(f"{path}: row {rownum}: not a task row ({err})") from None
         return tasks
     tasks = []
-    with user_input():  # a line that is not JSON (runtime.jsonl names file:line)
+    with user_input():  # a line that is not JSON (countdown_env.files names file:line)
         rows = list(iter_jsonl(path))
     for lineno, row in rows:
         try:

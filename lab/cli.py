@@ -1,7 +1,6 @@
 """`countdown-lab`: one console script, one subcommand per job.
 
-Each package contributes its subcommands through `add_commands(subparsers)` in its own
-`cli.py`; handlers import heavy dependencies (torch, transformers, openai) lazily so
+Each module of `lab.commands` contributes its subcommands through `add_commands(subparsers)`; handlers import heavy dependencies (torch, transformers, openai) lazily so
 that `countdown-lab solve` starts in a fraction of a second.
 
 Errors: a mistake the user can fix (`UsageError`, a bad flag, a missing or unwritable path)
@@ -23,14 +22,14 @@ from runtime.config import PresetArgumentParser
 # Modules that define subcommands, in --help order. A module missing from a partial
 # checkout is skipped rather than breaking the whole CLI.
 COMMAND_MODULES = (
-    "countdown_env.cli",
-    "priming.cli",
-    "priming.sft_cli",
-    "priming.pretrain_cli",
-    "rl.cli",
-    "behavior_classifier.cli",
-    "lab.commands",
-    "lab.analysis_cli",
+    "lab.commands.env",
+    "lab.commands.prime",
+    "lab.commands.sft",
+    "lab.commands.pretrain",
+    "lab.commands.rl",
+    "lab.commands.judge",
+    "lab.commands.experiment",
+    "lab.commands.analyze",
 )
 
 # OS errors about a path the user gave (the handlers open user paths before any internal one).

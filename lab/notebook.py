@@ -20,6 +20,7 @@ def resolve_run_dir(default: Path | None = None) -> Path:
     for candidate in (REPO / "runs" / "demo", REPO / "runs" / "notebook-example"):
         if (candidate / "summary.csv").exists():
             return candidate
-    from lab.experiment import ExperimentConfig, run_experiment
+    from lab.pipeline.config import load_experiment
+    from lab.pipeline.run import run_experiment
 
-    return run_experiment(ExperimentConfig.load("quick"), default or REPO / "runs" / "notebook-example")
+    return run_experiment(load_experiment("quick"), default or REPO / "runs" / "notebook-example")

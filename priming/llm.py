@@ -28,7 +28,7 @@ from countdown_env.rules import ANSWER_CLOSE, ANSWER_OPEN, DEFAULT_RULES, THINK_
 from countdown_env.scoring import score_response
 from countdown_env.tasks import Task
 from priming.conditions import CONDITIONS, get_condition
-from runtime.jsonl import append_jsonl, read_jsonl
+from countdown_env.files import append_jsonl, read_jsonl
 
 #: Bumped when the prompts or the row format change.
 LLM_GENERATOR_VERSION = "openai-1"

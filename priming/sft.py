@@ -29,8 +29,8 @@ from countdown_env.errors import UsageError
 from countdown_env.rules import PROMPT_STYLES
 from countdown_env.scoring import score_response
 from countdown_env.tasks import Task
-from runtime.config import load_dataclass, preset_names, read_mapping
-from runtime.jsonl import append_jsonl, write_text_atomic
+from runtime.config import Shelf, load_dataclass, preset_names, read_mapping, resolve_source
+from countdown_env.files import append_jsonl, write_text_atomic
 from runtime.run_dir import truncate_after
 from runtime.tracking import REPORT_TO, check_report_to
 
@@ -50,14 +50,16 @@ TRL_FIELDS_SET = frozenset(
 
 #: Named recipes, one YAML file each (`priming/configs/<name>.yaml`); a preset's values are defaults that explicit options override.
 PRESET_DIR = Path(__file__).parent / "configs"
-DEFAULT_PRESET = "paper-3b"
+DEFAULT_PRESET = "sft-paper-3b"
 #: Each preset's values, read from PRESET_DIR (the files are the one home of SFT presets).
 PRESETS: dict[str, dict[str, Any]] = {name: read_mapping(PRESET_DIR / f"{name}.yaml") for name in preset_names(PRESET_DIR)}
+#: SFT presets are `sft-<name>.yaml`; an old name without the prefix still resolves, with a note.
+SHELF = Shelf((PRESET_DIR,), prefix="sft")
 
 
 @dataclass(frozen=True)
 class SFTRunConfig:
-    """One SFT job. Defaults are the study's recipe for 3B models (`PRESETS["paper-3b"]`)."""
+    """One SFT job. Defaults are the study's recipe for 3B models (`PRESETS["sft-paper-3b"]`)."""
 
     model: str
     """Model to fine-tune: a local path (e.g. from `countdown-lab init-model`, or a run directory) or a hub id."""
@@ -165,8 +167,6 @@ class SFTRunConfig:
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> SFTRunConfig:
         """A preset's values, with `overrides` (None values are ignored, so CLI defaults pass through)."""
-        if name not in PRESETS:
-            raise ValueError(f"unknown SFT preset {name!r}; choose one of {sorted(PRESETS)}")
         return load_sft_config(name, {k: v for k, v in overrides.items() if v is not None})
 
     @property
@@ -248,8 +248,9 @@ def load_sft_config(source: str | Path = DEFAULT_PRESET, overrides: dict[str, An
     """A preset name (`priming/configs/<name>.yaml`) or a YAML path, then `overrides`, each value typed by its field.
 
     `preset` records the preset's name (a file's values are recorded in config.json instead)."""
-    preset = {"preset": str(source)} if str(source) in PRESETS and not Path(source).is_file() else {}
-    return load_dataclass(SFTRunConfig, source, {**preset, **(overrides or {})}, PRESET_DIR, what="SFT")
+    path = resolve_source(source, SHELF, what="SFT")
+    preset = {"preset": path.stem} if path.parent == PRESET_DIR and not Path(source).is_file() else {}
+    return load_dataclass(SFTRunConfig, path, {**preset, **(overrides or {})}, None, what="SFT")
 
 
 def _checkpointing_args(config_cls: type, enabled: bool) -> dict[str, bool]:

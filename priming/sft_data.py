@@ -21,7 +21,7 @@ from typing import Any
 from countdown_env.errors import UsageError, user_input
 from countdown_env.rules import DEFAULT_RULES, Rules, render_prompt
 from countdown_env.tasks import Task
-from runtime.jsonl import read_jsonl
+from countdown_env.files import read_jsonl
 
 #: Columns the trainer and the accuracy evaluation use; any others are dropped.
 KEPT_COLUMNS = ("prompt", "completion", "numbers", "target")
@@ -64,7 +64,7 @@ def load_sft_data(path: str | Path, *, prompt_style: str = "compact", rules: Rul
 def _local_splits(path: Path) -> dict[str, Any]:
     """The splits of SFT data on disk: a JSONL file, a saved dataset, or what `countdown-lab prime` wrote."""
     if path.is_file():
-        with user_input():  # a line that is not JSON (runtime.jsonl names file:line)
+        with user_input():  # a line that is not JSON (countdown_env.files names file:line)
             return {"train": read_jsonl(path)}
     elif _is_saved_dataset(path):
         return _from_disk(path)
@@ -74,7 +74,7 @@ def _local_splits(path: Path) -> dict[str, Any]:
         if len(saved) == 1:
             return _from_disk(saved[0])
         elif (path / "train.jsonl").exists():
-            with user_input():  # a line that is not JSON (runtime.jsonl names file:line)
+            with user_input():  # a line that is not JSON (countdown_env.files names file:line)
                 return {name: read_jsonl(path / f"{name}.jsonl") for name in ("train", "test") if (path / f"{name}.jsonl").exists()}
         else:
             raise UsageError(

@@ -14,7 +14,9 @@ from countdown_env import PRESETS, PROMPT_STYLES, Rules, preset_rules
 from runtime import config as config_helper
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-DEFAULT_PRESET = "tiny-cpu"
+#: RL presets are `ppo-<name>.yaml`; an old name without the prefix still resolves, with a note.
+SHELF = config_helper.Shelf((CONFIG_DIR,), prefix="ppo")
+DEFAULT_PRESET = "ppo-tiny-cpu"
 TRUNCATION_MODES = ("mask", "zero", "keep")
 KL_ESTIMATORS = ("k1", "k3")
 #: `gae`: a learned critic and GAE (PPO). `group` (veRL's `grpo`, accepted as an alias): no
@@ -234,7 +236,7 @@ def field_docs() -> dict[str, str]:
 
 def help_text(source: str | Path | None = DEFAULT_PRESET) -> str:
     """`--set` fields with their values in `source` (a preset name or YAML file; None: the dataclass defaults) and docs."""
-    return config_helper.preset_epilog(PPOConfig, source, CONFIG_DIR, what="config")
+    return config_helper.preset_epilog(PPOConfig, source, SHELF, what="ppo")
 
 
 def preset_path(name: str) -> Path:
@@ -251,8 +253,8 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
 
 
 def load_config(source: str | Path | None = None, overrides: dict[str, Any] | None = None) -> PPOConfig:
-    """A config from a YAML file or preset name (`tiny-cpu`, `paper-3b`), then `overrides`, each value typed by its field."""
-    return config_helper.load_dataclass(PPOConfig, source, overrides, CONFIG_DIR, what="config")
+    """A config from a YAML file or preset name (`ppo-tiny-cpu`, `ppo-paper-3b`), then `overrides`, each value typed by its field."""
+    return config_helper.load_dataclass(PPOConfig, source, overrides, SHELF, what="ppo")
 
 
 def per_process_samples(config: PPOConfig, world: int) -> int:

@@ -49,7 +49,8 @@ from rl.ppo import (
     token_kl,
 )
 from rl.rollout import Rollout, collect
-from rl.run_dir import RunDir, append_jsonl, publish_checkpoint, read_jsonl, truncate_after, write_atomic
+from countdown_env.files import append_jsonl, read_jsonl, write_text_atomic
+from runtime.run_dir import RunDir, publish_checkpoint, truncate_after
 from runtime.tracking import check_report_to
 
 #: How long a process waits in a collective for the others (the main process evaluates alone).
@@ -103,7 +104,7 @@ def load_critic(model_path: str) -> Any:
     """
     from transformers import AutoConfig, AutoModelForTokenClassification
 
-    from rl.models import load_model, resolve_model_path
+    from runtime.models import load_model, resolve_model_path
     from runtime.models import adapter_base
 
     path = resolve_model_path(model_path)
@@ -278,7 +279,7 @@ def load_models(config: PPOConfig, accelerator: Any) -> Models:
     couple the two losses through shared adapters; a separate critic keeps PPO's two models
     (and this loop) as they are, at the cost of one more frozen set of weights.
     """
-    from rl.models import load_model, load_tokenizer
+    from runtime.models import load_model, load_tokenizer
 
     policy = load_model(config.model, dtype=torch.float32)
     if config.lora_r:
@@ -414,7 +415,7 @@ def open_run(accelerator: Any, run: RunDir, config: PPOConfig, resume: bool) -> 
             # (else step 0 appears twice).
             truncate_after(log, start if start > 0 else -1)
         info = {**config.to_dict(), "num_processes": accelerator.num_processes, "resumed_from": start}
-        write_atomic(run.config, json.dumps(info, indent=2))
+        write_text_atomic(run.config, json.dumps(info, indent=2))
     accelerator.wait_for_everyone()
     return start
 
@@ -818,7 +819,7 @@ def save_checkpoint(accelerator: Any, run: RunDir, step: int, module: Any, token
         policy_state = {k.removeprefix("policy."): v for k, v in state.items() if k.startswith("policy.")}
         unwrap(module).policy.save_pretrained(tmp / "policy", state_dict=policy_state)
         tokenizer.save_pretrained(tmp / "policy")
-        write_atomic(tmp / "state.json", json.dumps({"step": step}))
+        write_text_atomic(tmp / "state.json", json.dumps({"step": step}))
         publish_checkpoint(tmp, run.checkpoint(step), keep)
     accelerator.wait_for_everyone()
     return run.checkpoint(step)

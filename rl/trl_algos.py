@@ -24,7 +24,8 @@ from countdown_env import Rules, Task, score_response
 from countdown_env.errors import UsageError
 from rl.config import PPOConfig
 from rl.rollout import build_prompt
-from rl.run_dir import RunDir, append_jsonl, truncate_after, write_atomic
+from countdown_env.files import append_jsonl, write_text_atomic
+from runtime.run_dir import RunDir, truncate_after
 from rl.train import Totals, evaluate_policy, split_tasks
 from runtime.tracking import check_report_to
 
@@ -275,7 +276,7 @@ def open_trl_run(run: RunDir, config: PPOConfig, algo: str, args: Any, last: str
         start = json.loads((Path(last) / "trainer_state.json").read_text())["global_step"] // steps_per_round
     for log in (run.metrics, run.rollouts, run.eval_completions):
         truncate_after(log, start if start > 0 else -1)  # as in rl/train.py: no checkpoint, nothing kept
-    write_atomic(run.config, json.dumps({**config.to_dict(), "algo": algo, "trl": args.to_dict()}, indent=2, default=str))
+    write_text_atomic(run.config, json.dumps({**config.to_dict(), "algo": algo, "trl": args.to_dict()}, indent=2, default=str))
     return start
 
 
@@ -308,7 +309,7 @@ def train_trl(
     `report_to` also logs to a tracker (TRL's `report_to`; a `--trl-set report_to=...` wins)."""
     from transformers.trainer_utils import get_last_checkpoint
 
-    from rl.models import load_tokenizer
+    from runtime.models import load_tokenizer
     from runtime.models import lora_config
 
     started = time.perf_counter()

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from countdown_env import DEFAULT_RULES, Rules, Task, TaskConfig, chat_messages, iter_tasks, preset_rules, score_response, tinyzero_prompt
-from countdown_env.errors import atomic_output
+from countdown_env.files import atomic_output
 
 DATA_SOURCE = "countdown"
 TEMPLATES = ("base", "instruct")

@@ -17,10 +17,12 @@ import argparse
 import ast
 import dataclasses
 import inspect
+import sys
 import textwrap
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,19 +38,54 @@ OVERRIDES = "the overrides"
 # ---- presets ------------------------------------------------------------------------
 
 
-def preset_names(preset_dir: Path | None) -> list[str]:
-    """The preset names in a directory (`<name>.yaml`)."""
-    return sorted(p.stem for p in preset_dir.glob("*.yaml")) if preset_dir is not None else []
+@dataclass(frozen=True)
+class Shelf:
+    """Where the presets of one kind live: folders searched in order, and a name prefix.
+
+    Run presets carry their kind in their name (`ppo-tiny-cpu`, `sft-tiny-cpu`; experiment presets
+    have none), so no name means two things; a name without the prefix (`tiny-cpu`, the old
+    spelling) still finds `<prefix>-tiny-cpu` and prints a one-line deprecation note."""
+
+    folders: tuple[Path, ...]
+    prefix: str = ""
+    """`ppo`, `sft`, or "" for experiment presets (which then exclude every prefixed file)."""
 
 
-def resolve_source(source: str | Path, preset_dir: Path | None, *, what: str = "config") -> Path:
-    """A YAML file given by path, or by preset name under `preset_dir`."""
+#: Prefixes that mark a run preset's kind; a folder may hold presets of several kinds.
+KIND_PREFIXES = ("ppo", "sft")
+
+
+def _shelf(preset_dir: Path | Shelf | None) -> Shelf:
+    if isinstance(preset_dir, Shelf):
+        return preset_dir
+    return Shelf(() if preset_dir is None else (Path(preset_dir),))
+
+
+def preset_names(preset_dir: Path | Shelf | None) -> list[str]:
+    """The preset names on a shelf (or in a directory: `<name>.yaml`)."""
+    shelf = _shelf(preset_dir)
+    names = {p.stem for folder in shelf.folders for p in folder.glob("*.yaml")}
+    if shelf.prefix:
+        return sorted(n for n in names if n.startswith(f"{shelf.prefix}-"))
+    if isinstance(preset_dir, Shelf):
+        return sorted(n for n in names if not n.startswith(tuple(f"{k}-" for k in KIND_PREFIXES)))
+    return sorted(names)
+
+
+def resolve_source(source: str | Path, preset_dir: Path | Shelf | None, *, what: str = "config") -> Path:
+    """A YAML file given by path, or by preset name on the shelf (an old unprefixed name with a note)."""
     path = Path(source)
     if path.is_file():
         return path
-    if preset_dir is not None and (preset_dir / f"{source}.yaml").is_file():
-        return preset_dir / f"{source}.yaml"
-    raise UsageError(f"unknown {what} preset {str(source)!r}: not a file, and the presets are {preset_names(preset_dir)}")
+    shelf = _shelf(preset_dir)
+    names = preset_names(shelf)
+    for name in (str(source), f"{shelf.prefix}-{source}" if shelf.prefix else None):
+        if name in names:
+            found = next(folder / f"{name}.yaml" for folder in shelf.folders if (folder / f"{name}.yaml").is_file())
+            if name != str(source):
+                print(f"note: {what} preset {str(source)!r} is now called {name!r}; the old name will go", file=sys.stderr)
+            return found
+    raise UsageError(f"unknown {what} preset {str(source)!r}: not a file, and the presets are {names}")
 
 
 def read_mapping(path: Path) -> dict[str, Any]:
@@ -66,7 +103,7 @@ def read_mapping(path: Path) -> dict[str, Any]:
 
 
 def resolve_values(
-    cls: type, source: str | Path | None = None, overrides: Mapping[str, Any] | None = None, preset_dir: Path | None = None,
+    cls: type, source: str | Path | None = None, overrides: Mapping[str, Any] | None = None, preset_dir: Path | Shelf | None = None,
     *, what: str = "config",
 ) -> dict[str, Any]:  # fmt: skip
     """The typed field values a preset (or file) and overrides set, without the dataclass defaults.
@@ -92,7 +129,7 @@ def resolve_values(
 
 
 def load_dataclass(
-    cls: type[T], source: str | Path | None = None, overrides: Mapping[str, Any] | None = None, preset_dir: Path | None = None,
+    cls: type[T], source: str | Path | None = None, overrides: Mapping[str, Any] | None = None, preset_dir: Path | Shelf | None = None,
     *, what: str = "config",
 ) -> T:  # fmt: skip
     """`cls` from a preset name (under `preset_dir`) or YAML path, then `overrides`, each value typed by its field.
@@ -111,7 +148,7 @@ def load_dataclass(
         raise UsageError(str(err)) from err
 
 
-def defaults(cls: type, source: str | Path | None = None, preset_dir: Path | None = None, *, what: str = "config") -> dict[str, Any]:
+def defaults(cls: type, source: str | Path | None = None, preset_dir: Path | Shelf | None = None, *, what: str = "config") -> dict[str, Any]:
     """Every field's value under a preset: the preset's value, else the dataclass default (required fields left out)."""
     out = {f.name: _default(f) for f in dataclasses.fields(cls) if not _no_default(f)}
     out.update(resolve_values(cls, source, None, preset_dir, what=what))
@@ -291,7 +328,7 @@ def help_epilog(cls: type, values: Any, *, title: str = "config fields (--set KE
     return f"{title}:\n" + "\n".join(lines)
 
 
-def preset_epilog(cls: type, source: str | Path | None, preset_dir: Path | None, *, what: str = "config") -> str:
+def preset_epilog(cls: type, source: str | Path | None, preset_dir: Path | Shelf | None, *, what: str = "config") -> str:
     """`help_epilog` with the values of a preset (or file); a bad preset is reported in the text, not raised."""
     label = f"{what} fields (--set KEY=VALUE), with the values of " + (f"preset {str(source)!r}" if source else "the defaults")
     try:
@@ -308,14 +345,14 @@ class PresetArgumentParser(argparse.ArgumentParser):
     epilog for it: `ppo --config paper-3b --help` then lists paper-3b's values.
     """
 
-    preset_help: tuple[str, str | None, Callable[[str | None], str]] | None = None
-    """(option, value when absent, epilog for a preset), set by `add_preset_args`."""
+    preset_help: tuple[tuple[str, ...], str | None, Callable[[str | None], str]] | None = None
+    """(options, value when absent, epilog for a preset), set by `add_preset_args`."""
 
     def parse_known_args(self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None) -> Any:
         if self.preset_help is not None:
-            option, fallback, epilog = self.preset_help
+            options, fallback, epilog = self.preset_help
             probe = argparse.ArgumentParser(add_help=False, exit_on_error=False)
-            probe.add_argument(option, dest="preset", default=fallback)
+            probe.add_argument(*options, dest="preset", default=fallback)
             try:
                 preset = probe.parse_known_args(args)[0].preset
             except argparse.ArgumentError:  # e.g. the option without a value: the full parse reports it
@@ -324,19 +361,42 @@ class PresetArgumentParser(argparse.ArgumentParser):
         return super().parse_known_args(args, namespace)
 
 
+class DeprecatedSpelling(argparse.Action):
+    """An old spelling of an option, kept working but hidden: it prints a one-line note and stores
+    into the new option's destination (`const` set: a flag that stores `const`)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, new: str = "", **kwargs: Any) -> None:
+        self.new = new
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option_string: str | None = None) -> None:
+        print(f"note: {option_string} is now {self.new}; the old spelling will go", file=sys.stderr)
+        setattr(namespace, self.dest, self.const if self.nargs == 0 else values)
+
+
+def add_old_spelling(parser: argparse.ArgumentParser, old: str, new: str, dest: str, *, flag: Any = None, **kwargs: Any) -> None:
+    """Keep `old` working as a hidden alias of `new` (dest `dest`); `flag`: the value a flag alias stores."""
+    if flag is not None:
+        kwargs.update(nargs=0, const=flag)
+    parser.add_argument(old, dest=dest, action=DeprecatedSpelling, new=new, help=argparse.SUPPRESS, default=argparse.SUPPRESS, **kwargs)
+
+
 def add_preset_args(
-    parser: argparse.ArgumentParser, cls: type | Callable[[], type], preset_dir: Path | None, *, option: str = "--config", default: str | None = None,
-    shown: str | None = None, what: str = "config", help: str | None = None,
+    parser: argparse.ArgumentParser, cls: type | Callable[[], type], preset_dir: Path | Shelf | None, *, option: str = "--config", default: str | None = None,
+    shown: str | None = None, what: str = "config", help: str | None = None, old: Sequence[str] = (),
 ) -> None:  # fmt: skip
-    """Add the preset option (`option`, e.g. --config or --preset) and `--set KEY=VALUE` (dest `overrides`), and make
+    """Add the preset option (`option`, dest `config`) and `--set KEY=VALUE` (dest `overrides`), and make
     `--help` list `cls`'s fields with the values of the preset given on the command line (else `shown`, else `default`).
+    `old`: old spellings of the option, kept as hidden aliases with a deprecation note.
 
     `cls` may be a function returning the class, so that a module importing torch is imported only when this
     subcommand runs. The preset-dependent help needs the parser to be a `PresetArgumentParser` (lab/cli.py makes
     every subcommand one); any other parser gets the help of the default preset.
     """
     names = preset_names(preset_dir)
-    parser.add_argument(option, default=default, help=help or f"YAML file or preset name ({', '.join(names)}); default {default}")
+    parser.add_argument(option, dest="config", default=default, help=help or f"YAML file or preset name ({', '.join(names)}); default {default}")
+    for spelling in old:
+        add_old_spelling(parser, spelling, option, "config")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a field (repeatable; the value is YAML), e.g. --set seed=1; fields listed below")  # fmt: skip
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -346,6 +406,6 @@ def add_preset_args(
         return preset_epilog(cls if isinstance(cls, type) else cls(), source, preset_dir, what=what)
 
     if isinstance(parser, PresetArgumentParser):
-        parser.preset_help = (option, fallback, epilog)
+        parser.preset_help = ((option, *old), fallback, epilog)
     else:
         parser.epilog = epilog(fallback)

@@ -53,6 +53,20 @@ def load_hub_rows(repo: str, split: str = DEFAULT_SPLIT) -> list[dict[str, Any]]
         raise UsageError(f"{repo}:{split}: cannot load this hub dataset (offline, or no such dataset or split?): {first}") from None
 
 
+def load_tasks(source: str | Path) -> list[Any]:
+    """Tasks from a tasks file (`countdown_env.read_tasks`) or a hub dataset `org/name[:split]` with
+    `numbers`/`target` (or `nums`/`target`) columns; a local path that exists wins."""
+    from countdown_env import Task, read_tasks
+
+    if (ref := hub_ref(source)) is None:
+        return read_tasks(source)
+    rows = load_hub_rows(*ref)
+    try:
+        return [Task.from_dict(row) for row in rows]
+    except (ValueError, TypeError) as err:
+        raise UsageError(f"{ref[0]}:{ref[1]}: not a tasks dataset ({err})") from None
+
+
 def push_rows(rows: Iterable[dict[str, Any]], repo: str, *, split: str = DEFAULT_SPLIT) -> None:
     """Push `rows` as split `split` of hub dataset `repo` (`datasets.Dataset.push_to_hub`; needs a login token)."""
     if offline():

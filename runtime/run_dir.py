@@ -14,7 +14,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime.jsonl import read_jsonl, write_jsonl_atomic
+from countdown_env.files import read_jsonl, write_jsonl_atomic
 
 CHECKPOINT = re.compile(r"^step-(\d+)$")
 

@@ -190,12 +190,12 @@ def test_compute_score_refuses_non_integer_ground_truth() -> None:
 
 def test_a_bug_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
     """Only user errors become one-line messages: a ValueError from inside the work propagates."""
-    import countdown_env.cli
+    import lab.commands.env
 
     def broken(*args: object, **kwargs: object) -> None:
         raise ValueError("internal bug")
 
-    monkeypatch.setattr(countdown_env.cli, "solve", broken)
+    monkeypatch.setattr(lab.commands.env, "solve", broken)
     with pytest.raises(ValueError, match="internal bug"):
         main(["solve", "3", "5", "--target", "8"])
 

@@ -129,7 +129,8 @@ def test_field_docs_and_epilog(preset_dir):
 
 
 def test_every_config_goes_through_the_helper():
-    from lab.experiment import PRESET_DIR, ExperimentConfig, load_experiment
+    from lab.pipeline.config import ExperimentConfig, load_experiment
+    from lab.pipeline.presets import HERE as PRESET_DIR
     from priming.sft import PRESET_DIR as SFT_DIR
     from priming.sft import PRESETS, SFTRunConfig, load_sft_config
     from rl.config import load_config
@@ -139,18 +140,19 @@ def test_every_config_goes_through_the_helper():
     experiment = load_experiment("quick", parse_set(["seeds=[1, 2]", "ppo={total_steps: 5}", "trace_max_chars=null"]))
     assert experiment.seeds == (1, 2) and experiment.ppo == {"total_steps": 5} and experiment.trace_max_chars is None
     assert ExperimentConfig.load(str(PRESET_DIR / "quick.yaml")) == ExperimentConfig.load("quick")
-    sft = load_sft_config("tiny-cpu", {"model": "m", "data": "d", "output_dir": "o", "max_steps": "5"})
-    assert (sft.max_steps, sft.learning_rate, sft.preset) == (5, 2e-3, "tiny-cpu")
-    from_file = load_sft_config(SFT_DIR / "tiny-cpu.yaml", {"model": "m", "data": "d", "output_dir": "o"})
+    sft = load_sft_config("sft-tiny-cpu", {"model": "m", "data": "d", "output_dir": "o", "max_steps": "5"})
+    assert (sft.max_steps, sft.learning_rate, sft.preset) == (5, 2e-3, "sft-tiny-cpu")
+    assert load_sft_config("tiny-cpu", {"model": "m", "data": "d", "output_dir": "o"}) == load_sft_config("sft-tiny-cpu", {"model": "m", "data": "d", "output_dir": "o"})
+    from_file = load_sft_config(SFT_DIR / "sft-tiny-cpu.yaml", {"model": "m", "data": "d", "output_dir": "o"})
     assert from_file.learning_rate == 2e-3 and from_file.preset is None
     with pytest.raises(ValueError, match="unknown SFT field"):
-        load_sft_config("tiny-cpu", {"model": "m", "data": "d", "output_dir": "o", "lr": 1})
+        load_sft_config("sft-tiny-cpu", {"model": "m", "data": "d", "output_dir": "o", "lr": 1})
     assert load_dataclass(EvalConfig, None, {"k": "4"}, what="eval") == EvalConfig(k=4)
     # One home per kind of preset: SFT presets are the YAML files, and paper-3b spells out the dataclass defaults.
-    assert sorted(PRESETS) == sorted(p.stem for p in SFT_DIR.glob("*.yaml")) == ["paper-3b", "tiny-cpu"]
+    assert sorted(PRESETS) == sorted(p.stem for p in SFT_DIR.glob("*.yaml")) == ["sft-paper-3b", "sft-tiny-cpu"]
     paper = SFTRunConfig(model="m", data="d", output_dir="o")
-    assert all(getattr(paper, k) == v for k, v in PRESETS["paper-3b"].items())
-    assert {f.name for f in fields(SFTRunConfig)} >= set(PRESETS["tiny-cpu"])
+    assert all(getattr(paper, k) == v for k, v in PRESETS["sft-paper-3b"].items())
+    assert {f.name for f in fields(SFTRunConfig)} >= set(PRESETS["sft-tiny-cpu"])
 
 
 def _help(capsys, argv: list[str]) -> str:
@@ -160,13 +162,13 @@ def _help(capsys, argv: list[str]) -> str:
 
 @pytest.mark.parametrize(
     ("argv", "shown", "hidden"),
-    [(["ppo", "--help"], ["preset 'tiny-cpu'", "max_response_length = 96:"], ["max_response_length = 64:"]),
+    [(["ppo", "--help"], ["preset 'ppo-tiny-cpu'", "max_response_length = 96:"], ["max_response_length = 64:"]),
      (["ppo", "--config", "paper-3b", "--help"], ["preset 'paper-3b'", "max_response_length = 1024:", "actor_lr = 1e-06:"], ["= 96:"]),
      (["ppo", "--help", "--config", "paper-3b"], ["max_response_length = 1024:"], []),
      (["grpo", "--config=paper-3b", "-h"], ["max_response_length = 1024:"], []),
-     (["sft", "--help"], ["preset 'paper-3b'", "learning_rate = 1e-05:", "model = (required)"], []),
+     (["sft", "--help"], ["preset 'sft-paper-3b'", "learning_rate = 1e-05:", "model = (required)"], []),
      (["sft", "--preset", "tiny-cpu", "--help"], ["preset 'tiny-cpu'", "learning_rate = 0.002:", "batch_size = 16:"], ["learning_rate = 1e-05:"]),
-     (["experiment", "--help"], ["preset 'tiny-cpu'", "seeds = (0, 1):", "sft_preset = 'tiny-cpu'"], []),
+     (["experiment", "--help"], ["preset 'tiny-cpu'", "seeds = (0, 1):", "sft_preset = 'sft-tiny-cpu'"], []),
      (["experiment", "--preset", "paper-3b", "--help"], ["model = 'meta-llama/Llama-3.2-3B'", "judge = 'openai'"], ["judge = 'heuristic'"]),
      (["eval", "--help"], ["eval fields", "k = 8:", "num_ood_tasks = 200:"], [])],
 )  # fmt: skip
@@ -182,4 +184,4 @@ def test_help_of_a_file_and_of_an_unknown_preset(capsys, tmp_path):
     config = tmp_path / "mine.yaml"
     config.write_text("total_steps: 7\n")
     assert "total_steps = 7:" in _help(capsys, ["ppo", "--config", str(config), "--help"])
-    assert "cannot be shown: unknown config preset 'nope'" in _help(capsys, ["ppo", "--config", "nope", "--help"])
+    assert "cannot be shown: unknown ppo preset 'nope'" in _help(capsys, ["ppo", "--config", "nope", "--help"])

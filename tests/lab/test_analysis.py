@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from countdown_env import TaskConfig, all_solutions, canonical_form, generate_tasks, preset_rules, subset_config, unseen_range_config
-from lab import analysis
+from lab.analysis import metrics as analysis
 
 
 # ---- canonical form ---------------------------------------------------------------------
@@ -215,7 +215,7 @@ def _fake_run(root, steps=(1, 2), evaluated=(0, 1, 2)):
 
 
 def test_analyze_writes_every_metric_per_step_and_resumes(tmp_path):
-    from lab.analyze_run import METRICS, AnalyzeConfig, analyze, run_settings
+    from lab.analysis.run import METRICS, AnalyzeConfig, analyze, run_settings
     from runtime.models import init_model
 
     base = init_model(tmp_path / "base", "qwen2", "tiny", seed=0)
@@ -244,7 +244,7 @@ def test_analyze_writes_every_metric_per_step_and_resumes(tmp_path):
 
 
 def test_plan_keeps_evaluated_checkpoints_and_lists_the_ones_not_saved(tmp_path):
-    from lab.analyze_run import plan
+    from lab.analysis.run import plan
 
     run = _fake_run(tmp_path / "run", steps=(2, 4), evaluated=(0, 2, 3))
     p = plan(run, "BASE")
@@ -265,7 +265,7 @@ def test_analyze_cli_errors_on_a_bad_run_dir(tmp_path, capsys):
 
 
 def test_keep_correct_keeps_each_correct_text_once():
-    from lab.self_improve import keep_correct
+    from lab.analysis.self_improve import keep_correct
 
     rows = [
         {"prompt": "p", "completion": "a", "correct": True},
@@ -280,10 +280,10 @@ def test_keep_correct_keeps_each_correct_text_once():
 def test_self_improve_trains_a_round_resumes_and_analyses_rounds_as_steps(tmp_path):
     from pathlib import Path
 
-    from lab.analyze_run import AnalyzeConfig, analyze
-    from lab.self_improve import SelfImproveConfig, round_dir, self_improve
+    from lab.analysis.run import AnalyzeConfig, analyze
+    from lab.analysis.self_improve import SelfImproveConfig, round_dir, self_improve
 
-    base = str(Path(__file__).resolve().parents[2] / "lab" / "bases" / "seed-0" / "rich" / "model")
+    base = str(Path(__file__).resolve().parents[2] / "organism" / "bases" / "seed-0" / "rich" / "model")
     config = SelfImproveConfig(rounds=1, num_tasks=12, samples=4, sft_steps=2, batch_size=4)
     models = self_improve(base, tmp_path, config, log=lambda line: None)
     assert models == [round_dir(tmp_path, 1) / "model"] and (models[0] / "config.json").is_file()

@@ -4,8 +4,9 @@ import pandas as pd
 import pytest
 
 from lab.cli import main
-from lab.experiment import ExperimentConfig, incorrect_kind_of, parse_condition, run_experiment
-from lab.summary import run_dirs
+from lab.pipeline.config import ExperimentConfig, parse_run
+from lab.pipeline.run import run_experiment
+from lab.pipeline.summary import run_dirs
 
 
 @pytest.mark.slow  # more than ~5 s; `pytest -m 'not slow'` skips it
@@ -55,25 +56,40 @@ def test_shared_tasks_are_disjoint(quick_experiment):
 @pytest.mark.parametrize(
     ("name", "expected", "kind"),
     [
-        ("none", (None, False), None),
-        ("dots", ("dots", False), None),
-        ("all_strategies_incorrect", ("all_strategies", True), "slip"),
-        ("all_strategies_incorrect_slip", ("all_strategies", True), "slip"),
-        ("only_backtracking_incorrect_ranout", ("only_backtracking", True), "ranout"),
-        ("empty_cot_incorrect_ranout", ("empty_cot", True), "ranout"),
+        ("none", None, None),
+        ("dots", "dots", None),
+        ("all_strategies_incorrect", "all_strategies", "slip"),
+        ("all_strategies_incorrect_slip", "all_strategies", "slip"),
+        ("only_backtracking_incorrect_ranout", "only_backtracking", "ranout"),
+        ("empty_cot_incorrect_ranout", "empty_cot", "ranout"),
     ],
 )
 def test_parse_condition(name, expected, kind):
-    assert parse_condition(name) == expected
-    assert incorrect_kind_of(name) == kind
+    spec = parse_run(name)
+    assert (spec.condition, spec.incorrect_kind, spec.base) == (expected, kind, None)
+    assert spec.folder(3) == (f"{spec.label}-seed3") and (name == "all_strategies_incorrect" or spec.label == name)
+
+
+@pytest.mark.parametrize(
+    ("name", "base", "condition", "kind", "folder"),
+    [("rich/none", "rich", None, None, "rich-none-seed1"), ("poor/only_backtracking_incorrect_ranout", "poor", "only_backtracking", "ranout",
+      "poor-only_backtracking_incorrect_ranout-seed1")],
+)  # fmt: skip
+def test_parse_organism_runs(name, base, condition, kind, folder):
+    spec = parse_run(name, "organism")
+    assert (spec.base, spec.condition, spec.incorrect_kind, spec.folder(1)) == (base, condition, kind, folder)
+
+
+@pytest.mark.parametrize(("name", "start"), [("rich/none", "model"), ("none", "organism"), ("mid/none", "organism")])
+def test_a_base_belongs_to_the_organism_start(name, start):
+    with pytest.raises(ValueError, match="organism|base"):
+        parse_run(name, start)
 
 
 @pytest.mark.parametrize("name", ["only_backtracking_incorrect_misread", "only_backtracking_ranout", "_incorrect", "none_incorrect"])
 def test_parse_condition_refuses_unknown_kinds(name):
     with pytest.raises(ValueError, match="unknown condition"):
-        parse_condition(name)
-    with pytest.raises(ValueError, match="unknown condition"):
-        incorrect_kind_of(name)
+        parse_run(name)
 
 
 @pytest.mark.parametrize(
@@ -93,7 +109,7 @@ def test_cli_reports_a_bad_preset(capsys):
 
 @pytest.mark.parametrize(
     ("overrides", "message"),
-    [({"sft": {"learning_rat": 1}}, "not SFTRunConfig fields"), ({"ppo": {"seed": 3}}, "set by the experiment"),
+    [({"sft": {"learning_rat": 1}}, "unknown sft field"), ({"ppo": {"seed": 3}}, "set by the experiment"),
      ({"prompt_style": "fancy"}, "prompt_style"), ({"trace_style": "long"}, "trace_style")],
 )  # fmt: skip
 def test_bad_overrides_fail_fast(overrides, message):
@@ -110,14 +126,14 @@ def test_resuming_with_other_settings_is_refused(quick_experiment):
 @pytest.mark.parametrize("name", ["only_backtracking_incorrect", "only_backtracking_incorrect_ranout"])
 def test_trace_stage_writes_the_kind_of_wrong_answer(tmp_path, name):
     from countdown_env import generate_tasks
-    from lab.experiment import stage_traces
+    from lab.pipeline.stages import stage_traces
 
     config = ExperimentConfig.load("quick", conditions=[name])
-    condition, incorrect = parse_condition(name)
+    spec = parse_run(name)
     tasks = generate_tasks(6, seed=0, preset=config.task_preset)
-    out = stage_traces(config, tmp_path, condition, incorrect, 0, tasks, incorrect_kind_of(name))
+    out = stage_traces(config, tmp_path, spec, 0, tasks)
     rows = [json.loads(line) for line in (out / "train.jsonl").open()]
-    assert rows and all(r["incorrect"] and not r["correct"] and r["incorrect_kind"] == incorrect_kind_of(name) for r in rows)
+    assert rows and all(r["incorrect"] and not r["correct"] and r["incorrect_kind"] == spec.incorrect_kind for r in rows)
 
 
 @pytest.mark.slow  # more than ~5 s; `pytest -m 'not slow'` skips it
@@ -136,7 +152,7 @@ def test_heldout_t1_samples_are_classified_and_plotted_against_the_study(tmp_pat
 
 
 def test_an_experiment_made_before_a_new_field_still_resumes(tmp_path):
-    from lab.experiment import check_same_config
+    from lab.pipeline.run import check_same_config
 
     config = ExperimentConfig.load("quick")
     saved = json.loads(json.dumps(config.to_dict()))

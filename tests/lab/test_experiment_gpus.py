@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from lab.cli import main
-from lab.experiment import load_experiment, ppo_config, ppo_launch_command
+from lab.pipeline.config import load_experiment
+from lab.pipeline.stages import rl_launch_command
 
 
 def test_experiment_refuses_before_any_stage_when_ppo_will_not_fit(tmp_path, capsys):
@@ -21,8 +22,8 @@ def test_experiment_refuses_before_any_stage_when_ppo_will_not_fit(tmp_path, cap
 def test_several_gpus_launch_ppo_through_accelerate(tmp_path):
     config = load_experiment("paper-3b")
     assert config.gpus == 4
-    ppo = ppo_config(config, "meta-llama/Llama-3.2-3B", 0)
-    cmd = ppo_launch_command(config, ppo, tmp_path, tmp_path / "ppo.yaml", tmp_path / "tasks.jsonl", resume=True)
+    ppo = config.ppo_config("meta-llama/Llama-3.2-3B", 0)
+    cmd = rl_launch_command(config, ppo, tmp_path, tmp_path / "ppo.yaml", tmp_path / "tasks.jsonl", resume=True)
     launch = cmd.index("launch")
     assert cmd[launch - 1].endswith("accelerate_cli") and cmd[cmd.index("--num_processes") + 1] == "4"
     accelerate_config = Path(cmd[cmd.index("--config_file") + 1])

@@ -9,18 +9,36 @@ import pandas as pd
 import pytest
 
 from countdown_env.errors import UsageError
-from lab.commands import closing_words, load_organism
-from lab.organism import OrganismConfig, goals, parse_run, run_dir, run_organism
+from lab.commands.experiment import closing_words
+from lab.pipeline.config import ExperimentConfig, parse_run
+from lab.pipeline.run import run_experiment
+from organism.bases import SHIPPED_BASES
+from organism.goals import goals
+
+
+def load_organism(preset: str, overrides: dict) -> ExperimentConfig:
+    return ExperimentConfig.load(preset, **overrides)
+
+
+def OrganismConfig(**overrides) -> ExperimentConfig:  # noqa: N802 - the organism preset with overrides
+    return ExperimentConfig.load("organism", **overrides)
+
+
+def run_dir(root: Path, name: str, seed: int) -> Path:
+    return root / "runs" / parse_run(name, "organism").folder(seed)
+
+
+run_organism = run_experiment
 
 TINY = {
-    "runs": ["rich/none", "poor/none", "poor/only_backtracking_incorrect_ranout"],
+    "conditions": ["rich/none", "poor/none", "poor/only_backtracking_incorrect_ranout"],
     "seeds": [0],
     "pretrain": {"trunk_steps": 2, "base_steps": 3, "batch_size": 4, "gate_tasks": 6, "size": "tiny"},
     "num_sft_tasks": 40,
     "num_rl_tasks": 40,
     "num_eval_tasks": 6,
-    "priming_steps": 2,
-    "priming_batch_size": 4,
+    "num_traces": 8,
+    "sft": {"max_steps": 2, "batch_size": 4},
     "ppo": {
         "total_steps": 2,
         "prompts_per_step": 2,
@@ -46,18 +64,18 @@ TINY = {
     ],
 )
 def test_parse_run(name: str, expected: tuple) -> None:
-    assert parse_run(name) == expected
+    spec = parse_run(name, "organism")
+    assert (spec.base, spec.label if spec.condition is None else spec.condition, spec.incorrect_kind) == expected
 
 
 @pytest.mark.parametrize("bad", ["none", "medium/none", "poor/dots", "rich/none_incorrect", "poor/all_strategies"])
 def test_bad_runs_are_refused(bad: str) -> None:
     with pytest.raises(ValueError):
-        parse_run(bad)
+        ExperimentConfig.load("organism", conditions=[bad])
 
 
 def test_shipped_bases_are_what_pretrain_makes_by_default() -> None:
-    from lab.organism import SHIPPED_BASES
-    from priming.pretrain import PretrainConfig
+    from organism.pretrain import PretrainConfig
 
     recorded = json.loads((SHIPPED_BASES / "seed-0" / "pretrain.json").read_text())
     assert recorded == PretrainConfig(seed=0).to_dict()  # else the demo refuses the cache they land in
@@ -67,7 +85,7 @@ def test_shipped_bases_are_what_pretrain_makes_by_default() -> None:
 
 def test_preset_loads_and_checks_overrides() -> None:
     config = load_organism("organism", {})
-    assert config.runs[0] == "rich/none" and config.ppo_config("m", 0).advantage_estimator == "group"
+    assert config.conditions[0] == "rich/none" and config.ppo_config("m", 0).advantage_estimator == "group"
     assert config.ppo_config("m", 0).task_preset == "organism"
     with pytest.raises(ValueError, match="pretrain"):
         OrganismConfig(pretrain={"nope": 1})
@@ -89,10 +107,10 @@ def test_organism_experiment_end_to_end_and_resume(tmp_path: Path) -> None:
     }
     assert {"acc_before", "acc_after", "generated_tokens", "rl_seconds"} <= set(table.columns)
     primed = run_dir(root, "poor/only_backtracking_incorrect_ranout", 0)
-    assert (primed / "priming" / "model" / "config.json").exists()
-    rows = [json.loads(line) for line in (primed / "priming" / "rows.jsonl").read_text().splitlines()]
-    assert len(rows) == 2 * 4 and all("<answer>" in r["completion"] for r in rows)
-    for name in config.runs:
+    assert (primed / "sft" / "model" / "config.json").exists()
+    rows = [json.loads(line) for line in (primed / "traces" / "train.jsonl").read_text().splitlines()]
+    assert len(rows) == 8 and all("<answer>" in r["completion"] for r in rows)
+    for name in config.conditions:
         run = run_dir(root, name, 0)
         assert (run / "eval_completions_classified.jsonl").exists() and (run / "rollouts_classified.jsonl").exists()
     gates = json.loads((tmp_path / "bases" / "seed-0" / "gates.json").read_text())
@@ -106,5 +124,5 @@ def test_organism_experiment_end_to_end_and_resume(tmp_path: Path) -> None:
     before = (run_dir(root, "rich/none", 0) / "metrics.jsonl").read_bytes()
     run_organism(config, root)
     assert (run_dir(root, "rich/none", 0) / "metrics.jsonl").read_bytes() == before
-    with pytest.raises(ValueError, match="other settings"):
-        run_organism(OrganismConfig(**{**TINY, "bases_cache": str(tmp_path / "bases"), "priming_steps": 3}), root)
+    with pytest.raises(ValueError, match="different settings"):
+        run_organism(OrganismConfig(**{**TINY, "bases_cache": str(tmp_path / "bases"), "num_traces": 9}), root)

@@ -10,8 +10,8 @@ from behavior_classifier import HeuristicJudge
 from countdown_env import Task, generate_tasks, score_response
 from countdown_env.steps import written_steps
 from countdown_env.tasks import TaskConfig
-from priming import organism
-from priming.pretrain import corpus
+from organism import text as organism
+from organism.pretrain import corpus
 
 RULES = TaskConfig.preset("organism").rules
 TASKS = generate_tasks(150, seed=3, preset="organism", split="train")

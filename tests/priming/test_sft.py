@@ -32,7 +32,7 @@ def _write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
-    from rl.models import init_model
+    from runtime.models import init_model
 
     return init_model(tmp_path_factory.mktemp("model") / "tiny", "qwen2", "tiny")
 
@@ -186,7 +186,7 @@ def test_presets():
         0.01,
     )
     tiny = SFTRunConfig.from_preset("tiny-cpu", model="m", data="d", output_dir="o", learning_rate=None, seed=3)
-    assert tiny.learning_rate == 2e-3 and tiny.batch_size == 16 and tiny.seed == 3 and tiny.preset == "tiny-cpu"
+    assert tiny.learning_rate == 2e-3 and tiny.batch_size == 16 and tiny.seed == 3 and tiny.preset == "sft-tiny-cpu"
     with pytest.raises(ValueError, match="unknown SFT preset"):
         SFTRunConfig.from_preset("huge", model="m", data="d", output_dir="o")
     with pytest.raises(ValueError, match="unknown SFT field"):
@@ -239,8 +239,8 @@ def test_trainer_masks_the_prompt_and_appends_eos(tiny_model, traces, tmp_path):
 
 
 def test_tiny_sft_learns_saves_and_generates(tiny_model, saved_dataset, tmp_path):
-    from rl.generation import generate_completions
-    from rl.models import load_model, load_tokenizer
+    from runtime.generation import generate_completions
+    from runtime.models import load_model, load_tokenizer
 
     run_dir = tmp_path / "run"
     result = run_sft(_config(tiny_model, saved_dataset, run_dir, eval_steps=15), progress=False)
@@ -293,7 +293,7 @@ def test_restart_of_a_run_killed_before_its_first_checkpoint(tiny_model, traces,
 
 
 def test_lora_run_saves_a_merged_model(tiny_model, traces, tmp_path):
-    from rl.models import count_parameters, load_model
+    from runtime.models import count_parameters, load_model
 
     result = run_sft(_config(tiny_model, traces, tmp_path / "run", max_steps=4, lora_r=4), progress=False)
     merged, base = load_model(result.model_dir), load_model(tiny_model)
@@ -306,7 +306,7 @@ def test_cli(tiny_model, traces, tmp_path, capsys):
     from lab.cli import main
 
     out = tmp_path / "cli"
-    args = ["sft", "--model", str(tiny_model), "--data", str(traces), "--output-dir", str(out), "--preset", "tiny-cpu", "--quiet"]
+    args = ["sft", "--model", str(tiny_model), "--data", str(traces), "--output-dir", str(out), "--config", "sft-tiny-cpu", "--quiet"]
     assert main([*args, "--max-steps", "3", "--save-steps", "3"]) == 0
     assert "trained 3 steps" in capsys.readouterr().out
     assert (out / "model" / "config.json").exists()

@@ -327,6 +327,6 @@ def test_unknown_condition_lists_the_choices() -> None:
 
 
 def test_importing_priming_does_not_import_torch() -> None:
-    code = "import sys, priming, priming.cli, priming.llm; print('torch' in sys.modules)"
+    code = "import sys, priming, lab.commands.prime, priming.llm; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

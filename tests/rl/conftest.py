@@ -1,6 +1,6 @@
 import pytest
 
-from rl.models import init_model
+from runtime.models import init_model
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,9 @@ def test_every_preset_loads(name):
 
 
 def test_organism_preset_is_critic_free_group_rl():
-    config = load_config("organism")
+    from lab.pipeline.presets import resolve
+
+    config = load_config(resolve("ppo", "ppo-organism"))
     assert config.advantage_estimator == "group" and not config.uses_critic and config.group_normalize_std is False
     assert config.task_preset == "organism"
     assert (config.kl_coef, config.prompts_per_step, config.rollouts_per_prompt, config.mini_batch_size) == (0.0, 16, 8, 128)

@@ -15,7 +15,7 @@ from rl.ppo import (
     logprobs_from_logits,
     masked_whiten,
 )
-from rl.run_dir import read_jsonl
+from countdown_env.files import read_jsonl
 
 PROMPTS, GROUP = 4, 8
 
@@ -83,7 +83,7 @@ def test_kl_to_the_reference_is_zero_at_step_one(tiny_model, tmp_path, changes):
 
 def test_the_reference_stays_frozen(tiny_model, tmp_path, monkeypatch):
     import rl.train
-    from rl.models import load_model
+    from runtime.models import load_model
 
     seen = []
 
@@ -103,7 +103,7 @@ def test_the_reference_stays_frozen(tiny_model, tmp_path, monkeypatch):
 def test_values_and_old_logprobs_are_computed_in_eval_mode(tiny_model):
     """The critic has no dropout; and even with dropout forced on, two rollout-time passes agree."""
     from countdown_env import generate_tasks
-    from rl.models import load_model, load_tokenizer
+    from runtime.models import load_model, load_tokenizer
     from rl.rollout import collect
     from rl.train import Models, PolicyCritic, load_critic, prepare_batch
 

@@ -13,7 +13,7 @@ from lab.cli import main
 from rl.config import PPOConfig, load_config, parse_overrides
 from rl.evaluate import normalize_equation, ood_tasks_for, pass_at_k
 from rl.rollout import collect, response_mask
-from rl.run_dir import read_jsonl
+from countdown_env.files import read_jsonl
 from rl.verl_export import compute_score
 
 
@@ -115,7 +115,7 @@ def test_response_mask_covers_tokens_through_the_first_eos():
 
 @pytest.mark.parametrize("mode", ["mask", "zero", "keep"])
 def test_collect_applies_the_truncation_rule(tiny_model, mode):
-    from rl.models import load_model, load_tokenizer
+    from runtime.models import load_model, load_tokenizer
 
     model, tokenizer = load_model(tiny_model), load_tokenizer(tiny_model)
     torch.manual_seed(0)
@@ -133,7 +133,7 @@ def test_collect_applies_the_truncation_rule(tiny_model, mode):
 
 
 def test_multi_turn_feeds_back_and_asks_again(tiny_model):
-    from rl.models import load_model, load_tokenizer
+    from runtime.models import load_model, load_tokenizer
 
     model, tokenizer = load_model(tiny_model), load_tokenizer(tiny_model)
     tasks = [Task((3, 5, 2), 16), Task((1, 2, 3), 6)]
@@ -159,7 +159,7 @@ def test_every_config_field_is_documented_in_help():
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
 def test_generation_logprobs_equal_a_forward_pass(tiny_model, temperature):
     """The log-probs kept from `generate` are those PPO's forward pass computes (left padding, masks, temperature)."""
-    from rl.models import load_model, load_tokenizer
+    from runtime.models import load_model, load_tokenizer
     from rl.ppo import logprobs_from_logits
     from rl.train import forward_response
 
@@ -184,7 +184,7 @@ def test_generation_logprobs_equal_a_forward_pass(tiny_model, temperature):
 
 
 def test_run_directories_resolve_to_their_model(tiny_model, tmp_path):
-    from rl.models import resolve_model_path as resolve_model
+    from runtime.models import resolve_model_path as resolve_model
 
     assert resolve_model(str(tiny_model)) == str(tiny_model)
     assert resolve_model("Qwen/Qwen2.5-3B") == "Qwen/Qwen2.5-3B"

@@ -21,7 +21,7 @@ def test_the_formula_counts_a_local_model_exactly(tiny_model):
     """Shapes read from config.json give the exact parameter count of the policy and of the critic."""
     import json
 
-    from rl.models import count_parameters, load_model
+    from runtime.models import count_parameters, load_model
     from rl.train import load_critic
 
     arch = arch_from_config(json.loads((tiny_model / "config.json").read_text()))

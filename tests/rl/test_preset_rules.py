@@ -106,7 +106,7 @@ def test_verl_export_prompts_and_reward_module_follow_the_preset(preset, tmp_pat
 
 
 def _chat_tokenizer(path):
-    from rl.models import load_tokenizer
+    from runtime.models import load_tokenizer
 
     tokenizer = load_tokenizer(path)
     tokenizer.chat_template = CHAT_TEMPLATE
@@ -114,7 +114,7 @@ def _chat_tokenizer(path):
 
 
 def test_rollouts_prompt_with_the_envs_observation_in_the_chat_style(tiny_model):
-    from rl.models import load_model
+    from runtime.models import load_model
 
     model, tokenizer = load_model(tiny_model), _chat_tokenizer(tiny_model)
     rules = PPOConfig(task_preset="classic").rules
@@ -134,7 +134,7 @@ def test_rollouts_prompt_with_the_envs_observation_in_the_chat_style(tiny_model)
 
 @pytest.mark.parametrize("preset", ["classic", "tinyzero"])
 def test_rollouts_state_the_presets_rules(preset, tiny_model):
-    from rl.models import load_model, load_tokenizer
+    from runtime.models import load_model, load_tokenizer
 
     model, tokenizer = load_model(tiny_model), load_tokenizer(tiny_model)
     rules = PPOConfig(task_preset=preset).rules

@@ -63,7 +63,7 @@ def synthetic_batch(vocab: int, n: int = 8, lq: int = 5, t: int = 7):
 
 
 def gradients_of_one_minibatch(tiny_model, micro: int) -> list[torch.Tensor]:
-    from rl.models import load_model
+    from runtime.models import load_model
     from rl.train import Models, PolicyCritic, load_critic, make_accelerator, minibatch_step
 
     config = tiny_config(tiny_model, mini_batch_size=8, micro_batch_size=micro, max_grad_norm=1e9, entropy_coef=0.01)
@@ -157,7 +157,7 @@ def test_bf16_autocast_and_gradient_checkpointing_train(tiny_model, tmp_path):
         tiny_model, total_steps=1, eval_every=0, dtype="bfloat16", gradient_checkpointing=True, mini_batch_size=4, micro_batch_size=2
     )
     out = train(config, tmp_path / "run", progress=False)
-    from rl.models import load_model
+    from runtime.models import load_model
 
     assert load_model(out / "checkpoints" / "step-000001" / "policy").dtype == torch.float32
 
@@ -184,7 +184,7 @@ def _fsdp_worker(rank: int, port: int, model_path: str, out: dict) -> None:
     import torch.distributed as dist
     from torch.distributed.fsdp import fully_shard
 
-    from rl.models import load_model, load_tokenizer
+    from runtime.models import load_model, load_tokenizer
     from rl.rollout import generate
     from rl.train import Models, PolicyCritic, gathered_for_generation, load_critic, ppo_losses
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from lab.cli import main
-from rl.models import count_parameters, load_model
+from runtime.models import count_parameters, load_model
 from tests.rl.conftest import fast_args
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -131,7 +131,7 @@ def test_kill_9_then_resume_loses_and_duplicates_no_step(tiny_model, tmp_path):
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    from rl.run_dir import read_jsonl as read_tolerantly  # the kill may have torn the last line; the resume must repair it
+    from countdown_env.files import read_jsonl as read_tolerantly  # the kill may have torn the last line; the resume must repair it
 
     killed_at = read_tolerantly(out / "metrics.jsonl")[-1]["step"]
     assert killed_at < 200
@@ -157,11 +157,11 @@ def test_resume_before_the_first_checkpoint_starts_clean(tiny_model, tmp_path):
 
 def test_group_advantages_run_without_a_critic(tiny_model, tmp_path, monkeypatch):
     """`advantage_estimator=group` with kl_coef 0: one model loaded (no reference, no critic), none checkpointed."""
-    import rl.models
+    import runtime.models
 
     loads = []
-    load_model_ = rl.models.load_model
-    monkeypatch.setattr(rl.models, "load_model", lambda *a, **k: loads.append(a) or load_model_(*a, **k))
+    load_model_ = runtime.models.load_model
+    monkeypatch.setattr(runtime.models, "load_model", lambda *a, **k: loads.append(a) or load_model_(*a, **k))
     out = tmp_path / "run"
     group = ["--set", "advantage_estimator=group", "--set", "kl_coef=0", "--set", "group_normalize_std=false"]
     assert main(fast_args(tiny_model, out, "--max-steps", 2, *group)) == 0
@@ -188,7 +188,7 @@ def test_bad_config_is_a_clear_error(tiny_model, tmp_path, capsys):
     assert main(fast_args(tiny_model, tmp_path / "x", "--set", "cliprange=-1")) == 2
     assert "cliprange must be > 0" in capsys.readouterr().err
     assert main(fast_args(tiny_model, tmp_path / "y", "--set", "no_such_field=1")) == 2
-    assert "unknown config field" in capsys.readouterr().err
+    assert "unknown ppo field" in capsys.readouterr().err
 
 
 @pytest.mark.slow  # more than ~5 s; `pytest -m 'not slow'` skips it
@@ -285,7 +285,7 @@ def test_trl_refuses_a_mini_batch_that_does_not_divide_the_batch(tiny_model, tmp
 def test_train_from_python_accepts_an_sft_run_directory(tmp_path):
     """`train(config)` resolves a run directory for the policy, the reference and the critic alike."""
     from rl.config import load_config, parse_overrides
-    from rl.models import init_model
+    from runtime.models import init_model
     from rl.train import train
     from tests.rl.conftest import FAST
 
@@ -333,7 +333,7 @@ def test_grpo_with_lora_trains_adapters_only_and_saves_a_loadable_policy(tiny_mo
     its base), which loads by path onto the base as a plain model of the base's shape."""
     from safetensors import safe_open
 
-    from rl.models import load_model
+    from runtime.models import load_model
 
     out = tmp_path / "grpo-lora"
     assert main(fast_args(tiny_model, out, "--max-steps", 2, "--algo", "grpo", "--set", "lora_r=4")) == 0

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from countdown_env import read_tasks
+from runtime.hub import load_tasks
 from countdown_env.errors import UsageError
 from runtime.hub import hub_ref
 
@@ -21,7 +21,7 @@ def test_hub_ref_parses_ids_and_splits_and_leaves_local_paths_alone(tmp_path: Pa
     local.write_text(json.dumps({"numbers": [3, 5], "target": 8}) + "\n")
     monkeypatch.chdir(tmp_path)
     assert hub_ref("org/name") is None  # a local path that exists wins
-    assert [t.target for t in read_tasks("org/name")] == [8]
+    assert [t.target for t in load_tasks("org/name")] == [8]
 
 
 def test_read_tasks_from_a_hub_dataset_with_nums_and_target(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -35,7 +35,7 @@ def test_read_tasks_from_a_hub_dataset_with_nums_and_target(monkeypatch: pytest.
         return datasets.Dataset.from_dict({"nums": [[3, 5, 2], [1, 2, 3]], "target": [16, 6]})
 
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
-    tasks = read_tasks("Jiayi-Pan/Countdown-Tasks-3to4:test")
+    tasks = load_tasks("Jiayi-Pan/Countdown-Tasks-3to4:test")
     assert seen == {"repo": "Jiayi-Pan/Countdown-Tasks-3to4", "split": "test"}
     assert [(t.numbers, t.target) for t in tasks] == [((3, 5, 2), 16), ((1, 2, 3), 6)]
 
@@ -43,5 +43,5 @@ def test_read_tasks_from_a_hub_dataset_with_nums_and_target(monkeypatch: pytest.
 def test_hub_id_offline_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(UsageError, match="hub is offline") as err:
-        read_tasks("Jiayi-Pan/Countdown-Tasks-3to4")
+        load_tasks("Jiayi-Pan/Countdown-Tasks-3to4")
     assert "\n" not in str(err.value)

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.jsonl import append_jsonl, cut_torn_tail, iter_jsonl, read_jsonl, write_jsonl_atomic, write_text_atomic
+from countdown_env.files import append_jsonl, cut_torn_tail, iter_jsonl, read_jsonl, write_jsonl_atomic, write_text_atomic
 
 ROWS = [{"step": 1, "text": "a"}, {"step": 2, "text": "b"}, {"step": 3, "text": "c"}]
 

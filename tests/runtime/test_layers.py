@@ -1,4 +1,12 @@
-"""The layering: countdown_env (pure Python) < runtime < priming < rl; nothing imports upwards."""
+"""The layering, checked for every package of the project (docs/architecture.md, "Layering"):
+
+    lab                       the CLI, the experiment pipeline, the analysis: may import everything
+    organism                  the model organism: priming, rl and everything below
+    priming, rl               beside each other (neither imports the other)
+    behavior_classifier       runtime, countdown_env
+    runtime                   countdown_env
+    countdown_env             nothing else of the project (pure Python)
+"""
 
 import ast
 import subprocess
@@ -29,10 +37,41 @@ def importers_of(package: str, banned: str) -> list[str]:
             if name == banned or name.startswith(banned + ".")]  # fmt: skip
 
 
-@pytest.mark.parametrize(("package", "banned"), [("priming", "rl"), ("runtime", "rl"), ("runtime", "priming"), ("countdown_env", "rl"),
-                                                  ("countdown_env", "priming")])  # fmt: skip
-def test_no_module_imports_a_layer_above_it(package: str, banned: str) -> None:
-    assert importers_of(package, banned) == []
+PACKAGES = ("countdown_env", "runtime", "behavior_classifier", "priming", "rl", "organism", "lab")
+#: What each package may import of the project (itself aside).
+ALLOWED = {
+    "countdown_env": set(),
+    "runtime": {"countdown_env"},
+    "behavior_classifier": {"countdown_env", "runtime"},
+    "priming": {"countdown_env", "runtime", "behavior_classifier"},
+    "rl": {"countdown_env", "runtime", "behavior_classifier"},
+    "organism": {"countdown_env", "runtime", "behavior_classifier", "priming", "rl"},
+    "lab": {"countdown_env", "runtime", "behavior_classifier", "priming", "rl", "organism"},
+}
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_every_package_imports_only_the_layers_below_it(package: str) -> None:
+    banned = set(PACKAGES) - ALLOWED[package] - {package}
+    assert [hit for other in sorted(banned) for hit in importers_of(package, other)] == []
+
+
+def test_the_rule_covers_every_package() -> None:
+    packages = {p.parent.name for p in REPO.glob("*/__init__.py")} - {"tests", "bench", "notebooks"}
+    assert packages == set(PACKAGES) == set(ALLOWED)
+
+
+def test_the_layers_are_a_ladder() -> None:
+    # No two packages may import each other: the allowed sets form no circle.
+    for package, allowed in ALLOWED.items():
+        assert all(package not in ALLOWED[other] for other in allowed), package
+
+
+def test_no_shims_are_left() -> None:
+    # Modules that only re-export another package's names (the old rl.models, rl.generation, rl.run_dir,
+    # behavior_classifier.jsonl, runtime.jsonl) are gone; everything imports the real home.
+    for gone in ("rl/models.py", "rl/generation.py", "rl/run_dir.py", "behavior_classifier/jsonl.py", "runtime/jsonl.py"):
+        assert not (REPO / gone).exists(), gone
 
 
 def test_the_scan_sees_imports_inside_functions() -> None:
@@ -41,7 +80,7 @@ def test_the_scan_sees_imports_inside_functions() -> None:
 
 
 def test_runtime_package_and_jsonl_import_no_torch() -> None:
-    code = "import sys, runtime, runtime.jsonl; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, runtime, countdown_env.files; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 

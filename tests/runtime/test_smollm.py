@@ -78,7 +78,7 @@ def test_lora_sft_step_then_lora_ppo_step(tmp_path, tasks):
     from priming.traces import generate_traces
     from rl.config import PPOConfig
     from rl.train import train
-    from runtime.jsonl import read_jsonl, write_jsonl_atomic
+    from countdown_env.files import read_jsonl, write_jsonl_atomic
     from runtime.models import load_model
 
     rows = [

@@ -1,0 +1,383 @@
+"""`countdown-lab analyze`: the measures of `lab.analysis.metrics` at every evaluated checkpoint of a run.
+
+A run directory (PPO/GRPO, SFT, or `self-improve`) is read as a series of models, step 0 being
+the base model. For each, on held-out prompts of the run's task preset:
+
+    reflection_ratio, response_length   n samples per task at T=1, split by correct/wrong answers
+    pass_at_k, distinct_solutions       the same samples: unbiased pass@k, k=1..n; canonical solutions per task
+    ood_accuracy                        greedy: unseen number/target ranges (value), and one more number
+    kl_to_base                          exact token-level KL(checkpoint || base) on the checkpoint's samples
+    hidden_state_shift                  last-layer mean hidden states vs the base's on the same prompts
+    transfer                            greedy on the "any subset" family (never trained on)
+
+Output (DIR): `analysis.json` (each key a list of `{step, value, ...}` rows, rebuilt after every
+step), `steps.jsonl` (append-only, one row per analysed step: a killed analysis resumes after its
+last complete step), `completions.jsonl` (the samples, for `countdown-lab classify`),
+`hidden/step-N.npy` and PNG plots.
+
+Checkpoints: only saved steps can be analysed. PPO keeps `keep_checkpoints` checkpoints every
+`save_every` steps, so to analyse every evaluation set `save_every` equal to `eval_every` and
+`keep_checkpoints` to at least `total_steps / eval_every + 1`; evaluated steps without a
+checkpoint are listed as skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from countdown_env import Task, TaskConfig, generate_tasks, preset_rules, score_response, subset_config, unseen_range_config
+from countdown_env.errors import UsageError
+from lab.analysis import metrics as analysis
+from countdown_env.files import append_jsonl, read_jsonl, write_text_atomic
+from runtime.run_dir import CHECKPOINT, RunDir
+
+#: The keys of analysis.json (the contract), in plot order.
+METRICS = (
+    "reflection_ratio",
+    "response_length",
+    "pass_at_k",
+    "distinct_solutions",
+    "ood_accuracy",
+    "kl_to_base",
+    "hidden_state_shift",
+    "transfer",
+)
+_HF_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+_ROUND = re.compile(r"^round-(\d+)$")
+
+
+@dataclass(frozen=True)
+class AnalyzeConfig:
+    """What `countdown-lab analyze` measures, and on how much data."""
+
+    task_preset: str = "organism"
+    """Task preset of the held-out prompts (default: the run's `task_preset`, else organism)."""
+    prompt_style: str = "compact"
+    """Prompt template the run trained with (default: the run's)."""
+    max_new_tokens: int = 224
+    """Longest completion (default: the run's `max_response_length`)."""
+    num_tasks: int = 32
+    """Held-out tasks (the preset's test split) sampled `samples` times each."""
+    samples: int = 16
+    """Samples per task at `temperature` (pass@k for k = 1..samples)."""
+    temperature: float = 1.0
+    num_ood_tasks: int = 64
+    """Tasks in each greedy split: unseen ranges, one more number, and the transfer family."""
+    batch_size: int = 128
+    seed: int = 0
+    """Seeds the held-out tasks and the samples (the same for every step)."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_new_tokens", "num_tasks", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.samples < 16:
+            raise ValueError(f"samples must be >= 16 (pass@k up to k=16), got {self.samples}")
+        if self.num_ood_tasks < 0:
+            raise ValueError(f"num_ood_tasks must be >= 0, got {self.num_ood_tasks}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        preset_rules(self.task_preset)  # an unknown preset fails here, with the known ones
+
+
+def run_settings(run_dir: Path) -> dict[str, Any]:
+    """The AnalyzeConfig fields a run's config.json fixes (task preset, prompt style, length)."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        return {}
+    config = json.loads(path.read_text())
+    out = {k: config[k] for k in ("task_preset", "prompt_style") if config.get(k)}
+    if config.get("max_response_length"):
+        out["max_new_tokens"] = int(config["max_response_length"])
+    return out
+
+
+def run_checkpoints(run_dir: Path) -> dict[int, Path]:
+    """step -> loadable model folder for every checkpoint a run directory holds.
+
+    PPO's `checkpoints/step-N/policy`, the Trainer's `checkpoints/checkpoint-N` (SFT) and
+    `trl/checkpoint-N` (GRPO/RLOO, N in optimizer steps), an SFT run's final `model/` (at its last
+    logged step), and `self-improve`'s `rounds/round-N/model` (N = the round).
+    """
+    root = Path(run_dir)
+    found: dict[int, Path] = {}
+    for path in RunDir(root).checkpoints.glob("step-*"):
+        if (m := CHECKPOINT.match(path.name)) and (path / "policy" / "config.json").is_file():
+            found[int(m.group(1))] = path / "policy"
+    for sub in ("checkpoints", "trl"):
+        for path in (root / sub).glob("checkpoint-*"):
+            if (m := _HF_CHECKPOINT.match(path.name)) and (path / "config.json").is_file():
+                found[int(m.group(1))] = path
+    for path in (root / "rounds").glob("round-*"):
+        if (m := _ROUND.match(path.name)) and (path / "model" / "config.json").is_file():
+            found[int(m.group(1))] = path / "model"
+    if (root / "model" / "config.json").is_file():
+        steps = (
+            [row["step"] for row in read_jsonl(root / "metrics.jsonl") if isinstance(row.get("step"), int)]
+            if (root / "metrics.jsonl").exists()
+            else []
+        )
+        found.setdefault(max(steps, default=max(found, default=0) + 1), root / "model")
+    return dict(sorted(found.items()))
+
+
+def evaluated_steps(run_dir: Path) -> list[int]:
+    """Steps whose metrics row carries an evaluation (`eval/accuracy`)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return sorted({int(row["step"]) for row in read_jsonl(path) if "eval/accuracy" in row and "step" in row})
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Which models an analysis measures: step -> model (step 0 is the base), and evaluated steps without a checkpoint."""
+
+    models: dict[int, str]
+    skipped: list[int]
+
+
+def plan(run_dir: Path, base_model: str) -> Plan:
+    """Every evaluated step that has a checkpoint (every checkpoint if the run logs no evaluations), plus the base at step 0."""
+    root = Path(run_dir)
+    if not root.is_dir():
+        raise UsageError(f"run directory {root} does not exist")
+    checkpoints = run_checkpoints(root)
+    if not checkpoints:
+        raise UsageError(
+            f"{root} holds no checkpoints (checkpoints/step-N/policy, checkpoints/checkpoint-N, model/ or rounds/round-N/model); "
+            "is it a ppo, sft or self-improve run directory?"
+        )
+    evaluated = [s for s in evaluated_steps(root) if s > 0]
+    wanted = [s for s in evaluated if s in checkpoints] if evaluated else list(checkpoints)
+    if evaluated and not wanted:  # evaluations and checkpoints never coincide: take what is saved
+        wanted = list(checkpoints)
+    models = {0: str(base_model), **{s: str(checkpoints[s]) for s in wanted if s > 0}}
+    return Plan(models, [s for s in evaluated if s not in checkpoints])
+
+
+@dataclass
+class HeldOut:
+    """The prompts every step is measured on (the same for every step)."""
+
+    tasks: list[Task]
+    unseen: list[Task]
+    more_numbers: list[Task]
+    transfer: list[Task]
+
+
+def held_out(config: AnalyzeConfig) -> HeldOut:
+    from rl.evaluate import ood_tasks_for
+
+    rules = preset_rules(config.task_preset)
+    base = TaskConfig.preset(config.task_preset)
+    tasks = generate_tasks(config.num_tasks, seed=config.seed, preset=config.task_preset, split="test")
+    n = config.num_ood_tasks
+    return HeldOut(
+        tasks=tasks,
+        unseen=generate_tasks(n, seed=config.seed, config=unseen_range_config(base)),
+        more_numbers=ood_tasks_for(tasks, n, config.seed, rules),
+        transfer=generate_tasks(n, seed=config.seed, config=subset_config(base)),
+    )
+
+
+def measure(
+    model: Any, base: Any, tokenizer: Any, data: HeldOut, config: AnalyzeConfig, base_states: np.ndarray, step: int
+) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]], np.ndarray]:
+    """(one row per metric, completion rows, hidden states) for one model."""
+    import torch
+
+    from rl.evaluate import greedy_eval
+    from rl.rollout import build_prompt
+    from runtime.generation import generate
+
+    rules = preset_rules(config.task_preset)
+    n = config.samples
+    repeated = [t for t in data.tasks for _ in range(n)]
+    prompts = [build_prompt(t, config.prompt_style, rules, tokenizer) for t in repeated]
+    with torch.random.fork_rng(devices=[]), torch.inference_mode():
+        torch.manual_seed(config.seed)
+        gen = generate(model, tokenizer, prompts, config.max_new_tokens, prompt_style=config.prompt_style, do_sample=True,
+                       temperature=config.temperature, batch_size=config.batch_size)  # fmt: skip
+    scores = [score_response(text, task, rules) for text, task in zip(gen.texts, repeated, strict=True)]
+    correct = [s.correct for s in scores]
+    lengths = gen.lengths.tolist()
+    reflections = [analysis.reflection_ratio(text) for text in gen.texts]
+    kl = analysis.token_kl(model, base, gen.query, gen.query_mask, gen.response, gen.response_mask, batch_size=config.batch_size)
+    tokens = gen.response_mask.sum().clamp(min=1)
+    completions = [
+        {
+            "step": step,
+            "text": text,
+            "numbers": list(t.numbers),
+            "target": t.target,
+            "correct": s.correct,
+            "answer": s.answer,
+            "length": int(length),
+        }
+        for text, t, s, length in zip(gen.texts, repeated, scores, lengths, strict=True)
+    ]
+
+    per_task = [range(i, i + n) for i in range(0, len(repeated), n)]
+    counts = [sum(correct[j] for j in group) for group in per_task]
+    distinct = [analysis.distinct_solutions([scores[j].answer for j in group if correct[j]], rules) for group in per_task]
+    curve = analysis.pass_at_k_curve(counts, n)
+
+    def accuracy(tasks: list[Task], split_rules: Any = rules) -> float | None:
+        if not tasks:
+            return None
+        kw = {"prompt_style": config.prompt_style, "max_new_tokens": config.max_new_tokens, "batch_size": config.batch_size}
+        return greedy_eval(model, tokenizer, tasks, rules=split_rules, **kw)["accuracy"]
+
+    states = analysis.mean_hidden_states(model, tokenizer, [build_prompt(t, config.prompt_style, rules, tokenizer) for t in data.tasks],
+                                         prompt_style=config.prompt_style, batch_size=config.batch_size)  # fmt: skip
+    shift = analysis.hidden_shift(base_states, states)
+    refl, length = analysis.split_mean(reflections, correct), analysis.split_mean(lengths, correct)
+    n_correct = sum(correct)
+    rows = {
+        "reflection_ratio": {"value": refl["all"], "correct": refl["correct"], "wrong": refl["wrong"], "n_correct": n_correct, "n_wrong": len(correct) - n_correct},
+        "response_length": {"value": length["all"], "correct": length["correct"], "wrong": length["wrong"], "unit": "tokens"},
+        "pass_at_k": {"value": curve[n], "n": n, "tasks": len(per_task), **{f"pass@{k}": v for k, v in curve.items()}},
+        "distinct_solutions": {"value": float(np.mean(distinct)), "per_solved_task": float(np.mean([d for d in distinct if d])) if any(distinct) else 0.0},
+        "ood_accuracy": {
+            "value": accuracy(data.unseen),
+            "more_numbers": accuracy(data.more_numbers),
+            "in_distribution": accuracy(data.tasks),
+            "sample_accuracy": float(np.mean(correct)),
+        },
+        "kl_to_base": {"value": float(kl.sum() / tokens), "per_sequence": float(kl.sum(1).mean()), "estimator": "exact, on the checkpoint's samples"},
+        "hidden_state_shift": {"value": shift["l2"], "relative": shift["relative"], "cosine": shift["cosine"]},
+        "transfer": {"value": accuracy(data.transfer, subset_config(TaskConfig.preset(config.task_preset)).rules), "family": "any subset", "n": len(data.transfer)},
+    }  # fmt: skip
+    return rows, completions, states
+
+
+def build_report(steps: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """analysis.json from the per-step rows: each metric a list of `{step, value, ...}` rows in step
+    order, plus `degradation` (steps where accuracy fell while length and reflection rose)."""
+    steps = sorted(steps, key=lambda row: row["step"])
+    report: dict[str, list[dict[str, Any]]] = {key: [{"step": s["step"], **s["metrics"][key]} for s in steps] for key in METRICS}
+    acc = [s["metrics"]["ood_accuracy"]["in_distribution"] or 0.0 for s in steps]
+    length = [s["metrics"]["response_length"]["value"] or 0.0 for s in steps]
+    refl = [s["metrics"]["reflection_ratio"]["value"] or 0.0 for s in steps]
+    flags = analysis.degradation_flags([s["step"] for s in steps], acc, length, refl)
+    report["degradation"] = [
+        {"step": f.step, "value": f.flagged, **{k: v for k, v in asdict(f).items() if k not in ("step", "flagged")}} for f in flags
+    ]
+    return report
+
+
+def analyze(
+    run_dir: Path, base_model: str, output: Path, config: AnalyzeConfig, *, log: Callable[[str], None] = print
+) -> dict[str, list[dict[str, Any]]]:
+    """Measure every planned step not yet in `output/steps.jsonl`, appending as it goes; returns analysis.json's content."""
+    from runtime.models import load_model, load_tokenizer
+
+    todo = plan(run_dir, base_model)
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    settings = output / "config.json"
+    wanted = {**asdict(config), "run_dir": str(run_dir), "base_model": str(base_model)}
+    if settings.exists() and json.loads(settings.read_text()) != wanted:
+        raise UsageError(f"{output} holds an analysis with other settings ({settings}); choose another --output")
+    write_text_atomic(settings, json.dumps(wanted, indent=2))
+    if todo.skipped:
+        log(
+            f"analyze: evaluated steps without a checkpoint, skipped: {todo.skipped} (set save_every = eval_every and keep enough checkpoints)"
+        )
+    done = {row["step"]: row for row in read_jsonl(output / "steps.jsonl")} if (output / "steps.jsonl").exists() else {}
+    data = held_out(config)
+    tokenizer = load_tokenizer(base_model)
+    base = load_model(base_model).eval()
+    rules = preset_rules(config.task_preset)
+    from rl.rollout import build_prompt
+
+    base_states = analysis.mean_hidden_states(base, tokenizer, [build_prompt(t, config.prompt_style, rules, tokenizer) for t in data.tasks],
+                                              prompt_style=config.prompt_style, batch_size=config.batch_size)  # fmt: skip
+    (output / "hidden").mkdir(exist_ok=True)
+    pending = [s for s in todo.models if s not in done]
+    log(f"analyze: {len(todo.models)} steps {sorted(todo.models)}; {len(done)} done, {len(pending)} to go")
+    for i, step in enumerate(pending, 1):
+        started = time.perf_counter()
+        model = base if step == 0 else load_model(todo.models[step]).eval()
+        rows, completions, states = measure(model, base, tokenizer, data, config, base_states, step)
+        np.save(output / "hidden" / f"step-{step:06d}.npy", states)
+        append_jsonl(output / "completions.jsonl", completions)
+        append_jsonl(output / "steps.jsonl", [{"step": step, "model": todo.models[step], "metrics": rows}])
+        done[step] = {"step": step, "metrics": rows}
+        write_text_atomic(output / "analysis.json", json.dumps(build_report(list(done.values())), indent=1))
+        m = rows
+        log(
+            f"analyze: [{i}/{len(pending)}] step {step}: pass@1 {m['pass_at_k']['pass@1']:.3f} pass@{config.samples} {m['pass_at_k']['value']:.3f} "
+            f"distinct {m['distinct_solutions']['value']:.2f} KL {m['kl_to_base']['value']:.4f} shift {m['hidden_state_shift']['value']:.3f} "
+            f"({time.perf_counter() - started:.0f}s)"
+        )
+    report = build_report(list(done.values()))
+    write_text_atomic(output / "analysis.json", json.dumps(report, indent=1))
+    from lab.analysis.plots import plot_report
+
+    plot_report(report, load_hidden(output), output)
+    return report
+
+
+def load_hidden(output: Path) -> dict[int, np.ndarray]:
+    """step -> (N, H) mean hidden states saved by `analyze`."""
+    out = {}
+    for path in sorted((Path(output) / "hidden").glob("step-*.npy")):
+        out[int(path.stem.split("-")[1])] = np.load(path)
+    return out
+
+
+def flagged_lines(report: dict[str, list[dict[str, Any]]]) -> list[str]:
+    return [
+        f"step {row['step']}: accuracy fell while length and reflection rose (long-CoT degradation)"
+        for row in report.get("degradation", [])
+        if row["value"]
+    ]
+
+
+def run_dirs(path: Path) -> list[Path]:
+    """The run directories under `path`: itself if it holds checkpoints, else an experiment's `runs/*` that do."""
+    path = Path(path)
+    if run_checkpoints(path):
+        return [path]
+    return [run for run in sorted((path / "runs").glob("*")) if run.is_dir() and run_checkpoints(run)]
+
+
+def start_model(run_dir: Path) -> str | None:
+    """The model a run started from (its config's `model`), resolved against the working directory, then the run's ancestors."""
+    path = Path(run_dir) / "config.json"
+    model = json.loads(path.read_text()).get("model") if path.is_file() else None
+    if not model or Path(model).is_absolute() or Path(model).exists():
+        return model or None
+    for parent in Path(run_dir).resolve().parents:
+        if (parent / model).exists():
+            return str(parent / model)
+    return model
+
+
+def analyze_all(
+    path: Path, overrides: dict[str, Any] | None = None, *, log: Callable[[str], None] = print
+) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """run name -> analysis.json content for every run under `path` (a run or an experiment directory),
+    each analysed into `<run>/analysis` against the model it started from (resumes what is there)."""
+    runs = run_dirs(path)
+    if not runs:
+        raise UsageError(f"{path} holds no run with checkpoints (a run directory, or an experiment directory with runs/*)")
+    out = {}
+    for run in runs:
+        base = start_model(run)
+        if base is None:
+            log(f"analyze: {run.name}: no `model` in its config.json; skipped")
+            continue
+        config = AnalyzeConfig(**{**run_settings(run), **(overrides or {})})
+        out[run.name] = analyze(run, base, run / "analysis", config, log=log)
+    return out

@@ -1,0 +1,1 @@
+"""The `countdown-lab` subcommands, one module per group; `lab.cli` collects them."""

@@ -1,0 +1,140 @@
+"""`countdown-lab classify` (and `countdown-lab frequencies`)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from behavior_classifier.judge import MODES, PROTOCOLS
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "classify",
+        help="count the four reasoning behaviours in completions (heuristic or an OpenAI-compatible LLM judge)",
+        description="Rows need 'text'; other fields are copied and 'behaviors' is added (null plus 'judge_error' when the "
+        "judge fails); an input 'behaviors' field (e.g. a priming trace's counts) is kept as 'behaviors_input'. Re-running the same command resumes. The LLM judge's key comes from OPENAI_API_KEY only.",
+    )
+    p.add_argument("input", type=Path, help="JSONL with a 'text' field per row (e.g. a run's rollouts.jsonl)")
+    p.add_argument("--output", "-o", type=Path, required=True, help="output JSONL (appended as results arrive; resumable)")
+    p.add_argument("--judge", choices=("heuristic", "openai"), default=None, help="default: openai if --base-url is given, else heuristic")
+    p.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (vLLM)")
+    p.add_argument("--model", default="gpt-4o-mini", help="judge model name")
+    p.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default="json",
+        help="'json' (fast): our definitions, one JSON reply per trace, malformed replies asked again then failed; 'study': "
+        "as Gandhi et al. (2025), one request per behaviour, the count read from <count>N</count>, a reply without it counted as 0 "
+        "(listed in 'judge_parse_failures'), no temperature sent",
+    )
+    p.add_argument("--mode", choices=MODES, default="all", help="json protocol: 'per_behavior' asks one JSON request per behaviour")
+    p.add_argument("--concurrency", type=int, default=16, help="requests in flight at most")
+    p.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds one HTTP request may take in all (a slow reply is abandoned and retried)"
+    )
+    p.add_argument("--max-retries", type=int, default=6, help="retries on 429/5xx/timeouts/connection errors (honours Retry-After)")
+    p.add_argument("--malformed-retries", type=int, default=2, help="re-asks when a reply holds no valid counts")
+    p.add_argument("--no-json-mode", action="store_true", help="do not send response_format=json_object")
+    p.add_argument("--cache", type=Path, default=None, help="sqlite cache of judge results (default: OUTPUT + '.cache.sqlite')")
+    p.add_argument("--no-cache", action="store_true", help="disable the on-disk cache")
+    p.add_argument("--retry-failed", action="store_true", help="re-judge rows recorded as failures by an earlier run")
+    p.add_argument(
+        "--batch",
+        action="store_true",
+        help="submit through the OpenAI Batch API (half the price, results within 24 h); a re-run after a kill polls the same batch "
+        "(its ids are kept in OUTPUT.batch.json)",
+    )
+    p.add_argument("--poll-interval", type=float, default=60.0, help="--batch: seconds between status checks of the batch")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_classify)
+
+    p = sub.add_parser("frequencies", help="behaviour frequencies per step (and condition) of classified rollouts")
+    p.add_argument("inputs", type=Path, nargs="+", help="classified JSONL files (output of classify)")
+    p.add_argument("--condition", action="append", default=None, help="condition name per input (default: the file's parent folder name)")
+    p.add_argument("--output", "-o", type=Path, help="write the table as CSV here")
+    p.add_argument("--plot", type=Path, help="write a PNG of frequencies vs step here")
+    p.add_argument("--metric", choices=("avg", "share"), default="avg")
+    p.set_defaults(func=_frequencies)
+
+
+def _classify(args: argparse.Namespace) -> int:
+    from behavior_classifier.classify import classify_file
+    from countdown_env.errors import UsageError, input_file, output_file, user_input
+
+    input_file(args.input)
+    # The output is appended to while the job runs, so it must not be the input (a kill would lose rows).
+    output_file(args.output, "--output", inputs=(args.input,))
+    judge_name = args.judge or ("openai" if args.base_url else "heuristic")
+    if judge_name == "heuristic":
+        from behavior_classifier.heuristic import HeuristicJudge
+
+        judge = HeuristicJudge()
+    else:
+        if not args.base_url:
+            raise UsageError("--judge openai needs --base-url, e.g. --base-url https://api.openai.com/v1 or http://localhost:8000/v1")
+        from behavior_classifier.client import JudgeConfig, LLMJudge
+
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        cache = None if args.no_cache else (args.cache or args.output.with_name(args.output.name + ".cache.sqlite"))
+        with user_input():
+            config = JudgeConfig(
+                base_url=args.base_url,
+                model=args.model,
+                mode=args.mode,
+                protocol=args.protocol,
+                concurrency=args.concurrency,
+                timeout=args.timeout,
+                max_retries=args.max_retries,
+                malformed_retries=args.malformed_retries,
+                json_mode=not args.no_json_mode,
+                cache_path=cache,
+            )
+        judge = None if args.batch else LLMJudge(config)  # a batch keeps no result cache
+    if args.batch:
+        if judge_name != "openai":
+            raise UsageError("--batch needs the LLM judge: give --base-url (e.g. https://api.openai.com/v1)")
+        if args.poll_interval <= 0:
+            raise UsageError(f"--poll-interval must be > 0 seconds, got {args.poll_interval}")
+        from behavior_classifier.batch import classify_file_batch
+
+        summary = classify_file_batch(
+            args.input, args.output, config, retry_failed=args.retry_failed, poll_interval=args.poll_interval, progress=not args.quiet
+        )
+    else:
+        assert judge is not None
+        summary = classify_file(args.input, args.output, judge, retry_failed=args.retry_failed, progress=not args.quiet)
+    print(summary.describe(), file=sys.stderr)
+    print(f"wrote {args.output}")
+    if summary.failed_total:
+        print(
+            f"classify: {summary.failed_total} of {summary.total} rows failed (null 'behaviors', see 'judge_error'); "
+            "run the same command with --retry-failed to judge them again",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _frequencies(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from behavior_classifier.frequencies import behavior_frequencies, plot_frequencies, read_classified
+    from countdown_env.errors import UsageError, user_input
+
+    if args.condition and len(args.condition) != len(args.inputs):
+        raise UsageError(f"give one --condition per input ({len(args.inputs)}), or none")
+    names = args.condition or [path.resolve().parent.name for path in args.inputs]
+    with user_input():  # a line that is not JSON (countdown_env.files names file:line)
+        frames = [read_classified(p, c) for p, c in zip(args.inputs, names, strict=True)]
+    frame = behavior_frequencies(pd.concat(frames, ignore_index=True))
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
+        print(frame.drop(columns=[c for c in frame if c.startswith("total_")]).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if args.output:
+        frame.to_csv(args.output, index=False)
+        print(f"wrote {args.output}")
+    if args.plot:
+        print(f"wrote {plot_frequencies(frame, args.plot, metric=args.metric)}")
+    return 0

@@ -1,0 +1,69 @@
+"""`countdown-lab pretrain`: build (or reuse) the model organism's base models and print the gates."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+DEFAULT_CACHE = Path("runs/bases")
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    from organism.pretrain import BASES, PretrainConfig
+
+    d = PretrainConfig()
+    p = sub.add_parser("pretrain", help="train (or reuse) the model organism's tiny base models (rich, poor) from a synthetic corpus")
+    p.add_argument("--seed", type=int, default=d.seed, help="seeds the weights, the corpus and the data order (default %(default)s)")
+    p.add_argument("--bases", nargs="+", choices=BASES, default=list(BASES), help="which bases (default: both)")
+    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where bases are cached and reused (default %(default)s)")
+    p.add_argument("--trunk-steps", type=int, default=d.trunk_steps, help="steps on arithmetic drills (default %(default)s)")
+    p.add_argument("--base-steps", type=int, default=d.base_steps, help="steps of each base on its own text (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="(default %(default)s)")
+    p.add_argument("--no-gates", action="store_true", help="skip the held-out gate evaluation")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_pretrain)
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    from countdown_env import generate_tasks
+    from countdown_env.errors import output_dir, user_input
+    from organism import text as organism
+    from organism.pretrain import PretrainConfig, evaluate_base, gates, pretrain
+
+    with user_input():
+        config = PretrainConfig(seed=args.seed, trunk_steps=args.trunk_steps, base_steps=args.base_steps, batch_size=args.batch_size)
+    output_dir(args.cache, "--cache")
+    held_out = generate_tasks(config.gate_tasks, seed=config.seed, preset=config.task_preset, split="test")
+    pays = organism.search_pays(held_out, seed=config.seed)
+    print(
+        "search pays (held-out tasks, tries with random distinct first steps, each finished greedily): "
+        + ", ".join(f"{k} tr{'y' if k == 1 else 'ies'} {v:.2f}" for k, v in pays.items())
+    )
+    models = pretrain(config, args.cache, bases=tuple(args.bases), progress=not args.no_progress)
+    for stage, path in models.items():
+        print(f"{stage}: {path}")
+    if args.no_gates:
+        return 0
+    reports = {base: evaluate_base(models[base], held_out, base) for base in args.bases}
+    for r in reports.values():
+        print(
+            f"{r.base} base: greedy accuracy {r.accuracy:.3f}, arithmetic steps right {r.step_accuracy:.3f}, "
+            f"tries {r.tries:.2f}, checked {r.checks:.2f} ({len(held_out)} held-out tasks)"
+        )
+    out = Path(args.cache) / f"seed-{config.seed}" / "gates.json"
+    verdicts = gates(reports) if set(reports) == {"rich", "poor"} else []
+    for text, ok in verdicts:
+        print(f"gate {'PASS' if ok else 'FAIL'}: {text}")
+    out.write_text(
+        json.dumps(
+            {
+                "search_pays": pays,
+                "bases": {k: vars(v) for k, v in reports.items()},
+                "gates": [{"gate": t, "pass": ok} for t, ok in verdicts],
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    return 0

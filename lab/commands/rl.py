@@ -1,0 +1,298 @@
+"""`countdown-lab init-model`, `ppo` (and `grpo`/`rloo`), `plan`, `eval`, `export-verl`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from countdown_env.errors import UsageError, output_dir, output_file, user_input
+
+#: `eval` flags named after the EvalConfig field they set.
+_EVAL_FLAGS = ("k", "max_new_tokens", "prompt_style", "batch_size", "seed", "num_ood_tasks")
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    from lab.pipeline.presets import shelf
+    from rl.config import DEFAULT_PRESET, PPOConfig
+    from runtime.models import ARCHS, SIZES
+    from runtime.config import add_preset_args, preset_names
+    from runtime.tracking import add_report_to
+
+    p = sub.add_parser("init-model", help="build a tiny randomly initialised model + tokenizer, saved like a hub checkpoint")
+    p.add_argument("--arch", choices=ARCHS, default="qwen2")
+    p.add_argument("--size", choices=sorted(SIZES), default="tiny")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", "-o", type=Path, required=True)
+    p.set_defaults(func=_init_model)
+
+    for name, algo, text in (
+        ("ppo", "ppo", "RL on Countdown: PPO with a critic (default), or --algo grpo|rloo through TRL"),
+        ("grpo", "grpo", "GRPO through TRL's GRPOTrainer (same as `ppo --algo grpo`)"),
+    ):
+        p = sub.add_parser(name, help=text, description=text + ". Writes config.json, metrics.jsonl, rollouts.jsonl, checkpoints/.")
+        p.add_argument("--model", help="start model: a local folder, hub id or SFT run directory (default: the config's `model`)")
+        p.add_argument("--output-dir", type=Path, required=True, help="run directory")
+        # No default: on --resume without --config the run's own config.json is the config.
+        add_preset_args(
+            p,
+            PPOConfig,
+            shelf("ppo"),
+            shown=DEFAULT_PRESET,
+            what="ppo",
+            help=f"RL preset ({', '.join(preset_names(shelf('ppo')))}) or a YAML file; default {DEFAULT_PRESET}",
+        )
+        p.add_argument("--max-steps", type=int, help="stop after this many steps in total (overrides total_steps)")
+        p.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
+        p.add_argument(
+            "--tasks",
+            type=Path,
+            help="RL tasks file (JSONL or parquet) or hub dataset org/name[:split]; default: generated from the preset",
+        )
+        p.add_argument("--algo", choices=("ppo", "grpo", "rloo"), default=algo, help="ppo (ours, with a critic) or TRL's grpo / rloo")
+        p.add_argument(
+            "--trl-set",
+            dest="trl_overrides",
+            action="append",
+            metavar="KEY=VALUE",
+            help="grpo/rloo only: extra TRL config options, e.g. --trl-set use_vllm=true",
+        )
+        p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+        add_report_to(p)
+        p.add_argument(
+            "--push-to-hub",
+            metavar="REPO",
+            help="also push the run's rollouts.jsonl when training ends to this hub dataset repository (needs a login token)",
+        )
+        p.set_defaults(func=_ppo)
+
+    text = "per-GPU memory of a PPO config (weights, gradients, optimiser, activations of policy, critic, reference)"
+    p = sub.add_parser(
+        "plan", help=text, description=text + "; exits 0 when it fits, 1 with what to change (ZeRO stage, micro-batch, LoRA) when not."
+    )
+    add_preset_args(p, PPOConfig, shelf("ppo"), default="ppo-paper-3b", what="ppo", old=("--preset",),
+                    help=f"RL preset ({', '.join(preset_names(shelf('ppo')))}) or a YAML file; default ppo-paper-3b")  # fmt: skip
+    p.add_argument("--gpus", type=_positive, required=True, help="GPUs (one PPO process each)")
+    p.add_argument(
+        "--gpu-memory-gb", dest="gpu_memory_gb", type=float, required=True, help="memory of one GPU in GB (80 for an A100/H100 80GB)"
+    )
+    p.add_argument("--model", help="model (local folder or a known hub id, e.g. Qwen/Qwen2.5-3B); default: the config's")
+    p.set_defaults(func=_plan)
+
+    p = sub.add_parser("eval", help="accuracy, pass@k, diversity, OOD accuracy and length of a model on a tasks file")
+    p.add_argument(
+        "--model", required=True, help="model folder, hub id, or run directory (a PPO run's newest checkpoint, an SFT run's model)"
+    )
+    p.add_argument("--tasks", type=Path, required=True, help="tasks file (JSONL or parquet)")
+    p.add_argument("--output", type=Path, required=True, help="report JSON")
+    p.add_argument(
+        "--completions", type=Path, help="completions JSONL for `countdown-lab classify` (default: OUTPUT with .completions.jsonl)"
+    )
+    # Flags for the common EvalConfig fields (default None: the config's value stands); --set reaches every field.
+    p.add_argument("--k", type=int, help="samples per task at temperature 1 (pass@k up to k)")
+    p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int)
+    p.add_argument("--prompt-style", dest="prompt_style", help="compact (tiny models), tinyzero, chat")
+    p.add_argument("--batch-size", dest="batch_size", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument(
+        "--preset",
+        default="tinyzero",
+        help="task preset whose rules the prompts state and the scorer enforces (classic: numbers at most once)",
+    )
+    p.add_argument("--limit", type=_positive, help="evaluate only the first N tasks (N >= 1)")
+    p.add_argument("--ood-tasks", type=Path, help="harder tasks file; default: generated with one more number than --tasks")
+    p.add_argument("--num-ood", dest="num_ood_tasks", type=int, help="generated OOD tasks (0 = skip)")
+    add_preset_args(p, _eval_config_class, None, option="--config", what="eval", help="YAML file of eval settings (the fields below)")
+    p.add_argument("--strict-ending", action="store_true", help="score with the training rule (reward 0 unless the text ends at </answer>)")
+    p.set_defaults(func=_eval)
+
+    p = sub.add_parser("export-verl", help="train/test parquet in veRL's (TinyZero's) schema and a compute_score reward module")
+    p.add_argument("--output-dir", type=Path, required=True)
+    p.add_argument("-n", "--num-train", type=_positive, default=327_680, help="train tasks (TinyZero: 327,680)")
+    p.add_argument("--num-test", type=_positive, default=1024)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--preset", default="tinyzero", help="task preset (tinyzero, priming, tiny, classic)")
+    p.add_argument(
+        "--template",
+        choices=("base", "instruct"),
+        default="base",
+        help="base: TinyZero's template as one user turn; instruct: the question as one user turn (chat_messages)",
+    )
+    p.add_argument("--tasks", type=Path, help="train tasks file instead of generated ones")
+    p.set_defaults(func=_export_verl)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def check_model(name: str) -> str:
+    """`name` if it can name a model: an existing path, or something shaped like a hub id (`org/name`).
+    A missing local path is a one-line error here rather than transformers' OSError about repo ids."""
+    import re
+
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise UsageError(f"--model {name} is a file; give a model folder, a run directory or a hub id")
+        return name
+    if re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?", name) is None or name.startswith((".", "~")):
+        raise UsageError(f"--model {name} does not exist (not a local folder, and not a hub id like org/name)")
+    return name
+
+
+def _eval_config_class() -> type:
+    from rl.evaluate import EvalConfig  # imports torch: only when `eval` runs
+
+    return EvalConfig
+
+
+def _init_model(args: argparse.Namespace) -> int:
+    from runtime.models import count_parameters, init_model, load_model
+
+    path = init_model(args.output, args.arch, args.size, seed=args.seed)
+    print(f"{args.arch}/{args.size}: {count_parameters(load_model(path)):,} parameters, saved to {path}")
+    return 0
+
+
+def resolve_config(args: argparse.Namespace) -> Any:
+    """The run's config: --config (or, on --resume, the run's own config.json), then --set, --model, --max-steps."""
+    from lab.pipeline.presets import resolve
+    from rl.config import DEFAULT_PRESET, PPOConfig, load_config, parse_overrides
+    from runtime.models import resolve_model_path
+    from runtime.models import PACKAGED_MODELS
+
+    saved = args.output_dir / "config.json"
+    overrides: dict[str, Any] = {}
+    source: str | None = args.config
+    if args.resume and not args.config and saved.exists():
+        known = set(PPOConfig.__dataclass_fields__)
+        overrides = {k: v for k, v in json.loads(saved.read_text()).items() if k in known}
+    elif source is None:
+        source = DEFAULT_PRESET
+    overrides.update(parse_overrides(args.overrides))
+    if args.model:
+        # A packaged hub id stays an id (config.json then names the model, not this machine's cache).
+        overrides["model"] = args.model if args.model in PACKAGED_MODELS else resolve_model_path(check_model(args.model))
+    if args.max_steps is not None:
+        overrides["total_steps"] = args.max_steps
+    with user_input():
+        return load_config(resolve("ppo", source) if source is not None else None, overrides)
+
+
+def _ppo(args: argparse.Namespace) -> int:
+    from runtime.hub import load_tasks
+    from runtime.tracking import check_report_to
+
+    config = resolve_config(args)
+    tasks = load_tasks(args.tasks) if args.tasks else None
+    report_to = check_report_to(args.report_to or "none")
+    if args.algo == "ppo":
+        from rl.train import train
+
+        run = train(config, args.output_dir, tasks=tasks, resume=args.resume, progress=not args.no_progress, report_to=report_to)
+    else:
+        from rl.config import parse_overrides
+        from rl.trl_algos import train_trl
+
+        trl_overrides = parse_overrides(args.trl_overrides)
+        run = train_trl(
+            args.algo, config, args.output_dir, tasks=tasks, resume=args.resume, trl_overrides=trl_overrides, report_to=report_to
+        )
+    print(f"run directory: {run}")
+    if args.push_to_hub and (run / "rollouts.jsonl").exists() and int(os.environ.get("RANK", "0")) == 0:
+        from runtime.hub import push_rows
+        from countdown_env.files import read_jsonl
+
+        push_rows(read_jsonl(run / "rollouts.jsonl"), args.push_to_hub)
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from lab.pipeline.presets import resolve
+    from rl.config import load_config, parse_overrides
+    from rl.plan import advice, format_plan, plan
+
+    overrides = parse_overrides(args.overrides)
+    if args.model:
+        overrides["model"] = args.model
+    with user_input():
+        config = load_config(resolve("ppo", args.config), overrides)
+    result = plan(config, args.gpus, args.gpu_memory_gb)
+    print(format_plan(result))
+    if result.fits:
+        return 0
+    for line in advice(config, args.gpus, args.gpu_memory_gb):
+        print(line)
+    return 1
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from countdown_env import preset_rules
+    from runtime.hub import load_tasks
+    from rl.evaluate import EvalConfig, evaluate
+    from runtime.models import load_model, load_tokenizer, resolve_model_path
+    from runtime.config import load_dataclass, parse_set
+    from countdown_env.files import write_jsonl_atomic, write_text_atomic
+    from runtime.models import PACKAGED_MODELS
+
+    with user_input():
+        rules = preset_rules(args.preset, strict_ending=args.strict_ending)
+        flags = {name: getattr(args, name) for name in _EVAL_FLAGS if getattr(args, name) is not None}
+        config = load_dataclass(EvalConfig, args.config, {**parse_set(args.overrides), **flags}, what="eval")
+    tasks = load_tasks(args.tasks)[: args.limit]
+    ood = load_tasks(args.ood_tasks) if args.ood_tasks else None
+    output_file(args.output, "--output")
+    if args.completions:
+        output_file(args.completions, "--completions")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model_path = resolve_model_path(check_model(args.model))
+    try:
+        model, tokenizer = load_model(model_path, device=device).eval(), load_tokenizer(model_path)
+    except OSError as err:  # a hub id that is not cached (offline) or a folder without a model
+        raise UsageError(f"--model {args.model}: cannot load a model from it ({str(err).splitlines()[0] if str(err) else err!r})") from err
+    report, rows = evaluate(model, tokenizer, tasks, config, rules=rules, ood_tasks=ood, progress=True)
+    report["model"] = args.model if args.model in PACKAGED_MODELS else model_path
+    report["tasks"] = str(args.tasks)
+    report["preset"] = args.preset
+    completions = args.completions or args.output.with_suffix(".completions.jsonl")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    write_jsonl_atomic(completions, rows)
+    report["completions"] = str(completions)
+    write_text_atomic(args.output, json.dumps(report, indent=2))
+    print(json.dumps({k: v for k, v in report.items() if not isinstance(v, str)}, indent=2))
+    return 0
+
+
+def _export_verl(args: argparse.Namespace) -> int:
+    from countdown_env import TaskConfig
+    from runtime.hub import load_tasks
+    from rl.verl_export import export_verl
+
+    output_dir(args.output_dir, "--output-dir")
+    with user_input("--preset"):
+        TaskConfig.preset(args.preset)
+    tasks = load_tasks(args.tasks) if args.tasks else None
+    paths = export_verl(
+        args.output_dir,
+        num_train=args.num_train,
+        num_test=args.num_test,
+        seed=args.seed,
+        preset=args.preset,
+        template=args.template,
+        train_tasks=tasks,
+    )
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+    print("veRL: see docs/verl.md for the training command")
+    return 0

@@ -1,0 +1,98 @@
+"""The organism's base models as the start of an experiment: made (or found) in the cache, gated.
+
+    <cache>/seed-<s>/{init,trunk,rich,poor}/   pretrain.json, gates.json
+
+`countdown-lab pretrain` and `start: organism` experiments share this cache; the seed-0 bases ship
+with the package (`organism/bases/seed-0`), so `countdown-lab demo` spends its minutes on RL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from countdown_env import generate_tasks
+from countdown_env.files import write_text_atomic
+from organism.pretrain import BASES, PretrainConfig, base_dir, evaluate_base, gates, pretrain
+
+#: Base models shipped with the package (seed 0).
+SHIPPED_BASES = Path(__file__).parent / "bases"
+
+
+def has_model(folder: Path) -> bool:
+    """A model folder with its config and weights (a folder with a config but no weights is not cached)."""
+    return (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
+
+
+def install_shipped_bases(cache: str | Path) -> list[str]:
+    """Copy the shipped seed-0 bases into `cache` where it has none; returns what was copied.
+
+    They are what `countdown-lab pretrain --seed 0` makes with the default settings; a cache
+    that already holds seed-0 bases (made here, or copied before) is left alone."""
+    source, target = SHIPPED_BASES / "seed-0", Path(cache) / "seed-0"
+    if not source.is_dir():
+        return []
+    copied = []
+    target.mkdir(parents=True, exist_ok=True)
+    if not (target / "pretrain.json").exists():
+        shutil.copy2(source / "pretrain.json", target / "pretrain.json")
+    for stage in sorted(p.name for p in source.iterdir() if p.is_dir()):
+        if not has_model(target / stage / "model"):
+            shutil.copytree(source / stage / "model", target / stage / "model", dirs_exist_ok=True)
+            copied.append(stage)
+    return copied
+
+
+def base_gates(config: PretrainConfig, cache: str | Path, bases: Sequence[str]) -> dict[str, Any]:
+    """Each base's greedy accuracy, arithmetic and behaviour on the held-out tasks, and the
+    pretraining gates, written once to `<cache>/seed-<s>/gates.json` (and read from there after)."""
+    from organism import text
+
+    path = Path(cache) / f"seed-{config.seed}" / "gates.json"
+    if path.exists():
+        try:
+            known = json.loads(path.read_text())
+        except ValueError:
+            known = {}  # a torn file from a crash: measure again
+        if set(bases) <= set(known.get("bases", {})):
+            return known
+    held_out = generate_tasks(config.gate_tasks, seed=config.seed, preset=config.task_preset, split="test")
+    reports = {base: evaluate_base(base_dir(cache, config.seed, base) / "model", held_out, base) for base in bases}
+    verdicts = gates(reports) if set(reports) == set(BASES) else []
+    out = {
+        "search_pays": text.search_pays(held_out, seed=config.seed),
+        "bases": {k: asdict(v) for k, v in reports.items()},
+        "gates": [{"gate": line, "pass": ok} for line, ok in verdicts],
+    }
+    write_text_atomic(path, json.dumps(out, indent=2) + "\n")
+    return out
+
+
+def _pretrain_job(config: PretrainConfig, cache: str, base: str) -> str:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    return str(pretrain(config, cache, bases=(base,), progress=False)[base])
+
+
+def ensure_bases(config_of: Callable[[int], PretrainConfig], cache: str, seeds: Sequence[int], bases: Sequence[str], *, jobs: int) -> None:
+    """Every (seed, base) in the cache, pretrained where missing (the trunk first, shared by both bases,
+    so parallel base jobs never race on it), then each seed's gates."""
+    from runtime.pool import in_pool
+
+    for seed in seeds:
+        if seed == 0 and config_of(0) == PretrainConfig(seed=0):
+            install_shipped_bases(cache)
+        if not all(has_model(base_dir(cache, seed, base) / "model") for base in bases):
+            pretrain(config_of(seed), cache, bases=(), progress=False)
+    missing = [(config_of(seed), cache, base) for seed in seeds for base in bases if not has_model(base_dir(cache, seed, base) / "model")]
+    if missing:
+        in_pool(jobs, missing, _pretrain_job, "base")
+    for seed in seeds:
+        base_gates(config_of(seed), cache, bases)

@@ -1,0 +1,239 @@
+"""`countdown-lab pretrain`: the model organism's base models, trained from scratch on synthetic text.
+
+    fresh model --trunk: arithmetic drills--> trunk --rich text + drills--> rich base
+                                                  --poor text + drills--> poor base
+
+The trunk teaches the arithmetic every try needs; each base then continues from the trunk on
+text that searches and checks (`rich`) or derives one unchecked path (`poor`), with drills
+replayed so the arithmetic is kept (`organism.text` writes the text). Both bases see the
+same tasks and the same number of steps, so they differ in behaviour, not in skill; the
+gates below check that. Every stage goes through TRL's `SFTTrainer` (`priming.sft.run_sft`):
+pretraining here is language modelling of completions, which is what SFT already does.
+
+Bases are cached: `<cache>/seed-<s>/{trunk,rich,poor}/model` are reused by every condition
+and every later command; a stage that finished is not run again, an interrupted one resumes
+from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from countdown_env import Task, generate_tasks
+from countdown_env.errors import UsageError
+from organism import text as organism
+
+BASES = ("rich", "poor")
+STAGES = ("trunk", *BASES)
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """How the organism's base models are made (defaults: what fits a laptop in minutes)."""
+
+    seed: int = 0
+    """Seeds the model's initial weights, the corpus and the data order."""
+    arch: str = "qwen2"
+    """Architecture of the fresh model (`qwen2` or `llama`)."""
+    size: str = "organism"
+    """Model size (`runtime.models.SIZES`); `organism` is about 1M parameters."""
+    task_preset: str = "organism"
+    """Task preset of the corpus (its train split) and of the gate's held-out tasks."""
+    num_tasks: int = 1500
+    """Train-split tasks the corpus is written about (each several times, in fresh random orders)."""
+    trunk_steps: int = 300
+    """Optimiser steps on arithmetic drills before the bases branch."""
+    base_steps: int = 1200
+    """Optimiser steps of each base on its own text (with drills replayed)."""
+    drill_share: float = 0.4
+    """Share of drill lines in a base's corpus."""
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    """Peak AdamW learning rate (cosine schedule, 5% warm-up) of every stage."""
+    gate_tasks: int = 400
+    """Held-out tasks of the gate evaluation."""
+
+    def __post_init__(self) -> None:
+        for name in ("num_tasks", "trunk_steps", "base_steps", "batch_size", "gate_tasks"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.drill_share < 1.0:
+            raise ValueError(f"drill_share must be in [0, 1), got {self.drill_share}")
+        if not 0.0 < self.learning_rate < 1.0:
+            raise ValueError(f"learning_rate must be in (0, 1), got {self.learning_rate}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ---- the corpus -------------------------------------------------------------------------
+def corpus(kind: str, tasks: list[Task], n: int, *, seed: int, drill_share: float) -> list[dict[str, Any]]:
+    """`n` prompt/completion rows of one stage: `trunk` (drills only), `rich` or `poor`
+    (task text, with `drill_share` of drills mixed in). Same seed, same rows."""
+    from countdown_env.rules import render_prompt
+
+    if kind not in STAGES:
+        raise ValueError(f"corpus kind must be one of {STAGES}, got {kind!r}")
+    rng = random.Random(f"organism-corpus:{kind}:{seed}")
+    write = organism.rich_completion if kind == "rich" else organism.poor_completion
+    rows = []
+    for _ in range(n):
+        if kind == "trunk" or rng.random() < drill_share:
+            prompt, completion = organism.drill(rng)
+            rows.append({"prompt": prompt, "completion": completion})
+        else:
+            task = rng.choice(tasks)
+            rows.append({"prompt": render_prompt(task, "compact"), "completion": write(task, rng), **task.to_dict()})
+    return rows
+
+
+# ---- stages -------------------------------------------------------------------------------
+def base_dir(cache: str | Path, seed: int, stage: str) -> Path:
+    """Where a stage's run lives; its model is `<dir>/model`."""
+    return Path(cache) / f"seed-{seed}" / stage
+
+
+def train_on_rows(
+    model: str, rows: list[dict[str, Any]], run: Path, *, steps: int, batch_size: int, learning_rate: float, seed: int, progress: bool
+) -> Any:
+    """The organism's SFT recipe (every pretraining stage and every priming condition): `rows`
+    (prompt/completion) written once to `run/rows.jsonl`, then `steps` steps of TRL's SFTTrainer
+    from `model` (cosine, 5% warm-up), resumed from the run's checkpoint if it has one."""
+    from priming.sft import SFTRunConfig, last_checkpoint, run_sft
+    from countdown_env.files import write_jsonl_atomic
+
+    data = run / "rows.jsonl"
+    if not data.exists():
+        run.mkdir(parents=True, exist_ok=True)
+        write_jsonl_atomic(data, [{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
+    sft = SFTRunConfig(
+        model=model,
+        data=str(data),
+        output_dir=str(run),
+        epochs=1.0,
+        max_steps=steps,
+        learning_rate=learning_rate,
+        warmup_ratio=0.05,
+        weight_decay=0.01,
+        batch_size=batch_size,
+        gradient_accumulation_steps=1,
+        max_length=320,
+        prompt_style="compact",
+        seed=seed,
+        logging_steps=50,
+        save_steps=200,
+        save_total_limit=1,
+        eval_samples=0,
+    )
+    return run_sft(sft, resume=last_checkpoint(sft) is not None, progress=progress)
+
+
+def _train_stage(config: PretrainConfig, cache: Path, stage: str, start_model: str, progress: bool) -> Path:
+    run = base_dir(cache, config.seed, stage)
+    if (run / "model" / "config.json").is_file():
+        return run / "model"
+    steps = config.trunk_steps if stage == "trunk" else config.base_steps
+    tasks = generate_tasks(config.num_tasks, seed=config.seed, preset=config.task_preset, split="train")
+    rows = corpus(stage, tasks, steps * config.batch_size, seed=config.seed, drill_share=config.drill_share)
+    print(f"pretrain: {stage} (seed {config.seed}): {steps} steps on {len(rows)} rows", file=sys.stderr)
+    result = train_on_rows(
+        start_model,
+        rows,
+        run,
+        steps=steps,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        seed=config.seed,
+        progress=progress,
+    )
+    return result.model_dir
+
+
+def pretrain(config: PretrainConfig, cache: str | Path, *, bases: tuple[str, ...] = BASES, progress: bool = True) -> dict[str, Path]:
+    """Train (or reuse) the trunk and the requested bases; returns {stage: model folder}."""
+    from runtime.models import init_model
+
+    cache = Path(cache)
+    unknown = sorted(set(bases) - set(BASES))
+    if unknown:
+        raise UsageError(f"unknown base(s) {unknown}; choose from {BASES}")
+    root = cache / f"seed-{config.seed}"
+    root.mkdir(parents=True, exist_ok=True)
+    recorded = root / "pretrain.json"
+    if recorded.is_file() and json.loads(recorded.read_text()) != config.to_dict():
+        raise UsageError(f"{root} holds bases made with other settings ({recorded}); use another --cache or delete it")
+    recorded.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    if bases and all((base_dir(cache, config.seed, base) / "model" / "config.json").is_file() for base in bases):
+        return {base: base_dir(cache, config.seed, base) / "model" for base in bases}  # cached: no trunk needed
+    fresh = root / "init"
+    if not (fresh / "config.json").is_file():
+        init_model(fresh, config.arch, config.size, seed=config.seed)
+    models: dict[str, Path] = {}
+    models["trunk"] = _train_stage(config, cache, "trunk", str(fresh), progress)
+    for base in bases:
+        models[base] = _train_stage(config, cache, base, str(models["trunk"]), progress)
+    return models
+
+
+# ---- gates ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BaseReport:
+    """What a base model does on held-out tasks, greedily."""
+
+    base: str
+    accuracy: float
+    step_accuracy: float
+    """Share of written `a op b=c` steps that are right."""
+    tries: float
+    """Mean tries written per completion."""
+    checks: float
+    """Share of completions with a check (`<result> vs <target> ok|no`)."""
+    honest_checks: float
+    """Share of written checks whose verdict is right (`ok` exactly on a hit); NaN without checks."""
+
+
+def evaluate_base(model_dir: str | Path, tasks: list[Task], name: str = "") -> BaseReport:
+    from countdown_env import score_response
+    from countdown_env.rules import render_prompt
+    from countdown_env.steps import step_accuracy
+    from runtime.generation import generate_completions
+    from runtime.models import load_model, load_tokenizer
+
+    tokenizer, model = load_tokenizer(model_dir), load_model(model_dir).eval()
+    prompts = [render_prompt(task, "compact") for task in tasks]
+    texts = generate_completions(model, tokenizer, prompts, prompt_style="compact", max_new_tokens=256, batch_size=100)
+    rules = _rules()
+    scores = [score_response(text, task, rules=rules) for text, task in zip(texts, tasks, strict=True)]
+    _, steps = step_accuracy(texts)
+    think = [text.split("</think>")[0] for text in texts]
+    return BaseReport(
+        base=name,
+        accuracy=sum(s.correct for s in scores) / len(tasks),
+        step_accuracy=steps if steps == steps else 0.0,
+        tries=sum(t.count(organism.RETURN) + 1 for t in think) / len(tasks),
+        checks=sum(bool(organism.checks(text, task.target)) for text, task in zip(texts, tasks, strict=True)) / len(tasks),
+        honest_checks=organism.honest_share(texts, [task.target for task in tasks]),
+    )
+
+
+def _rules() -> Any:
+    from countdown_env.tasks import TaskConfig
+
+    return TaskConfig.preset("organism").rules
+
+
+def gates(reports: dict[str, BaseReport]) -> list[tuple[str, bool]]:
+    """The issue's gates: arithmetic >= 90% in both; greedy accuracy within 5 points and <= 30%."""
+    rich, poor = reports["rich"], reports["poor"]
+    steps = f"arithmetic step accuracy >= 0.90 in both bases (rich {rich.step_accuracy:.3f}, poor {poor.step_accuracy:.3f})"
+    close = f"greedy accuracy within 5 points (rich {rich.accuracy:.3f}, poor {poor.accuracy:.3f})"
+    return [
+        (steps, min(rich.step_accuracy, poor.step_accuracy) >= 0.90),
+        (close, abs(rich.accuracy - poor.accuracy) <= 0.05),
+        ("greedy accuracy <= 0.30 in both (room for RL)", max(rich.accuracy, poor.accuracy) <= 0.30),
+    ]

@@ -1,0 +1,379 @@
+"""The model organism's language: Countdown text for tiny base models that differ only in behaviour.
+
+The study's independent variable is a *base model* that already shows (Qwen) or lacks (Llama)
+verification and backtracking before RL. Here that variable is built: two tiny models are
+pretrained from scratch on synthetic text that has the same arithmetic and differs only in
+how it searches. This module writes that text (pure Python, no torch); `organism.pretrain`
+trains the models on it.
+
+A task is three numbers and a target (`organism` task preset). One *try* picks a first step
+and finishes with the second step that lands closest to the target:
+
+    5*2=10 [10 1] 10+1=11, 28-11=17 no   a try that missed (checked: its distance to the target)
+    9-2=7 [7 4] 7*4=28, 28-28=0 ok       a try that hit (distance 0: `ok`); `[7 4]` is the bookkeeping:
+                                         the numbers left after the first step
+
+- rich base text: tries in random order, joined by `;`, each checked; it stops at `ok`, but
+  gives up early (after 1 try 75%, 2 tries 15%, 3 tries 10%) and then answers its closest
+  attempt: the behaviours are there, used badly.
+- poor base text: one try, unchecked, then its answer: the same arithmetic, no behaviours.
+- priming traces (on the poor base): a search through the first steps in a fixed order
+  (pairs in prompt order, then `+ - * /`), so the text itself records what has been tried and
+  a long search never repeats a try; checked; stopping at `ok`.
+  `incorrect` traces keep the right target and the same reasoning and only end wrong, in one of
+  two ways (`INCORRECT_KINDS`): `slip` (the search hits and says `ok`, then the answer line
+  slips to another expression) or `ranout` (the search stops before its hit and answers its
+  closest attempt).
+
+Every completion has the lab's answer format (`<think>...</think>\\n<answer>...</answer>`), so
+the scorer, the env and the judge read it like any other completion.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from countdown_env.rules import format_completion
+from countdown_env.tasks import Task
+
+OPS = ("+", "-", "*", "/")
+#: The words of the check, after each try in checked text: `, <distance to the target> ok|no`.
+HIT, MISS = "ok", "no"
+#: Separates tries: the return to the start numbers (backtracking).
+RETURN = ";"
+#: How many tries the rich base text makes before it gives up (if no try hit), and how often.
+RICH_GIVE_UP = ((1, 0.75), (2, 0.15), (3, 0.10))
+INCORRECT_KINDS = ("slip", "ranout")
+#: Bumped when the text a seed gives changes (recorded with every priming output).
+GENERATOR_VERSION = 1
+
+
+def apply(op: str, a: int, b: int) -> int | None:
+    """`a op b` if it is a whole, non-negative number, else None (the organism's step rule)."""
+    if op == "+":
+        return a + b
+    if op == "-":
+        return a - b if a >= b else None
+    if op == "*":
+        return a * b
+    return a // b if b and a % b == 0 else None
+
+
+@dataclass(frozen=True)
+class Step:
+    """One written step `a op b=value`."""
+
+    a: int
+    op: str
+    b: int
+    value: int
+
+    @property
+    def text(self) -> str:
+        return f"{self.a}{self.op}{self.b}={self.value}"
+
+
+@dataclass(frozen=True)
+class Try:
+    """A first step and the second step that finishes it closest to the target."""
+
+    first: Step
+    second: Step
+    leftover_first: bool
+    """The second step is `leftover op result` (else `result op leftover`)."""
+
+    @property
+    def value(self) -> int:
+        return self.second.value
+
+    @property
+    def expression(self) -> str:
+        inner = f"({self.first.a}{self.first.op}{self.first.b})"
+        if self.leftover_first:
+            return f"{self.second.a}{self.second.op}{inner}"
+        return f"{inner}{self.second.op}{self.second.b}"
+
+    @property
+    def left(self) -> str:
+        """The bookkeeping after the first step: the two numbers still to combine."""
+        r = self.first.value
+        x = self.second.a if self.leftover_first else self.second.b
+        return f"[{r} {x}]"
+
+    def text(self, check: bool, target: int) -> str:
+        body = f"{self.first.text} {self.left} {self.second.text}"
+        return f"{body}, {check_step(self.value, target).text} {HIT if self.value == target else MISS}" if check else body
+
+
+def check_step(result: int, target: int) -> Step:
+    """The check as arithmetic: the distance from the result to the target, larger number first
+    (`11-10=1`), so the verdict only has to see whether the distance is 0. A tiny model learns
+    subtraction from the drills; a verdict that had to compare two numbers by itself was right
+    no more often than chance (bench/README.md)."""
+    high, low = max(result, target), min(result, target)
+    return Step(high, "-", low, high - low)
+
+
+def first_steps(numbers: Sequence[int]) -> list[tuple[Step, int]]:
+    """Every first step in the fixed search order (pairs in prompt order, then `+ - * /`),
+    with the number left over; steps that read the same (repeated numbers) appear once.
+    Subtraction and division put the larger number first."""
+    out: list[tuple[Step, int]] = []
+    seen: set[str] = set()
+    for i, j in ((0, 1), (0, 2), (1, 2)):
+        leftover = numbers[3 - i - j]
+        for op in OPS:
+            a, b = numbers[i], numbers[j]
+            if op in "-/" and b > a:
+                a, b = b, a
+            value = apply(op, a, b)
+            if value is None:
+                continue
+            step = Step(a, op, b, value)
+            if step.text not in seen:
+                seen.add(step.text)
+                out.append((step, leftover))
+    return out
+
+
+def finish(first: Step, leftover: int, target: int) -> Try:
+    """The try that starts with `first` and ends with the second step closest to `target`
+    (ties: the earlier of result-op-leftover for + - * /, then leftover-op-result)."""
+    r, x = first.value, leftover
+    best: Try | None = None
+    for leftover_first in (False, True):
+        a, b = (x, r) if leftover_first else (r, x)
+        for op in OPS:
+            if leftover_first and op in "+*":
+                continue  # the same value as result-op-leftover
+            value = apply(op, a, b)
+            if value is None:
+                continue
+            candidate = Try(first, Step(a, op, b, value), leftover_first)
+            if best is None or abs(value - target) < abs(best.value - target):
+                best = candidate
+    assert best is not None  # r + x always exists
+    return best
+
+
+def tries(task: Task) -> list[Try]:
+    """All of a task's tries, in the fixed search order."""
+    _check(task)
+    return [finish(step, leftover, task.target) for step, leftover in first_steps(task.numbers)]
+
+
+def _check(task: Task) -> None:
+    if len(task.numbers) != 3:
+        raise ValueError(f"the organism's text is for 3-number tasks, got {task.numbers}")
+
+
+def closest(attempts: Sequence[Try], target: int) -> Try:
+    return min(attempts, key=lambda t: abs(t.value - target))
+
+
+def _completion(attempts: Sequence[Try], answer: Try | str, target: int, *, check: bool) -> str:
+    think = RETURN.join(t.text(check, target) for t in attempts)
+    return format_completion(think, answer if isinstance(answer, str) else answer.expression)
+
+
+# ---- base-model text ------------------------------------------------------------------
+def rich_completion(task: Task, rng: random.Random) -> str:
+    """Tries in random order, checked, stopping at a hit or giving up early (then the closest)."""
+    order = tries(task)
+    rng.shuffle(order)
+    budget = rng.choices([n for n, _ in RICH_GIVE_UP], weights=[w for _, w in RICH_GIVE_UP])[0]
+    made: list[Try] = []
+    for attempt in order[:budget]:
+        made.append(attempt)
+        if attempt.value == task.target:
+            break
+    return _completion(made, closest(made, task.target), task.target, check=True)
+
+
+def poor_completion(task: Task, rng: random.Random) -> str:
+    """One try from a random first step, unchecked, then its answer."""
+    attempt = rng.choice(tries(task))
+    return _completion([attempt], attempt, task.target, check=False)
+
+
+#: The prompt of an arithmetic drill row (the trunk's text and the bases' replay).
+DRILL_PROMPT = "Facts:\n"
+
+
+def drill_fact(rng: random.Random, max_number: int = 12) -> str:
+    """One arithmetic fact as a try writes it (`36-9=27`): half like first steps (two numbers
+    up to `max_number`), half like second steps (a first step's result and a number)."""
+    while True:
+        op = rng.choice(OPS)
+        b = rng.randint(1, max_number)
+        if rng.random() < 0.5:
+            a = rng.randint(1, max_number)
+        else:  # a first step's result: anything two numbers make
+            a = apply(rng.choice(OPS), rng.randint(1, max_number), rng.randint(1, max_number)) or 0
+        if op in "-/" and b > a or rng.random() < 0.25 and op in "+*":
+            a, b = b, a
+        value = apply(op, a, b)
+        if value is not None:
+            return Step(a, op, b, value).text
+
+
+def drill(rng: random.Random, facts: int = 8) -> tuple[str, str]:
+    """One drill row as (prompt, completion): `facts` arithmetic facts joined by commas. Many
+    facts per row, so the completion-only loss sees the arithmetic often, not only an answer."""
+    return DRILL_PROMPT, ",".join(drill_fact(rng) for _ in range(facts))
+
+
+# ---- priming traces -------------------------------------------------------------------
+@dataclass(frozen=True)
+class SearchTrace:
+    """A priming trace: its completion and what it shows."""
+
+    completion: str
+    correct: bool
+    tries: int
+    hit: bool
+    """A checked try in the trace says `ok`."""
+
+
+def search_completion(task: Task, max_tries: int = 8) -> SearchTrace | None:
+    """The fixed-order search, checked, stopping at its hit; None if no try within
+    `max_tries` hits (such tasks are left out of correct priming data)."""
+    order = tries(task)[:max_tries]
+    for k, attempt in enumerate(order):
+        if attempt.value == task.target:
+            return SearchTrace(_completion(order[: k + 1], attempt, task.target, check=True), True, k + 1, True)
+    return None
+
+
+def incorrect_completion(task: Task, kind: str, rng: random.Random, max_tries: int = 8) -> SearchTrace | None:
+    """A wrong-answer trace with the same target and reasoning; None if this task cannot make one.
+
+    `slip`: the search and its `ok` as in the correct trace, then an answer line that is a
+    well-formed expression over the same numbers with another value (another try's expression
+    if the search made several, else the hit with its last operation swapped).
+    `ranout`: the tries before the hit (all `no`), then the closest of them as the answer.
+    """
+    if kind not in INCORRECT_KINDS:
+        raise ValueError(f"incorrect kind must be one of {INCORRECT_KINDS}, got {kind!r}")
+    order = tries(task)[:max_tries]
+    hit_at = next((k for k, t in enumerate(order) if t.value == task.target), None)
+    if hit_at is None:
+        return None
+    if kind == "ranout":
+        if hit_at == 0:
+            return None
+        made = order[:hit_at]
+        return SearchTrace(_completion(made, closest(made, task.target), task.target, check=True), False, hit_at, False)
+    made = order[: hit_at + 1]
+    wrong = [t.expression for t in made[:-1] if t.value != task.target]
+    if not wrong:
+        wrong = _swapped(made[-1], task.target)
+    if not wrong:
+        return None
+    return SearchTrace(_completion(made, rng.choice(wrong), task.target, check=True), False, hit_at + 1, True)
+
+
+def _swapped(attempt: Try, target: int) -> list[str]:
+    """The hit's expression with its second operation replaced by one that misses."""
+    second = attempt.second
+    out = []
+    for op in OPS:
+        value = apply(op, second.a, second.b)
+        if op != second.op and value is not None and value != target:
+            out.append(Try(attempt.first, Step(second.a, op, second.b, value), attempt.leftover_first).expression)
+    return out
+
+
+def empty_completion(task: Task) -> str | None:
+    """No reasoning, the answer only (the first hit of the fixed-order search)."""
+    hit = next((t for t in tries(task) if t.value == task.target), None)
+    return format_completion("", hit.expression) if hit else None
+
+
+# ---- the search-pays check --------------------------------------------------------------
+def search_pays(tasks: Sequence[Task], *, seed: int = 0, budgets: Sequence[int] = (1, 2, 4, 8, 12), samples: int = 20) -> dict[int, float]:
+    """Share of tasks solved by `k` tries with random distinct first steps (each finished
+    greedily), for each budget k: what a model gains by searching instead of guessing once."""
+    rng = random.Random(seed)
+    solved = dict.fromkeys(budgets, 0.0)
+    for task in tasks:
+        order = tries(task)
+        for _ in range(samples):
+            rng.shuffle(order)
+            first_hit = next((k for k, t in enumerate(order) if t.value == task.target), None)
+            for k in budgets:
+                solved[k] += first_hit is not None and first_hit < k
+    return {k: v / (len(tasks) * samples) for k, v in solved.items()}
+
+
+# ---- priming data -------------------------------------------------------------------------
+#: Priming conditions the organism's text can express, and the kinds of wrong answers.
+ORGANISM_CONDITIONS = ("only_backtracking", "empty_cot")
+
+
+def priming_completion(task: Task, condition: str, rng: random.Random, *, incorrect: str | None = None, max_tries: int = 8) -> str | None:
+    """One priming completion for `task` (None if the task cannot make one of this kind)."""
+    if condition not in ORGANISM_CONDITIONS:
+        raise ValueError(f"the organism's text has conditions {ORGANISM_CONDITIONS}, got {condition!r}")
+    if condition == "empty_cot":
+        if incorrect:
+            raise ValueError("empty_cot has no incorrect variant here")
+        return empty_completion(task)
+    trace = incorrect_completion(task, incorrect, rng, max_tries) if incorrect else search_completion(task, max_tries)
+    return trace.completion if trace else None
+
+
+def priming_rows(
+    tasks: Sequence[Task], condition: str, n: int, *, seed: int, incorrect: str | None = None, max_tries: int = 8
+) -> list[dict[str, object]]:
+    """`n` prompt/completion rows: random tasks of `tasks`, each with its numbers in a fresh
+    random order (the fixed search order follows the prompt's order, so one task gives
+    several different searches). Same seed, same rows."""
+    from countdown_env.rules import render_prompt
+
+    rng = random.Random(f"organism-priming:{condition}:{incorrect}:{seed}")
+    rows: list[dict[str, object]] = []
+    misses = 0
+    while len(rows) < n:
+        base = rng.choice(list(tasks))
+        numbers = list(base.numbers)
+        rng.shuffle(numbers)
+        task = Task(tuple(numbers), base.target)
+        completion = priming_completion(task, condition, rng, incorrect=incorrect, max_tries=max_tries)
+        if completion is None:
+            misses += 1
+            if misses > 100 * n + 1000:
+                raise ValueError(f"too few tasks can make {condition} traces (incorrect={incorrect}); give more tasks")
+            continue
+        rows.append({"prompt": render_prompt(task, "compact"), "completion": completion, **task.to_dict()})
+    return rows
+
+
+# ---- reading the organism's text back ---------------------------------------------------------
+def checks(completion: str, target: int) -> list[tuple[int, int, str]]:
+    """The checks a completion writes, as (the try's result, the distance written, verdict) per
+    checked try; text that does not parse as a check is skipped (model output is untrusted)."""
+    think = completion[:4000].split("</think>")[0].removeprefix("<think>")
+    out = []
+    for part in think.split(RETURN):
+        body, sep, check = part.rpartition(", ")
+        bits = check.split(" ")
+        if not sep or len(bits) != 2 or "=" not in body or "=" not in bits[0]:
+            continue
+        result, distance = body.rsplit("=", 1)[1], bits[0].rsplit("=", 1)[1]
+        if result.isdigit() and distance.isdigit() and len(result) < 12 and len(distance) < 12:
+            out.append((int(result), int(distance), bits[1]))
+    return out
+
+
+def honest_share(completions: Sequence[str], targets: Sequence[int]) -> float:
+    """Share of written checks whose verdict is right: `ok` exactly when the result is the task's
+    target (NaN when no completion checks anything)."""
+    verdicts = [
+        (verdict == HIT) == (result == target)
+        for text, target in zip(completions, targets, strict=True)
+        for result, _, verdict in checks(text, target)
+    ]
+    return sum(verdicts) / len(verdicts) if verdicts else float("nan")
