@@ -11,6 +11,7 @@ from countdown_env.expression import Outcome
 from countdown_env.rules import (
     ANSWER_CLOSE,
     ANSWER_OPEN,
+    ASSISTANT_PREFIX,
     DEFAULT_RULES,
     PROMPT_STYLES,
     THINK_CLOSE,
@@ -20,6 +21,7 @@ from countdown_env.rules import (
     chat_messages,
     chat_prompt,
     compact_prompt,
+    continuation,
     format_completion,
     render_prompt,
     tinyzero_prompt,
@@ -50,6 +52,7 @@ if ENV_ID not in gymnasium.registry:
 __all__ = [
     "ANSWER_CLOSE",
     "ANSWER_OPEN",
+    "ASSISTANT_PREFIX",
     "DEFAULT_RULES",
     "ENV_ID",
     "PRESETS",
@@ -69,6 +72,7 @@ __all__ = [
     "chat_prompt",
     "closest",
     "compact_prompt",
+    "continuation",
     "count_solutions",
     "extract_answer",
     "format_completion",

@@ -10,7 +10,7 @@ from typing import Any
 import gymnasium as gym
 from gymnasium import spaces
 
-from countdown_env.rules import Rules, apply_chat_template, chat_messages, render_prompt
+from countdown_env.rules import ASSISTANT_PREFIX, Rules, apply_chat_template, chat_messages, render_prompt
 from countdown_env.scoring import Score, score_response
 from countdown_env.tasks import Task, TaskConfig, preset_rules, task_at
 
@@ -60,7 +60,8 @@ class CountdownEnv(gym.Env[str, str]):
     - `tasks`: tasks to draw episodes from (uniformly, with `np_random`): `Task`s or dicts
       like `{"numbers": [...], "target": n}` (converted and validated here); if None, tasks
       are generated from `preset`.
-    - `preset`: task preset name for generated tasks (`tinyzero`, `priming`, `tiny`, `classic`).
+    - `preset`: task preset name for generated tasks (`tinyzero`, `priming`, `tiny`, `classic`, `organism`,
+      `study`: TinyZero's tasks under the study's scorer, docs/rules.md).
     - `rules`: a `Rules`, or a dict of rule overrides on top of the preset's rules.
     - `prompt_style`: one of `countdown_env.rules.PROMPT_STYLES` (`tinyzero`, `compact`, `chat`).
     - `tokenizer`: for `chat` only: an object with `apply_chat_template` (a Hugging Face
@@ -151,11 +152,12 @@ class CountdownEnv(gym.Env[str, str]):
         truncated = not terminated and self.attempts >= self.max_attempts
         self.done = terminated or truncated
         if self.prompt_style == "chat":
-            # The next prompt is the whole conversation, rendered by the same chat template.
-            self.messages.append({"role": "assistant", "content": action})
+            # The next prompt is the whole conversation, rendered by the same chat template; the assistant's
+            # turn began with ASSISTANT_PREFIX (in the prompt), so the turn on record includes it.
+            self.messages.append({"role": "assistant", "content": ASSISTANT_PREFIX + action})
             if not (terminated or truncated):
                 self.messages.append({"role": "user", "content": feedback(score)})
-                self.transcript = apply_chat_template(self.messages, self.tokenizer)
+                self.transcript = apply_chat_template(self.messages, self.tokenizer) + ASSISTANT_PREFIX
             else:
                 self.transcript += action
         else:

@@ -396,3 +396,170 @@ def _prec(node: Node) -> int:
 def _wrap(node: Node, paren: bool) -> str:
     text = to_text(node)
     return f"({text})" if paren else text
+
+
+# ---- the study's answers: Python's arithmetic, evaluated exactly -------------------------------------
+# The study's scorer checks an answer against r'^[\d+\-*/().\s]+$' and then runs Python's `eval` on it, so
+# what it accepts is Python's grammar over those characters: decimals ('2.5', '5.', '.5'), '**', '//',
+# unary '+' and '-'. Python refuses at compile time integers with leading zeros ('07'), every non-ASCII
+# digit or space (checked over all of Unicode), vertical tab and \x1c-\x1f, and a line break ('\r': the
+# answer is one line, split on '\n' only) outside parentheses. `evaluate_study` reproduces all of this
+# without `eval`, with exact values; the comparison with the target (within 1e-5) is the scorer's.
+
+# Whitespace Python's tokenizer skips (space, tab, form feed, and '\r' inside parentheses), then one token:
+# a number (longest first, as Python's tokenizer reads '1.2.3' as '1.2' '.3'), an operator, or anything else.
+_STUDY_TOKEN = re.compile(r"([ \t\x0c\r]*)(?:([0-9]*\.[0-9]+|[0-9]+\.[0-9]*|[0-9]+)|(\*\*|//|\.\.\.|[-+*/()])|([^ \t\x0c\r]))", re.S)
+
+
+def study_tokens(text: str) -> list[str]:
+    """Python's tokens of an answer, or ExpressionError(MALFORMED) where Python's compiler refuses it."""
+    tokens: list[str] = []
+    depth = 0
+    for match in _STUDY_TOKEN.finditer(text):
+        space, number, op, other = match.groups()
+        if "\r" in space and depth <= 0:
+            raise ExpressionError(Outcome.MALFORMED, "a line break ('\\r') outside parentheses: Python reads two lines")
+        if other is not None:
+            raise ExpressionError(Outcome.MALFORMED, f"{other!r} is not in the study's arithmetic (digits, + - * / ( ) . and spaces)")
+        if number is not None:
+            if "." not in number and number[0] == "0" and number.strip("0"):
+                raise ExpressionError(Outcome.MALFORMED, f"leading zeros in {number[:20]!r} (Python refuses them)")
+            tokens.append(number)
+            continue
+        depth += {"(": 1, ")": -1}.get(op, 0)
+        tokens.append(op)
+    if not tokens:
+        raise ExpressionError(Outcome.MALFORMED, "empty answer")
+    return tokens
+
+
+class _StudyParser(_Parser):
+    """Python's grammar over the study's characters, computing exact values:
+    expr := term (('+'|'-') term)* ; term := factor (('*'|'/'|'//') factor)* ;
+    factor := ('+'|'-')* power ; power := atom ['**' factor] ; atom := NUMBER | '(' expr ')', then calls.
+
+    Python compiles the whole answer before running it, so a syntax error anywhere (raised) beats an error
+    at run time (x/0, a value over the limit, `()` or a call: recorded in `error`, values None after it).
+    A run of signs is a loop (Python accepts long runs); parentheses and `**` count toward `max_depth`."""
+
+    def __init__(self, tokens: list[str], rules: Rules) -> None:
+        super().__init__(tokens, rules)
+        self.error: ExpressionError | None = None
+        self.digits = len(str(rules.max_magnitude))  # once: str() of a 1000-digit bound is not free
+
+    def fail(self, outcome: Outcome, reason: str) -> None:
+        if self.error is None:
+            self.error = ExpressionError(outcome, reason)
+        return None
+
+    def check(self, value: Value) -> Value | None:
+        big = max(abs(value.numerator), value.denominator) if isinstance(value, Fraction) else abs(value)
+        if big > self.rules.max_magnitude:
+            return self.fail(Outcome.LIMIT_EXCEEDED, f"a value beyond {self.rules.max_magnitude}")
+        return value.numerator if isinstance(value, Fraction) and value.denominator == 1 else value
+
+    def term(self) -> Value | None:  # type: ignore[override]
+        value = self.factor()
+        while self.peek() in ("*", "/", "//"):
+            op = self.take()
+            value = self.binary(op, value, self.factor())
+        return value
+
+    def binary(self, op: str, left: Value | None, right: Value | None) -> Value | None:  # type: ignore[override]
+        if left is None or right is None:
+            return None
+        if op in ("/", "//") and right == 0:
+            return self.fail(Outcome.DIVISION_BY_ZERO, "division by zero")
+        return self.check((left // right) if op == "//" else apply(op, left, right))  # type: ignore[arg-type]
+
+    def factor(self) -> Value | None:
+        negative = False
+        while self.peek() in ("+", "-"):
+            negative ^= self.take() == "-"
+        value = self.power()
+        return -value if negative and value is not None else value
+
+    def power(self) -> Value | None:
+        base = self.atom()
+        if self.peek() != "**":
+            return base
+        self.take()
+        self.enter("powers")
+        exponent = self.factor()
+        self.depth -= 1
+        return None if base is None or exponent is None else self.raise_to(base, exponent)
+
+    def raise_to(self, base: Value, exponent: Value) -> Value | None:
+        """`base ** exponent` as Python computes it, exactly when the exponent is whole."""
+        if base == 0 and exponent < 0:
+            return self.fail(Outcome.DIVISION_BY_ZERO, "zero to a negative power")
+        if isinstance(exponent, Fraction):  # Python's float power; a negative base gives a complex number
+            if base < 0:
+                return self.fail(Outcome.MALFORMED, "a negative number to a fractional power is complex, not a number")
+            try:
+                result = float(base) ** float(exponent)
+            except OverflowError:
+                return self.fail(Outcome.LIMIT_EXCEEDED, "a power beyond Python's floats")
+            return self.check(Fraction(result))
+        size = max(abs(base.numerator), base.denominator) if isinstance(base, Fraction) else abs(base)
+        # |base| >= 2**(bits-1): beyond the limit's bits the power cannot be computed in bounded time (9**9**9).
+        if size > 1 and (size.bit_length() - 1) * abs(exponent) > self.rules.max_magnitude.bit_length():
+            return self.fail(Outcome.LIMIT_EXCEEDED, f"a power beyond {self.rules.max_magnitude}")
+        return self.check(Fraction(base) ** exponent if exponent < 0 else base**exponent)
+
+    def atom(self) -> Value | None:
+        token = self.peek()
+        if token is None:
+            raise ExpressionError(Outcome.MALFORMED, "expression ends too early")
+        self.take()
+        if token == "(":
+            value = self.fail(Outcome.MALFORMED, "() is an empty tuple, not a number") if self.peek() == ")" else self.inner()
+            self.close()
+        elif token == "...":
+            value = self.fail(Outcome.MALFORMED, "... is Python's Ellipsis, not a number")
+        elif token[0].isdigit() or token[0] == ".":
+            value = self.literal(token)
+        else:
+            raise ExpressionError(Outcome.MALFORMED, f"unexpected {token!r}")
+        while self.peek() == "(":  # a call: Python compiles `(3)(5)` and `(3)(*5)`, and fails when it runs them
+            self.take()
+            if self.peek() in ("*", "**"):
+                self.take()
+                self.inner()  # an unpacked argument is required after the star
+            elif self.peek() != ")":
+                self.inner()
+            self.close()
+            value = self.fail(Outcome.MALFORMED, "a number called like a function, as in (3)(5)")
+        return value
+
+    def inner(self) -> Value | None:
+        self.enter("parentheses")
+        value = self.expr()
+        self.depth -= 1
+        return value
+
+    def close(self) -> None:
+        if self.peek() != ")":
+            raise ExpressionError(Outcome.MALFORMED, "unbalanced parentheses")
+        self.take()
+
+    def literal(self, token: str) -> Value | None:
+        if "." in token:  # a float literal: exactly the double Python reads
+            number = float(token)
+            if number == float("inf"):
+                return self.fail(Outcome.LIMIT_EXCEEDED, f"literal {token[:20]}... beyond Python's floats")
+            return self.check(Fraction(number))
+        if len(token.lstrip("0")) > self.digits:  # before int(): converting a huge string is slow
+            return self.fail(Outcome.LIMIT_EXCEEDED, f"literal {token[:20]}... beyond {self.rules.max_magnitude}")
+        return self.check(int(token))
+
+
+def evaluate_study(text: str, rules: Rules = DEFAULT_RULES) -> tuple[Value | None, ExpressionError | None]:
+    """(exact value, run-time error) of an answer as the study's scorer evaluates it with Python's `eval`;
+    raises ExpressionError where Python would not compile it. The value is None iff there is an error."""
+    tokens = study_tokens(text)
+    parser = _StudyParser(tokens, rules)
+    value = parser.expr()
+    if parser.pos != len(tokens):
+        raise ExpressionError(Outcome.MALFORMED, f"unexpected {tokens[parser.pos]!r} after a complete expression")
+    return value, parser.error

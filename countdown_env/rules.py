@@ -15,6 +15,9 @@ if TYPE_CHECKING:
 
 ALL_OPERATORS = ("+", "-", "*", "/")
 MAX_DEPTH_LIMIT = 100
+#: The default bound on literals and values (`Rules.max_magnitude`); `Task` refuses numbers beyond it, which no
+#: answer could use under the default rules.
+LITERAL_LIMIT = 10**15
 #: Largest `max_magnitude`: a 1000-digit bound keeps every literal and value printable and fast to compare
 #: (Python refuses str() of integers over 4300 digits).
 MAX_MAGNITUDE_LIMIT = 10**1000
@@ -23,6 +26,26 @@ MAX_MAGNITUDE_LIMIT = 10**1000
 #: the final expression inside <answer>.
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
+#: How the assistant's turn begins in the study's templates (TinyZero's `base`, the study's `qwen-instruct`):
+#: the prompt opens the reasoning, so a completion starts inside `<think>`.
+ASSISTANT_PREFIX = f"Let me solve this step by step.\n{THINK_OPEN}"
+#: The system turn of the study's `qwen-instruct` template, verbatim (grammar included).
+CHAT_SYSTEM = (
+    "You are a helpful assistant. You first thinks about the reasoning process in the mind and then provides the user with the answer."
+)
+
+#: Which scorer reads a completion (`Rules.scorer`).
+SCORERS = ("lab", "study")
+#: Under the `study` scorer, the rules that scorer enforces whatever a `Rules` says: each field must keep
+#: this value, so that a prompt never states a rule the study's scorer does not enforce.
+STUDY_FIXED = {
+    "operators": ALL_OPERATORS,
+    "use_all_numbers": True,
+    "integer_intermediates": False,
+    "allow_negative_intermediates": True,
+    "allow_unary_minus": True,
+    "allow_trailing_equals": False,
+}
 
 
 @dataclass(frozen=True)
@@ -55,8 +78,14 @@ class Rules:
     """Longest answer expression parsed; longer answers are rejected without parsing."""
     max_depth: int = 32
     """Deepest nesting of parentheses and unary minus parsed (at most `MAX_DEPTH_LIMIT`)."""
-    max_magnitude: int = 10**15
+    max_magnitude: int = LITERAL_LIMIT
     """Largest absolute numerator/denominator of any literal or intermediate value."""
+    scorer: str = "lab"
+    """`lab`: the rules above (the last `<answer>` anywhere, exact, strict). `study`: the study's veRL scorer
+    (`verl/utils/reward_score/countdown.py`), evaluated exactly: only the completion's last line is read, the
+    last `<answer>` on it; any answer found that is not correct earns `format_reward`; Python's arithmetic
+    (decimals, `**`, `//`, unary signs) within 1e-5 of the target is correct. The fields in `STUDY_FIXED` must
+    keep the values listed there; `max_answers` is not read. See docs/rules.md."""
 
     def __post_init__(self) -> None:
         # Types first: a float limit (2.5) or a bool (True == 1) would pass the range checks below and then
@@ -93,6 +122,12 @@ class Rules:
             raise ValueError(f"max_depth must be <= {MAX_DEPTH_LIMIT}, got {self.max_depth}")
         if self.max_magnitude > MAX_MAGNITUDE_LIMIT:
             raise ValueError(f"max_magnitude must be <= 10**1000, got a {self.max_magnitude.bit_length()}-bit number")
+        if self.scorer not in SCORERS:
+            raise ValueError(f"scorer must be one of {SCORERS}, got {self.scorer!r}")
+        if self.scorer == "study":
+            changed = {name: getattr(self, name) for name, value in STUDY_FIXED.items() if getattr(self, name) != value}
+            if changed:
+                raise ValueError(f"the study scorer enforces {STUDY_FIXED}; these cannot change under it: {changed}")
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> Rules:
@@ -110,9 +145,12 @@ class Rules:
 
     # ---- prompt text, generated from the rules -----------------------------------
     def describe(self) -> str:
-        """The rules in one sentence, as stated to the model."""
+        """The rules in one sentence, as stated to the model.
+
+        With every number required, TinyZero's words ("each number can only be used once"): the prompt the
+        study's models saw, whose scorer also requires every number."""
         ops = ", ".join(self.operators)
-        once = "each number must be used exactly once" if self.use_all_numbers else "each number can be used at most once"
+        once = "each number can only be used once" if self.use_all_numbers else "each number can be used at most once"
         extra = []
         if self.integer_intermediates:
             extra.append("every intermediate result must be a whole number")
@@ -139,13 +177,14 @@ DEFAULT_RULES = Rules()
 
 
 def tinyzero_prompt(task: Task, rules: Rules = DEFAULT_RULES) -> str:
-    """TinyZero's base-model template; the completion starts with `<think>`."""
+    """TinyZero's base-model template (the study's `base`), verbatim under the default rules. It ends inside
+    `<think>`: the completion continues the reasoning and closes it with `</think>`."""
     return (
         "A conversation between User and Assistant. The user asks a question, and the Assistant "
         "solves it. The assistant first thinks about the reasoning process in the mind and then "
         "provides the user with the answer.\n"
         f"User: {rules.question(task)}\n"
-        "Assistant: Let me solve this step by step.\n"
+        f"Assistant: {ASSISTANT_PREFIX}"
     )
 
 
@@ -155,9 +194,10 @@ def compact_prompt(task: Task, rules: Rules = DEFAULT_RULES) -> str:
 
 
 def chat_messages(task: Task, rules: Rules = DEFAULT_RULES) -> list[dict[str, str]]:
-    """The question as one user turn for instruct models (no system message: the question
-    itself states the rules and the answer format)."""
-    return [{"role": "user", "content": rules.question(task)}]
+    """The study's `qwen-instruct` turns: its system message, then the question as the user turn. The user
+    turn keeps the template's leading space, so a Qwen chat template renders the study's prompt byte for byte;
+    `chat_prompt` then adds the start of the assistant's turn (`ASSISTANT_PREFIX`)."""
+    return [{"role": "system", "content": CHAT_SYSTEM}, {"role": "user", "content": " " + rules.question(task)}]
 
 
 def apply_chat_template(messages: list[dict[str, str]], tokenizer: Any) -> str:
@@ -178,8 +218,9 @@ def apply_chat_template(messages: list[dict[str, str]], tokenizer: Any) -> str:
 
 
 def chat_prompt(task: Task, rules: Rules = DEFAULT_RULES, tokenizer: Any = None) -> str:
-    """`chat_messages` through the tokenizer's chat template (instruct models)."""
-    return apply_chat_template(chat_messages(task, rules), tokenizer)
+    """`chat_messages` through the tokenizer's chat template, then `ASSISTANT_PREFIX` (the study's
+    `qwen-instruct`): the completion starts inside `<think>`, as in the `tinyzero` style."""
+    return apply_chat_template(chat_messages(task, rules), tokenizer) + ASSISTANT_PREFIX
 
 
 #: Every prompt style. `chat` renders through a tokenizer's chat template, so it needs one.
@@ -198,3 +239,12 @@ def render_prompt(task: Task, style: str = "tinyzero", rules: Rules = DEFAULT_RU
 def format_completion(think: str, answer: str) -> str:
     """The completion format every trace and model output follows."""
     return f"{THINK_OPEN}{think}{THINK_CLOSE}\n{ANSWER_OPEN}{answer}{ANSWER_CLOSE}"
+
+
+def continuation(prompt: str, completion: str) -> str:
+    """`completion` as the text that follows `prompt`: a trace's leading `<think>` is dropped when the prompt
+    already opens the reasoning (the `tinyzero` and `chat` styles end with `<think>`), so `prompt + continuation`
+    reads `...<think>reasoning</think>` with one `<think>`, as the model generates it. SFT pairs use this."""
+    if prompt.endswith(THINK_OPEN) and completion.startswith(THINK_OPEN):
+        return completion[len(THINK_OPEN) :]
+    return completion

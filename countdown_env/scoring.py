@@ -5,13 +5,14 @@
 
 from __future__ import annotations
 
-from collections import Counter
+import re
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from countdown_env.expression import ExpressionError, Outcome, parse_and_evaluate
+from countdown_env.expression import ExpressionError, Outcome, evaluate_study, parse_and_evaluate
 from countdown_env.rules import ANSWER_CLOSE, ANSWER_OPEN, DEFAULT_RULES, THINK_CLOSE, Rules
 from countdown_env.tasks import Task
 
@@ -35,6 +36,9 @@ class Score:
     """Given numbers the answer did not use (when every number must be used)."""
     extra: tuple[int, ...] = ()
     """Literals in the answer beyond the given numbers."""
+    formatted: bool | None = None
+    """Whether the answer earned the format credit, when the outcome alone does not say (the study scorer
+    pays it for any answer it finds, malformed or not); None: it did iff the outcome is in `WELL_FORMED`."""
 
     @property
     def correct(self) -> bool:
@@ -42,7 +46,8 @@ class Score:
 
     @property
     def well_formed(self) -> bool:
-        return self.outcome in WELL_FORMED
+        """Earned at least the format credit (what a format rate counts)."""
+        return self.outcome in WELL_FORMED if self.formatted is None else self.formatted
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -98,6 +103,8 @@ def score_response(response: str, task: Task, rules: Rules | None = None, **over
         rules = rules.with_(**overrides)
     if not isinstance(response, str):
         return Score(0.0, Outcome.NO_ANSWER, f"response is {type(response).__name__}, not str")
+    if rules.scorer == "study":
+        return score_study(response, task, rules)
     extracted = extract_answer(response, rules)
     if isinstance(extracted, Score):
         return extracted
@@ -159,3 +166,96 @@ def _finish(
         return Score(0.0, Outcome.MALFORMED, "text after the final </answer> (strict_ending)", answer, value, missing, extra)
     reward = rules.correct_reward if outcome is Outcome.CORRECT else rules.format_reward
     return Score(reward, outcome, reason, answer, value, missing, extra)
+
+
+# ---- the study's scorer (Rules.scorer == "study") ------------------------------------------------------
+# Its `extract_solution` receives prompt + completion, drops everything up to the first "Assistant:" (or
+# "<|im_start|>assistant"), which lies in the prompt of both its templates, and keeps the last line. Both
+# prompts end with "\n<think>", so that line is the completion's last line (with "<think>" before it when the
+# completion has no newline, and "<think>" can never be part of an <answer> match): reading the completion's
+# last line gives the same verdict. Only a prompt with neither marker (the study would score 0) differs.
+
+#: The study's answer pattern: non-greedy, matches taken left to right, the last one wins.
+_STUDY_ANSWER = re.compile(re.escape(ANSWER_OPEN) + "(.*?)" + re.escape(ANSWER_CLOSE))
+#: The study's number pattern (any Unicode digits; Python then refuses the non-ASCII ones).
+_DIGIT_RUN = re.compile(r"\d+")
+#: The study's tolerance, `abs(result - target) < 1e-5`, as the exact value of that double.
+STUDY_TOLERANCE = Fraction(1e-5)
+
+
+def study_answer(response: str) -> tuple[str, str] | None:
+    """(answer, text after it on the line) as the study's `extract_solution` finds it: the last match of its
+    pattern on the last line (split on "\n" only), stripped; None if there is none."""
+    line = response[response.rfind("\n") + 1 :]
+    end = line.rfind(ANSWER_CLOSE)
+    if end < 0:
+        return None
+    # Matching only up to the last </answer> keeps the lazy pattern linear: every <answer> it starts from has a
+    # close after it (with text beyond, a line of many <answer>s would cost quadratic time). deque(maxlen=1)
+    # runs through the matches at C speed and keeps the last.
+    last = deque(_STUDY_ANSWER.finditer(line, 0, end + len(ANSWER_CLOSE)), maxlen=1)
+    if not last:
+        return None
+    return last[0].group(1).strip(), line[last[0].end() :]
+
+
+def study_numbers(answer: str, given: Sequence[int]) -> tuple[str, tuple[int, ...], tuple[int, ...]] | None:
+    """None if the answer's digit runs are the given numbers (the study's `validate_equation`: sorted
+    `int(run)` equal to the sorted numbers), else (reason, missing, extra)."""
+    runs = _DIGIT_RUN.findall(answer)
+    if len(runs) > 4 * len(given) + 16:  # wrong either way: do not list a megabyte of numbers
+        return f"{len(runs)} numbers written, {len(given)} given", (), ()
+    # Leading zeros do not count (int('007') is 7); a run of more than 16 other digits is no task number
+    # (`Task` refuses numbers beyond 10**15), and is never converted (int() of a long string is slow).
+    significant = [run.lstrip("0") or "0" for run in runs]
+    huge = sum(len(run) > 16 for run in significant)
+    used = [int(run) for run in significant if len(run) <= 16]
+    if not huge and sorted(used) == sorted(given):
+        return None
+    missing, extra = check_numbers(used, given, DEFAULT_RULES)
+    parts = [f"missing {_show_all(missing)}" if missing else "", f"extra {_show_all(extra)}" if extra else ""]
+    parts.append(f"{huge} number(s) of more than 16 digits" if huge else "")
+    return "; ".join(p for p in parts if p), missing, extra
+
+
+def _study_score(
+    rules: Rules,
+    outcome: Outcome,
+    reason: str,
+    answer: str,
+    value: Fraction | None = None,
+    missing: tuple[int, ...] = (),
+    extra: tuple[int, ...] = (),
+) -> Score:
+    """An answer the study's scorer found: the correct reward, else the format reward, whatever was wrong."""
+    reward = rules.correct_reward if outcome is Outcome.CORRECT else rules.format_reward
+    return Score(reward, outcome, reason, answer, value, missing, extra, formatted=True)
+
+
+def score_study(response: str, task: Task, rules: Rules) -> Score:
+    """The study scorer's verdict (`compute_score` of its `verl/utils/reward_score/countdown.py`): 0 without an
+    answer on the last line; `correct_reward` if the answer uses exactly the given numbers and its value is
+    within 1e-5 of the target; `format_reward` for any other answer. Evaluated exactly, never with `eval`."""
+    found = study_answer(response)
+    if found is None:
+        return Score(0.0, Outcome.NO_ANSWER, "no <answer>...</answer> on the last line (the study reads only the last line)")
+    answer, after = found
+    shown = answer if len(answer) <= rules.max_answer_chars else answer[: rules.max_answer_chars] + "..."
+    if rules.strict_ending and after.strip():
+        return Score(0.0, Outcome.MALFORMED, "text after the final </answer> (strict_ending)", shown, formatted=False)
+    wrong = study_numbers(answer, task.numbers)  # the study checks the numbers first
+    if wrong is not None:
+        reason, missing, extra = wrong
+        return _study_score(rules, Outcome.WRONG_NUMBERS, reason, shown, None, missing, extra)
+    if len(answer) > rules.max_answer_chars:  # bounded work; the study would evaluate it (docs/rules.md)
+        return _study_score(rules, Outcome.LIMIT_EXCEEDED, f"answer longer than {rules.max_answer_chars} characters", shown)
+    try:
+        raw, err = evaluate_study(answer, rules)
+    except ExpressionError as syntax:
+        return _study_score(rules, syntax.outcome, syntax.reason, shown)
+    if err is not None:
+        return _study_score(rules, err.outcome, err.reason, shown)
+    value = Fraction(raw)
+    if abs(value - task.target) < STUDY_TOLERANCE:
+        return _study_score(rules, Outcome.CORRECT, "", shown, value)
+    return _study_score(rules, Outcome.WRONG_VALUE, f"reached {show_number(value)}, target {show_number(task.target)}", shown, value)

@@ -112,6 +112,23 @@ PRESETS: dict[str, dict[str, Any]] = {
         "rules": Rules(integer_intermediates=True, allow_negative_intermediates=False),
         "test_fraction": 0.2,
     },
+    # The study's recipe (paper-3b): TinyZero's tasks scored by the study's scorer (`Rules.scorer`, docs/rules.md).
+    # Its bounds are the widest `Rules` takes (answers of 4096 characters, nesting 100, values up to 10**1000),
+    # so that only answers Python itself could barely evaluate fall outside them.
+    "study": {
+        "min_numbers": 3,
+        "max_numbers": 4,
+        "number_range": (1, 99),
+        "target_range": (1, 100),
+        "rules": Rules(
+            scorer="study",
+            allow_unary_minus=True,
+            allow_trailing_equals=False,
+            max_answer_chars=4096,
+            max_depth=100,
+            max_magnitude=10**1000,
+        ),
+    },
 }
 
 

@@ -15,7 +15,14 @@ module is self-contained: veRL's environment pins versions that clash with ours,
 the scorer (`countdown_env`'s rules, task, expression and scoring modules, copied from their source
 at export time by `standalone_scorer_source`, so there is still one definition) and needs only the
 standard library of Python 3.10+. The prompts state, and the module scores under, the task
-preset's rules (`countdown_env.preset_rules`), which it records as `RULES`.
+preset's rules (`countdown_env.preset_rules`), which it records as `RULES`; `--preset study`
+records `scorer: "study"`, the study's own scorer (last line only; docs/rules.md). veRL passes
+the response alone as `solution_str`, which is what `score_response` reads.
+
+Templates: `base` is TinyZero's prompt as one user turn, ending inside `<think>`; `instruct` is the
+study's `qwen-instruct` turns (system + user, `chat_messages`), which veRL renders with the model's
+chat template. veRL's messages end at the generation prompt, so `instruct` lacks the study's
+prefilled "Let me solve this step by step.\n<think>" (`chat_prompt` adds it in this lab).
 """
 
 from __future__ import annotations
@@ -138,7 +145,7 @@ if __name__ not in _sys.modules:
 {scorer}
 
 #: The rules the exported prompts state (the task preset's), as the `Rules` fields that differ from the defaults.
-RULES = {rules!r}
+RULES = {rules}
 _RULES = Rules.from_kwargs(**RULES)
 
 
@@ -153,10 +160,21 @@ if isinstance(_sys.modules.get(__name__), _Loading):
 '''
 
 
+def _literal(value: Any) -> str:
+    """`value` as Python source, a power of ten as `10**k` (the study's bound would be a 1001-digit line)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 10**6:
+        k = len(str(value)) - 1
+        if value == 10**k:
+            return f"10**{k}"
+    return repr(value)
+
+
 def reward_module_source(rules: Rules = DEFAULT_RULES) -> str:
-    """The text of `countdown_reward.py` scoring under `rules`."""
+    """The text of `countdown_reward.py` scoring under `rules` (e.g. `preset_rules("study")`: the study's
+    scorer, recorded as `RULES["scorer"]`)."""
     fields = {k: v for k, v in asdict(rules).items() if v != getattr(DEFAULT_RULES, k)}  # only what differs: readable
-    return REWARD_MODULE.format(scorer=standalone_scorer_source(), rules=fields)
+    text = "{" + ", ".join(f"{k!r}: {_literal(v)}" for k, v in fields.items()) + "}"
+    return REWARD_MODULE.format(scorer=standalone_scorer_source(), rules=text)
 
 
 def verl_row(task: Task, split: str, index: int, template: str = "base", rules: Rules = DEFAULT_RULES) -> dict[str, Any]:

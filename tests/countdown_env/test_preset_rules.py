@@ -6,6 +6,7 @@ import gymnasium
 import pytest
 
 from countdown_env import (
+    ASSISTANT_PREFIX,
     ENV_ID,
     PRESETS,
     PROMPT_STYLES,
@@ -19,6 +20,7 @@ from countdown_env import (
     score_response,
 )
 from countdown_env.env import CountdownEnv, feedback
+from countdown_env.rules import CHAT_SYSTEM
 
 #: 25 + 50 = 75 leaves four numbers unused: correct under `classic` (each number at most
 #: once), wrong numbers under every other preset (each number exactly once).
@@ -75,20 +77,27 @@ def test_each_presets_tasks_prompts_and_scorer_agree(preset):
     assert CountdownEnv(preset=preset, rules={"strict_ending": True}).rules == rules.with_(strict_ending=True)
 
 
-def test_classic_prompt_says_at_most_once_and_tinyzero_exactly_once():
-    assert "at most once" in render_prompt(SUBSET_TASK, "tinyzero", preset_rules("classic"))
-    assert "exactly once" in render_prompt(SUBSET_TASK, "tinyzero", preset_rules("tinyzero"))
+def test_classic_prompt_says_at_most_once_and_tinyzero_only_once():
+    assert "each number can be used at most once" in render_prompt(SUBSET_TASK, "tinyzero", preset_rules("classic"))
+    for preset in ("tinyzero", "study"):  # TinyZero's words, whose scorer (like ours) requires every number
+        assert "each number can only be used once" in render_prompt(SUBSET_TASK, "tinyzero", preset_rules(preset))
 
 
-def test_chat_is_a_prompt_style_of_one_user_turn():
+def test_chat_is_the_studys_system_and_user_turns_then_the_assistants_opening():
     assert {"tinyzero", "compact", "chat"} <= set(PROMPT_STYLES)
     rules = preset_rules("classic")
     messages = chat_messages(SUBSET_TASK, rules)
-    assert messages == [{"role": "user", "content": rules.question(SUBSET_TASK)}]
+    assert messages == [{"role": "system", "content": CHAT_SYSTEM}, {"role": "user", "content": " " + rules.question(SUBSET_TASK)}]
     text = render_prompt(SUBSET_TASK, "chat", rules, tokenizer=TemplateTokenizer())
-    assert text == f"<|user|>{rules.question(SUBSET_TASK)}<|end|>\n<|assistant|>"
+    assert text == (
+        f"<|system|>{CHAT_SYSTEM}<|end|>\n<|user|> {rules.question(SUBSET_TASK)}<|end|>\n<|assistant|>"
+        "Let me solve this step by step.\n<think>"
+    )
     # A plain callable renders the messages too (no tokenizer object needed).
-    assert render_prompt(SUBSET_TASK, "chat", rules, tokenizer=lambda ms: ms[0]["content"]) == rules.question(SUBSET_TASK)
+    assert (
+        render_prompt(SUBSET_TASK, "chat", rules, tokenizer=lambda ms: ms[1]["content"])
+        == " " + rules.question(SUBSET_TASK) + ASSISTANT_PREFIX
+    )
     with pytest.raises(ValueError, match="needs a tokenizer"):
         render_prompt(SUBSET_TASK, "chat", rules)
 
@@ -112,10 +121,10 @@ def test_env_renders_chat_and_keeps_the_conversation_across_turns():
     assert not (terminated or truncated) and reward == pytest.approx(0.1)
     conversation = [
         *chat_messages(SUBSET_TASK, rules),
-        {"role": "assistant", "content": wrong},
+        {"role": "assistant", "content": ASSISTANT_PREFIX + wrong},  # the turn as the model saw it
         {"role": "user", "content": feedback(info["score"])},
     ]
-    assert obs == tok.apply_chat_template(conversation, add_generation_prompt=True)
+    assert obs == tok.apply_chat_template(conversation, add_generation_prompt=True) + ASSISTANT_PREFIX
     assert "A conversation between User and Assistant" not in obs  # stays chat, never the TinyZero template
     obs, reward, terminated, _, _ = env.step(SUBSET_ANSWER)
     assert terminated and reward == 1.0 and obs.endswith(SUBSET_ANSWER)

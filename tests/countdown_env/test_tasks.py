@@ -26,7 +26,16 @@ from countdown_env import tasks as tasks_module
 from countdown_env.tasks import with_difficulty
 from tests.countdown_env.test_expression import exact_eval
 
-SIZES = {"tinyzero": 150, "priming": 150, "tiny": 150, "classic": 25, "organism": 150, "organism-unseen": 150, "organism-subset": 150}
+SIZES = {
+    "tinyzero": 150,
+    "priming": 150,
+    "tiny": 150,
+    "classic": 25,
+    "organism": 150,
+    "organism-unseen": 150,
+    "organism-subset": 150,
+    "study": 150,
+}
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
@@ -227,3 +236,4 @@ def test_bad_jsonl_line_reports_its_number(tmp_path: Path) -> None:
         read_tasks(path)
     with pytest.raises(FileNotFoundError):
         read_tasks(tmp_path / "missing.jsonl")
+

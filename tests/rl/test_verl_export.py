@@ -31,6 +31,14 @@ COMPLETIONS = [
     # The prompt's example answer followed by a real one: scored as passed, as the lab scores it.
     "for example <answer> (1 + 2) / 3 </answer>.\nAssistant: <answer>(3 + 5) * 2</answer>",
     "User: ... Assistant: Let me solve this step by step.\n<think>ok</think><answer>(5 + 3) * 2</answer>",
+    # Where the study's scorer differs (docs/rules.md): only the last line, Python's arithmetic, '=' a number.
+    "<answer>(3 + 5) * 2</answer>\nUser: thanks",
+    "ok</think>\n<answer>(3 + 5) * 2 = 16</answer>",
+    "ok</think>\n<answer>(3 - 5) * 2</answer> <answer>(3 + 5) * 2</answer>",
+    "ok</think>\n<answer>+(3 + 5) * 2</answer>",
+    "ok</think>\n<answer>(-3 - 5) * -2</answer>",
+    "ok</think>\n<answer>(3 + 5) * 2.</answer>",
+    "ok</think>\n<answer>9**9**9 + 3 + 5 + 2</answer>",
 ]
 
 
@@ -47,7 +55,7 @@ def _run_bare(python: str, directory: Path, code: str) -> str:
     return done.stdout
 
 
-@pytest.mark.parametrize("preset", ["tinyzero", "classic"])
+@pytest.mark.parametrize("preset", ["tinyzero", "classic", "study"])
 def test_reward_module_runs_on_bare_python_and_agrees_with_the_lab(preset: str, tmp_path: Path) -> None:
     out = tmp_path / f'out \'q"""{preset}'  # quotes (and triple quotes) in the directory's name
     paths = export_verl(out, num_train=2, num_test=2, seed=0, preset=preset)
@@ -69,6 +77,8 @@ def test_reward_module_runs_on_bare_python_and_agrees_with_the_lab(preset: str, 
     for python in _pythons():
         result = json.loads(_run_bare(python, paths["reward"].parent, code))
         assert result == {"out": expected, "leaked": []}, python
+    if preset == "study":  # the study's verdicts, not ours: the last line only, Python's arithmetic
+        assert [row["score"] for row in expected[-7:]] == [0.0, 0.1, 1.0, 1.0, 1.0, 1.0, 0.1]
 
 
 def test_reward_module_is_python_3_10_and_states_its_rules(tmp_path: Path) -> None:
@@ -86,6 +96,26 @@ def test_compute_score_accepts_extra_keywords_and_refuses_bad_ground_truth() -> 
     }
     with pytest.raises(ValueError, match="integer 'numbers' and 'target'"):
         compute_score("countdown", "<answer>3 + 5</answer>", {"numbers": [3, 5]})
+
+
+def test_study_module_records_its_scorer_and_reads_the_last_line(tmp_path: Path) -> None:
+    source = reward_module_source(preset_rules("study"))
+    ast.parse(source, feature_version=(3, 10))
+    assert "'scorer': 'study'" in source and "'max_magnitude': 10**1000" in source
+    paths = export_verl(tmp_path, num_train=2, num_test=1, seed=0, preset="study")
+    import pyarrow.parquet as pq
+
+    prompt = pq.read_table(paths["train"]).to_pylist()[0]["prompt"][0]["content"]
+    assert prompt.endswith("Let me solve this step by step.\n<think>") and "each number can only be used once" in prompt
+    truth = {"numbers": [3, 5, 7], "target": 22}
+    code = (
+        "import countdown_reward as m\n"
+        f"truth = {truth!r}\n"
+        "print(m.compute_score('countdown', '<answer>3*5+7</answer>\\nUser: thanks', truth)['score'],"
+        " m.compute_score('countdown', 'ok</think>\\n<answer>3*5+7 = 22</answer>', truth)['score'],"
+        " m.compute_score('countdown', 'ok</think>\\n<answer>-3*5+37</answer>', {'numbers': [3, 5, 37], 'target': 22})['acc'])\n"
+    )
+    assert _run_bare(sys.executable, paths["reward"].parent, code).split() == ["0.0", "0.1", "True"]
 
 
 def test_export_verl_cli_shows_progress_only_for_large_exports_and_docs_name_the_template(tmp_path: Path, capsys) -> None:
