@@ -46,8 +46,13 @@ class CountdownEnv(gym.Env[str, str]):
     is accepted by `step`; characters outside the charset are scored like any others.
 
     ## Rewards
-    `rules.correct_reward` (1.0) for a correct answer, `rules.format_reward` (0.1) for a
-    well-formed but wrong one, 0.0 otherwise.
+    `rules.correct_reward` (1.0) for a correct answer. A wrong answer on the episode's last
+    turn earns what the scorer gives it: `rules.format_reward` (0.1) if well-formed, else 0.0.
+    A wrong answer on an earlier turn earns 0.0: the episode's return is the verdict on its
+    last attempt, so a later right answer never pays more than an immediate one (paying the
+    format reward on every wrong turn would pay 1.2 for wrong, wrong, right against 1.0 for
+    right at once). `info["score"]` keeps each attempt's own verdict. Single-turn episodes
+    (`max_attempts=1`) pay the verdict of their one attempt.
 
     ## Episode End
     Single-turn (`max_attempts=1`, the default): after one step, `terminated=True`.
@@ -69,8 +74,12 @@ class CountdownEnv(gym.Env[str, str]):
     - `max_attempts`: attempts per episode, an integer >= 1 (1 = single-turn).
     - `render_mode`: None or `"ansi"`.
 
-    `reset(options={"task": Task | {"numbers": [...], "target": n}})` fixes the task.
+    `reset(options={"task": Task | {"numbers": [...], "target": n}})` fixes the task; `task` is
+    the only option (another key raises ValueError).
     """
+
+    #: The keys `reset(options=...)` takes.
+    RESET_OPTIONS = ("task",)
 
     # render_fps is meaningless for text but Gymnasium's checker expects it declared.
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
@@ -120,6 +129,9 @@ class CountdownEnv(gym.Env[str, str]):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         if options is not None and not isinstance(options, dict):
             raise TypeError(f'options must be a dict like {{"task": ...}} or None, got {type(options).__name__}')
+        unknown = sorted(set(options or {}) - set(self.RESET_OPTIONS), key=str)
+        if unknown:
+            raise ValueError(f"unknown reset option(s) {unknown}; known options: {list(self.RESET_OPTIONS)}")
         super().reset(seed=seed)
         task = (options or {}).get("task")
         if task is None:
@@ -151,21 +163,27 @@ class CountdownEnv(gym.Env[str, str]):
         terminated = score.correct or self.max_attempts == 1
         truncated = not terminated and self.attempts >= self.max_attempts
         self.done = terminated or truncated
+        self._record(action, score)
+        # Only the last turn pays a wrong answer's format reward (see Rewards).
+        reward = score.reward if score.correct or self.done else 0.0
+        info = {"score": score, "verdict": score.to_dict(), "task": self.task, "attempt": self.attempts}
+        return _observation(self.transcript), reward, terminated, truncated, info
+
+    def _record(self, action: str, score: Score) -> None:
+        """Add the attempt (and, if the episode goes on, the feedback) to the transcript."""
         if self.prompt_style == "chat":
             # The next prompt is the whole conversation, rendered by the same chat template; the assistant's
             # turn began with ASSISTANT_PREFIX (in the prompt), so the turn on record includes it.
             self.messages.append({"role": "assistant", "content": ASSISTANT_PREFIX + action})
-            if not (terminated or truncated):
+            if not self.done:
                 self.messages.append({"role": "user", "content": feedback(score)})
                 self.transcript = apply_chat_template(self.messages, self.tokenizer) + ASSISTANT_PREFIX
             else:
                 self.transcript += action
         else:
             self.transcript += action
-            if not (terminated or truncated):
+            if not self.done:
                 self.transcript += f"\n{feedback(score)}\n"
-        info = {"score": score, "verdict": score.to_dict(), "task": self.task, "attempt": self.attempts}
-        return _observation(self.transcript), score.reward, terminated, truncated, info
 
     def render(self) -> str | None:
         if self.render_mode != "ansi":

@@ -212,10 +212,10 @@ class _EvaluatingParser(_Parser):
     """The same grammar, computing values while parsing (the scorer's hot path).
 
     Gives exactly what `parse` then `literals` and `evaluate` give, without building a
-    tree: literals are collected as they are read, and the first evaluation error
-    (x/0, a rule broken by an intermediate) is recorded rather than raised, so that a
-    syntax error later in the text still wins and the numbers can still be checked.
-    Values are propagated as None after an error.
+    tree: literals are collected as they are read, and evaluation errors (x/0, a rule
+    broken by an intermediate) are recorded rather than raised (`worse` keeps the one
+    that decides the verdict), so that a syntax error later in the text still wins and
+    the numbers can still be checked. Values are propagated as None after an error.
     """
 
     def __init__(self, tokens: list[str], rules: Rules) -> None:
@@ -254,15 +254,14 @@ class _EvaluatingParser(_Parser):
         return value
 
     def fail(self, err: ExpressionError) -> None:
-        if self.error is None:
-            self.error = err
+        self.error = worse(self.error, err)
         return None
 
 
 def parse_and_evaluate(text: str, rules: Rules = DEFAULT_RULES) -> tuple[Value | None, list[int], ExpressionError | None]:
-    """(value, literals, first evaluation error) in one pass; raises ExpressionError for
+    """(value, literals, evaluation error) in one pass; raises ExpressionError for
     text that does not parse (exactly when `parse` raises). The value is None iff there
-    is an evaluation error, which is the one `evaluate(parse(text))` would raise."""
+    is an evaluation error, which is the one `evaluate(parse(text))` would raise (`worse`)."""
     tokens = _drop_trailing_equals(tokenize(text, rules), rules)
     parser = _EvaluatingParser(tokens, rules)
     value = parser.expr()
@@ -298,6 +297,15 @@ def literals(node: Node) -> list[int]:
         else:
             stack.extend((item.right, item.left))
     return out
+
+
+def worse(first: ExpressionError | None, new: ExpressionError) -> ExpressionError:
+    """The evaluation error that decides the verdict: the first one, except that a value the rules forbid
+    (disallowed or over the limit: reward 0) beats a division by zero (the format reward). Otherwise adding
+    a division by zero to an answer with a disallowed step would raise its reward."""
+    if first is None or (first.outcome is Outcome.DIVISION_BY_ZERO and new.outcome is not Outcome.DIVISION_BY_ZERO):
+        return new
+    return first
 
 
 def apply(op: str, a: Value, b: Value) -> Value | None:
@@ -342,12 +350,14 @@ def check_value(value: Value, rules: Rules) -> None:
 
 
 def evaluate(node: Node, rules: Rules = DEFAULT_RULES) -> Value:
-    """Exact value of a parsed tree under the rules, left operand first.
+    """Exact value of a parsed tree under the rules, left operand first; raises the error `worse` picks.
 
     Iterative post-order walk: a chain like `1+1+...+1` parses to a tree as deep as the
-    chain is long, so recursion would hit Python's limit on long answers.
+    chain is long, so recursion would hit Python's limit on long answers. After an error
+    the walk goes on with None values, so a forbidden value elsewhere is still found.
     """
-    values: list[Value] = []
+    values: list[Value | None] = []
+    error: ExpressionError | None = None
     stack: list[tuple[Node, bool]] = [(node, False)]
     while stack:
         item, children_done = stack.pop()
@@ -363,15 +373,24 @@ def evaluate(node: Node, rules: Rules = DEFAULT_RULES) -> Value:
                 stack.append((item.left, False))
             continue
         if isinstance(item, Neg):
-            value: Value | None = -values.pop()
+            operand = values.pop()
+            value: Value | None = None if operand is None else -operand
+            problem = None
         else:
-            right = values.pop()
-            value = apply(item.op, values.pop(), right)
-            if value is None:
-                raise ExpressionError(Outcome.DIVISION_BY_ZERO, "division by zero")
-        check_value(value, rules)
+            right, left = values.pop(), values.pop()
+            value = None if left is None or right is None else apply(item.op, left, right)
+            problem = "division by zero" if value is None and left is not None and right is not None else None
+        try:
+            if problem:
+                raise ExpressionError(Outcome.DIVISION_BY_ZERO, problem)
+            if value is not None:
+                check_value(value, rules)
+        except ExpressionError as err:
+            error, value = worse(error, err), None
         values.append(value)
-    return values[0]
+    if error is not None:
+        raise error
+    return values[0]  # type: ignore[return-value]
 
 
 def to_text(node: Node) -> str:

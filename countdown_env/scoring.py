@@ -123,7 +123,9 @@ def score_response(response: str, task: Task, rules: Rules | None = None, **over
     missing, extra = check_numbers(used, task.numbers, rules)
     value = None if raw is None else Fraction(raw)
     if err is not None:
-        if err.outcome is Outcome.LIMIT_EXCEEDED or (err.outcome is Outcome.DISALLOWED_OPERATION and not (missing or extra)):
+        # A value the rules forbid costs the whole reward whatever else is wrong: checked before the numbers,
+        # or adding a stray literal to a disallowed step would earn the format reward (`3-6+100+1` under classic).
+        if err.outcome in (Outcome.LIMIT_EXCEEDED, Outcome.DISALLOWED_OPERATION):
             return Score(0.0, err.outcome, err.reason, answer=answer, missing=missing, extra=extra)
         if not (missing or extra):
             return _finish(rules, Outcome.DIVISION_BY_ZERO, err.reason, answer, None, missing, extra, after)

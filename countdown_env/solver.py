@@ -15,6 +15,7 @@ from itertools import combinations
 
 from countdown_env.expression import BinOp, ExpressionError, Neg, Node, Num, Value, apply, parse, to_text
 from countdown_env.rules import DEFAULT_RULES, Rules
+from countdown_env.task import Task
 
 Expr = int | tuple  # int leaf or (op, left, right)
 
@@ -183,6 +184,7 @@ def solve(numbers: Sequence[int], target: int, rules: Rules = DEFAULT_RULES) -> 
     and is far cheaper than enumerating every reachable value. From five numbers, all
     used: meet in the middle (see `MEET_IN_THE_MIDDLE_FROM`).
     """
+    numbers, target = _checked(numbers, target)
     if not numbers:
         return None
     if rules.use_all_numbers and len(numbers) >= MEET_IN_THE_MIDDLE_FROM:
@@ -190,6 +192,19 @@ def solve(numbers: Sequence[int], target: int, rules: Rules = DEFAULT_RULES) -> 
     else:
         expr = _dfs([(n, n) for n in numbers], target, rules, set())
     return None if expr is None else expr_to_text(expr)
+
+
+def _checked(numbers: Sequence[int], target: int) -> tuple[tuple[int, ...], int]:
+    """(numbers, target) as exact ints, validated as `Task` validates them (numpy ints and whole floats are
+    converted; bools, 2.5, negative numbers and values beyond the literal limit raise ValueError), so the
+    solver never answers `True + 5` or `-3 + 5`. No numbers at all is allowed: nothing reaches the target."""
+    if isinstance(numbers, (str, bytes)) or not isinstance(numbers, Iterable):
+        raise ValueError(f"numbers must be a sequence of integers, got {numbers!r}")
+    numbers = tuple(numbers)
+    if not numbers:
+        return (), Task((0,), target).target
+    task = Task(numbers, target)
+    return task.numbers, task.target
 
 
 #: From this many numbers (all of them used), `solve` splits the numbers in two and

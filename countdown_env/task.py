@@ -11,18 +11,32 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from countdown_env.rules import LITERAL_LIMIT
+
 
 def _as_int(value: Any, name: str) -> int:
     """An exact integer from an int-like value (numpy ints, 3.0), never by truncation:
     `int(2.5)` would silently turn a bad row into a different task."""
+    must = "numbers must be integers" if name == "numbers" else f"{name} must be an integer"
     if isinstance(value, bool):
-        raise ValueError(f"{name} must be integers, got {value!r}")
+        raise ValueError(f"{must}, got {value!r}")
     try:
         return operator.index(value)
     except TypeError:
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        raise ValueError(f"{name} must be integers, got {value!r}") from None
+        raise ValueError(f"{must}, got {_short(value)}") from None
+
+
+def _short(value: Any) -> str:
+    """`value` for an error message, cut so a 5000-digit number neither floods it nor fails str()."""
+    if isinstance(value, tuple):
+        text = "(" + ", ".join(_short(v) for v in value[:8]) + (", ...)" if len(value) > 8 else ")")
+    elif isinstance(value, int) and value.bit_length() >= 1000:
+        text = f"<a {value.bit_length()}-bit number>"
+    else:
+        text = repr(value)
+    return text if len(text) <= 100 else text[:97] + "..."
 
 
 @dataclass(frozen=True)
@@ -50,7 +64,13 @@ class Task:
         if not self.numbers:
             raise ValueError("a task needs at least one number")
         if any(n < 0 for n in self.numbers):
-            raise ValueError(f"numbers must be non-negative integers, got {self.numbers}")
+            raise ValueError(f"numbers must be non-negative integers, got {_short(self.numbers)}")
+        # An answer cannot write a number beyond the literal limit (the scorer refuses it), nor reach such a
+        # target: the task could only ever score 0.
+        if any(n > LITERAL_LIMIT for n in self.numbers) or abs(self.target) > LITERAL_LIMIT:
+            raise ValueError(
+                f"numbers and target must be at most 10**15 in size, got numbers {_short(self.numbers)}, target {_short(self.target)}"
+            )
 
     @property
     def key(self) -> tuple[tuple[int, ...], int]:

@@ -380,12 +380,27 @@ def read_tasks(path: str | Path) -> list[Task]:
     tasks = []
     with user_input():  # a line that is not JSON (countdown_env.files names file:line)
         rows = list(iter_jsonl(path))
+    _refuse_torn_tail(path, rows[-1][0] if rows else 0)
     for lineno, row in rows:
         try:
             tasks.append(Task.from_dict(row))
         except (ValueError, TypeError) as err:
             raise UsageError(f"{path}:{lineno}: not a task row ({err})") from None
     return tasks
+
+
+def _refuse_torn_tail(path: Path, last_row: int) -> None:
+    """Raise if the JSONL reader skipped a last line without a newline that is not JSON.
+
+    The reader skips such a line because a log being appended to may end in a row still being written;
+    a tasks file is the user's input, finished, so that line is a mistake (a cut copy, a typo) and
+    dropping it silently would run on fewer tasks than the file holds."""
+    with path.open() as f:  # the reader's reading of lines (universal newlines), so numbers agree
+        lines = f.readlines()
+    if lines and not lines[-1].endswith("\n") and lines[-1].strip() and last_row != len(lines):
+        raise UsageError(
+            f"{path}:{len(lines)}: not JSON, and the file ends without a newline: a truncated file? Each line must be one JSON object"
+        )
 
 
 def to_dataset(tasks: Sequence[Task]) -> Any:

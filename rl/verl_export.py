@@ -56,12 +56,18 @@ def verl_score(solution_str: str, ground_truth: dict[str, Any], rules: Rules) ->
     """veRL's verdict on `solution_str` (the response as veRL passes it, scored whole): the reward as
     `score` and correctness as `acc`, which veRL logs per data source (instead of the mean reward, which
     mixes in the format credit). Copied verbatim into the reward module, so it uses only scorer names."""
-    numbers = ground_truth.get("numbers", ground_truth.get("nums"))
     try:
-        # Task validates exact integers: a ground truth of 2.5 is an error, never silently the task 2.
+        # Task validates exact integers: a ground truth of 2.5 is an error, never silently the task 2. A ground
+        # truth that is no mapping (a string, a list, None) has no .get: the same ValueError, not AttributeError.
+        numbers = ground_truth.get("numbers", ground_truth.get("nums"))
         task = Task(tuple(numbers), ground_truth["target"])
-    except (ValueError, TypeError, KeyError) as err:
-        raise ValueError(f"ground_truth must hold integer 'numbers' and 'target', got {ground_truth!r} ({err})") from None
+    except (ValueError, TypeError, KeyError, AttributeError) as err:
+        try:
+            shown = repr(ground_truth)
+        except ValueError:  # an integer too long for str()
+            shown = f"a {type(ground_truth).__name__}"
+        shown = shown if len(shown) <= 200 else shown[:200] + "..."
+        raise ValueError(f"ground_truth must hold integer 'numbers' and 'target', got {shown} ({err})") from None
     score = score_response(solution_str, task, rules)
     return {"score": float(score.reward), "acc": score.correct}
 

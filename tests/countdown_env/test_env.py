@@ -9,7 +9,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env, data_equivalence
 
 import countdown_env
-from countdown_env import ENV_ID, Task
+from countdown_env import ENV_ID, Task, score_response
 from countdown_env.env import CountdownEnv
 
 TASK = Task((2, 3, 4), 20)
@@ -54,13 +54,14 @@ def test_multi_turn_feedback_and_truncation() -> None:
     env = CountdownEnv(tasks=[TASK], max_attempts=3, render_mode="ansi")
     env.reset(seed=0)
     obs, reward, terminated, truncated, info = env.step(WRONG)
-    assert (terminated, truncated) == (False, False) and reward == 0.1
+    # Well-formed but wrong, and not the last turn: no format reward (it would pay for stalling).
+    assert (terminated, truncated) == (False, False) and reward == 0.0 and info["score"].reward == 0.1
     assert obs.endswith("Try again.\n") and "wrong_value" in obs and "equals 9" in obs
     obs, _, terminated, truncated, _ = env.step("<answer>2**3</answer>")
     assert (terminated, truncated) == (False, False) and "disallowed_operation" in obs
     assert "attempts=2/3" in env.render()  # type: ignore[operator]
     obs, reward, terminated, truncated, info = env.step(WRONG)
-    assert (terminated, truncated) == (False, True) and info["attempt"] == 3
+    assert (terminated, truncated) == (False, True) and info["attempt"] == 3 and reward == 0.1  # the last turn's verdict
     assert not obs.endswith("Try again.\n")
     # A correct answer ends a multi-turn episode early.
     env.reset(seed=0)
@@ -224,3 +225,47 @@ def test_task_dicts_are_converted_and_validated_at_construction() -> None:
 def test_max_attempts_must_be_an_integer_of_at_least_one(bad: object) -> None:
     with pytest.raises(ValueError, match="max_attempts"):
         CountdownEnv(max_attempts=bad)  # type: ignore[arg-type]
+
+
+def test_reset_refuses_unknown_options_and_names_the_known_ones() -> None:
+    env = CountdownEnv(tasks=[TASK])
+    with pytest.raises(ValueError, match=r"unknown reset option\(s\) \['taks'\]; known options: \['task'\]"):
+        env.reset(options={"taks": TASK})
+    with pytest.raises(ValueError, match="'seed'"):
+        env.reset(options={"task": TASK, "seed": 3})
+    assert env.reset(options={})[1]["task"] == TASK
+
+
+ATTEMPTS = {
+    "right": RIGHT,
+    "wrong": WRONG,  # well-formed, wrong value: 0.1 as a verdict
+    "numbers": "<answer>2 + 3</answer>",  # wrong numbers: 0.1 as a verdict
+    "malformed": "<answer>2 +</answer>",
+    "none": "no answer",
+}
+
+
+def _episode(attempts: list[str], max_attempts: int) -> float:
+    env = CountdownEnv(tasks=[TASK], max_attempts=max_attempts)
+    env.reset(seed=0)
+    total = 0.0
+    for name in attempts:
+        _, reward, terminated, truncated, _ = env.step(ATTEMPTS[name])
+        total += reward
+        if terminated or truncated:
+            break
+    return total
+
+
+def test_a_later_right_answer_never_pays_more_than_an_immediate_one() -> None:
+    import itertools
+
+    assert _episode(["wrong", "wrong", "right"], 3) == _episode(["right"], 3) == 1.0  # the issue: 1.2 before
+    for max_attempts in (1, 2, 3):
+        for attempts in itertools.product(ATTEMPTS, repeat=max_attempts):
+            total = _episode(list(attempts), max_attempts)
+            assert total <= _episode(["right"], max_attempts), attempts
+            # The return is the verdict on the last attempt made.
+            made = list(attempts[: attempts.index("right") + 1] if "right" in attempts else attempts)
+            last = score_response(ATTEMPTS[made[-1]], TASK).reward
+            assert total == pytest.approx(last), attempts

@@ -118,7 +118,7 @@ def test_env_renders_chat_and_keeps_the_conversation_across_turns():
     assert obs == render_prompt(SUBSET_TASK, "chat", rules, tokenizer=tok)
     wrong = "<answer>25 + 3</answer>"
     obs, reward, terminated, truncated, info = env.step(wrong)
-    assert not (terminated or truncated) and reward == pytest.approx(0.1)
+    assert not (terminated or truncated) and reward == 0.0 and info["score"].reward == pytest.approx(0.1)  # not the last turn
     conversation = [
         *chat_messages(SUBSET_TASK, rules),
         {"role": "assistant", "content": ASSISTANT_PREFIX + wrong},  # the turn as the model saw it

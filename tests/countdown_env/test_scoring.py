@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from countdown_env import DEFAULT_RULES, Outcome, Rules, Task, extract_answer, format_completion, score_response
+from countdown_env import DEFAULT_RULES, Outcome, Rules, Task, extract_answer, format_completion, preset_rules, score_response
 
 
 def answer(text: str) -> str:
@@ -314,17 +314,25 @@ def test_hedging_is_counted_after_the_first_think_close(text: str, outcome: Outc
     assert score_response(text, Task((3, 5), 8)).outcome is outcome
 
 
+@pytest.mark.parametrize("rules", [Rules(max_answer_chars=10**5), preset_rules("study").with_(max_answer_chars=10**5)])
+def test_huge_literals_never_raise(rules: Rules) -> None:
+    score = score_response("<answer>3 + " + "9" * 5000 + "</answer>", Task((3, 5), 8), rules)  # beyond str()'s 4,300 digits
+    assert score.reward == rules.format_reward * (rules.scorer == "study") and len(score.reason) < 200
+    assert ("beyond" if rules.scorer == "lab" else "more than 16 digits") in score.reason
+
+
 @pytest.mark.parametrize(
-    ("task", "text", "fragment"),
-    [
-        (Task((3, 5), 10**5000), "<answer>3 + 5</answer>", "about 5,000 digits"),  # a target beyond str()'s 4,300 digits
-        (Task((3, 10**5000), 8), "<answer>3 + 5</answer>", "about 5,000 digits"),  # a given number, listed as missing
-        (Task((3, 5), 8), "<answer>3 + " + "9" * 5000 + "</answer>", "beyond"),  # a literal beyond the magnitude limit
-    ],
+    ("numbers", "target"),
+    [((3, 5), 10**5000), ((3, 10**5000), 8), ((3, 10**15 + 1), 8), ((3, 5), 10**15 + 1), ((3, 5), -(10**15) - 1)],
+    ids=["5000-digit target", "5000-digit number", "number over", "target over", "negative target over"],
 )
-def test_huge_numbers_never_raise(task: Task, text: str, fragment: str) -> None:
-    score = score_response(text, task, Rules(max_answer_chars=10**5))
-    assert score.reward < 1.0 and fragment in score.reason and len(score.reason) < 200
+def test_tasks_beyond_the_literal_limit_are_refused(numbers: tuple[int, ...], target: int) -> None:
+    """No answer can write such a number (the scorer refuses literals beyond 10**15) or reach such a target:
+    the task could only score 0, so `Task` refuses it, with a message that stays short."""
+    with pytest.raises(ValueError, match=r"at most 10\*\*15") as info:
+        Task(numbers, target)
+    assert len(str(info.value)) < 200
+    assert Task((3, 10**15), -(10**15)).numbers == (3, 10**15)  # the limit itself is fine
 
 
 @pytest.mark.parametrize(
@@ -342,3 +350,35 @@ def test_huge_numbers_never_raise(task: Task, text: str, fragment: str) -> None:
 def test_rules_check_types(kwargs: dict) -> None:
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         Rules(**kwargs)
+
+
+# ---- monotone: a value the rules forbid costs the whole reward, whatever else is wrong -------------------------
+
+CLASSIC = preset_rules("classic")  # numbers at most once, whole non-negative intermediates
+CLASSIC_TASK = Task((3, 6, 6, 100, 25, 50), 97)
+
+
+@pytest.mark.parametrize(
+    ("expression", "outcome"),
+    [
+        ("3-6+100", Outcome.DISALLOWED_OPERATION),  # a negative step
+        ("3-6+100+1", Outcome.DISALLOWED_OPERATION),  # ... and a number not given: still 0, not 0.1
+        ("(3-6)*(0-25)", Outcome.DISALLOWED_OPERATION),  # a negative step and a 0 not given
+        ("100/(6-6)+(3-6)", Outcome.DISALLOWED_OPERATION),  # x/0 first, a negative step later
+        ("(3-6)+100/(6-6)", Outcome.DISALLOWED_OPERATION),  # a negative step first, x/0 later
+        ("100/3+1+1", Outcome.DISALLOWED_OPERATION),  # a fraction, and numbers not given
+        ("100/(6-6)+3", Outcome.DIVISION_BY_ZERO),  # x/0 alone: well-formed, wrong
+        ("100/(6-6)+1", Outcome.WRONG_NUMBERS),
+        ("100-6+3", Outcome.CORRECT),
+    ],
+)
+def test_classic_scoring_is_monotone(expression: str, outcome: Outcome) -> None:
+    score = score_response(f"<answer>{expression}</answer>", CLASSIC_TASK, CLASSIC)
+    assert score.outcome is outcome, score
+    assert score.reward == {Outcome.DISALLOWED_OPERATION: 0.0, Outcome.CORRECT: 1.0}.get(outcome, 0.1)
+
+
+def test_adding_to_an_answer_with_a_forbidden_step_never_raises_its_reward() -> None:
+    base = "3-6+100"
+    for tail in ["", "+1", "+1+1", "*0", "/(6-6)", "+25-25", "+(0-1)", "+2**2"]:
+        assert score_response(f"<answer>{base}{tail}</answer>", CLASSIC_TASK, CLASSIC).reward == 0.0, tail

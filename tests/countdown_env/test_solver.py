@@ -203,3 +203,30 @@ def test_meet_in_the_middle_agrees_with_depth_first_search(monkeypatch: pytest.M
             assert (mitm[t] is None) == (dfs[t] is None) == (t not in values), (numbers, t)
             if mitm[t] is not None:
                 check_expression(mitm[t], numbers, t, rules)
+
+
+@pytest.mark.parametrize(
+    ("numbers", "target", "message"),
+    [
+        ([True, 5], 6, "integers"),  # a bool is no number: never 'True + 5'
+        ([-3, 5], 2, "non-negative"),  # never '-3 + 5'
+        ([2.5, 2], 5, "integers"),
+        ((3, 5), 8.5, "target"),
+        ("35", 8, "sequence"),
+        ((3, 10**15 + 1), 8, "10\\*\\*15"),
+    ],
+)
+def test_solve_validates_its_inputs_like_task(numbers, target, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        solve(numbers, target)
+
+
+def test_solve_takes_numpy_ints_and_whole_floats() -> None:
+    import numpy as np
+
+    assert solve(np.array([3, 5, 2]), np.int64(16)) == "2 * (3 + 5)"
+    assert solve([np.int32(3), 5.0], 8) == "3 + 5"
+    for bad in ([np.float64(2.5), 2], [np.True_, 5]):
+        with pytest.raises(ValueError, match="integers"):
+            solve(bad, 5)
+    assert solve(np.array([], dtype=int), 3) is None

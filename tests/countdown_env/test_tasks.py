@@ -237,3 +237,16 @@ def test_bad_jsonl_line_reports_its_number(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         read_tasks(tmp_path / "missing.jsonl")
 
+
+def test_a_torn_last_line_of_a_tasks_file_is_an_error_not_dropped(tmp_path: Path) -> None:
+    """The JSONL reader skips a last line without a newline that is not JSON (a log row still being written);
+    a tasks file is the user's finished input, so read_tasks refuses it, naming file:line."""
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"numbers": [1, 2], "target": 3}\n\n{"numbers": [3, 5], "tar')
+    with pytest.raises(ValueError, match=r"t.jsonl:3: not JSON, and the file ends without a newline"):
+        read_tasks(path)
+    # A complete last line without a newline is a task like any other; blank lines at the end are fine.
+    path.write_text('{"numbers": [1, 2], "target": 3}\n{"numbers": [3, 5], "target": 8}')
+    assert read_tasks(path) == [Task((1, 2), 3), Task((3, 5), 8)]
+    path.write_text('{"numbers": [1, 2], "target": 3}\n\n  ')
+    assert read_tasks(path) == [Task((1, 2), 3)]

@@ -88,14 +88,31 @@ def test_reward_module_is_python_3_10_and_states_its_rules(tmp_path: Path) -> No
     assert "from countdown_env" not in source and "import rl" not in source
 
 
+BAD_TRUTHS = ["3 5 8", [3, 5, 8], None, 8, {"numbers": [3, 5]}, {"numbers": "35", "target": 8}, {"numbers": [2.5], "target": 8}]
+
+
 def test_compute_score_accepts_extra_keywords_and_refuses_bad_ground_truth() -> None:
     truth = {"nums": [3, 5], "target": 8}
     assert compute_score("countdown", "<answer>3 + 5</answer>", truth, None, reward_router_address="x", reward_kwargs={}) == {
         "score": 1.0,
         "acc": True,
     }
-    with pytest.raises(ValueError, match="integer 'numbers' and 'target'"):
-        compute_score("countdown", "<answer>3 + 5</answer>", {"numbers": [3, 5]})
+    for bad in BAD_TRUTHS:  # a string, a list or None: the documented ValueError, never AttributeError
+        with pytest.raises(ValueError, match="integer 'numbers' and 'target'"):
+            compute_score("countdown", "<answer>3 + 5</answer>", bad)
+
+
+def test_exported_module_refuses_bad_ground_truth_with_value_error(tmp_path: Path) -> None:
+    path = export_verl(tmp_path, num_train=1, num_test=1, seed=0, preset="tiny")["reward"]
+    code = (
+        "import countdown_reward as m\n"
+        f"for bad in {BAD_TRUTHS!r}:\n"
+        "    try:\n"
+        "        m.compute_score('countdown', '<answer>3 + 5</answer>', bad)\n"
+        "    except ValueError as err:\n"
+        "        print(type(err).__name__, 'numbers' in str(err))\n"
+    )
+    assert _run_bare(sys.executable, path.parent, code).split("\n")[:-1] == ["ValueError True"] * len(BAD_TRUTHS)
 
 
 def test_study_module_records_its_scorer_and_reads_the_last_line(tmp_path: Path) -> None:
