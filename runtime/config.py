@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import dataclasses
 import inspect
 import sys
 import textwrap
 import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -148,7 +149,9 @@ def load_dataclass(
         raise UsageError(str(err)) from err
 
 
-def defaults(cls: type, source: str | Path | None = None, preset_dir: Path | Shelf | None = None, *, what: str = "config") -> dict[str, Any]:
+def defaults(
+    cls: type, source: str | Path | None = None, preset_dir: Path | Shelf | None = None, *, what: str = "config"
+) -> dict[str, Any]:
     """Every field's value under a preset: the preset's value, else the dataclass default (required fields left out)."""
     out = {f.name: _default(f) for f in dataclasses.fields(cls) if not _no_default(f)}
     out.update(resolve_values(cls, source, None, preset_dir, what=what))
@@ -343,13 +346,17 @@ class PresetArgumentParser(argparse.ArgumentParser):
     `--help` runs while arguments are parsed, before the preset option would be known, so
     `parse_known_args` first reads just that option (a two-stage parse) and builds the
     epilog for it: `ppo --config paper-3b --help` then lists paper-3b's values.
+
+    It also checks the options `add_option` made required but gave old spellings: argparse counts
+    only the new spelling as the option being given, so the check runs after the parse instead.
     """
 
     preset_help: tuple[tuple[str, ...], str | None, Callable[[str | None], str]] | None = None
     """(options, value when absent, epilog for a preset), set by `add_preset_args`."""
 
     def parse_known_args(self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None) -> Any:
-        if self.preset_help is not None:
+        # Only --help shows the epilog: building it reads the preset (and prints an old name's note) on every parse otherwise.
+        if self.preset_help is not None and _asks_help(sys.argv[1:] if args is None else args):
             options, fallback, epilog = self.preset_help
             probe = argparse.ArgumentParser(add_help=False, exit_on_error=False)
             probe.add_argument(*options, dest="preset", default=fallback)
@@ -358,7 +365,44 @@ class PresetArgumentParser(argparse.ArgumentParser):
             except argparse.ArgumentError:  # e.g. the option without a value: the full parse reports it
                 preset = fallback
             self.epilog = epilog(preset)
-        return super().parse_known_args(args, namespace)
+        namespace, extras = super().parse_known_args(args, namespace)
+        missing = [a.option_strings[0] for a in self._aliased_required() if getattr(namespace, a.dest, None) is None]
+        if missing:
+            self.error(f"the following arguments are required: {', '.join(missing)}")
+        return namespace, extras
+
+    def _aliased_required(self) -> list[argparse.Action]:
+        return self.__dict__.setdefault("aliased_required", [])
+
+    def format_usage(self) -> str:
+        with self._shown_required():
+            return super().format_usage()
+
+    def format_help(self) -> str:
+        with self._shown_required():
+            return super().format_help()
+
+    @contextlib.contextmanager
+    def _shown_required(self) -> Iterator[None]:
+        """Usage shows an aliased required option without brackets, as argparse shows any required one."""
+        actions = self._aliased_required()
+        for action in actions:
+            action.required = True
+        try:
+            yield
+        finally:
+            for action in actions:
+                action.required = False
+
+
+def _asks_help(args: Sequence[str]) -> bool:
+    """Whether `args` hold -h or --help (or an abbreviation argparse accepts, e.g. --he), before any `--`."""
+    for arg in args:
+        if arg == "--":
+            return False
+        if arg == "-h" or (len(arg) >= 3 and "--help".startswith(arg)):
+            return True
+    return False
 
 
 class DeprecatedSpelling(argparse.Action):
@@ -369,7 +413,9 @@ class DeprecatedSpelling(argparse.Action):
         self.new = new
         super().__init__(option_strings, dest, **kwargs)
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option_string: str | None = None) -> None:
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option_string: str | None = None
+    ) -> None:
         print(f"note: {option_string} is now {self.new}; the old spelling will go", file=sys.stderr)
         setattr(namespace, self.dest, self.const if self.nargs == 0 else values)
 
@@ -379,6 +425,29 @@ def add_old_spelling(parser: argparse.ArgumentParser, old: str, new: str, dest: 
     if flag is not None:
         kwargs.update(nargs=0, const=flag)
     parser.add_argument(old, dest=dest, action=DeprecatedSpelling, new=new, help=argparse.SUPPRESS, default=argparse.SUPPRESS, **kwargs)
+
+
+def add_option(
+    parser: argparse.ArgumentParser, *flags: str, old: Sequence[str] = (), required: bool = False, **kwargs: Any
+) -> argparse.Action:
+    """`parser.add_argument(*flags, **kwargs)`, with `old` spellings kept as hidden aliases that print a
+    one-line note (`--help` shows `flags` only). `required` is met by the new spelling or an old one.
+
+        add_option(p, "--task-preset", old=("--preset",), default="tinyzero", choices=sorted(PRESETS))
+        add_option(p, "--quiet", old=("--no-progress",), action="store_true")
+    """
+    action = parser.add_argument(*flags, required=required and not old, **kwargs)
+    for spelling in old:
+        if action.nargs == 0:  # a flag (store_true, store_const): the alias stores the same constant
+            add_old_spelling(parser, spelling, flags[0], action.dest, flag=action.const)
+        else:
+            add_old_spelling(parser, spelling, flags[0], action.dest, type=action.type, nargs=action.nargs, choices=action.choices,
+                             metavar=action.metavar)  # fmt: skip
+    if required and old:
+        if not isinstance(parser, PresetArgumentParser):
+            raise TypeError("a required option with old spellings needs a PresetArgumentParser (lab/cli.py's Parser is one)")
+        parser._aliased_required().append(action)
+    return action
 
 
 def add_preset_args(
@@ -394,7 +463,8 @@ def add_preset_args(
     every subcommand one); any other parser gets the help of the default preset.
     """
     names = preset_names(preset_dir)
-    parser.add_argument(option, dest="config", default=default, help=help or f"YAML file or preset name ({', '.join(names)}); default {default}")
+    parser.add_argument(option, dest="config", default=default, metavar="NAME|FILE" if names else "FILE",
+                        help=help or f"YAML file or preset name ({', '.join(names)}); default {default}")  # fmt: skip
     for spelling in old:
         add_old_spelling(parser, spelling, option, "config")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

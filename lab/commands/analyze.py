@@ -6,17 +6,20 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from runtime.config import add_option
+
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "analyze",
         help="per checkpoint: reflection, length, pass@k, distinct solutions, OOD, KL to the base, hidden-state shift, transfer",
         description="Measure every evaluated checkpoint of a ppo/grpo/sft/self-improve run directory (step 0: the base model). "
-        "Writes OUTPUT/analysis.json and PNG plots; re-running resumes after the last analysed step.",
+        "Writes OUTPUT_DIR/analysis.json and PNG plots; re-running resumes after the last analysed step.",
     )
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run directory (ppo, grpo, sft or self-improve)")
     p.add_argument("--base-model", dest="base_model", help="the base model the run started from (default: the run's config `model`)")
-    p.add_argument("--output", type=Path, required=True, help="output directory")
+    # A directory: --output DIR (the contract's old spelling) still works, with a note.
+    add_option(p, "--output-dir", old=("--output",), type=Path, required=True, metavar="DIR", help="where analysis.json and the plots go")
     _analysis_flags(p)
     p.set_defaults(func=_analyze)
 
@@ -27,10 +30,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", required=True, help="start model (round 0)")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--output-dir", type=Path, required=True)
-    p.add_argument("--task-preset", dest="task_preset", default="organism")
+    p.add_argument("--output-dir", type=Path, required=True, metavar="DIR")
+    p.add_argument("--task-preset", dest="task_preset", default="organism", help="task preset of the training tasks (default %(default)s)")
     p.add_argument("--num-train-tasks", dest="num_train_tasks", type=int, default=200, help="training tasks sampled each round")
-    p.add_argument("--k", type=int, default=8, help="samples per training task per round")
+    # --samples is the analysis's samples per held-out task, as in `analyze`; the rounds' samples are --train-samples
+    # (as --num-train-tasks beside --num-tasks).
+    add_option(p, "--train-samples", old=("--k",), dest="train_samples", type=int, default=8, help="samples per training task per round")
     p.add_argument("--sft-steps", dest="sft_steps", type=int, default=100)
     p.add_argument("--learning-rate", dest="learning_rate", type=float, default=3e-4)
     p.add_argument("--seed", type=int, default=0)
@@ -78,11 +83,11 @@ def _analyze(args: argparse.Namespace) -> int:
     if not base:
         raise UsageError("no base model: pass --base-model PATH (the model the run started from)")
     config = _config(args, run_settings(args.run_dir))
-    output_dir(args.output, "--output")
-    report = analyze(args.run_dir, base, args.output, config)
+    output_dir(args.output_dir, "--output-dir")
+    report = analyze(args.run_dir, base, args.output_dir, config)
     for line in flagged_lines(report):
         print(line)
-    print(f"analysis: {args.output / 'analysis.json'} (plots: {args.output}/*.png)")
+    print(f"analysis: {args.output_dir / 'analysis.json'} (plots: {args.output_dir}/*.png)")
     return 0
 
 
@@ -92,7 +97,7 @@ def _self_improve(args: argparse.Namespace) -> int:
     from lab.analysis.self_improve import SelfImproveConfig, self_improve
 
     with user_input():
-        config = SelfImproveConfig(rounds=args.rounds, task_preset=args.task_preset, num_tasks=args.num_train_tasks, samples=args.k,
+        config = SelfImproveConfig(rounds=args.rounds, task_preset=args.task_preset, num_tasks=args.num_train_tasks, samples=args.train_samples,
                                    sft_steps=args.sft_steps, learning_rate=args.learning_rate, seed=args.seed)  # fmt: skip
     output_dir(args.output_dir, "--output-dir")
     self_improve(args.model, args.output_dir, config)

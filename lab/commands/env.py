@@ -12,11 +12,12 @@ from pathlib import Path
 from tqdm import tqdm
 
 from countdown_env.errors import UsageError, input_file, output_dir, output_file, user_input
+from countdown_env.files import iter_jsonl, write_jsonl_atomic
 from countdown_env.rules import Rules
 from countdown_env.scoring import score_response
 from countdown_env.solver import all_solutions, closest, solve
 from countdown_env.tasks import PRESETS, SPLITS, Task, TaskConfig, iter_tasks, preset_rules, with_difficulty, write_tasks
-from countdown_env.files import iter_jsonl, write_jsonl_atomic
+from runtime.config import add_option
 
 #: Most tasks `generate` writes per split (a million tasks take minutes and ~60 MB of JSONL).
 MAX_GENERATE = 1_000_000
@@ -28,7 +29,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="generate solvable tasks (JSONL, optional HF dataset)")
     p.add_argument("-n", "--num", type=_bounded(0, MAX_GENERATE), default=1000, help=f"tasks per split (at most {MAX_GENERATE:,})")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--preset", default="tinyzero", choices=sorted(PRESETS))
+    _add_task_preset(p, "the tasks' preset: sizes, ranges and rules")
     p.add_argument("--split", default="both", choices=[*SPLITS, "both", "none"], help="'both' writes train.jsonl and test.jsonl")
     p.add_argument(
         "--test-fraction",
@@ -37,7 +38,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="share of all task keys that belong to the test split (default: the preset's, 0.1 for most)",
     )
     p.add_argument("--no-difficulty", action="store_true", help="skip solution counts etc. (faster)")
-    p.add_argument("--output", "-o", type=Path, required=True, help="output file (.jsonl) or, with --split both, a directory")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument(
+        "--output-dir", type=Path, metavar="DIR", help="write DIR/<split>.jsonl (train.jsonl and test.jsonl with --split both)"
+    )
+    # With --split both, --output naming a directory is the old spelling of --output-dir (see _outputs).
+    where.add_argument("--output", "-o", type=Path, metavar="FILE", help="one split (--split train, test or none) into this .jsonl file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--dataset", action="store_true", help="also save a Hugging Face dataset next to the JSONL")
     p.add_argument(
         "--push-to-hub",
@@ -56,20 +63,24 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target", "-t", type=int, required=True)
     p.add_argument("--all", action="store_true", help="list all solutions up to commutativity/associativity")
     p.add_argument("--cap", type=_bounded(1, None), default=100, help="most solutions --all lists (>= 1)")
-    p.add_argument("--preset", default="tinyzero", choices=sorted(PRESETS), help="solve under this task preset's rules")
+    _add_task_preset(p, "solve under this task preset's rules")
     p.add_argument(
-        "--tv-rules", action="store_true", help="TV show rules (= --preset classic): numbers at most once, whole non-negative intermediates"
+        "--tv-rules",
+        action="store_true",
+        help="TV show rules (= --task-preset classic): numbers at most once, whole non-negative intermediates",
     )
     p.set_defaults(func=_solve)
 
     p = sub.add_parser("score", help="score completions against tasks")
     p.add_argument("input", type=Path, help="JSONL rows with 'numbers', 'target' and the completion in 'text' (or 'response')")
-    p.add_argument("--output", "-o", type=Path, help="write each row with its verdict here")
-    p.add_argument(
-        "--preset", default="tinyzero", choices=sorted(PRESETS), help="score under this task preset's rules (classic: numbers at most once)"
-    )
+    p.add_argument("--output", "-o", type=Path, metavar="FILE", help="write each row with its verdict here (JSONL)")
+    _add_task_preset(p, "score under this task preset's rules (classic: numbers at most once)")
     p.add_argument("--strict-ending", action="store_true", help="reward 0 unless the completion ends at </answer>")
     p.set_defaults(func=_score)
+
+
+def _add_task_preset(p: argparse.ArgumentParser, text: str) -> None:
+    add_option(p, "--task-preset", old=("--preset",), default="tinyzero", choices=sorted(PRESETS), help=f"{text} (default %(default)s)")
 
 
 def _bounded(low: int, high: int | None):  # noqa: ANN202 - an argparse type
@@ -88,17 +99,13 @@ def _bounded(low: int, high: int | None):  # noqa: ANN202 - an argparse type
 def _generate(args: argparse.Namespace) -> int:
     if args.test_fraction is not None and not 0.0 < args.test_fraction < 1.0:
         raise UsageError(f"--test-fraction must be between 0 and 1 (exclusive), got {args.test_fraction}")
-    config = TaskConfig.preset(args.preset, difficulty=False)
+    config = TaskConfig.preset(args.task_preset, difficulty=False)
     splits = {"both": list(SPLITS), "none": [None]}.get(args.split, [args.split])
-    paths = [args.output / f"{split}.jsonl" for split in splits] if args.split == "both" else [args.output]
-    if args.split == "both":
-        output_dir(args.output, "--output (with --split both, a directory)")
-    for path in paths:
-        output_file(path, "--output")
+    paths = _outputs(args, splits)
     for split, path in zip(splits, paths, strict=True):
         stream = iter_tasks(args.seed, config, split, args.test_fraction)
         # One bar over drawing and (optionally) difficulty: a large -n shows progress from the start.
-        bar = tqdm(total=args.num, desc=f"generate {split or 'all'}", unit="task", file=sys.stderr)
+        bar = tqdm(total=args.num, desc=f"generate {split or 'all'}", unit="task", file=sys.stderr, disable=args.quiet)
         tasks = []
         for t in islice(stream, args.num):
             tasks.append(t if args.no_difficulty else with_difficulty(t, config.rules))
@@ -117,8 +124,29 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _outputs(args: argparse.Namespace, splits: list[str | None]) -> list[Path]:
+    """The file of each split, checked writable: DIR/<split>.jsonl under --output-dir, else --output."""
+    folder = args.output_dir
+    if folder is None and args.split == "both":
+        if args.output.suffix in (".jsonl", ".json"):
+            raise UsageError(
+                f"--output {args.output} is one file, one split: add --split train, test or none, or give --output-dir DIR for both"
+            )
+        # The old spelling: --output DIR for both splits.
+        print("note: generate --output DIR (with --split both) is now --output-dir DIR; the old spelling will go", file=sys.stderr)
+        folder = args.output
+    if folder is None:
+        output_file(args.output, "--output")
+        return [args.output]
+    output_dir(folder, "--output-dir")
+    paths = [folder / f"{split or 'tasks'}.jsonl" for split in splits]
+    for path in paths:
+        output_file(path, "--output-dir")
+    return paths
+
+
 def _solve(args: argparse.Namespace) -> int:
-    rules = preset_rules("classic" if args.tv_rules else args.preset)
+    rules = preset_rules("classic" if args.tv_rules else args.task_preset)
     if len(args.numbers) > MAX_SOLVE_NUMBERS:
         raise UsageError(f"solve takes at most {MAX_SOLVE_NUMBERS} numbers (got {len(args.numbers)}); the search for more takes minutes")
     with user_input("solve"):
@@ -142,7 +170,7 @@ def _solve(args: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
-    rules = preset_rules(args.preset, strict_ending=args.strict_ending)
+    rules = preset_rules(args.task_preset, strict_ending=args.strict_ending)
     outcomes: Counter[str] = Counter()
     total = 0.0
     input_file(args.input)

@@ -30,14 +30,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", nargs="+", type=int)
     p.add_argument("--model", help="start model path or hub id (default: the embedded tiny model)")
     p.add_argument("--jobs", type=int, help="runs in parallel")
-    p.add_argument("--output-dir", type=Path, required=True)
+    p.add_argument("--output-dir", type=Path, required=True, metavar="DIR", help="where the runs, summary and plots go (resumable)")
     add_report_to(p)
     p.set_defaults(func=_experiment)
 
     p = sub.add_parser(
-        "demo", help="the main job on the embedded default: RL from a base that searches and checks vs one that does not, < 10 min on 2 cores"
+        "demo",
+        help="the main job on the embedded default: RL from a base that searches and checks vs one that does not, < 10 min on 2 cores",
     )
-    p.add_argument("--output-dir", type=Path, default=Path("runs/demo"))
+    p.add_argument("--output-dir", type=Path, default=Path("runs/demo"), metavar="DIR", help="(default %(default)s)")
     p.set_defaults(func=_demo)
 
 

@@ -18,7 +18,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "judge fails); an input 'behaviors' field (e.g. a priming trace's counts) is kept as 'behaviors_input'. Re-running the same command resumes. The LLM judge's key comes from OPENAI_API_KEY only.",
     )
     p.add_argument("input", type=Path, help="JSONL with a 'text' field per row (e.g. a run's rollouts.jsonl)")
-    p.add_argument("--output", "-o", type=Path, required=True, help="output JSONL (appended as results arrive; resumable)")
+    p.add_argument("--output", "-o", type=Path, required=True, metavar="FILE", help="output JSONL (appended as results arrive; resumable)")
     p.add_argument("--judge", choices=("heuristic", "openai"), default=None, help="default: openai if --base-url is given, else heuristic")
     p.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (vLLM)")
     p.add_argument("--model", default="gpt-4o-mini", help="judge model name")
@@ -38,7 +38,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-retries", type=int, default=6, help="retries on 429/5xx/timeouts/connection errors (honours Retry-After)")
     p.add_argument("--malformed-retries", type=int, default=2, help="re-asks when a reply holds no valid counts")
     p.add_argument("--no-json-mode", action="store_true", help="do not send response_format=json_object")
-    p.add_argument("--cache", type=Path, default=None, help="sqlite cache of judge results (default: OUTPUT + '.cache.sqlite')")
+    p.add_argument(
+        "--cache", type=Path, default=None, metavar="FILE", help="SQLite cache of judge results (default: OUTPUT + '.cache.sqlite')"
+    )
     p.add_argument("--no-cache", action="store_true", help="disable the on-disk cache")
     p.add_argument("--retry-failed", action="store_true", help="re-judge rows recorded as failures by an earlier run")
     p.add_argument(
@@ -54,8 +56,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("frequencies", help="behaviour frequencies per step (and condition) of classified rollouts")
     p.add_argument("inputs", type=Path, nargs="+", help="classified JSONL files (output of classify)")
     p.add_argument("--condition", action="append", default=None, help="condition name per input (default: the file's parent folder name)")
-    p.add_argument("--output", "-o", type=Path, help="write the table as CSV here")
-    p.add_argument("--plot", type=Path, help="write a PNG of frequencies vs step here")
+    p.add_argument("--output", "-o", type=Path, metavar="FILE", help="write the table as CSV here")
+    p.add_argument("--plot", type=Path, metavar="FILE", help="write a PNG of frequencies vs step here")
     p.add_argument("--metric", choices=("avg", "share"), default="avg")
     p.set_defaults(func=_frequencies)
 

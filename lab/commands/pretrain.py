@@ -6,7 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
-DEFAULT_CACHE = Path("runs/bases")
+from runtime.config import add_option
+
+DEFAULT_BASES_DIR = Path("runs/bases")
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -16,12 +18,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pretrain", help="train (or reuse) the model organism's tiny base models (rich, poor) from a synthetic corpus")
     p.add_argument("--seed", type=int, default=d.seed, help="seeds the weights, the corpus and the data order (default %(default)s)")
     p.add_argument("--bases", nargs="+", choices=BASES, default=list(BASES), help="which bases (default: both)")
-    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where bases are cached and reused (default %(default)s)")
+    # --cache means the judge's SQLite file in classify; here it was a folder, hence the new name.
+    add_option(p, "--bases-dir", old=("--cache",), type=Path, default=DEFAULT_BASES_DIR, metavar="DIR",
+               help="where bases are cached and reused (default %(default)s)")  # fmt: skip
     p.add_argument("--trunk-steps", type=int, default=d.trunk_steps, help="steps on arithmetic drills (default %(default)s)")
     p.add_argument("--base-steps", type=int, default=d.base_steps, help="steps of each base on its own text (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="(default %(default)s)")
     p.add_argument("--no-gates", action="store_true", help="skip the held-out gate evaluation")
-    p.add_argument("--no-progress", action="store_true")
+    add_option(p, "--quiet", old=("--no-progress",), action="store_true", help="no progress bar")
     p.set_defaults(func=_pretrain)
 
 
@@ -33,14 +37,14 @@ def _pretrain(args: argparse.Namespace) -> int:
 
     with user_input():
         config = PretrainConfig(seed=args.seed, trunk_steps=args.trunk_steps, base_steps=args.base_steps, batch_size=args.batch_size)
-    output_dir(args.cache, "--cache")
+    output_dir(args.bases_dir, "--bases-dir")
     held_out = generate_tasks(config.gate_tasks, seed=config.seed, preset=config.task_preset, split="test")
     pays = organism.search_pays(held_out, seed=config.seed)
     print(
         "search pays (held-out tasks, tries with random distinct first steps, each finished greedily): "
         + ", ".join(f"{k} tr{'y' if k == 1 else 'ies'} {v:.2f}" for k, v in pays.items())
     )
-    models = pretrain(config, args.cache, bases=tuple(args.bases), progress=not args.no_progress)
+    models = pretrain(config, args.bases_dir, bases=tuple(args.bases), progress=not args.quiet)
     for stage, path in models.items():
         print(f"{stage}: {path}")
     if args.no_gates:
@@ -51,7 +55,7 @@ def _pretrain(args: argparse.Namespace) -> int:
             f"{r.base} base: greedy accuracy {r.accuracy:.3f}, arithmetic steps right {r.step_accuracy:.3f}, "
             f"tries {r.tries:.2f}, checked {r.checks:.2f} ({len(held_out)} held-out tasks)"
         )
-    out = Path(args.cache) / f"seed-{config.seed}" / "gates.json"
+    out = Path(args.bases_dir) / f"seed-{config.seed}" / "gates.json"
     verdicts = gates(reports) if set(reports) == {"rich", "poor"} else []
     for text, ok in verdicts:
         print(f"gate {'PASS' if ok else 'FAIL'}: {text}")

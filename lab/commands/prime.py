@@ -12,6 +12,7 @@ from countdown_env.tasks import PRESETS
 from priming.conditions import CONDITIONS
 from priming.render import STYLES
 from priming.traces import INCORRECT_KINDS, incorrect_kind_for
+from runtime.config import add_option
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +23,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "(train/test, prompt/completion), OUTPUT_DIR/train.jsonl, test.jsonl and metadata.json.",
     )
     p.add_argument("--condition", "-c", required=True, choices=sorted(CONDITIONS), help="which behaviours the traces show")
-    p.add_argument("--output-dir", "-o", type=Path, required=True)
+    add_option(p, "--output-dir", old=("-o", "--output"), type=Path, required=True, metavar="DIR",
+               help="where the dataset, train.jsonl, test.jsonl and metadata.json go")  # fmt: skip
     p.add_argument("--incorrect", action="store_true", help="every final answer wrong but well-formed, same target and behaviours")
     p.add_argument(
         "--incorrect-kind",
@@ -33,12 +35,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the traces (and of the tasks, unless --task-seed)")
     tasks = p.add_argument_group("tasks (a file, or generated)")
     tasks.add_argument("--tasks", type=Path, help="tasks file (JSONL numbers/target, or parquet nums/target)")
-    tasks.add_argument(
-        "--preset",
-        default="priming",
-        choices=sorted(PRESETS),
-        help="task preset: generated tasks when no --tasks, and the rules traces follow and prompts state (default: priming)",
-    )
+    add_option(tasks, "--task-preset", old=("--preset",), default="priming", choices=sorted(PRESETS),
+               help="task preset: generated tasks when no --tasks, and the rules traces follow and prompts state (default: priming)")  # fmt: skip
     tasks.add_argument("--num", "-n", type=int, default=1000, help="tasks to generate when no --tasks")
     tasks.add_argument("--task-seed", type=int, help="seed of the generated tasks (default: --seed)")
     tasks.add_argument("--task-split", default="train", choices=["train", "test", "all"], help="split generated tasks come from")
@@ -69,6 +67,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         metavar="REPO",
         help="also push the traces (train and test splits) to this hub dataset repository (needs a login token)",
     )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_prime)
 
 
@@ -83,8 +82,8 @@ def _tasks(args: argparse.Namespace) -> tuple[list, dict]:
         raise UsageError(f"--num must be >= 1, got {args.num}")
     seed = args.seed if args.task_seed is None else args.task_seed
     split = None if args.task_split == "all" else args.task_split
-    return generate_tasks(args.num, seed=seed, preset=args.preset, split=split), {
-        "preset": args.preset,
+    return generate_tasks(args.num, seed=seed, preset=args.task_preset, split=split), {
+        "preset": args.task_preset,
         "num": args.num,
         "seed": seed,
         "split": split,
@@ -92,14 +91,10 @@ def _tasks(args: argparse.Namespace) -> tuple[list, dict]:
 
 
 def _prime(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
-
-    from tqdm import tqdm
-
     from countdown_env.errors import UsageError, output_dir, user_input
     from countdown_env.rules import render_prompt
     from countdown_env.tasks import Task, preset_rules
-    from priming.export import with_prompt, write_prime_output
+    from priming.export import write_prime_output
 
     if args.incorrect_kind is not None and not args.incorrect:
         raise UsageError("--incorrect-kind needs --incorrect")
@@ -108,7 +103,7 @@ def _prime(args: argparse.Namespace) -> int:
     output_dir(args.output_dir, "--output-dir")
     with user_input():
         kind = incorrect_kind_for(args.incorrect, args.incorrect_kind) if args.generator == "synthetic" else None
-        rules = preset_rules(args.preset)
+        rules = preset_rules(args.task_preset)
         # Fail before any work on a style prime cannot render (chat needs the model's tokenizer).
         if args.prompt_style != "chat":  # chat prompts are rendered by SFT with the model's tokenizer
             render_prompt(Task((1, 2), 3), args.prompt_style, rules)
@@ -120,58 +115,84 @@ def _prime(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "generator": args.generator,
     }
-    metadata.update(prompt_style=args.prompt_style, tasks=task_source, rules_preset=args.preset)
-    status = 0
+    metadata.update(prompt_style=args.prompt_style, tasks=task_source, rules_preset=args.task_preset)
     if args.generator == "synthetic":
-        from priming.traces import GENERATOR_VERSION, TraceConfig, generate_trace
-
-        style = args.trace_style or ("compact" if args.prompt_style == "compact" else "full")
-        overrides = {k: v for k, v in {"max_chars": args.max_chars, "max_dead_ends": args.max_dead_ends}.items() if v is not None}
-        overrides.update({k: v for k, v in {"min_dead_ends": args.min_dead_ends, "max_nodes": args.max_nodes}.items() if v is not None})
-        with user_input():
-            config = TraceConfig.for_style(style, **overrides)
-        traces = [
-            generate_trace(
-                task, args.condition, seed=args.seed, index=i, incorrect=args.incorrect, incorrect_kind=kind, config=config, rules=rules
-            )
-            for i, task in enumerate(tqdm(tasks, desc=f"prime {args.condition}", file=sys.stderr))
-        ]
-        rows = [with_prompt(trace.to_dict(), args.prompt_style, rules) for trace in traces]
-        metadata.update(generator_version=GENERATOR_VERSION, trace_config=asdict(config))
+        rows, more, status = *_synthetic_rows(args, tasks, rules, kind), 0
     else:
-        from priming.llm import LLM_GENERATOR_VERSION, LLMConfig, config_dict, generate_llm_traces, read_rows, select_rows
-
-        if not args.model:
-            raise UsageError("--generator openai needs --model (and usually --base-url)")
-        with user_input():
-            config = LLMConfig(
-                model=args.model,
-                condition=args.condition,
-                base_url=args.base_url,
-                incorrect=args.incorrect,
-                concurrency=args.concurrency,
-                max_retries=args.max_retries,
-                timeout=args.timeout,
-                temperature=args.temperature,
-                max_tokens=args.max_tokens,
-                seed=args.seed,
-                keep=args.keep,
-            )
-        replies = args.output_dir / "responses.jsonl"
-        run = generate_llm_traces(tasks, config, replies, rules=rules)
-        print(f"prime: {run.written} new replies, {run.skipped} resumed from {replies}, {run.failed} failed", file=sys.stderr)
-        if run.failed:
-            print(f"prime: {run.failed} requests failed after retries; run the same command again to retry only those", file=sys.stderr)
-            status = 1
-        rows = [with_prompt(row, args.prompt_style, rules) for row in select_rows(read_rows(replies), tasks, config.keep)]
-        metadata.update(generator_version=LLM_GENERATOR_VERSION, llm=config_dict(config), complete=not run.failed)
-    metadata = write_prime_output(rows, args.output_dir, metadata, test_size=args.test_size, seed=args.seed)
+        rows, more, status = _llm_rows(args, tasks, rules)
+    metadata = write_prime_output(rows, args.output_dir, {**metadata, **more}, test_size=args.test_size, seed=args.seed)
     if args.push_to_hub:
-        from runtime.hub import push_rows
-        from countdown_env.files import read_jsonl
-
-        for split in ("train", "test"):
-            if (args.output_dir / f"{split}.jsonl").exists():
-                push_rows(read_jsonl(args.output_dir / f"{split}.jsonl"), args.push_to_hub, split=split)
+        _push(args.output_dir, args.push_to_hub)
     print(json.dumps({"output_dir": str(args.output_dir), **{k: metadata[k] for k in ("condition", "splits", "summary")}}, indent=2))
     return status
+
+
+def _synthetic_rows(args: argparse.Namespace, tasks: list, rules: object, kind: str | None) -> tuple[list[dict], dict]:
+    """The synthetic generator's rows (prompt added) and what metadata.json records about it."""
+    from dataclasses import asdict
+
+    from tqdm import tqdm
+
+    from countdown_env.errors import user_input
+    from priming.export import with_prompt
+    from priming.traces import GENERATOR_VERSION, TraceConfig, generate_trace
+
+    style = args.trace_style or ("compact" if args.prompt_style == "compact" else "full")
+    given = {
+        "max_chars": args.max_chars,
+        "max_dead_ends": args.max_dead_ends,
+        "min_dead_ends": args.min_dead_ends,
+        "max_nodes": args.max_nodes,
+    }
+    with user_input():
+        config = TraceConfig.for_style(style, **{k: v for k, v in given.items() if v is not None})
+    bar = tqdm(tasks, desc=f"prime {args.condition}", file=sys.stderr, disable=args.quiet)
+    traces = [
+        generate_trace(
+            task, args.condition, seed=args.seed, index=i, incorrect=args.incorrect, incorrect_kind=kind, config=config, rules=rules
+        )
+        for i, task in enumerate(bar)
+    ]
+    rows = [with_prompt(trace.to_dict(), args.prompt_style, rules) for trace in traces]
+    return rows, {"generator_version": GENERATOR_VERSION, "trace_config": asdict(config)}
+
+
+def _llm_rows(args: argparse.Namespace, tasks: list, rules: object) -> tuple[list[dict], dict, int]:
+    """The LLM generator's rows (resumed from OUTPUT_DIR/responses.jsonl), metadata, and exit status (1: some requests failed)."""
+    from countdown_env.errors import UsageError, user_input
+    from priming.export import with_prompt
+    from priming.llm import LLM_GENERATOR_VERSION, LLMConfig, config_dict, generate_llm_traces, read_rows, select_rows
+
+    if not args.model:
+        raise UsageError("--generator openai needs --model (and usually --base-url)")
+    with user_input():
+        config = LLMConfig(
+            model=args.model,
+            condition=args.condition,
+            base_url=args.base_url,
+            incorrect=args.incorrect,
+            concurrency=args.concurrency,
+            max_retries=args.max_retries,
+            timeout=args.timeout,
+            temperature=args.temperature,
+            max_tokens=args.max_tokens,
+            seed=args.seed,
+            keep=args.keep,
+        )
+    replies = args.output_dir / "responses.jsonl"
+    run = generate_llm_traces(tasks, config, replies, rules=rules)
+    print(f"prime: {run.written} new replies, {run.skipped} resumed from {replies}, {run.failed} failed", file=sys.stderr)
+    if run.failed:
+        print(f"prime: {run.failed} requests failed after retries; run the same command again to retry only those", file=sys.stderr)
+    rows = [with_prompt(row, args.prompt_style, rules) for row in select_rows(read_rows(replies), tasks, config.keep)]
+    more = {"generator_version": LLM_GENERATOR_VERSION, "llm": config_dict(config), "complete": not run.failed}
+    return rows, more, 1 if run.failed else 0
+
+
+def _push(output_dir: Path, repo: str) -> None:
+    from countdown_env.files import read_jsonl
+    from runtime.hub import push_rows
+
+    for split in ("train", "test"):
+        if (output_dir / f"{split}.jsonl").exists():
+            push_rows(read_jsonl(output_dir / f"{split}.jsonl"), repo, split=split)

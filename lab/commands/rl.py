@@ -9,64 +9,84 @@ from pathlib import Path
 from typing import Any
 
 from countdown_env.errors import UsageError, output_dir, output_file, user_input
+from countdown_env.tasks import PRESETS
+from runtime.config import add_option
 
 #: `eval` flags named after the EvalConfig field they set.
 _EVAL_FLAGS = ("k", "max_new_tokens", "prompt_style", "batch_size", "seed", "num_ood_tasks")
+#: What each RL subcommand runs: its algorithms (the first is its default) and its one-line help.
+_RL_COMMANDS = {
+    "ppo": (("ppo", "grpo", "rloo"), "RL on Countdown: PPO with a critic (default), or --algo grpo|rloo through TRL"),
+    "grpo": (("grpo", "rloo"), "GRPO through TRL's GRPOTrainer (same as `ppo --algo grpo`)"),
+}
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    from lab.pipeline.presets import shelf
-    from rl.config import DEFAULT_PRESET, PPOConfig
+    _add_init_model(sub)
+    for name in _RL_COMMANDS:
+        _add_rl(sub, name)
+    _add_plan(sub)
+    _add_eval(sub)
+    _add_export_verl(sub)
+
+
+def _add_init_model(sub: argparse._SubParsersAction) -> None:
     from runtime.models import ARCHS, SIZES
-    from runtime.config import add_preset_args, preset_names
-    from runtime.tracking import add_report_to
 
     p = sub.add_parser("init-model", help="build a tiny randomly initialised model + tokenizer, saved like a hub checkpoint")
     p.add_argument("--arch", choices=ARCHS, default="qwen2")
     p.add_argument("--size", choices=sorted(SIZES), default="tiny")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--output", "-o", type=Path, required=True)
+    # A model is a folder: --output DIR (the contract's old spelling) still works, with a note.
+    add_option(p, "--output-dir", old=("--output", "-o"), type=Path, required=True, metavar="DIR", help="model folder to write")
     p.set_defaults(func=_init_model)
 
-    for name, algo, text in (
-        ("ppo", "ppo", "RL on Countdown: PPO with a critic (default), or --algo grpo|rloo through TRL"),
-        ("grpo", "grpo", "GRPO through TRL's GRPOTrainer (same as `ppo --algo grpo`)"),
-    ):
-        p = sub.add_parser(name, help=text, description=text + ". Writes config.json, metrics.jsonl, rollouts.jsonl, checkpoints/.")
-        p.add_argument("--model", help="start model: a local folder, hub id or SFT run directory (default: the config's `model`)")
-        p.add_argument("--output-dir", type=Path, required=True, help="run directory")
-        # No default: on --resume without --config the run's own config.json is the config.
-        add_preset_args(
-            p,
-            PPOConfig,
-            shelf("ppo"),
-            shown=DEFAULT_PRESET,
-            what="ppo",
-            help=f"RL preset ({', '.join(preset_names(shelf('ppo')))}) or a YAML file; default {DEFAULT_PRESET}",
-        )
-        p.add_argument("--max-steps", type=int, help="stop after this many steps in total (overrides total_steps)")
-        p.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
-        p.add_argument(
-            "--tasks",
-            type=Path,
-            help="RL tasks file (JSONL or parquet) or hub dataset org/name[:split]; default: generated from the preset",
-        )
-        p.add_argument("--algo", choices=("ppo", "grpo", "rloo"), default=algo, help="ppo (ours, with a critic) or TRL's grpo / rloo")
-        p.add_argument(
-            "--trl-set",
-            dest="trl_overrides",
-            action="append",
-            metavar="KEY=VALUE",
-            help="grpo/rloo only: extra TRL config options, e.g. --trl-set use_vllm=true",
-        )
-        p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-        add_report_to(p)
-        p.add_argument(
-            "--push-to-hub",
-            metavar="REPO",
-            help="also push the run's rollouts.jsonl when training ends to this hub dataset repository (needs a login token)",
-        )
-        p.set_defaults(func=_ppo)
+
+def _add_rl(sub: argparse._SubParsersAction, name: str) -> None:
+    from lab.pipeline.presets import shelf
+    from rl.config import DEFAULT_PRESET, PPOConfig
+    from runtime.config import add_preset_args, preset_names
+    from runtime.tracking import add_report_to
+
+    algos, text = _RL_COMMANDS[name]
+    p = sub.add_parser(name, help=text, description=text + ". Writes config.json, metrics.jsonl, rollouts.jsonl, checkpoints/.")
+    p.add_argument("--model", help="start model: a local folder, hub id or SFT run directory (default: the config's `model`)")
+    p.add_argument("--output-dir", type=Path, required=True, metavar="DIR", help="run directory")
+    # No default: on --resume without --config the run's own config.json is the config.
+    add_preset_args(p, PPOConfig, shelf("ppo"), shown=DEFAULT_PRESET, what="ppo",
+                    help=f"RL preset ({', '.join(preset_names(shelf('ppo')))}) or a YAML file; default {DEFAULT_PRESET}")  # fmt: skip
+    p.add_argument("--max-steps", type=int, help="stop after this many steps in total (overrides total_steps)")
+    p.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
+    p.add_argument(
+        "--tasks", type=Path, help="RL tasks file (JSONL or parquet) or hub dataset org/name[:split]; default: generated from the preset"
+    )
+    # A type rather than `choices`, so that `grpo --algo ppo` says where PPO is instead of only listing the choices.
+    p.add_argument("--algo", type=_algo(name, algos), default=algos[0], metavar="{" + ",".join(algos) + "}",
+                   help="ppo (ours, with a critic) or TRL's grpo / rloo" if "ppo" in algos else "TRL's grpo or rloo")  # fmt: skip
+    p.add_argument("--trl-set", dest="trl_overrides", action="append", metavar="KEY=VALUE",
+                   help="grpo/rloo only: extra TRL config options, e.g. --trl-set use_vllm=true")  # fmt: skip
+    add_option(p, "--quiet", old=("--no-progress",), action="store_true", help="no progress bar")
+    add_report_to(p)
+    p.add_argument("--push-to-hub", metavar="REPO",
+                   help="also push the run's rollouts.jsonl when training ends to this hub dataset repository (needs a login token)")  # fmt: skip
+    p.set_defaults(func=_ppo)
+
+
+def _algo(command: str, algos: tuple[str, ...]):  # noqa: ANN202 - an argparse type
+    def parse(text: str) -> str:
+        if text in algos:
+            return text
+        if text == "ppo":  # `grpo --algo ppo` used to run PPO without a word
+            raise argparse.ArgumentTypeError(f"`{command}` runs TRL's {' or '.join(algos)}; PPO with a critic is `countdown-lab ppo`")
+        raise argparse.ArgumentTypeError(f"choose one of {', '.join(algos)}, got {text!r}")
+
+    return parse
+
+
+def _add_plan(sub: argparse._SubParsersAction) -> None:
+    from lab.pipeline.presets import shelf
+    from rl.config import PPOConfig
+    from runtime.config import add_preset_args, preset_names
 
     text = "per-GPU memory of a PPO config (weights, gradients, optimiser, activations of policy, critic, reference)"
     p = sub.add_parser(
@@ -81,39 +101,49 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="model (local folder or a known hub id, e.g. Qwen/Qwen2.5-3B); default: the config's")
     p.set_defaults(func=_plan)
 
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    from runtime.config import add_preset_args
+
     p = sub.add_parser("eval", help="accuracy, pass@k, diversity, OOD accuracy and length of a model on a tasks file")
     p.add_argument(
         "--model", required=True, help="model folder, hub id, or run directory (a PPO run's newest checkpoint, an SFT run's model)"
     )
     p.add_argument("--tasks", type=Path, required=True, help="tasks file (JSONL or parquet)")
-    p.add_argument("--output", type=Path, required=True, help="report JSON")
+    p.add_argument("--output", "-o", type=Path, required=True, metavar="FILE", help="report JSON")
     p.add_argument(
-        "--completions", type=Path, help="completions JSONL for `countdown-lab classify` (default: OUTPUT with .completions.jsonl)"
+        "--completions",
+        type=Path,
+        metavar="FILE",
+        help="completions JSONL for `countdown-lab classify` (default: OUTPUT with .completions.jsonl)",
     )
     # Flags for the common EvalConfig fields (default None: the config's value stands); --set reaches every field.
-    p.add_argument("--k", type=int, help="samples per task at temperature 1 (pass@k up to k)")
+    add_option(
+        p, "--samples", old=("--k",), dest="k", type=int, metavar="N", help="samples per task at temperature 1 (pass@k up to this; field k)"
+    )
     p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int)
     p.add_argument("--prompt-style", dest="prompt_style", help="compact (tiny models), tinyzero, chat")
     p.add_argument("--batch-size", dest="batch_size", type=int)
     p.add_argument("--seed", type=int)
-    p.add_argument(
-        "--preset",
-        default="tinyzero",
-        help="task preset whose rules the prompts state and the scorer enforces (classic: numbers at most once)",
-    )
+    add_option(p, "--task-preset", old=("--preset",), default="tinyzero", choices=sorted(PRESETS), metavar="NAME",
+               help="task preset whose rules the prompts state and the scorer enforces (classic: numbers at most once)")  # fmt: skip
     p.add_argument("--limit", type=_positive, help="evaluate only the first N tasks (N >= 1)")
     p.add_argument("--ood-tasks", type=Path, help="harder tasks file; default: generated with one more number than --tasks")
-    p.add_argument("--num-ood", dest="num_ood_tasks", type=int, help="generated OOD tasks (0 = skip)")
+    add_option(p, "--num-ood-tasks", old=("--num-ood",), dest="num_ood_tasks", type=int, help="generated OOD tasks (0 = skip)")
     add_preset_args(p, _eval_config_class, None, option="--config", what="eval", help="YAML file of eval settings (the fields below)")
     p.add_argument("--strict-ending", action="store_true", help="score with the training rule (reward 0 unless the text ends at </answer>)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_eval)
 
+
+def _add_export_verl(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export-verl", help="train/test parquet in veRL's (TinyZero's) schema and a compute_score reward module")
-    p.add_argument("--output-dir", type=Path, required=True)
+    p.add_argument("--output-dir", type=Path, required=True, metavar="DIR")
     p.add_argument("-n", "--num-train", type=_positive, default=327_680, help="train tasks (TinyZero: 327,680)")
     p.add_argument("--num-test", type=_positive, default=1024)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--preset", default="tinyzero", help="task preset (tinyzero, priming, tiny, classic)")
+    add_option(p, "--task-preset", old=("--preset",), default="tinyzero", choices=sorted(PRESETS), metavar="NAME",
+               help=f"task preset ({', '.join(sorted(PRESETS))}; default %(default)s)")  # fmt: skip
     p.add_argument(
         "--template",
         choices=("base", "instruct"),
@@ -158,7 +188,7 @@ def _eval_config_class() -> type:
 def _init_model(args: argparse.Namespace) -> int:
     from runtime.models import count_parameters, init_model, load_model
 
-    path = init_model(args.output, args.arch, args.size, seed=args.seed)
+    path = init_model(args.output_dir, args.arch, args.size, seed=args.seed)
     print(f"{args.arch}/{args.size}: {count_parameters(load_model(path)):,} parameters, saved to {path}")
     return 0
 
@@ -167,8 +197,7 @@ def resolve_config(args: argparse.Namespace) -> Any:
     """The run's config: --config (or, on --resume, the run's own config.json), then --set, --model, --max-steps."""
     from lab.pipeline.presets import resolve
     from rl.config import DEFAULT_PRESET, PPOConfig, load_config, parse_overrides
-    from runtime.models import resolve_model_path
-    from runtime.models import PACKAGED_MODELS
+    from runtime.models import PACKAGED_MODELS, resolve_model_path
 
     saved = args.output_dir / "config.json"
     overrides: dict[str, Any] = {}
@@ -192,13 +221,15 @@ def _ppo(args: argparse.Namespace) -> int:
     from runtime.hub import load_tasks
     from runtime.tracking import check_report_to
 
+    if args.trl_overrides and args.algo == "ppo":
+        raise UsageError("--trl-set sets TRL's options: it needs --algo grpo or rloo (PPO is our own loop: use --set)")
     config = resolve_config(args)
     tasks = load_tasks(args.tasks) if args.tasks else None
     report_to = check_report_to(args.report_to or "none")
     if args.algo == "ppo":
         from rl.train import train
 
-        run = train(config, args.output_dir, tasks=tasks, resume=args.resume, progress=not args.no_progress, report_to=report_to)
+        run = train(config, args.output_dir, tasks=tasks, resume=args.resume, progress=not args.quiet, report_to=report_to)
     else:
         from rl.config import parse_overrides
         from rl.trl_algos import train_trl
@@ -209,8 +240,8 @@ def _ppo(args: argparse.Namespace) -> int:
         )
     print(f"run directory: {run}")
     if args.push_to_hub and (run / "rollouts.jsonl").exists() and int(os.environ.get("RANK", "0")) == 0:
-        from runtime.hub import push_rows
         from countdown_env.files import read_jsonl
+        from runtime.hub import push_rows
 
         push_rows(read_jsonl(run / "rollouts.jsonl"), args.push_to_hub)
     return 0
@@ -239,15 +270,14 @@ def _eval(args: argparse.Namespace) -> int:
     import torch
 
     from countdown_env import preset_rules
-    from runtime.hub import load_tasks
-    from rl.evaluate import EvalConfig, evaluate
-    from runtime.models import load_model, load_tokenizer, resolve_model_path
-    from runtime.config import load_dataclass, parse_set
     from countdown_env.files import write_jsonl_atomic, write_text_atomic
-    from runtime.models import PACKAGED_MODELS
+    from rl.evaluate import EvalConfig, evaluate
+    from runtime.config import load_dataclass, parse_set
+    from runtime.hub import load_tasks
+    from runtime.models import PACKAGED_MODELS, load_model, load_tokenizer, resolve_model_path
 
     with user_input():
-        rules = preset_rules(args.preset, strict_ending=args.strict_ending)
+        rules = preset_rules(args.task_preset, strict_ending=args.strict_ending)
         flags = {name: getattr(args, name) for name in _EVAL_FLAGS if getattr(args, name) is not None}
         config = load_dataclass(EvalConfig, args.config, {**parse_set(args.overrides), **flags}, what="eval")
     tasks = load_tasks(args.tasks)[: args.limit]
@@ -261,10 +291,10 @@ def _eval(args: argparse.Namespace) -> int:
         model, tokenizer = load_model(model_path, device=device).eval(), load_tokenizer(model_path)
     except OSError as err:  # a hub id that is not cached (offline) or a folder without a model
         raise UsageError(f"--model {args.model}: cannot load a model from it ({str(err).splitlines()[0] if str(err) else err!r})") from err
-    report, rows = evaluate(model, tokenizer, tasks, config, rules=rules, ood_tasks=ood, progress=True)
+    report, rows = evaluate(model, tokenizer, tasks, config, rules=rules, ood_tasks=ood, progress=not args.quiet)
     report["model"] = args.model if args.model in PACKAGED_MODELS else model_path
     report["tasks"] = str(args.tasks)
-    report["preset"] = args.preset
+    report["preset"] = args.task_preset
     completions = args.completions or args.output.with_suffix(".completions.jsonl")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     write_jsonl_atomic(completions, rows)
@@ -276,19 +306,19 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _export_verl(args: argparse.Namespace) -> int:
     from countdown_env import TaskConfig
-    from runtime.hub import load_tasks
     from rl.verl_export import export_verl
+    from runtime.hub import load_tasks
 
     output_dir(args.output_dir, "--output-dir")
-    with user_input("--preset"):
-        TaskConfig.preset(args.preset)
+    with user_input("--task-preset"):
+        TaskConfig.preset(args.task_preset)
     tasks = load_tasks(args.tasks) if args.tasks else None
     paths = export_verl(
         args.output_dir,
         num_train=args.num_train,
         num_test=args.num_test,
         seed=args.seed,
-        preset=args.preset,
+        preset=args.task_preset,
         template=args.template,
         train_tasks=tasks,
     )

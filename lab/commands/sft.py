@@ -36,8 +36,8 @@ _OTHER_FIELDS = ("lr_scheduler", "prompt_style", "bf16", "gradient_checkpointing
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    from priming.sft import DEFAULT_PRESET, PRESET_DIR, PRESETS, SCHEDULERS, SFTRunConfig
     from lab.pipeline.presets import shelf
+    from priming.sft import DEFAULT_PRESET, SCHEDULERS, SFTRunConfig
     from runtime.config import add_preset_args, field_docs, preset_names
     from runtime.tracking import add_report_to
 
@@ -56,7 +56,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="directory written by `countdown-lab prime`, a JSONL file of prompt/completion or trace rows, "
         "or a hub dataset org/name[:split] (default split train; a local path that exists wins)",
     )
-    p.add_argument("--output-dir", type=Path, required=True, help="run directory")
+    p.add_argument("--output-dir", type=Path, required=True, metavar="DIR", help="run directory")
     add_preset_args(p, SFTRunConfig, shelf("sft"), default=DEFAULT_PRESET, what="SFT", old=("--preset",),
                     help=f"SFT preset ({', '.join(preset_names(shelf('sft')))}) or a YAML file; default {DEFAULT_PRESET}: the study's "
                     "recipe for 3B models; sft-tiny-cpu: tiny models on a CPU")  # fmt: skip

@@ -12,7 +12,7 @@ from lab.cli import main
 
 
 def test_generate_both_splits_with_difficulty(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["generate", "-n", "15", "--seed", "4", "--preset", "tiny", "--output", str(tmp_path)]) == 0
+    assert main(["generate", "-n", "15", "--seed", "4", "--task-preset", "tiny", "--output-dir", str(tmp_path)]) == 0
     train, test = read_tasks(tmp_path / "train.jsonl"), read_tasks(tmp_path / "test.jsonl")
     assert len(train) == len(test) == 15
     assert not {t.key for t in train} & {t.key for t in test}

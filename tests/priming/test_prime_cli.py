@@ -22,7 +22,8 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def test_synthetic_prime_writes_dataset_jsonl_and_metadata(tmp_path: Path) -> None:
     out = tmp_path / "prime"
-    argv = ["prime", "-c", "only_backtracking", "--preset", "tiny", "-n", "20", "--seed", "4", "--test-size", "0.25", "-o", str(out)]
+    argv = ["prime", "-c", "only_backtracking", "--task-preset", "tiny", "-n", "20", "--seed", "4"]
+    argv += ["--test-size", "0.25", "--output-dir", str(out)]
     assert main(argv) == 0
     data = datasets.load_from_disk(str(out / "dataset"))
     assert set(data) == {"train", "test"} and (len(data["train"]), len(data["test"])) == (15, 5)
