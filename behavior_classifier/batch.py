@@ -22,41 +22,32 @@ Differences from the request-by-request path, by nature of a batch:
 - an ``expired`` batch records the requests it did not answer as failures (``--retry-failed`` submits them
   again); a ``failed`` or ``cancelled`` batch stops the job with the server's reason;
 - no result cache (a batch is submitted once and its results live in the output).
+
+The client (key, retries, per-request deadline) is the one every LLM caller shares: `runtime.llm_client`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from behavior_classifier.behaviors import BEHAVIORS, Counts
 from behavior_classifier.classify import RunSummary, _judge_input, _output_row, _read_done, _write_ordered, read_rows
-from behavior_classifier.client import (
-    ADAPTABLE_PARAMS,
-    JudgeConfig,
-    JudgeInput,
-    RequestParams,
-    Usage,
-    _tokens,
-    api_key,
-    judge_version,
-    redact,
-    unsupported_param,
-)
-from behavior_classifier.judge import (
-    MalformedReply,
-    build_behavior_messages,
-    build_messages,
-    build_study_messages,
-    parse_count_tag,
-    parse_counts,
-)
+from behavior_classifier.client import JudgeConfig, RequestParams, Usage, create_completion, judge_version, request_plan, unsupported_param
+from behavior_classifier.judge import MalformedReply, parse_count_tag, parse_counts
 from countdown_env.errors import UsageError
 from countdown_env.files import append_jsonl
+from runtime.llm_client import ERROR_CHARS, LLMClient, check_seconds, redact, token_count
+
+if TYPE_CHECKING:
+    import openai
 
 ENDPOINT = "/v1/chat/completions"
 TERMINAL = ("completed", "expired", "failed", "cancelled")
@@ -69,49 +60,28 @@ def state_path(output: Path) -> Path:
     return output.with_name(output.name + ".batch.json")
 
 
-def _parts(config: JudgeConfig, item: JudgeInput) -> list[tuple[str, Sequence[str], list[dict[str, str]]]]:
-    """(part name, behaviours it counts, messages) of one trace's requests."""
-    if config.protocol == "study":
-        return [(name, (name,), build_study_messages(name, item.text, item.numbers, item.target)) for name in BEHAVIORS]
-    if config.mode == "all":
-        return [("all", BEHAVIORS, build_messages(item.text, item.numbers, item.target))]
-    return [(name, (name,), build_behavior_messages(name, item.text, item.numbers, item.target)) for name in BEHAVIORS]
-
-
 def _custom_id(index: int, part: str) -> str:
     return f"row{index}-{part}"
 
 
-def request_lines(config: JudgeConfig, params: RequestParams, rows: list[dict[str, Any]], indices: Sequence[int], json_mode: bool) -> bytes:
+def request_lines(config: JudgeConfig, params: RequestParams, rows: list[dict[str, Any]], indices: Sequence[int]) -> bytes:
     """The batch input file: one chat request per line."""
     lines = []
     for index in indices:
-        for part, _, messages in _parts(config, _judge_input(rows[index])):
-            body = params.body(config, messages, json_mode=json_mode)
+        for part, _, messages in request_plan(config, _judge_input(rows[index])):
+            body = params.body(config, messages)
             lines.append(json.dumps({"custom_id": _custom_id(index, part), "method": "POST", "url": ENDPOINT, "body": body}))
     return ("\n".join(lines) + "\n").encode()
 
 
-def probe(client: Any, config: JudgeConfig, params: RequestParams, messages: list[dict[str, str]], json_mode: bool) -> bool:
-    """Send one request as the batch would, adapting `params` to what the server refuses; returns the JSON mode to use.
+async def probe(api: openai.AsyncOpenAI, config: JudgeConfig, params: RequestParams, messages: list[dict[str, str]]) -> None:
+    """Send one request as the batch would, adapting `params` to what the server refuses (as the judge does).
 
     Any other error is left for the batch to report (it is the same request)."""
     import openai
 
-    for _ in range(len(ADAPTABLE_PARAMS) + 1):
-        body = params.body(config, messages, json_mode=json_mode)
-        try:
-            client.chat.completions.create(**body)
-            return json_mode
-        except (openai.BadRequestError, openai.UnprocessableEntityError) as err:
-            if params.adapt(unsupported_param(err.status_code, err.body if isinstance(err.body, dict) else err.message)):
-                continue
-            if "response_format" not in body:
-                return json_mode
-            json_mode = False
-        except openai.APIError:
-            return json_mode
-    return json_mode
+    with contextlib.suppress(openai.APIError):
+        await create_completion(api, config, params, messages)
 
 
 def _save_state(path: Path, state: dict[str, Any]) -> None:
@@ -137,12 +107,12 @@ def _load_state(path: Path, config: JudgeConfig, done: dict[int, Any]) -> dict[s
     return state
 
 
-def _read_file(client: Any, file_id: str | None) -> dict[str, dict[str, Any]]:
+async def _read_file(api: openai.AsyncOpenAI, file_id: str | None) -> dict[str, dict[str, Any]]:
     """custom_id -> result line of a batch output or error file."""
     if not file_id:
         return {}
     out = {}
-    for line in client.files.content(file_id).text.splitlines():
+    for line in (await api.files.content(file_id)).text.splitlines():
         if line.strip():
             item = json.loads(line)
             out[str(item.get("custom_id"))] = item
@@ -176,95 +146,136 @@ def classify_file_batch(
     on_submitted: Callable[[str], None] | None = None,
 ) -> RunSummary:
     """Label every row of `input_path` into `output_path` through the Batch API, resuming a batch already submitted."""
-    import openai
-
+    check_seconds(poll_interval, "poll_interval")
     start = time.monotonic()
-    rows = read_rows(input_path)
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    done = _read_done(output_path, rows, retry_failed)
-    already = len(done)
-    state_file = state_path(output_path)
-    state = _load_state(state_file, config, done)
-    label = f"openai:{judge_version(config)}"
-    usage = Usage()
-    labelled = failed = 0
-    client = openai.OpenAI(base_url=config.base_url, api_key=api_key(), max_retries=config.max_retries, timeout=config.timeout)
-    saved = (state or {}).get("params", {})
-    params = RequestParams(saved.get("token_param", "max_tokens"), saved.get("temperature", True))
-    json_mode = bool(saved.get("json_mode", config.json_mode and config.protocol == "json"))
+    job = BatchJob(input_path, output_path, config, retry_failed=retry_failed, poll_interval=poll_interval, progress=progress,
+                   on_submitted=on_submitted)  # fmt: skip
+    asyncio.run(job.run())
+    if len(job.done) == len(job.rows):
+        _write_ordered(output_path, job.done)
+    failed_total = sum(row.get("behaviors") is None for row in job.done.values())
+    return RunSummary(len(job.rows), job.already, job.labelled, job.failed, job.usage, time.monotonic() - start, failed_total)
 
-    def say(message: str) -> None:
-        if progress:
+
+class BatchJob:
+    """One run of `classify_file_batch`: the rows, what the output holds, the state file and the request parameters.
+
+    `run` submits (or finds) a batch of the rows not yet in the output, waits for it, records its results, and
+    submits the rows the server refused a parameter for again, at most `MAX_ROUNDS` batches in all.
+    """
+
+    def __init__(
+        self,
+        input_path: Path,
+        output_path: Path,
+        config: JudgeConfig,
+        *,
+        retry_failed: bool,
+        poll_interval: float,
+        progress: bool,
+        on_submitted: Callable[[str], None] | None,
+    ) -> None:
+        self.config = config
+        self.client = LLMClient(config.client_config)
+        self.rows = read_rows(input_path)
+        output_path.parent.mkdir(parents=True, exist_ok=True)
+        self.output = output_path
+        self.done = _read_done(output_path, self.rows, retry_failed)
+        self.already = len(self.done)
+        self.state_file = state_path(output_path)
+        self.state = _load_state(self.state_file, config, self.done)
+        saved = (self.state or {}).get("params", {})
+        self.params = RequestParams(
+            saved.get("token_param", "max_tokens"), saved.get("temperature", True), bool(saved.get("json_mode", config.sends_json_mode))
+        )
+        self.poll_interval = poll_interval
+        self.progress = progress
+        self.on_submitted = on_submitted
+        self.label = f"openai:{judge_version(config)}"
+        self.usage = Usage()
+        self.labelled = self.failed = 0
+
+    def say(self, message: str) -> None:
+        if self.progress:
             print(f"classify --batch: {message}", file=sys.stderr)
 
-    def record(index: int, counts: Counts | None, error: str | None, parse_failures: Sequence[str] = ()) -> None:
-        nonlocal labelled, failed
-        row = _output_row(rows[index], index, label, counts, error, parse_failures)
-        append_jsonl(output_path, [row])
-        done[index] = row
-        labelled += counts is not None
-        failed += counts is None
+    def record(self, index: int, counts: Counts | None, error: str | None, parse_failures: Sequence[str] = ()) -> None:
+        row = _output_row(self.rows[index], index, self.label, counts, error, parse_failures)
+        append_jsonl(self.output, [row])
+        self.done[index] = row
+        self.labelled += counts is not None
+        self.failed += counts is None
 
-    try:
-        for _round in range(MAX_ROUNDS):
-            if state is None:
-                pending = [i for i in range(len(rows)) if i not in done]
-                if not pending:
-                    break
-                if _round == 0:
-                    json_mode = probe(client, config, params, _parts(config, _judge_input(rows[pending[0]]))[0][2], json_mode)
-                state = {"model": config.model, "protocol": config.protocol, "mode": config.mode, "rows": pending,
-                         "params": {"token_param": params.token_param, "temperature": params.temperature, "json_mode": json_mode}}  # fmt: skip
-                uploaded = client.files.create(
-                    file=("requests.jsonl", request_lines(config, params, rows, pending, json_mode)), purpose="batch"
-                )
-                state["input_file_id"] = uploaded.id
-                _save_state(state_file, state)  # from here a re-run never uploads again
-            if not state["rows"]:  # everything it held is in the output already
-                state_file.unlink(missing_ok=True)
-                break
-            if not state.get("batch_id"):
-                # A kill between batches.create and the save leaves a batch the state does not name: find it.
-                found = [b for b in client.batches.list(limit=100).data if getattr(b, "input_file_id", None) == state["input_file_id"]]
-                batch = found[0] if found else client.batches.create(
-                    input_file_id=state["input_file_id"], endpoint=ENDPOINT, completion_window="24h",
-                    metadata={"source": "countdown-lab classify", "output": output_path.name[:400]},
-                )  # fmt: skip
-                state["batch_id"] = batch.id
-                _save_state(state_file, state)
-                say(f"{'found' if found else 'submitted'} batch {batch.id} ({len(state['rows'])} traces); the ids are in {state_file}")
-                if on_submitted is not None:
-                    on_submitted(batch.id)
-            batch = client.batches.retrieve(state["batch_id"])
-            while batch.status not in TERMINAL:
-                counts = getattr(batch, "request_counts", None)
-                say(f"batch {batch.id} {batch.status}" + (f", {counts.completed}/{counts.total} requests" if counts else ""))
-                time.sleep(poll_interval)
-                batch = client.batches.retrieve(state["batch_id"])
-            if batch.status in ("failed", "cancelled"):
-                errors = getattr(batch, "errors", None)
-                state_file.unlink(missing_ok=True)
-                raise UsageError(
-                    f"batch {batch.id} {batch.status}: {redact(str(errors))[:500]}; run the same command to submit a new batch"
-                )
-            results = {**_read_file(client, batch.error_file_id), **_read_file(client, batch.output_file_id)}
-            resubmit = _collect(config, rows, state["rows"], results, batch.status, record, usage, params)
-            if resubmit and "response_format" in resubmit:
-                json_mode = False
-            state_file.unlink(missing_ok=True)
-            state = None
-            if not resubmit:
-                break
-            say(f"the server refused {sorted(resubmit)}; submitting the rows concerned again without it")
-        else:
-            for i in (i for i in range(len(rows)) if i not in done):
-                record(i, None, f"requests refused in {MAX_ROUNDS} batches in a row")
-    finally:
-        client.close()
-    if len(done) == len(rows):
-        _write_ordered(output_path, done)
-    failed_total = sum(row.get("behaviors") is None for row in done.values())
-    return RunSummary(len(rows), already, labelled, failed, usage, time.monotonic() - start, failed_total)
+    def pending(self) -> list[int]:
+        return [i for i in range(len(self.rows)) if i not in self.done]
+
+    async def run(self) -> None:
+        async with self.client.open() as api:
+            for round_ in range(MAX_ROUNDS):
+                if self.state is None:
+                    if not self.pending():
+                        return
+                    self.state = await self._upload(api, self.pending(), probe_first=round_ == 0)
+                if not self.state["rows"]:  # everything it held is in the output already
+                    self.state_file.unlink(missing_ok=True)
+                    return
+                batch = await self._finished_batch(api)
+                results = {**await _read_file(api, batch.error_file_id), **await _read_file(api, batch.output_file_id)}
+                resubmit = _collect(self.config, self.rows, self.state["rows"], results, batch.status, self.record, self.usage, self.params)
+                if "response_format" in resubmit:
+                    self.params.json_mode = False
+                self.state_file.unlink(missing_ok=True)
+                self.state = None
+                if not resubmit:
+                    return
+                self.say(f"the server refused {sorted(resubmit)}; submitting the rows concerned again without it")
+        for i in self.pending():
+            self.record(i, None, f"requests refused in {MAX_ROUNDS} batches in a row")
+
+    async def _upload(self, api: openai.AsyncOpenAI, pending: list[int], *, probe_first: bool) -> dict[str, Any]:
+        """Upload the requests of `pending` rows (after one probe request on the first round); the new state."""
+        config = self.config
+        if probe_first:
+            await probe(api, config, self.params, request_plan(config, _judge_input(self.rows[pending[0]]))[0][2])
+        state = {"model": config.model, "protocol": config.protocol, "mode": config.mode, "rows": pending, "params": asdict(self.params)}
+        lines = request_lines(config, self.params, self.rows, pending)
+        state["input_file_id"] = (await api.files.create(file=("requests.jsonl", lines), purpose="batch")).id
+        _save_state(self.state_file, state)  # from here a re-run never uploads again
+        return state
+
+    async def _finished_batch(self, api: openai.AsyncOpenAI) -> Any:
+        """The state's batch (submitted first if need be) once it has ended; a failed or cancelled batch stops the job."""
+        assert self.state is not None
+        if not self.state.get("batch_id"):
+            await self._submit(api, self.state)
+        batch = await api.batches.retrieve(self.state["batch_id"])
+        while batch.status not in TERMINAL:
+            counts = getattr(batch, "request_counts", None)
+            self.say(f"batch {batch.id} {batch.status}" + (f", {counts.completed}/{counts.total} requests" if counts else ""))
+            await asyncio.sleep(self.poll_interval)
+            batch = await api.batches.retrieve(self.state["batch_id"])
+        if batch.status in ("failed", "cancelled"):
+            errors = getattr(batch, "errors", None)
+            self.state_file.unlink(missing_ok=True)
+            raise UsageError(
+                f"batch {batch.id} {batch.status}: {redact(str(errors))[:ERROR_CHARS]}; run the same command to submit a new batch"
+            )
+        return batch
+
+    async def _submit(self, api: openai.AsyncOpenAI, state: dict[str, Any]) -> None:
+        """Create the batch of the uploaded file, or find it: a kill between batches.create and the save leaves a
+        batch the state does not name."""
+        listed = (await api.batches.list(limit=100)).data
+        found = [b for b in listed if getattr(b, "input_file_id", None) == state["input_file_id"]]
+        batch = found[0] if found else await api.batches.create(
+            input_file_id=state["input_file_id"], endpoint=ENDPOINT, completion_window="24h",
+            metadata={"source": "countdown-lab classify", "output": self.output.name[:400]},
+        )  # fmt: skip
+        state["batch_id"] = batch.id
+        _save_state(self.state_file, state)
+        self.say(f"{'found' if found else 'submitted'} batch {batch.id} ({len(state['rows'])} traces); the ids are in {self.state_file}")
+        if self.on_submitted is not None:
+            self.on_submitted(batch.id)
 
 
 def _collect(
@@ -284,7 +295,7 @@ def _collect(
         failures: list[str] = []
         error: str | None = None
         retry = False
-        for part, names, _ in _parts(config, _judge_input(rows[index])):
+        for part, names, _ in request_plan(config, _judge_input(rows[index])):
             item = results.get(_custom_id(index, part))
             code, err = _error_of(item)
             body = ((item or {}).get("response") or {}).get("body")
@@ -298,14 +309,12 @@ def _collect(
                     refused.add("response_format")
                     retry = True
                 else:
-                    error = (
-                        error
-                        or redact(f"batch request {part}: " + (f"HTTP {code}: {message}" if item else f"no result (batch {status})"))[:500]
-                    )
+                    what = f"HTTP {code}: {message}" if item else f"no result (batch {status})"
+                    error = error or redact(f"batch request {part}: {what}")[:ERROR_CHARS]
                 continue
             usage.requests += 1
-            usage.prompt_tokens += _tokens(body.get("usage"), "prompt_tokens")
-            usage.completion_tokens += _tokens(body.get("usage"), "completion_tokens")
+            usage.prompt_tokens += token_count(body.get("usage"), "prompt_tokens")
+            usage.completion_tokens += token_count(body.get("usage"), "completion_tokens")
             reply = _content(body)
             if config.protocol == "study":
                 value = parse_count_tag(reply)
@@ -316,7 +325,7 @@ def _collect(
             try:
                 counts.update(parse_counts(reply, names))
             except MalformedReply as problem:
-                error = error or redact(f"MalformedReply (batch, not asked again): {problem}")[:500]
+                error = error or redact(f"MalformedReply (batch, not asked again): {problem}")[:ERROR_CHARS]
         if retry:
             continue
         if error is not None:

@@ -27,9 +27,10 @@ from typing import Any, Protocol
 from tqdm import tqdm
 
 from behavior_classifier.behaviors import Counts
-from behavior_classifier.client import JudgeInput, LLMJudge, Usage, redact
+from behavior_classifier.client import JudgeInput, LLMJudge, Usage
 from countdown_env.errors import UsageError, user_input
 from countdown_env.files import append_jsonl, cut_torn_tail, iter_jsonl, read_jsonl, write_jsonl_atomic
+from runtime.llm_client import ERROR_CHARS, redact
 
 
 class Judge(Protocol):
@@ -182,7 +183,7 @@ def classify_file(
             try:
                 record(i, judge(rows[i]["text"]), None)
             except Exception as err:  # a judge bug on one odd trace is recorded, not fatal to the job
-                record(i, None, redact(f"{type(err).__name__}: {err}")[:500])
+                record(i, None, redact(f"{type(err).__name__}: {err}")[:ERROR_CHARS])
     bar.close()
     if len(done) == len(rows):
         _write_ordered(output_path, done)

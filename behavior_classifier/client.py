@@ -1,9 +1,10 @@
-"""The LLM judge over any OpenAI-compatible endpoint (OpenAI, vLLM, Ollama...): concurrency, retries, cache.
+"""The LLM judge over any OpenAI-compatible endpoint (OpenAI, vLLM, Ollama...): protocol, adaptation, cache.
 
-- HTTP, retries and backoff come from the `openai` client itself: its ``max_retries`` retries 408/409/429/5xx,
-  timeouts and connection errors with exponential backoff and honours ``Retry-After`` / ``retry-after-ms``.
-- ``timeout`` is a deadline for each whole HTTP request (connect, headers and the full body): the HTTP
-  library's own timeouts bound each read, so a server trickling a byte a second would hold a request forever.
+- The HTTP client is the one every LLM caller shares (`runtime.llm_client`): the `openai` client's own retries
+  (408/409/429/5xx, timeouts, connection errors; exponential backoff honouring ``Retry-After``), a deadline
+  for each whole HTTP request (``timeout``: connect, headers and the full body), at most ``concurrency``
+  requests in flight, and the key read from ``OPENAI_API_KEY`` only, never logged, printed or written (error
+  texts are redacted in case a server echoes it; without a key a placeholder is sent, for local servers).
 - A reply that holds no valid counts is re-requested `JudgeConfig.malformed_retries` times, then the trace is
   recorded as an explicit failure (`JudgeResult.counts is None`, `error` set): never as zeros.
 - ``response_format={"type": "json_object"}`` is sent while the server accepts it; on a 400/422 the request is
@@ -15,8 +16,6 @@
 - Two protocols, ``json`` and ``study`` (see `behavior_classifier.judge`).
 - Results are cached on disk (sqlite, stdlib) under a key of model, prompt version, mode and the prompt inputs,
   so a re-run costs nothing.
-- The API key is read from ``OPENAI_API_KEY`` only and never logged, printed or written; error texts are
-  redacted in case a server echoes it.
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import os
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -47,14 +45,14 @@ from behavior_classifier.judge import (
     parse_count_tag,
     parse_counts,
 )
+from runtime.llm_client import ERROR_CHARS, ClientConfig, LLMClient, describe_error, redact, token_count
 
 if TYPE_CHECKING:
     import openai
 
 log = logging.getLogger(__name__)
 
-API_KEY_ENV = "OPENAI_API_KEY"
-_PLACEHOLDER_KEY = "EMPTY"  # what vLLM's docs use when a local server needs no key
+Messages = list[dict[str, str]]
 
 
 @dataclass(frozen=True)
@@ -73,7 +71,8 @@ class JudgeConfig:
     concurrency: int = 16
     """Requests in flight at most."""
     timeout: float = 60.0
-    """Seconds one HTTP request may take in all (connect, headers and whole body) before it is abandoned and retried."""
+    """Seconds one HTTP request may take in all (connect, headers and whole body) before it is abandoned and retried;
+    a finite number > 0."""
     max_retries: int = 6
     """Retries of one request on 429/5xx/timeouts/connection errors (the openai client's own backoff, honouring Retry-After)."""
     malformed_retries: int = 2
@@ -86,22 +85,29 @@ class JudgeConfig:
     """sqlite file caching results across runs; None disables the cache."""
 
     def __post_init__(self) -> None:
-        if not self.base_url.startswith(("http://", "https://")):
-            raise ValueError(f"base_url must start with http:// or https://, got {self.base_url!r}")
+        if not self.base_url:
+            raise ValueError("base_url must be an http:// or https:// URL, e.g. --base-url http://localhost:8000/v1")
+        self.client_config  # noqa: B018 -- validates base_url, timeout, max_retries and concurrency
         if not self.model:
             raise ValueError("model must be a non-empty model name, e.g. --model gpt-4o-mini")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {list(MODES)}, got {self.mode!r}")
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {list(PROTOCOLS)}, got {self.protocol!r}")
-        if self.concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
-        if self.timeout <= 0:
-            raise ValueError(f"timeout must be > 0 seconds, got {self.timeout}")
-        if self.max_retries < 0 or self.malformed_retries < 0:
-            raise ValueError("max_retries and malformed_retries must be >= 0")
+        if self.malformed_retries < 0:
+            raise ValueError(f"malformed_retries must be >= 0, got {self.malformed_retries}")
         if self.max_tokens < 16:
             raise ValueError(f"max_tokens must be >= 16 to fit a JSON object of counts, got {self.max_tokens}")
+
+    @property
+    def client_config(self) -> ClientConfig:
+        """The endpoint as the shared client takes it; no key needed (local servers), a placeholder is sent then."""
+        return ClientConfig(self.base_url, self.timeout, self.max_retries, self.concurrency, key_required=False)
+
+    @property
+    def sends_json_mode(self) -> bool:
+        """Whether requests start with response_format=json_object (the json protocol only)."""
+        return self.json_mode and self.protocol == "json"
 
 
 @dataclass(frozen=True)
@@ -211,10 +217,12 @@ def unsupported_param(status: int | None, error: Any) -> str | None:
 
 @dataclass
 class RequestParams:
-    """Which sampling parameters requests carry; changed once when a server refuses one (see `unsupported_param`)."""
+    """Which parameters requests carry; changed once when a server refuses one (see `unsupported_param`)."""
 
     token_param: str = "max_tokens"
     temperature: bool = True
+    json_mode: bool = True
+    """Send response_format=json_object (never under the study protocol)."""
 
     def adapt(self, param: str | None) -> bool:
         """Drop or rename `param`; True if that changed anything (so the request is worth repeating)."""
@@ -229,69 +237,53 @@ class RequestParams:
         )
         return True
 
-    def body(self, config: JudgeConfig, messages: list[dict[str, str]], *, json_mode: bool) -> dict[str, Any]:
-        """The chat-completions request body (without ``response_format`` unless `json_mode`)."""
+    def drop_json_mode(self) -> None:
+        """Stop sending response_format (the server rejected it with a 400/422)."""
+        if self.json_mode:
+            log.warning("the server rejected response_format=json_object; continuing without JSON mode")
+        self.json_mode = False
+
+    def body(self, config: JudgeConfig, messages: Messages) -> dict[str, Any]:
+        """The chat-completions request body."""
         study = config.protocol == "study"
         kwargs: dict[str, Any] = {"model": config.model, "messages": messages}
         kwargs[self.token_param] = STUDY_MAX_TOKENS if study else config.max_tokens
         if self.temperature and not study:  # the study sent no temperature (the server's default)
             kwargs["temperature"] = 0
-        if json_mode and not study:
+        if self.json_mode and not study:
             kwargs["response_format"] = {"type": "json_object"}
         return kwargs
 
 
-def api_key() -> str:
-    """The key from the environment, or a placeholder for local servers that need none. Never log the value."""
-    key = os.environ.get(API_KEY_ENV)
-    if not key:
-        log.warning("%s is not set; sending a placeholder key (fine for local vLLM/Ollama servers)", API_KEY_ENV)
-        return _PLACEHOLDER_KEY
-    return key
+async def create_completion(api: openai.AsyncOpenAI, config: JudgeConfig, params: RequestParams, messages: Messages) -> Any:
+    """One chat completion, repeated without (or with a renamed) parameter the server refuses, adapting `params`.
 
-
-def redact(message: str) -> str:
-    """`message` with the API key (if any) replaced, for anything that is logged or written."""
-    key = os.environ.get(API_KEY_ENV)
-    return message.replace(key, "[redacted]") if key else message
-
-
-def _tokens(usage: Any, name: str) -> int:
-    """A token count from a reply's `usage`, or 0 when the server sent something else there (it never costs the reply)."""
-    value = usage.get(name) if isinstance(usage, dict) else getattr(usage, name, None)
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
-
-
-def _deadline_http_client(seconds: float) -> Any:
-    """The openai client's own HTTP client class, with every request bounded by a total deadline of `seconds`.
-
-    The HTTP library's timeouts apply per read; wrapping `send` (which, for a non-streaming request, returns
-    only once the whole body is read) bounds the request as a whole. Expiry raises the library's ReadTimeout,
-    which the openai client treats like any timeout: retried with backoff, then `APITimeoutError`.
+    At most one repeat per thing the server may refuse (max_tokens, temperature, response_format), then its
+    answer stands: any other error is raised.
     """
-    import sys
-
     import openai
 
-    base = openai.DefaultAsyncHttpxClient
-    # httpx or its successor, whichever this openai release is built on.
-    http = sys.modules[next(c for c in base.__mro__[1:] if c.__name__ == "AsyncClient").__module__.partition(".")[0]]
+    for _ in range(len(ADAPTABLE_PARAMS) + 1):
+        kwargs = params.body(config, messages)
+        try:
+            return await api.chat.completions.create(**kwargs)
+        except (openai.BadRequestError, openai.UnprocessableEntityError) as err:
+            if params.adapt(unsupported_param(err.status_code, err.body if isinstance(err.body, dict) else err.message)):
+                continue
+            if "response_format" not in kwargs:
+                raise
+            # Servers without JSON mode reject the field with 400/422; the parser copes with plain text.
+            params.drop_json_mode()
+    return await api.chat.completions.create(**params.body(config, messages))
 
-    class DeadlineClient(base):  # type: ignore[misc, valid-type]
-        async def send(self, request: Any, **kwargs: Any) -> Any:
-            try:
-                return await asyncio.wait_for(super().send(request, **kwargs), seconds)
-            except asyncio.TimeoutError:
-                raise http.ReadTimeout(f"no complete reply within {seconds:g} s", request=request) from None
 
-    return DeadlineClient(timeout=seconds)
-
-
-def _describe(err: BaseException) -> str:
-    """A short, key-free description of a failed request."""
-    status = getattr(err, "status_code", None)
-    text = f"{type(err).__name__}" + (f" (HTTP {status})" if status else "") + f": {err}"
-    return redact(text)[:500]
+def request_plan(config: JudgeConfig, item: JudgeInput) -> list[tuple[str, Sequence[str], Messages]]:
+    """(part name, behaviours it counts, messages) of each request one trace needs under `config`'s protocol."""
+    if config.protocol == "study":
+        return [(name, (name,), build_study_messages(name, item.text, item.numbers, item.target)) for name in BEHAVIORS]
+    if config.mode == "all":
+        return [("all", BEHAVIORS, build_messages(item.text, item.numbers, item.target))]
+    return [(name, (name,), build_behavior_messages(name, item.text, item.numbers, item.target)) for name in BEHAVIORS]
 
 
 class LLMJudge:
@@ -305,8 +297,8 @@ class LLMJudge:
     def __init__(self, config: JudgeConfig) -> None:
         self.config = config
         self.version = judge_version(config)
-        self._json_mode = config.json_mode and config.protocol == "json"
-        self.params = RequestParams()
+        self.client = LLMClient(config.client_config)
+        self.params = RequestParams(json_mode=config.sends_json_mode)
         """Parameters sent with each request, adapted when the server refuses one (kept for the judge's life)."""
         self.cache = ResultCache(config.cache_path) if config.cache_path else None
         self.usage = Usage()
@@ -331,46 +323,21 @@ class LLMJudge:
 
     async def stream(self, items: Sequence[JudgeInput]) -> AsyncIterator[tuple[int, JudgeResult]]:
         """Judge `items` with at most `concurrency` requests in flight; yield results in completion order."""
-        import openai
+        async with self.client.open() as api:
 
-        client = openai.AsyncOpenAI(
-            base_url=self.config.base_url,
-            api_key=api_key(),
-            max_retries=self.config.max_retries,
-            timeout=self.config.timeout,
-            http_client=_deadline_http_client(self.config.timeout),
-        )
-        queue: asyncio.Queue[int] = asyncio.Queue()
-        for i in range(len(items)):
-            queue.put_nowait(i)
-        done: asyncio.Queue[tuple[int, JudgeResult]] = asyncio.Queue()
-
-        async def worker() -> None:
-            # A fixed pool of workers bounds concurrency and memory, whatever the number of traces.
-            while True:
+            async def judge(i: int) -> JudgeResult:
                 try:
-                    i = queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    return
-                try:
-                    result = await self._judge_one(client, items[i])
+                    result = await self._judge_one(api, items[i])
                 except Exception as err:  # anything unexpected (e.g. an unparsable HTTP body) fails this trace, not the run
-                    result = JudgeResult(None, error=_describe(err))
+                    result = JudgeResult(None, error=describe_error(err))
                 self.usage.add(result)
-                await done.put((i, result))
+                return result
 
-        workers = [asyncio.create_task(worker()) for _ in range(min(self.config.concurrency, max(1, len(items))))]
-        try:
-            for _ in range(len(items)):
-                yield await done.get()
-        finally:
-            for task in workers:
-                task.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
-            await client.close()
+            async for i, result in self.client.as_completed(judge, len(items)):
+                yield i, result
 
     # -- one trace ------------------------------------------------------------------------------------------------
-    async def _judge_one(self, client: openai.AsyncOpenAI, item: JudgeInput) -> JudgeResult:
+    async def _judge_one(self, api: openai.AsyncOpenAI, item: JudgeInput) -> JudgeResult:
         key = cache_key(self.config, item)
         if self.cache is not None:
             cached = self.cache.get(key)
@@ -378,36 +345,31 @@ class LLMJudge:
                 failures = tuple(cached.pop(PARSE_FAILURES_KEY, ()))  # type: ignore[arg-type]
                 return JudgeResult(cached, cached=True, parse_failures=failures)
         if self.config.protocol == "study":
-            return await self._judge_study(client, item, key)
-        if self.config.mode == "all":
-            plans = [(BEHAVIORS, build_messages(item.text, item.numbers, item.target))]
-        else:
-            plans = [((name,), build_behavior_messages(name, item.text, item.numbers, item.target)) for name in BEHAVIORS]
+            return await self._judge_study(api, item, key)
         counts: Counts = {}
         totals = [0, 0, 0]  # requests, prompt tokens, completion tokens
-        for names, messages in plans:
-            part, error = await self._ask(client, messages, names, totals)
+        for _part, names, messages in request_plan(self.config, item):
+            part, error = await self._ask(api, messages, names, totals)
             if part is None:
-                return JudgeResult(None, error=error, requests=totals[0], prompt_tokens=totals[1], completion_tokens=totals[2])
+                return _failed(error, totals)
             counts.update(part)
         counts = {name: counts[name] for name in BEHAVIORS}
         if self.cache is not None:
             self.cache.put(key, counts)
         return JudgeResult(counts, requests=totals[0], prompt_tokens=totals[1], completion_tokens=totals[2])
 
-    async def _judge_study(self, client: openai.AsyncOpenAI, item: JudgeInput, key: str) -> JudgeResult:
+    async def _judge_study(self, api: openai.AsyncOpenAI, item: JudgeInput, key: str) -> JudgeResult:
         """The study's protocol: one request per behaviour, the count from a tag, a missing tag counted as 0."""
         import openai
 
         counts: Counts = {}
         failures: list[str] = []
         totals = [0, 0, 0]
-        for name in BEHAVIORS:
-            messages = build_study_messages(name, item.text, item.numbers, item.target)
+        for name, _names, messages in request_plan(self.config, item):
             try:
-                response = await self._create(client, messages)
+                response = await create_completion(api, self.config, self.params, messages)
             except (openai.APIError, asyncio.TimeoutError) as err:
-                return JudgeResult(None, error=_describe(err), requests=totals[0], prompt_tokens=totals[1], completion_tokens=totals[2])
+                return _failed(describe_error(err), totals)
             except ValueError:  # a 200 whose body is not a chat completion: no count tag to read
                 response = None
             totals[0] += 1
@@ -424,7 +386,7 @@ class LLMJudge:
         return result
 
     async def _ask(
-        self, client: openai.AsyncOpenAI, messages: list[dict[str, str]], names: Sequence[str], totals: list[int]
+        self, api: openai.AsyncOpenAI, messages: Messages, names: Sequence[str], totals: list[int]
     ) -> tuple[Counts | None, str | None]:
         """One prompt, re-asked while the reply is malformed. Returns (counts, None) or (None, error)."""
         import openai
@@ -432,10 +394,10 @@ class LLMJudge:
         last_problem = ""
         for _attempt in range(1 + self.config.malformed_retries):
             try:
-                response = await self._create(client, messages)
+                response = await create_completion(api, self.config, self.params, messages)
             except (openai.APIError, asyncio.TimeoutError) as err:
                 # The client already retried transient errors; what reaches here is final for this trace.
-                return None, _describe(err)
+                return None, describe_error(err)
             except ValueError as err:
                 # A 200 whose body is not a chat completion (the client fails to decode it): a malformed reply.
                 totals[0] += 1
@@ -450,26 +412,12 @@ class LLMJudge:
                 return parse_counts(reply, names), None
             except MalformedReply as err:
                 last_problem = str(err)
-        return None, redact(f"MalformedReply after {1 + self.config.malformed_retries} attempts: {last_problem}")[:500]
+        return None, redact(f"MalformedReply after {1 + self.config.malformed_retries} attempts: {last_problem}")[:ERROR_CHARS]
 
-    async def _create(self, client: openai.AsyncOpenAI, messages: list[dict[str, str]]) -> Any:
-        import openai
 
-        # At most one repeat per thing the server may refuse (max_tokens, temperature, response_format), then its answer stands.
-        for _ in range(len(ADAPTABLE_PARAMS) + 1):
-            kwargs = self.params.body(self.config, messages, json_mode=self._json_mode)
-            try:
-                return await client.chat.completions.create(**kwargs)
-            except (openai.BadRequestError, openai.UnprocessableEntityError) as err:
-                if self.params.adapt(unsupported_param(err.status_code, err.body if isinstance(err.body, dict) else err.message)):
-                    continue
-                if "response_format" not in kwargs:
-                    raise
-                # Servers without JSON mode reject the field with 400/422; the parser copes with plain text.
-                if self._json_mode:
-                    log.warning("the server rejected response_format=json_object; continuing without JSON mode")
-                self._json_mode = False
-        return await client.chat.completions.create(**self.params.body(self.config, messages, json_mode=self._json_mode))
+def _failed(error: str | None, totals: list[int]) -> JudgeResult:
+    """A failed trace, with the requests and tokens it cost (`totals`: requests, prompt tokens, completion tokens)."""
+    return JudgeResult(None, error=error, requests=totals[0], prompt_tokens=totals[1], completion_tokens=totals[2])
 
 
 PARSE_FAILURES_KEY = "_parse_failures"
@@ -486,8 +434,8 @@ def _reply_text(response: Any, totals: list[int]) -> tuple[str | None, str | Non
         text = " ".join(str(response).split())
         return None, f"non-JSON reply: {text[:200]}" + ("..." if len(text) > 200 else "")
     usage = getattr(response, "usage", None)
-    totals[1] += _tokens(usage, "prompt_tokens")
-    totals[2] += _tokens(usage, "completion_tokens")
+    totals[1] += token_count(usage, "prompt_tokens")
+    totals[2] += token_count(usage, "completion_tokens")
     try:
         return (response.choices[0].message.content if response.choices else None), None
     except (AttributeError, IndexError, TypeError):

@@ -2,10 +2,11 @@
 
 One system prompt per condition (written for this project) asks for the condition's
 behaviours and forbids the others; the user message is the task as `Rules.question` states
-it. Requests run concurrently on a bounded thread pool through the `openai` client, which
-does the retrying (`max_retries`, exponential back-off, `Retry-After`). Each reply is appended
-to a JSONL file as it arrives, so an interrupted run resumes where it stopped: tasks already
-in the file are not requested again.
+it. Requests go through the client every LLM caller shares (`runtime.llm_client`): at most
+`concurrency` in flight, the `openai` client's retries (`max_retries`, exponential back-off,
+`Retry-After`), a deadline per request attempt (`timeout`) and the key from OPENAI_API_KEY only.
+Each reply is appended to a JSONL file as it arrives, so an interrupted run resumes where it
+stopped: tasks already in the file are not requested again.
 
 Replies are untrusted text: they are only parsed for the two tag pairs and scored with
 `score_response` (which never evaluates code); nothing is filtered out unless asked
@@ -15,20 +16,23 @@ written (`behaviors` is null); `countdown-lab classify` labels them.
 
 from __future__ import annotations
 
-import os
+import asyncio
 import re
 import sys
 from collections.abc import Iterable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from countdown_env.files import append_jsonl, read_jsonl
 from countdown_env.rules import ANSWER_CLOSE, ANSWER_OPEN, DEFAULT_RULES, THINK_CLOSE, THINK_OPEN, Rules, format_completion
 from countdown_env.scoring import score_response
 from countdown_env.tasks import Task
 from priming.conditions import CONDITIONS, get_condition
-from countdown_env.files import append_jsonl, read_jsonl
+from runtime.llm_client import ClientConfig, LLMClient, redact
+
+if TYPE_CHECKING:
+    import openai
 
 #: Bumped when the prompts or the row format change.
 LLM_GENERATOR_VERSION = "openai-1"
@@ -160,7 +164,7 @@ class LLMConfig:
     max_retries: int = 3
     """Retries per request (the openai client's back-off, honouring Retry-After)."""
     timeout: float = 120.0
-    """Seconds per request attempt."""
+    """Seconds one request attempt may take in all (a finite number > 0), then it is retried."""
     temperature: float = 0.7
     max_tokens: int = 2048
     """Completion budget per reply."""
@@ -173,14 +177,16 @@ class LLMConfig:
         get_condition(self.condition)
         if not self.model:
             raise ValueError("model must be a non-empty model name (--model)")
-        if self.concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
-        if self.max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")
-        if self.timeout <= 0 or self.max_tokens < 1:
-            raise ValueError(f"need timeout > 0 and max_tokens >= 1, got {self.timeout}, {self.max_tokens}")
+        self.client_config  # noqa: B018 -- validates base_url, timeout, max_retries and concurrency
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
         if self.keep not in KEEP:
             raise ValueError(f"keep must be one of {KEEP}, got {self.keep!r}")
+
+    @property
+    def client_config(self) -> ClientConfig:
+        """The endpoint as the shared client takes it; a missing OPENAI_API_KEY is an error before any request."""
+        return ClientConfig(self.base_url, self.timeout, self.max_retries, self.concurrency, key_required=True)
 
 
 @dataclass(frozen=True)
@@ -229,19 +235,9 @@ def check_resumable(rows: Iterable[dict[str, Any]], config: LLMConfig, path: Pat
             )
 
 
-def make_client(config: LLMConfig) -> Any:
-    """An `openai.OpenAI` client; the key comes from OPENAI_API_KEY only (never a flag or a log)."""
-    import openai
-
-    key = os.environ.get("OPENAI_API_KEY")
-    if not key:
-        raise ValueError("set OPENAI_API_KEY in the environment (any non-empty value for a local server without authentication)")
-    return openai.OpenAI(base_url=config.base_url, api_key=key, max_retries=config.max_retries, timeout=config.timeout)
-
-
-def request_trace(client: Any, task: Task, index: int, config: LLMConfig, rules: Rules = DEFAULT_RULES) -> dict[str, Any]:
+async def request_trace(api: openai.AsyncOpenAI, task: Task, index: int, config: LLMConfig, rules: Rules = DEFAULT_RULES) -> dict[str, Any]:
     """Ask for one trace and return its output row."""
-    reply = client.chat.completions.create(
+    reply = await api.chat.completions.create(
         model=config.model,
         messages=messages(task, config.condition, incorrect=config.incorrect, rules=rules),
         temperature=config.temperature,
@@ -280,7 +276,7 @@ def generate_llm_traces(
     config: LLMConfig,
     output: str | Path,
     *,
-    client: Any = None,
+    client: LLMClient | None = None,
     rules: Rules = DEFAULT_RULES,
     progress: bool = True,
 ) -> LLMRun:
@@ -288,55 +284,49 @@ def generate_llm_traces(
 
     At most `config.concurrency` requests are in flight. A request that still fails after the
     client's retries is reported in the result and left out of the file, so running the same
-    call again requests exactly the missing tasks.
+    call again requests exactly the missing tasks. `client` defaults to one built from `config`.
     """
-    import openai
-    from tqdm import tqdm
-
-    from behavior_classifier.client import redact
-
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     existing = read_rows(output)
     check_resumable(existing, config, output)
     done = {row["key"] for row in existing}
     todo = [(i, task) for i, task in enumerate(tasks) if task_key(i, task) not in done]
-    client = client or make_client(config)
-    errors: list[str] = []
-    written = 0
-    bar = tqdm(total=len(todo), desc="llm traces", file=sys.stderr, disable=not progress)
+    client = client or LLMClient(config.client_config)  # a missing key fails here, before the file is touched
     append_jsonl(output, [])  # creates the file, and cuts a line torn by a crash so no new row gets glued to it
-    with ThreadPoolExecutor(max_workers=config.concurrency) as pool:
-        pending: dict[Future[dict[str, Any]], tuple[int, Task]] = {}
-        queue = iter(todo)
+    written, errors = asyncio.run(_request_all(client, todo, config, rules, output, progress))
+    for line in errors[:5]:
+        print(f"prime: request failed after retries: {line}", file=sys.stderr)
+    return LLMRun(len(todo), written, len(done & {task_key(i, t) for i, t in enumerate(tasks)}), len(errors), tuple(errors))
 
-        def refill() -> None:
-            # A window of `concurrency` futures: memory stays bounded for any number of tasks.
-            while len(pending) < config.concurrency:
-                item = next(queue, None)
-                if item is None:
-                    return
-                pending[pool.submit(request_trace, client, item[1], item[0], config, rules)] = item
 
-        refill()
-        while pending:
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                index, task = pending.pop(future)
-                try:
-                    row = future.result()
-                except openai.OpenAIError as err:
-                    # A server may echo the API key in its error text: never store or print it.
-                    errors.append(redact(f"task {index} {list(task.numbers)} -> {task.target}: {type(err).__name__}: {err}"))
+async def _request_all(
+    client: LLMClient, todo: Sequence[tuple[int, Task]], config: LLMConfig, rules: Rules, output: Path, progress: bool
+) -> tuple[int, list[str]]:
+    """Request the `todo` traces concurrently, appending each row to `output` as it arrives; (rows written, errors)."""
+    import openai
+    from tqdm import tqdm
+
+    async with client.open() as api:
+
+        async def ask(k: int) -> dict[str, Any] | str:
+            index, task = todo[k]
+            try:
+                return await request_trace(api, task, index, config, rules)
+            except openai.OpenAIError as err:
+                # A server may echo the API key in its error text: never store or print it.
+                return redact(f"task {index} {list(task.numbers)} -> {task.target}: {type(err).__name__}: {err}")
+
+        written, errors = 0, []
+        with tqdm(total=len(todo), desc="llm traces", file=sys.stderr, disable=not progress) as bar:
+            async for _, row in client.as_completed(ask, len(todo)):
+                if isinstance(row, str):
+                    errors.append(row)
                 else:
                     append_jsonl(output, [row])  # a crash loses at most the replies in flight
                     written += 1
                 bar.update(1)
-            refill()
-    bar.close()
-    for line in errors[:5]:
-        print(f"prime: request failed after retries: {line}", file=sys.stderr)
-    return LLMRun(len(todo), written, len(done & {task_key(i, t) for i, t in enumerate(tasks)}), len(errors), tuple(errors))
+    return written, errors
 
 
 def select_rows(rows: Iterable[dict[str, Any]], tasks: Sequence[Task], keep: str) -> list[dict[str, Any]]:

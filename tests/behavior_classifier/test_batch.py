@@ -122,7 +122,7 @@ def test_a_kill_between_upload_and_submit_finds_the_batch_or_submits_one(tmp_pat
         from behavior_classifier.classify import read_rows
         from behavior_classifier.client import RequestParams
 
-        body = request_lines(config(server), RequestParams(), read_rows(inp), [0, 1, 2], json_mode=True)
+        body = request_lines(config(server), RequestParams(json_mode=True), read_rows(inp), [0, 1, 2])
         uploaded = client.files.create(file=("requests.jsonl", body), purpose="batch")
         created = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
         client.close()

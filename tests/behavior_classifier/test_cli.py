@@ -93,3 +93,22 @@ def test_classify_errors_say_what_to_change(tmp_path: Path, capsys: pytest.Captu
     inp2.write_text(json.dumps(ROWS[1]) + "\n")
     assert main(["classify", str(inp2), "--output", str(other), "--quiet"]) == 2
     assert "another input" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("timeout", ["nan", "inf", "0", "-1"])
+@pytest.mark.parametrize("batch", [[], ["--batch"]])
+def test_classify_refuses_a_timeout_that_is_not_a_finite_positive_number(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, timeout: str, batch: list[str]
+) -> None:
+    from behavior_classifier.local_server import OpenAIServer
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    inp.write_text(json.dumps(ROWS[0]) + "\n")
+    with OpenAIServer() as server:
+        argv = ["classify", str(inp), "-o", str(out), "--base-url", server.base_url, "--timeout", timeout, "--quiet", *batch]
+        assert main(argv) == 2  # before: every row stored as failed
+        assert server.requests == []
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: timeout must be a finite number of seconds > 0")
+    assert not out.exists()
