@@ -199,7 +199,8 @@ class OpenAIServer:
         self._lock = threading.Lock()
         self._count = 0
         self._stopping = threading.Event()
-        self._httpd = ThreadingHTTPServer((host, 0), self._make_request_handler())
+        self._httpd = _HTTPServer((host, 0), _RequestHandler)
+        self._httpd.app = self
         self._httpd.daemon_threads = True  # slow replies must not block shutdown
         self._thread: threading.Thread | None = None
         host_, port = self._httpd.server_address[:2]
@@ -332,122 +333,133 @@ class OpenAIServer:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def _make_request_handler(self) -> type[BaseHTTPRequestHandler]:
-        server = self
 
-        class RequestHandler(BaseHTTPRequestHandler):
-            # HTTP/1.1 keeps connections alive, as real servers do (and as the openai client expects).
-            protocol_version = "HTTP/1.1"
+class _HTTPServer(ThreadingHTTPServer):
+    """The HTTP server, knowing the `OpenAIServer` whose requests it serves."""
 
-            def log_message(self, format: str, *args: Any) -> None:  # silence per-request stderr logging
-                pass
+    app: OpenAIServer
 
-            def _send(
-                self,
-                status: int,
-                body: bytes,
-                headers: dict[str, str] | None = None,
-                content_type: str = "application/json",
-                trickle: float = 0.0,
-            ) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                for name, value in (headers or {}).items():
-                    self.send_header(name, value)
-                self.end_headers()
-                if trickle <= 0:
-                    self.wfile.write(body)
-                    return
-                for i in range(len(body)):
-                    self.wfile.write(body[i : i + 1])
-                    self.wfile.flush()
-                    if server._stopping.wait(trickle):
-                        self.close_connection = True
-                        return
 
-            def _json(self, status: int, obj: Any) -> None:
-                self._send(status, json.dumps(obj).encode())
+class _RequestHandler(BaseHTTPRequestHandler):
+    """One HTTP connection: routes each request to the `OpenAIServer` behind ``self.server``."""
 
-            def _not_found(self) -> None:
-                self._send(404, b'{"error": {"message": "not found", "type": "invalid_request_error"}}')
+    # HTTP/1.1 keeps connections alive, as real servers do (and as the openai client expects).
+    protocol_version = "HTTP/1.1"
+    server: _HTTPServer
 
-            def do_GET(self) -> None:
-                path = self.path.split("?")[0].rstrip("/")
-                parts = path.split("/")
-                if path.endswith("/v1/models"):
-                    body = {"object": "list", "data": [{"id": "test-model", "object": "model", "created": 0, "owned_by": "test"}]}
-                    self._send(200, json.dumps(body).encode())
-                elif path.endswith("/v1/batches"):
-                    with server._lock:
-                        data = list(server.batches.values())
-                    self._json(200, {"object": "list", "data": data[::-1], "first_id": None, "last_id": None, "has_more": False})
-                elif len(parts) >= 2 and parts[-2] == "batches":
-                    batch = server.retrieve_batch(parts[-1])
-                    self._json(200, batch) if batch is not None else self._not_found()
-                elif len(parts) >= 3 and parts[-3] == "files" and parts[-1] == "content" and parts[-2] in server.files:
-                    self._send(200, server.files[parts[-2]]["content"], content_type="application/octet-stream")
-                elif len(parts) >= 2 and parts[-2] == "files" and parts[-1] in server.files:
-                    self._json(200, {k: v for k, v in server.files[parts[-1]].items() if k != "content"})
-                else:
-                    self._not_found()
+    @property
+    def app(self) -> OpenAIServer:
+        return self.server.app
 
-            def _upload(self, raw: bytes) -> None:
-                # multipart/form-data, parsed with the stdlib's email parser (the cgi module is gone in 3.13).
-                head = f"Content-Type: {self.headers.get('Content-Type', '')}\r\n\r\n".encode()
-                message = email.parser.BytesParser().parsebytes(head + raw)
-                fields: dict[str, tuple[bytes, str | None]] = {}
-                for part in message.get_payload() if message.is_multipart() else []:
-                    name = part.get_param("name", header="content-disposition")
-                    fields[str(name)] = (part.get_payload(decode=True) or b"", part.get_filename())
-                if "file" not in fields:
-                    self._json(400, {"error": {"message": "no file in the upload", "type": "invalid_request_error", "param": "file"}})
-                    return
-                content, filename = fields["file"]
-                purpose = fields.get("purpose", (b"batch", None))[0].decode()
-                self._json(200, server.add_file(content, filename or "upload.jsonl", purpose))
+    def log_message(self, format: str, *args: Any) -> None:  # silence per-request stderr logging
+        pass
 
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                path = self.path.split("?")[0].rstrip("/")
-                if path.endswith("/v1/files"):
-                    self._upload(raw)
-                    return
-                try:
-                    parsed = json.loads(raw)
-                except ValueError:
-                    parsed = None
-                if path.endswith("/v1/batches"):
-                    self._json(*server.create_batch(parsed if isinstance(parsed, dict) else {}))
-                    return
-                if not path.endswith("/chat/completions"):
-                    self._not_found()
-                    return
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                reply, record = server.chat_reply(parsed, raw, "POST", self.path, headers)
-                n = record.n
-                if reply.delay > 0 and server._stopping.wait(reply.delay):
-                    self.close_connection = True
-                    return
-                if reply.drop:
-                    # Close without a status line: the client sees a dropped connection.
-                    self.close_connection = True
-                    return
-                if reply.body is not None:
-                    body = (
-                        reply.body
-                        if isinstance(reply.body, bytes)
-                        else (reply.body if isinstance(reply.body, str) else json.dumps(reply.body)).encode()
-                    )
-                elif reply.status == 200:
-                    body = json.dumps(_completion_body(record.json or {}, reply, n)).encode()
-                else:
-                    body = json.dumps({"error": {"message": "scripted error", "code": reply.status}}).encode()
-                try:
-                    self._send(reply.status, body, reply.headers, reply.content_type, reply.trickle)
-                except (BrokenPipeError, ConnectionResetError):
-                    # The client gave up (timeout) before the slow reply was ready.
-                    self.close_connection = True
+    # -- writing ------------------------------------------------------------------------------------------------
+    def _send(
+        self, status: int, body: bytes, headers: dict[str, str] | None = None, content_type: str = "application/json", trickle: float = 0.0
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        if trickle <= 0:
+            self.wfile.write(body)
+            return
+        for i in range(len(body)):
+            self.wfile.write(body[i : i + 1])
+            self.wfile.flush()
+            if self.app._stopping.wait(trickle):
+                self.close_connection = True
+                return
 
-        return RequestHandler
+    def _json(self, status: int, obj: Any) -> None:
+        self._send(status, json.dumps(obj).encode())
+
+    def _not_found(self) -> None:
+        self._send(404, b'{"error": {"message": "not found", "type": "invalid_request_error"}}')
+
+    # -- GET: models, batches, files ------------------------------------------------------------------------------
+    def do_GET(self) -> None:
+        app = self.app
+        path = self.path.split("?")[0].rstrip("/")
+        parts = path.split("/")
+        if path.endswith("/v1/models"):
+            body = {"object": "list", "data": [{"id": "test-model", "object": "model", "created": 0, "owned_by": "test"}]}
+            self._send(200, json.dumps(body).encode())
+        elif path.endswith("/v1/batches"):
+            with app._lock:
+                data = list(app.batches.values())
+            self._json(200, {"object": "list", "data": data[::-1], "first_id": None, "last_id": None, "has_more": False})
+        elif len(parts) >= 2 and parts[-2] == "batches":
+            batch = app.retrieve_batch(parts[-1])
+            self._json(200, batch) if batch is not None else self._not_found()
+        elif len(parts) >= 3 and parts[-3] == "files" and parts[-1] == "content" and parts[-2] in app.files:
+            self._send(200, app.files[parts[-2]]["content"], content_type="application/octet-stream")
+        elif len(parts) >= 2 and parts[-2] == "files" and parts[-1] in app.files:
+            self._json(200, {k: v for k, v in app.files[parts[-1]].items() if k != "content"})
+        else:
+            self._not_found()
+
+    # -- POST: files, batches, chat completions -------------------------------------------------------------------
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        path = self.path.split("?")[0].rstrip("/")
+        if path.endswith("/v1/files"):
+            self._upload(raw)
+            return
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            parsed = None
+        if path.endswith("/v1/batches"):
+            self._json(*self.app.create_batch(parsed if isinstance(parsed, dict) else {}))
+        elif path.endswith("/chat/completions"):
+            self._chat(parsed, raw)
+        else:
+            self._not_found()
+
+    def _upload(self, raw: bytes) -> None:
+        # multipart/form-data, parsed with the stdlib's email parser (the cgi module is gone in 3.13).
+        head = f"Content-Type: {self.headers.get('Content-Type', '')}\r\n\r\n".encode()
+        message = email.parser.BytesParser().parsebytes(head + raw)
+        fields: dict[str, tuple[bytes, str | None]] = {}
+        for part in message.get_payload() if message.is_multipart() else []:
+            name = part.get_param("name", header="content-disposition")
+            fields[str(name)] = (part.get_payload(decode=True) or b"", part.get_filename())
+        if "file" not in fields:
+            self._json(400, {"error": {"message": "no file in the upload", "type": "invalid_request_error", "param": "file"}})
+            return
+        content, filename = fields["file"]
+        purpose = fields.get("purpose", (b"batch", None))[0].decode()
+        self._json(200, self.app.add_file(content, filename or "upload.jsonl", purpose))
+
+    def _chat(self, parsed: Any, raw: bytes) -> None:
+        """Answer one chat request as the server's handler scripts it (delay, drop, body, trickle)."""
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        reply, record = self.app.chat_reply(parsed, raw, "POST", self.path, headers)
+        if reply.delay > 0 and self.app._stopping.wait(reply.delay):
+            self.close_connection = True
+            return
+        if reply.drop:
+            # Close without a status line: the client sees a dropped connection.
+            self.close_connection = True
+            return
+        try:
+            self._send(reply.status, _reply_body(reply, record), reply.headers, reply.content_type, reply.trickle)
+        except (BrokenPipeError, ConnectionResetError):
+            # The client gave up (timeout) before the slow reply was ready.
+            self.close_connection = True
+
+
+def _reply_body(reply: Reply, record: Recorded) -> bytes:
+    """The HTTP body of a scripted reply: its raw `body`, a generated chat completion, or an error object."""
+    if isinstance(reply.body, bytes):
+        return reply.body
+    if reply.body is not None:
+        return (reply.body if isinstance(reply.body, str) else json.dumps(reply.body)).encode()
+    if reply.status == 200:
+        return json.dumps(_completion_body(record.json or {}, reply, record.n)).encode()
+    return json.dumps({"error": {"message": "scripted error", "code": reply.status}}).encode()

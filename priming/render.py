@@ -169,44 +169,56 @@ def render(
     previous: Combine | None = None  # the step just before on the current path
     for event in events:
         if isinstance(event, Combine):
-            slots = {
-                "a": num(event.left),
-                "b": num(event.right),
-                "goal": num(event.goal),
-                "step": step(event.left, event.op, event.right, event.value, style),
-            }
-            if event.others:
-                w.behave(SUBGOAL_SETTING, rest=listing(event.others, style), **slots)
-            if previous is not None and previous.value not in (event.left, event.right):
-                w.say("step_aside", prev=num(previous.value), **slots)
-            elif event.others:
-                w.say("step", after=listing(event.after, style), **slots)
-            else:
-                w.say("last_step", **slots)
+            _write_combine(w, event, previous)
             previous = event
-            continue
-        previous = None
-        if isinstance(event, Decompose):
-            if BACKWARD_CHAINING not in behaviors:
-                raise ValueError("the walk works backwards but the condition does not show backward chaining")
-            left, op, right, value = event.step
-            w.behave(
-                BACKWARD_CHAINING,
-                goal=num(value),
-                x=num(event.need),
-                rest=listing(event.rest, style),
-                last=step(left, op, right, value, style),
-                lastrev=f"{num(left)}{op}{num(right)}" if style == "compact" else f"{num(left)} {op} {num(right)}",
-            )
-        elif isinstance(event, Compose):
-            w.say("last_step", step=step(event.left, event.op, event.right, event.value, style))
-        elif isinstance(event, Check):
-            kind = VERIFICATION + ("/miss" if not event.hit else "/hit" if event.final else "/hit_sub")
-            w.behave(VERIFICATION, kind, v=num(event.value), goal=num(event.goal))
-        elif isinstance(event, Backtrack):
-            if BACKTRACKING not in behaviors:
-                raise ValueError("the walk goes back but the condition does not show backtracking")
-            w.behave(BACKTRACKING, state=listing(event.values, style))
-            w.new_line = True  # full style: each fresh attempt on its own line
+        else:
+            _write_move(w, event)
+            previous = None
     w.say("close", expr=answer)
     return Rendered(w.text(), dict(w.counts))
+
+
+def _write_combine(w: _Writer, event: Combine, previous: Combine | None) -> None:
+    """One step forwards: the subgoal it serves (if any numbers remain), then the step itself."""
+    style = w.style
+    slots = {
+        "a": num(event.left),
+        "b": num(event.right),
+        "goal": num(event.goal),
+        "step": step(event.left, event.op, event.right, event.value, style),
+    }
+    if event.others:
+        w.behave(SUBGOAL_SETTING, rest=listing(event.others, style), **slots)
+    if previous is not None and previous.value not in (event.left, event.right):
+        w.say("step_aside", prev=num(previous.value), **slots)
+    elif event.others:
+        w.say("step", after=listing(event.after, style), **slots)
+    else:
+        w.say("last_step", **slots)
+
+
+def _write_move(w: _Writer, event: Event) -> None:
+    """Any other event of the walk: working backwards, composing, checking, going back."""
+    style = w.style
+    if isinstance(event, Decompose):
+        if BACKWARD_CHAINING not in w.behaviors:
+            raise ValueError("the walk works backwards but the condition does not show backward chaining")
+        left, op, right, value = event.step
+        w.behave(
+            BACKWARD_CHAINING,
+            goal=num(value),
+            x=num(event.need),
+            rest=listing(event.rest, style),
+            last=step(left, op, right, value, style),
+            lastrev=f"{num(left)}{op}{num(right)}" if style == "compact" else f"{num(left)} {op} {num(right)}",
+        )
+    elif isinstance(event, Compose):
+        w.say("last_step", step=step(event.left, event.op, event.right, event.value, style))
+    elif isinstance(event, Check):
+        kind = VERIFICATION + ("/miss" if not event.hit else "/hit" if event.final else "/hit_sub")
+        w.behave(VERIFICATION, kind, v=num(event.value), goal=num(event.goal))
+    elif isinstance(event, Backtrack):
+        if BACKTRACKING not in w.behaviors:
+            raise ValueError("the walk goes back but the condition does not show backtracking")
+        w.behave(BACKTRACKING, state=listing(event.values, style))
+        w.new_line = True  # full style: each fresh attempt on its own line

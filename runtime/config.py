@@ -188,66 +188,89 @@ class _Mismatch(ValueError):
 
 
 def _coerce(value: Any, annotation: Any) -> Any:
+    """`value` as `annotation`; TypeError or ValueError (a `_Mismatch` when the reason is worth showing) if it cannot be."""
     if annotation is Any or annotation is typing.Any:
         return value
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        options = [a for a in args if a is not type(None)]
-        for option in options:  # an exact fit first, so `int | str` keeps 3 an int
-            if _fits(value, option):
-                return value
-        for option in options:
-            try:
-                return _coerce(value, option)
-            except (TypeError, ValueError):
-                continue
-        raise TypeError
+        return _coerce_union(value, typing.get_args(annotation))
     if origin is typing.Literal:
-        if value not in args:
-            raise _Mismatch(f"choose one of {list(args)}")
+        if value not in typing.get_args(annotation):
+            raise _Mismatch(f"choose one of {list(typing.get_args(annotation))}")
         return value
     if origin in (tuple, list):
-        items = list(value) if isinstance(value, list | tuple) else [value]  # a scalar is a one-item sequence: --set seeds=3
-        if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
-            if len(items) != len(args):
-                raise _Mismatch(f"expected {len(args)} items")
-            return tuple(_coerce(v, a) for v, a in zip(items, args, strict=True))
-        item_type = args[0] if args else Any
-        return origin(_coerce(v, item_type) for v in items)
+        return _coerce_sequence(value, origin, typing.get_args(annotation))
     if origin is dict or annotation is dict:
-        if not isinstance(value, Mapping):
-            raise TypeError
-        if len(args) == 2:
-            return {_coerce(k, args[0]): _coerce(v, args[1]) for k, v in value.items()}
-        return dict(value)
+        return _coerce_dict(value, typing.get_args(annotation))
     if dataclasses.is_dataclass(annotation) and isinstance(annotation, type):
-        if isinstance(value, annotation):
-            return value
-        if not isinstance(value, Mapping):
-            raise TypeError
-        try:
-            return load_dataclass(annotation, None, value, what=annotation.__name__)
-        except (TypeError, ValueError) as err:
-            raise _Mismatch(str(err)) from None
+        return _coerce_dataclass(value, annotation)
     if value is None:
         raise TypeError
+    return _coerce_scalar(value, annotation)
+
+
+def _coerce_union(value: Any, args: tuple[Any, ...]) -> Any:
+    """`value` as the first option of a union (or Optional) it fits exactly, else the first it coerces to."""
+    if value is None and type(None) in args:
+        return None
+    options = [a for a in args if a is not type(None)]
+    for option in options:  # an exact fit first, so `int | str` keeps 3 an int
+        if _fits(value, option):
+            return value
+    for option in options:
+        try:
+            return _coerce(value, option)
+        except (TypeError, ValueError):
+            continue
+    raise TypeError
+
+
+def _coerce_sequence(value: Any, origin: type, args: tuple[Any, ...]) -> Any:
+    """A list, a variadic tuple (``tuple[int, ...]``) or a fixed-length tuple, item by item."""
+    items = list(value) if isinstance(value, list | tuple) else [value]  # a scalar is a one-item sequence: --set seeds=3
+    if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
+        if len(items) != len(args):
+            raise _Mismatch(f"expected {len(args)} items")
+        return tuple(_coerce(v, a) for v, a in zip(items, args, strict=True))
+    item_type = args[0] if args else Any
+    return origin(_coerce(v, item_type) for v in items)
+
+
+def _coerce_dict(value: Any, args: tuple[Any, ...]) -> dict[Any, Any]:
+    if not isinstance(value, Mapping):
+        raise TypeError
+    if len(args) == 2:
+        return {_coerce(k, args[0]): _coerce(v, args[1]) for k, v in value.items()}
+    return dict(value)
+
+
+def _coerce_dataclass(value: Any, annotation: type) -> Any:
+    """A nested config: kept if it already is one, else built (and checked) from a mapping."""
+    if isinstance(value, annotation):
+        return value
+    if not isinstance(value, Mapping):
+        raise TypeError
+    try:
+        return load_dataclass(annotation, None, value, what=annotation.__name__)
+    except (TypeError, ValueError) as err:
+        raise _Mismatch(str(err)) from None
+
+
+def _coerce_scalar(value: Any, annotation: Any) -> Any:
+    """bool, int, float, str, or a type built from a string (Path, ...); a bool is never taken for a number."""
     if annotation is bool:
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in ("true", "false"):
             return value.lower() == "true"
         raise TypeError
+    if annotation in (int, float) and isinstance(value, bool):
+        raise TypeError
     if annotation is int:
-        if isinstance(value, bool):
-            raise TypeError
         if isinstance(value, float) and not value.is_integer():
             raise TypeError
         return int(value)
     if annotation is float:
-        if isinstance(value, bool):
-            raise TypeError
         return float(value)  # YAML 1.1 reads 1e-6 (no dot) as a string
     if annotation is str:
         if isinstance(value, str):
