@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -20,20 +19,10 @@ from behavior_classifier.behaviors import BEHAVIORS
 from behavior_classifier.classify import classify_file
 from behavior_classifier.client import JudgeConfig, LLMJudge
 from behavior_classifier.local_server import OpenAIServer, Reply
+from tests.behavior_classifier.scripted import expected, trace_id
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "sk-test-DO-NOT-LEAK-4f9c2a"
-_TRACE_ID = re.compile(r"TRACE-(\d+)")
-
-
-def expected(i: int) -> dict[str, int]:
-    """The counts the scripted server gives trace i (so a test can tell results apart)."""
-    return {"verification": i % 3, "backtracking": i % 5, "subgoal_setting": i % 2, "backward_chaining": (i // 2) % 3}
-
-
-def trace_id(request: dict) -> int:
-    user = request["messages"][-1]["content"]
-    return int(_TRACE_ID.search(user).group(1))
 
 
 def write_traces(path: Path, n: int) -> list[dict]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pytest
@@ -13,17 +12,12 @@ from behavior_classifier.classify import classify_file
 from behavior_classifier.client import JudgeConfig, LLMJudge, unsupported_param
 from behavior_classifier.judge import STUDY_SYSTEM_PROMPT, build_study_messages, parse_count_tag
 from behavior_classifier.local_server import OpenAIServer, Reply, reasoning_refusal
-
-_TRACE_ID = re.compile(r"TRACE-(\d+)")
+from tests.behavior_classifier.scripted import expected, trace_id
 
 
 @pytest.fixture(autouse=True)
 def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-protocols")
-
-
-def expected(i: int) -> dict[str, int]:
-    return {"verification": i % 3, "backtracking": i % 5, "subgoal_setting": i % 2, "backward_chaining": (i // 2) % 3}
 
 
 def behaviour_asked(request: dict) -> str:
@@ -33,7 +27,7 @@ def behaviour_asked(request: dict) -> str:
 
 
 def study_handler(request: dict, n: int) -> Reply:
-    i = int(_TRACE_ID.search(request["messages"][-1]["content"]).group(1))
+    i = trace_id(request)
     name = behaviour_asked(request)
     return Reply.ok(f"Looking at the steps... I count them.\n<count>{expected(i)[name]}</count>")
 
@@ -140,7 +134,7 @@ def test_reasoning_model_gets_max_completion_tokens_and_no_temperature(tmp_path:
     def handler(request: dict, n: int) -> Reply:
         if protocol == "study":
             return study_handler(request, n)
-        return Reply.ok(json.dumps(expected(int(_TRACE_ID.search(request["messages"][-1]["content"]).group(1)))))
+        return Reply.ok(json.dumps(expected(trace_id(request))))
 
     with OpenAIServer(handler, reasoning=True) as server:
         judge = LLMJudge(config(server, tmp_path, protocol=protocol, concurrency=1, cache_path=None))
