@@ -45,6 +45,7 @@ from behavior_classifier.judge import (
     parse_count_tag,
     parse_counts,
 )
+from countdown_env.errors import UsageError
 from runtime.llm_client import ERROR_CHARS, ClientConfig, LLMClient, describe_error, redact, token_count
 
 if TYPE_CHECKING:
@@ -156,10 +157,13 @@ class ResultCache:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        # One connection used from the event loop's thread (and possibly a caller's thread): serialised by a lock.
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, counts TEXT NOT NULL)")
+        try:
+            # One connection used from the event loop's thread (and possibly a caller's thread): serialised by a lock.
+            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, counts TEXT NOT NULL)")
+        except sqlite3.DatabaseError as err:  # a directory, a file that is not SQLite, a folder without write access
+            raise UsageError(f"cache {path} cannot be used as a SQLite cache ({err}); name another cache file") from None
         self._lock = threading.Lock()
 
     def get(self, key: str) -> Counts | None:

@@ -112,3 +112,24 @@ def test_classify_refuses_a_timeout_that_is_not_a_finite_positive_number(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: timeout must be a finite number of seconds > 0")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("cache", ["folder", "text"])
+def test_classify_refuses_a_cache_that_is_not_sqlite(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, cache: str
+) -> None:
+    from behavior_classifier.local_server import OpenAIServer
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    inp.write_text(json.dumps(ROWS[0]) + "\n")
+    path = tmp_path / cache
+    path.mkdir() if cache == "folder" else path.write_text("not a database, just some text that sqlite cannot read\n" * 20)
+    before = None if cache == "folder" else path.read_bytes()
+    with OpenAIServer() as server:
+        argv = ["classify", str(inp), "-o", str(out), "--base-url", server.base_url, "--cache", str(path), "--quiet"]
+        assert main(argv) == 2
+        assert server.requests == []
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: cache {path} cannot be used as a SQLite cache")
+    assert before is None or path.read_bytes() == before  # the user's file is left as it was
