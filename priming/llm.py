@@ -286,13 +286,13 @@ def generate_llm_traces(
     client's retries is reported in the result and left out of the file, so running the same
     call again requests exactly the missing tasks. `client` defaults to one built from `config`.
     """
+    client = client or LLMClient(config.client_config)  # a missing key fails here, before anything is written
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     existing = read_rows(output)
     check_resumable(existing, config, output)
     done = {row["key"] for row in existing}
     todo = [(i, task) for i, task in enumerate(tasks) if task_key(i, task) not in done]
-    client = client or LLMClient(config.client_config)  # a missing key fails here, before the file is touched
     append_jsonl(output, [])  # creates the file, and cuts a line torn by a crash so no new row gets glued to it
     written, errors = asyncio.run(_request_all(client, todo, config, rules, output, progress))
     for line in errors[:5]:

@@ -228,7 +228,8 @@ def test_system_prompts_ask_for_the_condition_and_forbid_the_rest() -> None:
 def test_missing_api_key_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENAI_API_KEY")
     with pytest.raises(ValueError, match="OPENAI_API_KEY"):
-        generate_llm_traces(TASKS, LLMConfig(model="m", base_url="http://127.0.0.1:9/v1"), tmp_path / "r.jsonl", progress=False)
+        generate_llm_traces(TASKS, LLMConfig(model="m", base_url="http://127.0.0.1:9/v1"), tmp_path / "out" / "r.jsonl", progress=False)
+    assert not (tmp_path / "out").exists()  # nothing written before the key is known
 
 
 def test_parse_reply_normalises_and_takes_the_last_answer() -> None:
