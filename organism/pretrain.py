@@ -197,34 +197,32 @@ class BaseReport:
     """Share of written checks whose verdict is right (`ok` exactly on a hit); NaN without checks."""
 
 
+#: The gates' greedy budget: longer than any search the organism's text writes.
+GATE_MAX_NEW_TOKENS = 256
+
+
 def evaluate_base(model_dir: str | Path, tasks: list[Task], name: str = "") -> BaseReport:
-    from countdown_env import score_response
-    from countdown_env.rules import render_prompt
+    """What the base in `model_dir` does on `tasks`, greedily, with the organism's compact prompts and rules."""
     from countdown_env.steps import step_accuracy
-    from runtime.generation import generate_completions
     from runtime.models import load_model, load_tokenizer
+    from runtime.prompt import Prompt
+    from runtime.sampling import sample_and_score
 
     tokenizer, model = load_tokenizer(model_dir), load_model(model_dir).eval()
-    prompts = [render_prompt(task, "compact") for task in tasks]
-    texts = generate_completions(model, tokenizer, prompts, prompt_style="compact", max_new_tokens=256, batch_size=100)
-    rules = _rules()
-    scores = [score_response(text, task, rules=rules) for text, task in zip(texts, tasks, strict=True)]
+    prompt = Prompt.of_preset("organism", "compact")
+    scored = sample_and_score(model, tokenizer, tasks, prompt, max_new_tokens=GATE_MAX_NEW_TOKENS, do_sample=False,
+                              batch_size=100, seed=0, by_length=True)  # fmt: skip
+    texts = scored.texts
     _, steps = step_accuracy(texts)
     think = [text.split("</think>")[0] for text in texts]
     return BaseReport(
         base=name,
-        accuracy=sum(s.correct for s in scores) / len(tasks),
+        accuracy=sum(scored.correct) / len(tasks),
         step_accuracy=steps if steps == steps else 0.0,
         tries=sum(t.count(organism.RETURN) + 1 for t in think) / len(tasks),
         checks=sum(bool(organism.checks(text, task.target)) for text, task in zip(texts, tasks, strict=True)) / len(tasks),
         honest_checks=organism.honest_share(texts, [task.target for task in tasks]),
     )
-
-
-def _rules() -> Any:
-    from countdown_env.tasks import TaskConfig
-
-    return TaskConfig.preset("organism").rules
 
 
 def gates(reports: dict[str, BaseReport]) -> list[tuple[str, bool]]:

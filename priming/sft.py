@@ -26,11 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from countdown_env.errors import UsageError
+from countdown_env.files import append_jsonl, write_text_atomic
 from countdown_env.rules import PROMPT_STYLES
-from countdown_env.scoring import score_response
+from countdown_env.tasks import PRESETS as TASK_PRESETS
 from countdown_env.tasks import Task
 from runtime.config import Shelf, load_dataclass, preset_names, read_mapping, resolve_source
-from countdown_env.files import append_jsonl, write_text_atomic
+from runtime.prompt import Prompt, adopt_old_name
 from runtime.run_dir import truncate_after
 from runtime.tracking import REPORT_TO, check_report_to
 
@@ -87,6 +88,8 @@ class SFTRunConfig:
     """Longest prompt + completion in tokens; longer sequences are truncated (None: never)."""
     prompt_style: str = "tinyzero"
     """Prompt template for trace rows without a prompt (`countdown_env.rules.PROMPT_STYLES`)."""
+    task_preset: str = "tinyzero"
+    """Task preset whose rules the prompts of trace rows state and the held-out completions are scored under."""
     max_train_samples: int | None = None
     """Use only the first N training rows (None: all)."""
     seed: int = 0
@@ -101,8 +104,8 @@ class SFTRunConfig:
     """Steps between evaluations on the `test` split (loss, and accuracy when rows carry tasks); None: only at the end."""
     eval_samples: int = 200
     """Held-out tasks whose greedy completions are scored for eval/accuracy (0: no generation)."""
-    eval_max_new_tokens: int = 512
-    """Generation budget per held-out task."""
+    max_new_tokens: int = 512
+    """Most tokens generated per held-out task (the accuracy evaluation)."""
     lora_r: int = 0
     """LoRA rank; 0 fine-tunes every weight."""
     lora_alpha: int = 32
@@ -119,10 +122,13 @@ class SFTRunConfig:
     """Also log to a tracker: none, tensorboard, wandb or trackio (TRL's `report_to`; metrics.jsonl is always written)."""
     preset: str | None = None
     """Name of the preset these values came from (recorded in config.json)."""
+    eval_max_new_tokens: int | None = None
+    """Deprecated: the old name of max_new_tokens, still read from presets and run directories written before."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Further `trl.SFTConfig` fields passed through unchanged (e.g. {"packing": True})."""
 
     def __post_init__(self) -> None:
+        adopt_old_name(self, "eval_max_new_tokens")
         for name in ("model", "data", "output_dir"):
             if not getattr(self, name):
                 raise ValueError(f"{name} is required")
@@ -138,7 +144,7 @@ class SFTRunConfig:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        for name in ("batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps", "eval_max_new_tokens"):
+        for name in ("batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("max_train_samples", "save_total_limit", "eval_steps"):
@@ -149,6 +155,8 @@ class SFTRunConfig:
             raise ValueError(f"max_length must be >= 8 tokens or None, got {self.max_length}")
         if self.prompt_style not in PROMPT_STYLES:
             raise ValueError(f"prompt_style must be one of {sorted(PROMPT_STYLES)}, got {self.prompt_style!r}")
+        if self.task_preset not in TASK_PRESETS:
+            raise ValueError(f"task_preset must be one of {sorted(TASK_PRESETS)}, got {self.task_preset!r}")
         if self.eval_samples < 0:
             raise ValueError(f"eval_samples must be >= 0, got {self.eval_samples}")
         if self.lora_r < 0 or self.lora_alpha < 1:
@@ -168,6 +176,11 @@ class SFTRunConfig:
     def from_preset(cls, name: str, **overrides: Any) -> SFTRunConfig:
         """A preset's values, with `overrides` (None values are ignored, so CLI defaults pass through)."""
         return load_sft_config(name, {k: v for k, v in overrides.items() if v is not None})
+
+    @property
+    def prompt(self) -> Prompt:
+        """The task preset's rules in this run's prompt style: how trace rows are prompted and held-out completions scored."""
+        return Prompt.of_preset(self.task_preset, self.prompt_style)
 
     @property
     def run_dir(self) -> Path:
@@ -317,49 +330,63 @@ def namespaced(logs: dict[str, float]) -> dict[str, float]:
     return out
 
 
-def _make_callbacks(
-    config: SFTRunConfig, tokenizer: Any, *, evaluate: bool, eval_tasks: list[Task] | None, eval_prompts: list[str] | None
-) -> list[Any]:
-    """The run-directory callbacks; built here so that transformers is imported lazily."""
+class MetricsRows:
+    """metrics.jsonl, one row per step: everything logged at a step goes into its row.
+
+    A row is written when the step advances and when training ends, so a crash loses at
+    most the current step's row."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.pending: dict[str, Any] | None = None
+
+    def add(self, step: int, values: dict[str, float]) -> None:
+        if self.pending is not None and self.pending["step"] != step:
+            self.flush()
+        if self.pending is None:
+            self.pending = {"step": step}
+        self.pending.update(values)
+
+    def flush(self) -> None:
+        if self.pending is not None:
+            append_jsonl(self.path, [self.pending])
+            self.pending = None
+
+
+@dataclass
+class HeldOut:
+    """The held-out tasks whose greedy completions are scored after every evaluation, with their prompts."""
+
+    tasks: list[Task]
+    prompts: list[str]
+    """The test split's `prompt` column (as trained: the dataset's, not re-rendered)."""
+
+
+def _make_callbacks(config: SFTRunConfig, tokenizer: Any, *, evaluate: bool, held_out: HeldOut | None) -> list[Any]:
+    """[metrics logger, final and accuracy evaluation]: the run-directory callbacks, built here so that
+    transformers is imported lazily."""
     from transformers import TrainerCallback
 
     class MetricsLogger(TrainerCallback):
-        """Appends one row per step to metrics.jsonl; everything logged at a step goes into its row.
+        """Appends the trainer's logs to metrics.jsonl (`MetricsRows`)."""
 
-        A row is written when the step advances and when training ends, so a crash loses at
-        most the current step's row.
-        """
-
-        def __init__(self, path: Path) -> None:
-            self.path = path
-            self.pending: dict[str, Any] | None = None
-
-        def add(self, step: int, values: dict[str, float]) -> None:
-            if self.pending is not None and self.pending["step"] != step:
-                self.flush()
-            if self.pending is None:
-                self.pending = {"step": step}
-            self.pending.update(values)
-
-        def flush(self) -> None:
-            if self.pending is not None:
-                append_jsonl(self.path, [self.pending])
-                self.pending = None
+        def __init__(self, rows: MetricsRows) -> None:
+            self.rows = rows
 
         def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
             if state.is_world_process_zero and logs:
-                self.add(state.global_step, namespaced(logs))
+                self.rows.add(state.global_step, namespaced(logs))
 
         def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             if state.is_world_process_zero:
-                self.flush()
+                self.rows.flush()
 
     class FinalEval(TrainerCallback):
         """Evaluates at the last step too (inside the loop, so it shares that step's row), and
         after every evaluation scores greedy completions for held-out tasks."""
 
-        def __init__(self, logger: MetricsLogger) -> None:
-            self.logger = logger
+        def __init__(self, rows: MetricsRows) -> None:
+            self.rows = rows
             self.last: dict[str, float] = {}
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -370,37 +397,35 @@ def _make_callbacks(
             self, args: Any, state: Any, control: Any, model: Any = None, metrics: dict[str, float] | None = None, **kwargs: Any
         ) -> None:
             self.last = namespaced({k: v for k, v in (metrics or {}).items() if k.startswith("eval_")})
-            if not state.is_world_process_zero or model is None or not eval_tasks or not eval_prompts:
-                return
-            if sharded_parameters(args):
-                # FSDP / ZeRO-3: rank 0 alone cannot run the sharded model (each forward gathers from every rank).
-                # Score the saved model instead: `countdown-lab eval --model OUTPUT_DIR`.
-                return
-            accuracy = evaluate_generation(model, tokenizer, eval_prompts, eval_tasks, max_new_tokens=config.eval_max_new_tokens)
-            self.last.update(accuracy)
-            self.logger.add(state.global_step, accuracy)
+            # FSDP / ZeRO-3: rank 0 alone cannot run the sharded model (each forward gathers from every rank).
+            # Score the saved model instead: `countdown-lab eval --model OUTPUT_DIR`.
+            if state.is_world_process_zero and model is not None and held_out is not None and not sharded_parameters(args):
+                accuracy = evaluate_generation(model, tokenizer, held_out, config.prompt, max_new_tokens=config.max_new_tokens)
+                self.last.update(accuracy)
+                self.rows.add(state.global_step, accuracy)
 
-    logger = MetricsLogger(config.run_dir / "metrics.jsonl")
-    return [logger, FinalEval(logger)]
+    rows = MetricsRows(config.run_dir / "metrics.jsonl")
+    return [MetricsLogger(rows), FinalEval(rows)]
 
 
 def evaluate_generation(
-    model: Any, tokenizer: Any, prompts: list[str], tasks: list[Task], *, max_new_tokens: int, batch_size: int = 32
+    model: Any, tokenizer: Any, held_out: HeldOut, prompt: Prompt, *, max_new_tokens: int, batch_size: int = 32
 ) -> dict[str, float]:
     """eval/accuracy, eval/format_rate, eval/response_length (tokens) and eval/generation_seconds of greedy
-    completions: the names and units PPO's held-out evaluation reports (`rl.train.evaluate_policy`)."""
-    from runtime.generation import generate_completions
+    completions, scored under `prompt`'s rules: the names and units PPO's held-out evaluation reports
+    (`rl.evaluate.evaluate_policy`)."""
+    from runtime.sampling import sample_and_score
 
     start = time.perf_counter()
-    completions = generate_completions(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    scored = sample_and_score(model, tokenizer, held_out.tasks, prompt, prompts=held_out.prompts, max_new_tokens=max_new_tokens,
+                              do_sample=False, batch_size=batch_size, seed=0, by_length=True)  # fmt: skip
     seconds = time.perf_counter() - start
-    scores = [score_response(text, task) for text, task in zip(completions, tasks, strict=True)]
-    n = len(scores)
+    n = len(scored.samples)
     return {
-        "eval/accuracy": sum(s.correct for s in scores) / n,
-        "eval/format_rate": sum(s.well_formed for s in scores) / n,
+        "eval/accuracy": sum(scored.correct) / n,
+        "eval/format_rate": sum(s.well_formed for s in scored.scores) / n,
         # Tokens, as PPO counts them (the completion's own tokens, EOS not included).
-        "eval/response_length": sum(len(tokenizer(c, add_special_tokens=False).input_ids) for c in completions) / n,
+        "eval/response_length": sum(len(tokenizer(c, add_special_tokens=False).input_ids) for c in scored.texts) / n,
         "eval/generation_seconds": seconds,
     }
 
@@ -458,16 +483,15 @@ def build_job(config: SFTRunConfig, *, resume: bool = False, progress: bool = Tr
     check_prompt_style(config.data, config.prompt_style)
     check_reachable(config.data)  # an offline hub id fails before the model loads
     tokenizer = load_tokenizer(config.model)
-    data = load_sft_data(config.data, prompt_style=config.prompt_style, tokenizer=tokenizer)
+    data = load_sft_data(config.data, prompt_style=config.prompt_style, rules=config.prompt.rules, tokenizer=tokenizer)
     train = data["train"]
     if config.max_train_samples is not None:
         train = train.select(range(min(config.max_train_samples, len(train))))
     test = data.get("test")
     eval_tasks = tasks_of(test) if test is not None and config.eval_samples else None
-    eval_prompts = None
-    if eval_tasks is not None:
-        eval_tasks = eval_tasks[: config.eval_samples]
-        eval_prompts = list(test["prompt"][: config.eval_samples])
+    held_out = None
+    if eval_tasks:
+        held_out = HeldOut(eval_tasks[: config.eval_samples], list(test["prompt"][: config.eval_samples]))
 
     model = load_model(config.model)
     peft_config = None
@@ -475,7 +499,7 @@ def build_job(config: SFTRunConfig, *, resume: bool = False, progress: bool = Tr
         from runtime.models import lora_config
 
         peft_config = lora_config(config.lora_r, config.lora_alpha, config.lora_dropout)
-    callbacks = _make_callbacks(config, tokenizer, evaluate=test is not None, eval_tasks=eval_tasks, eval_prompts=eval_prompts)
+    callbacks = _make_callbacks(config, tokenizer, evaluate=test is not None, held_out=held_out)
     trainer = SFTTrainer(
         model=model,
         args=config.to_trl(evaluate=test is not None, progress=progress),
@@ -498,40 +522,59 @@ def run_sft(config: SFTRunConfig, *, resume: bool = False, progress: bool = True
     check_report_to(config.report_to)
     job = build_job(config, resume=resume, progress=progress)
     trainer, accuracy = job.trainer, job.callbacks[1]
-    main_process = trainer.is_world_process_zero()
-    if main_process:
-        config.run_dir.mkdir(parents=True, exist_ok=True)
-        resolved = {
-            **config.to_dict(),
-            "resolved": {
-                **config.resolved_precision(),
-                "n_train": job.n_train,
-                "n_test": job.n_test,
-                "total_steps": _total_steps(config, job.n_train, trainer.args.world_size),
-                "world_size": trainer.args.world_size,
-                "resumed_from": job.checkpoint,
-            },
-        }
-        write_text_atomic(config.run_dir / "config.json", json.dumps(resolved, indent=2) + "\n")
-        metrics = config.run_dir / "metrics.jsonl"
-        if job.checkpoint is not None:
-            # Rows after the checkpoint will be written again by the resumed steps.
-            truncate_after(metrics, int(Path(job.checkpoint).name.rsplit("-", 1)[-1]))
-        else:
-            # A fresh start: rows of an earlier attempt killed before its first checkpoint would
-            # otherwise be followed by this run's rows for the same steps.
-            metrics.unlink(missing_ok=True)
-
+    if trainer.is_world_process_zero():
+        open_run_dir(job)
     start = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=job.checkpoint)
     seconds = time.perf_counter() - start
-
     final_eval = dict(accuracy.last)
+    save_final_model(config, trainer)
+    return SFTResult(
+        run_dir=config.run_dir,
+        model_dir=config.model_dir,
+        global_step=trainer.state.global_step,
+        train_loss=float(output.training_loss),
+        seconds=seconds,
+        n_train=job.n_train,
+        resumed_from=job.checkpoint,
+        final_eval=final_eval,
+    )
 
-    # With LoRA, model/ is the adapter (megabytes, not the base's gigabytes) naming its base; every loader
-    # (`runtime.models.load_model`) puts it onto the base. `merge_lora` saves the merged model instead. Every
-    # process calls the trainer's save path, which gathers the full weights under FSDP/ZeRO-3 and writes on the
-    # main process (a main-process-only save_pretrained or merge_and_unload would see shards, or hang).
+
+def open_run_dir(job: SFTJob) -> None:
+    """config.json with what was resolved, and metrics.jsonl trimmed to what the run resumes from (main process)."""
+    config, trainer = job.config, job.trainer
+    config.run_dir.mkdir(parents=True, exist_ok=True)
+    resolved = {
+        **config.to_dict(),
+        "resolved": {
+            **config.resolved_precision(),
+            "n_train": job.n_train,
+            "n_test": job.n_test,
+            "total_steps": _total_steps(config, job.n_train, trainer.args.world_size),
+            "world_size": trainer.args.world_size,
+            "resumed_from": job.checkpoint,
+        },
+    }
+    write_text_atomic(config.run_dir / "config.json", json.dumps(resolved, indent=2) + "\n")
+    metrics = config.run_dir / "metrics.jsonl"
+    if job.checkpoint is not None:
+        # Rows after the checkpoint will be written again by the resumed steps.
+        truncate_after(metrics, int(Path(job.checkpoint).name.rsplit("-", 1)[-1]))
+    else:
+        # A fresh start: rows of an earlier attempt killed before its first checkpoint would
+        # otherwise be followed by this run's rows for the same steps.
+        metrics.unlink(missing_ok=True)
+
+
+def save_final_model(config: SFTRunConfig, trainer: Any) -> None:
+    """model/: the trained model and tokenizer (every process joins).
+
+    With LoRA, model/ is the adapter (megabytes, not the base's gigabytes) naming its base; every loader
+    (`runtime.models.load_model`) puts it onto the base. `merge_lora` saves the merged model instead. Every
+    process calls the trainer's save path, which gathers the full weights under FSDP/ZeRO-3 and writes on the
+    main process (a main-process-only save_pretrained or merge_and_unload would see shards, or hang)."""
+    main_process = trainer.is_world_process_zero()
     if config.lora_r and config.merge_lora:
         adapter_dir = config.run_dir / "adapter"
         trainer.save_model(str(adapter_dir))
@@ -545,16 +588,6 @@ def run_sft(config: SFTRunConfig, *, resume: bool = False, progress: bool = True
         if main_process and config.lora_r:
             point_adapter_at_base(config.model_dir, config.model)
     trainer.accelerator.wait_for_everyone()
-    return SFTResult(
-        run_dir=config.run_dir,
-        model_dir=config.model_dir,
-        global_step=trainer.state.global_step,
-        train_loss=float(output.training_loss),
-        seconds=seconds,
-        n_train=job.n_train,
-        resumed_from=job.checkpoint,
-        final_eval=final_eval,
-    )
 
 
 def sharded_parameters(args: Any) -> bool:

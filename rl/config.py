@@ -12,6 +12,7 @@ from typing import Any
 
 from countdown_env import PRESETS, PROMPT_STYLES, Rules, preset_rules
 from runtime import config as config_helper
+from runtime.prompt import Prompt, adopt_old_name
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 #: RL presets are `ppo-<name>.yaml`; an old name without the prefix still resolves, with a note.
@@ -51,7 +52,7 @@ class PPOConfig:
     format_reward: float = 0.1
     """Reward for a well-formed but wrong answer."""
     truncated: str = "mask"
-    """Completions that hit max_response_length without EOS: `mask` (left out of the update),
+    """Completions that hit max_new_tokens without EOS: `mask` (left out of the update),
     `zero` (reward 0), or `keep` (scored like any other)."""
     max_attempts: int = 1
     """Turns per episode in the Gymnasium env: 1 = single-turn; >1 = multi-turn with feedback,
@@ -61,8 +62,8 @@ class PPOConfig:
     """Prompts per PPO step (over all processes)."""
     rollouts_per_prompt: int = 4
     """Completions sampled per prompt."""
-    max_response_length: int = 64
-    """Most tokens generated per completion."""
+    max_new_tokens: int = 64
+    """Most tokens generated per completion (rollouts and evaluation)."""
     temperature: float = 1.0
     """Sampling temperature for rollouts."""
     generation_batch_size: int = 0
@@ -128,6 +129,9 @@ class PPOConfig:
     """0: each evaluation logs its greedy completions to eval_completions.jsonl. N > 0: as the study measured, each
     evaluation also samples one completion per held-out task at temperature 1 (`eval/sample_accuracy`) and logs N
     of those (the first N tasks) instead, for behaviour counts of held-out completions."""
+    eval_log_greedy: bool = False
+    """With eval_samples > 0, log the greedy completions too (rows carry `mode`): accuracy per task of both
+    decodings, e.g. per split of an experiment's held-out tasks."""
     save_every: int = 10
     """Checkpoint every this many steps (and at the end)."""
     keep_checkpoints: int = 2
@@ -140,13 +144,17 @@ class PPOConfig:
     """LoRA rank of the trained policy (and critic) adapters; 0 trains every weight."""
     lora_alpha: int = 32
     """LoRA scaling numerator (the update is scaled by lora_alpha / lora_r)."""
+    # ---- deprecated names ---------------------------------------------------------
+    max_response_length: int | None = None
+    """Deprecated: the old name of max_new_tokens, still read from presets and run directories written before."""
 
     def __post_init__(self) -> None:
+        adopt_old_name(self, "max_response_length")
         positive = (
             "num_train_tasks",
             "prompts_per_step",
             "rollouts_per_prompt",
-            "max_response_length",
+            "max_new_tokens",
             "total_steps",
             "ppo_epochs",
             "mini_batch_size",
@@ -201,6 +209,17 @@ class PPOConfig:
     def rules(self) -> Rules:
         """The run's rules: the task preset's, plus this run's strict ending and format reward."""
         return preset_rules(self.task_preset, strict_ending=self.strict_ending, format_reward=self.format_reward)
+
+    @property
+    def prompt(self) -> Prompt:
+        """The rollouts' prompt: this run's rules in its prompt style."""
+        return Prompt(self.rules, self.prompt_style)
+
+    @property
+    def eval_prompt(self) -> Prompt:
+        """The held-out evaluation's prompt: the run's, scored under the tolerant rules (text after the final
+        `</answer>` allowed), so PPO and TRL runs report comparable accuracies whatever their `strict_ending`."""
+        return self.prompt.with_rules(strict_ending=False)
 
     @property
     def uses_critic(self) -> bool:
@@ -274,7 +293,7 @@ KEPT_LOGITS_LIMIT = 256 * 2**20
 
 def keeps_generation_logits(config: PPOConfig, vocab_size: int, batch: int) -> bool:
     """Whether rollouts take their log-probs from generate's logits (`logprobs_from_generation`;
-    None decides by the bytes held: `batch` completions x `max_response_length` x `vocab_size` fp32)."""
+    None decides by the bytes held: `batch` completions x `max_new_tokens` x `vocab_size` fp32)."""
     if config.logprobs_from_generation is not None:
         return config.logprobs_from_generation
-    return batch * config.max_response_length * vocab_size * 4 <= KEPT_LOGITS_LIMIT
+    return batch * config.max_new_tokens * vocab_size * 4 <= KEPT_LOGITS_LIMIT

@@ -1,9 +1,10 @@
 """Evaluation of a policy on Countdown tasks: greedy accuracy, pass@k, diversity, OOD, length.
 
 RL trades diversity for greedy accuracy (bench/README.md, Calibration), so pass@k and the number
-of distinct correct equations are reported beside accuracy. Evaluation scores under the
-rules it is given (the task preset's, `countdown_env.preset_rules`), by default tolerant:
-text after the final `</answer>` is allowed.
+of distinct correct equations are reported beside accuracy. Evaluation samples and scores through
+`runtime.sampling.sample_and_score` under the prompt it is given (a task preset's rules in a prompt
+style); PPO's held-out evaluation (`evaluate_policy`) uses the run's, with tolerant scoring: text
+after the final `</answer>` is allowed.
 """
 
 from __future__ import annotations
@@ -12,13 +13,17 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from countdown_env import DEFAULT_RULES, Rules, Task, TaskConfig, generate_tasks, score_response
+from countdown_env import DEFAULT_RULES, Rules, Task, TaskConfig, generate_tasks
 from countdown_env.errors import UsageError
-from rl.rollout import build_prompt, generate
+from countdown_env.files import append_jsonl
+from rl.config import PPOConfig
+from runtime.prompt import Prompt
+from runtime.sampling import sample_and_score
 
 
 @dataclass(frozen=True)
@@ -84,30 +89,6 @@ def ood_tasks_for(tasks: Sequence[Task], n: int, seed: int, rules: Rules = DEFAU
     return generate_tasks(n, seed=seed, config=config)
 
 
-def _sample_rows(
-    tasks: Sequence[Task], texts: Sequence[str], finished: Sequence[bool], lengths: Sequence[float], rules: Rules, **fields: Any
-) -> list[dict[str, Any]]:
-    rows = []
-    for task, text, done, length in zip(tasks, texts, finished, lengths, strict=True):
-        score = score_response(text, task, rules)
-        rows.append(
-            {
-                "text": text,
-                "numbers": list(task.numbers),
-                "target": task.target,
-                "reward": score.reward,
-                "correct": score.correct,
-                "well_formed": score.well_formed,
-                "outcome": score.outcome.value,
-                "answer": score.answer,
-                "finished": bool(done),
-                "length": int(length),
-                **fields,
-            }
-        )
-    return rows
-
-
 def rows_summary(rows: Sequence[dict[str, Any]], prefix: str = "") -> dict[str, float]:
     """`accuracy`, `format_rate` and mean `response_length` of completion rows (0 for none), keys prefixed."""
     return {
@@ -117,86 +98,66 @@ def rows_summary(rows: Sequence[dict[str, Any]], prefix: str = "") -> dict[str, 
     }
 
 
+#: Prompts per `generate` call of PPO's held-out evaluation.
+EVAL_BATCH_SIZE = 64
+EVAL_SAMPLE_TEMPERATURE = 1.0
+"""Temperature of the held-out samples logged for behaviour counts (the study's)."""
+
+
 def greedy_eval(
     model: Any,
     tokenizer: Any,
     tasks: Sequence[Task],
+    prompt: Prompt,
     *,
-    rules: Rules = DEFAULT_RULES,
-    prompt_style: str = "compact",
-    max_new_tokens: int = 96,
-    batch_size: int = 64,
+    max_new_tokens: int,
+    batch_size: int = EVAL_BATCH_SIZE,
     rows: list[dict[str, Any]] | None = None,
+    progress: bool = False,
     **fields: Any,
 ) -> dict[str, float]:
-    """accuracy, format_rate and mean response length of greedy completions (rows appended to `rows`)."""
-    out = _one_per_task(model, tokenizer, tasks, rules, prompt_style, max_new_tokens, batch_size, None, 0, mode="greedy", **fields)
+    """accuracy, format_rate and mean response length of greedy completions (rows, `mode="greedy"`
+    and `fields`, appended to `rows`)."""
+    scored = sample_and_score(model, tokenizer, tasks, prompt, max_new_tokens=max_new_tokens, do_sample=False, batch_size=batch_size,
+                              progress=progress)  # fmt: skip
+    out = [sample.row(mode="greedy", **fields) for sample in scored.samples]
     if rows is not None:
         rows.extend(out)
     return rows_summary(out)
-
-
-EVAL_SAMPLE_TEMPERATURE = 1.0
-"""Temperature of the held-out samples logged for behaviour counts (the study's)."""
 
 
 def sampled_eval(
     model: Any,
     tokenizer: Any,
     tasks: Sequence[Task],
+    prompt: Prompt,
     *,
-    rules: Rules = DEFAULT_RULES,
-    prompt_style: str = "compact",
-    max_new_tokens: int = 96,
+    max_new_tokens: int,
     temperature: float = EVAL_SAMPLE_TEMPERATURE,
     seed: int = 0,
-    batch_size: int = 64,
+    batch_size: int = EVAL_BATCH_SIZE,
     rows: list[dict[str, Any]] | None = None,
+    progress: bool = False,
     **fields: Any,
 ) -> dict[str, float]:
     """`sample_accuracy`, `sample_format_rate`, `sample_response_length` of one completion per task sampled at
     `temperature` (rows, ``mode="sample"``, appended to `rows`). The RNG is forked and seeded by `seed`, so the
     caller's sampling state is untouched and a resumed run draws the same samples."""
-    out = _one_per_task(
-        model, tokenizer, tasks, rules, prompt_style, max_new_tokens, batch_size, temperature, seed, mode="sample", **fields
-    )
+    out = one_sample_per_task(model, tokenizer, tasks, prompt, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
+                      batch_size=batch_size, progress=progress, **fields)  # fmt: skip
     if rows is not None:
         rows.extend(out)
     return rows_summary(out, "sample_")
 
 
-def _one_per_task(
-    model: Any,
-    tokenizer: Any,
-    tasks: Sequence[Task],
-    rules: Rules,
-    prompt_style: str,
-    max_new_tokens: int,
-    batch_size: int,
-    temperature: float | None,
-    seed: int,
-    progress: bool = False,
-    **fields: Any,
-) -> list[dict[str, Any]]:
-    """One scored completion row per task: greedy (`temperature` None) or sampled in a forked RNG seeded by `seed`."""
-    import contextlib
-
-    import torch
-
-    prompts = [build_prompt(t, prompt_style, rules, tokenizer) for t in tasks]
-    sampling = {} if temperature is None else {"temperature": temperature}
-    rng: Any = contextlib.nullcontext()
-    if temperature is not None:
-        device = next(model.parameters()).device
-        rng = torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
-    with rng, torch.inference_mode():
-        if temperature is not None:
-            torch.manual_seed(seed)
-        gen = generate(
-            model, tokenizer, prompts, max_new_tokens, prompt_style=prompt_style, do_sample=temperature is not None,
-            batch_size=batch_size, progress=progress, **sampling,
-        )  # fmt: skip
-    return _sample_rows(tasks, gen.texts, gen.finished.tolist(), gen.lengths.tolist(), rules, **sampling, **fields)
+def one_sample_per_task(
+    model: Any, tokenizer: Any, tasks: Sequence[Task], prompt: Prompt, *, max_new_tokens: int, temperature: float, seed: int,
+    batch_size: int, progress: bool = False, **fields: Any,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """One completion row per task sampled at `temperature` from a forked RNG seeded by `seed` (`mode="sample"`)."""
+    scored = sample_and_score(model, tokenizer, tasks, prompt, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
+                              batch_size=batch_size, progress=progress)  # fmt: skip
+    return [sample.row(temperature=temperature, mode="sample", **fields) for sample in scored.samples]
 
 
 def evaluate(
@@ -213,62 +174,90 @@ def evaluate(
     `response_length`, `sample_accuracy` and `pass@k` at temperature 1, `distinct_correct`
     (mean distinct correct equations per task among the k samples), and `ood/...`.
     `progress` shows a bar per batch of prompts (the CLI's; k samples of a 3B model take hours)."""
-
     if not tasks:
         raise UsageError("no tasks to evaluate; pass a non-empty --tasks file")
+    prompt = Prompt(rules, config.prompt_style)
+    common = {"max_new_tokens": config.max_new_tokens, "batch_size": config.batch_size, "progress": progress}
     rows: list[dict[str, Any]] = []
     report: dict[str, Any] = {"n": len(tasks), "k": config.k}
-    report.update(
-        greedy_eval(
-            model,
-            tokenizer,
-            tasks,
-            rules=rules,
-            prompt_style=config.prompt_style,
-            max_new_tokens=config.max_new_tokens,
-            batch_size=config.batch_size,
-            rows=rows,
-            progress=progress,
-            split="eval",
-        )
-    )
-
+    report.update(greedy_eval(model, tokenizer, tasks, prompt, rows=rows, split="eval", **common))
     # k samples per task at temperature 1, from a forked RNG seeded by config.seed (the caller's state untouched).
     repeated = [t for t in tasks for _ in range(config.k)]
-    samples = _one_per_task(
-        model, tokenizer, repeated, rules, config.prompt_style, config.max_new_tokens, config.batch_size, config.temperature,
-        config.seed, progress=progress, mode="sample", split="eval",
-    )  # fmt: skip
+    samples = one_sample_per_task(
+        model, tokenizer, repeated, prompt, temperature=config.temperature, seed=config.seed, split="eval", **common
+    )
     for i, row in enumerate(samples):
         row["sample"] = i % config.k
     rows.extend(samples)
-    per_task = [samples[i : i + config.k] for i in range(0, len(samples), config.k)]
-    correct_counts = [sum(r["correct"] for r in group) for group in per_task]
-    report["sample_accuracy"] = float(np.mean([r["correct"] for r in samples]))
-    report["sample_format_rate"] = float(np.mean([r["well_formed"] for r in samples]))
-    report["sample_response_length"] = float(np.mean([r["length"] for r in samples]))
-    k = 1
-    while k <= config.k:
-        report[f"pass@{k}"] = float(np.mean([pass_at_k(config.k, c, k) for c in correct_counts]))
-        k *= 2
-    report[f"pass@{config.k}"] = float(np.mean([c > 0 for c in correct_counts]))
-    report["distinct_correct"] = float(np.mean([len({normalize_equation(r["answer"]) for r in g if r["correct"]}) for g in per_task]))
-
+    report.update(pass_at_k_report(samples, config.k))
     ood = list(ood_tasks) if ood_tasks is not None else ood_tasks_for(tasks, config.num_ood_tasks, config.seed, rules)
     if ood:
-        ood_report = greedy_eval(
-            model,
-            tokenizer,
-            ood,
-            rules=rules,
-            prompt_style=config.prompt_style,
-            max_new_tokens=config.max_new_tokens,
-            batch_size=config.batch_size,
-            rows=rows,
-            progress=progress,
-            split="ood",
-        )
+        ood_report = greedy_eval(model, tokenizer, ood, prompt, rows=rows, split="ood", **common)
         report.update({f"ood/{k}": v for k, v in ood_report.items()})
         report["ood/n"] = len(ood)
         report["ood/num_numbers"] = max(len(t.numbers) for t in ood)
     return report, rows
+
+
+def pass_at_k_report(samples: Sequence[dict[str, Any]], k: int) -> dict[str, float]:
+    """`sample_*` means, `pass@1, 2, 4, ...` (unbiased, from `k` samples per task) and `distinct_correct`
+    of sample rows, `k` consecutive rows per task."""
+    per_task = [samples[i : i + k] for i in range(0, len(samples), k)]
+    correct_counts = [sum(r["correct"] for r in group) for group in per_task]
+    report = {
+        "sample_accuracy": float(np.mean([r["correct"] for r in samples])),
+        "sample_format_rate": float(np.mean([r["well_formed"] for r in samples])),
+        "sample_response_length": float(np.mean([r["length"] for r in samples])),
+    }
+    n = 1
+    while n <= k:
+        report[f"pass@{n}"] = float(np.mean([pass_at_k(k, c, n) for c in correct_counts]))
+        n *= 2
+    report[f"pass@{k}"] = float(np.mean([c > 0 for c in correct_counts]))
+    report["distinct_correct"] = float(np.mean([len({normalize_equation(r["answer"]) for r in g if r["correct"]}) for g in per_task]))
+    return report
+
+
+# ---- PPO's held-out evaluation -------------------------------------------------------
+def evaluate_policy(
+    model: Any,
+    tokenizer: Any,
+    eval_tasks: Sequence[Task],
+    config: PPOConfig,
+    *,
+    log: Path | None = None,
+    step: int = 0,
+    rows: list[dict[str, Any]] | None = None,
+    sample_rows: list[dict[str, Any]] | None = None,
+) -> dict[str, float]:
+    """`eval/accuracy`, `eval/format_rate`, `eval/response_length` of greedy completions on the
+    held-out tasks under the run's prompt, scored tolerantly (`PPOConfig.eval_prompt`: the same
+    numbers for PPO and TRL runs). With `log`, the completions are appended there with `step`
+    (behaviour counts of held-out completions at each evaluation). With `config.eval_samples`
+    N > 0, as the study measured: one completion per task sampled at temperature 1 too
+    (`eval/sample_*`, rows into `sample_rows`), and N of them logged instead of the greedy ones."""
+    greedy = [] if rows is None else rows
+    sampled = [] if sample_rows is None else sample_rows
+    prompt, budget = config.eval_prompt, config.max_new_tokens
+    greedy_eval(model, tokenizer, eval_tasks, prompt, max_new_tokens=budget, rows=greedy, step=step)
+    if config.eval_samples:
+        # the same samples after a resume; new ones at each evaluation
+        sampled_eval(
+            model, tokenizer, eval_tasks, prompt, max_new_tokens=budget, seed=config.seed * 100_003 + step, rows=sampled, step=step
+        )
+    if log is not None:
+        append_jsonl(log, logged_eval_rows(greedy, sampled, config))
+    return eval_metrics(greedy, sampled)
+
+
+def logged_eval_rows(greedy: list[dict[str, Any]], sampled: list[dict[str, Any]], config: PPOConfig) -> list[dict[str, Any]]:
+    """What eval_completions.jsonl keeps of one evaluation: the first `eval_samples` T=1 samples (the study's
+    behaviour counts) or else the greedy rows; with `eval_log_greedy`, the greedy rows as well (rows carry `mode`)."""
+    if not config.eval_samples:
+        return greedy
+    return [*(greedy if config.eval_log_greedy else []), *sampled[: config.eval_samples]]
+
+
+def eval_metrics(greedy: Sequence[dict[str, Any]], sampled: Sequence[dict[str, Any]] = ()) -> dict[str, float]:
+    """`eval/accuracy`, `eval/format_rate`, `eval/response_length` of the greedy rows, and `eval/sample_*` of the sampled ones."""
+    return {**rows_summary(greedy, "eval/"), **(rows_summary(sampled, "eval/sample_") if sampled else {})}

@@ -220,13 +220,12 @@ def plan(config: Any, gpus: int, gpu_memory_gb: float, arch: Arch | None = None,
         raise UsageError(f"--gpus must be >= 1 and --gpu-memory-gb > 0, got {gpus} and {gpu_memory_gb}")
     arch = arch or arch_of(config.model)
     lora_r = getattr(config, "lora_r", 0) if lora_r is None else lora_r
-    bf16 = config.dtype == "bfloat16"
-    act_bytes = 2 if bf16 else 4
+    act_bytes = 2 if config.dtype == "bfloat16" else 4
     shard_states = gpus if config.sharding in ("zero2", "zero3", "fsdp") else 1
     shard_weights = gpus if config.sharding in ("zero3", "fsdp") else 1
 
-    seq = prompt_tokens(config) + config.max_response_length
-    micro, response = config.micro, config.max_response_length
+    seq = prompt_tokens(config) + config.max_new_tokens
+    micro, response = config.micro, config.max_new_tokens
     per_token = (
         arch.layers * arch.hidden + arch.activation_elements()
         if config.gradient_checkpointing
@@ -249,27 +248,35 @@ def plan(config: Any, gpus: int, gpu_memory_gb: float, arch: Arch | None = None,
         rows.append(trained("critic", arch.critic_params, backbone_acts))
     if config.uses_critic or config.kl_coef > 0:
         rows.append(Row("reference", weights=arch.policy_params * act_bytes))
+    generation = generation_row(config, arch, gpus, seq, act_bytes, shard_weights)
+    return Plan(tuple(rows), generation, gpus, gpu_memory_gb, plan_summary(config, arch, gpus, seq, lora_r))
 
-    per_process = per_process_samples(config, gpus)
+
+def generation_row(config: Any, arch: Arch, gpus: int, seq: int, act_bytes: int, shard_weights: int) -> Row:
+    """The rollout phase's transient memory: the KV cache, generate's kept logits (when the log-probs come from
+    them) and one step's logits, plus the policy's weights gathered whole when they are sharded."""
     gen_batch = generation_batch(config, gpus)
     kv_cache = gen_batch * seq * arch.layers * 2 * arch.kv_dim * act_bytes
-    kept_logits = gen_batch * response * arch.vocab * 4 if keeps_generation_logits(config, arch.vocab, gen_batch) else 0
+    kept_logits = gen_batch * config.max_new_tokens * arch.vocab * 4 if keeps_generation_logits(config, arch.vocab, gen_batch) else 0
     # Sharded weights are gathered whole for `generate` (fp32 under FSDP; bf16 under DeepSpeed's bf16 mode).
     gathered = 0.0
     if shard_weights > 1:
         gathered = arch.policy_params * (act_bytes if config.sharding == "zero3" else WEIGHT_BYTES) * (1 - 1 / gpus)
-    generation = Row("generation", weights=gathered, activations=kv_cache + kept_logits + gen_batch * arch.vocab * 4)
+    return Row("generation", weights=gathered, activations=kv_cache + kept_logits + gen_batch * arch.vocab * 4)
 
+
+def plan_summary(config: Any, arch: Arch, gpus: int, seq: int, lora_r: int) -> str:
+    """The plan's first line: the model, what shards and how, the sequence and the batches per GPU."""
+    per_process, response = per_process_samples(config, gpus), config.max_new_tokens
     steps = max(1, math.ceil(per_process / config.mini_batch_size))
-    summary = (
+    return (
         f"{config.model or '?'}: policy {arch.policy_params / 1e9:.2f}B parameters"
         + (f", LoRA r={lora_r}: {arch.lora_params(lora_r) / 1e6:.1f}M trained" if lora_r else "")
         + f"; {config.sharding}, {config.dtype}, gradient checkpointing {'on' if config.gradient_checkpointing else 'off'};"
         f" sequences of {seq} tokens (~{seq - response} prompt + {response} response);"
-        f" {per_process} completions per GPU per step in {steps} optimiser steps, each {config.accumulation_steps} x {micro} completions"
-        f"; generation {gen_batch} at a time"
+        f" {per_process} completions per GPU per step in {steps} optimiser steps, each {config.accumulation_steps} x {config.micro} completions"
+        f"; generation {generation_batch(config, gpus)} at a time"
     )
-    return Plan(tuple(rows), generation, gpus, gpu_memory_gb, summary)
 
 
 def format_plan(p: Plan) -> str:

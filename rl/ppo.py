@@ -11,6 +11,7 @@ TRL 1.12's `PPOTrainer` and CleanRL's `ppo.py` term by term.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -196,3 +197,24 @@ def group_advantages(
         var = (centred**2).sum(1, keepdim=True) / (count - 1).clamp(min=1.0)
         centred = centred / (var.sqrt() + eps)
     return centred.view(-1)
+
+
+def mixed_groups(scores: torch.Tensor, group_size: int, valid: torch.Tensor | None = None) -> float:
+    """Share of groups whose scores are not all equal: `(B,)` scores, group k = samples
+    `[k * group_size, (k + 1) * group_size)` (one prompt's completions, as in `group_advantages`).
+
+    Only a mixed group gives a group baseline any signal: an all-correct or all-wrong group has
+    advantage 0 everywhere. `valid` (`(B,)` bool) marks the samples that count (truncated
+    completions in `mask` mode do not); a group with fewer than two that count is not mixed.
+    0.0 for no groups.
+    """
+    if scores.ndim != 1 or scores.shape[0] % group_size:
+        raise ValueError(f"scores must be (B,) with B a multiple of group_size {group_size}, got shape {tuple(scores.shape)}")
+    if scores.numel() == 0:
+        return 0.0
+    groups = scores.float().view(-1, group_size)
+    counted = torch.ones_like(groups, dtype=torch.bool) if valid is None else valid.bool().view(-1, group_size)
+    # A group's largest and smallest counted score; a group with none counted gets -inf > inf: not mixed.
+    highest = torch.where(counted, groups, torch.full_like(groups, -math.inf)).max(1).values
+    lowest = torch.where(counted, groups, torch.full_like(groups, math.inf)).min(1).values
+    return float((highest > lowest).float().mean())

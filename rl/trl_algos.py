@@ -22,11 +22,12 @@ from transformers import TrainerCallback
 
 from countdown_env import Rules, Task, score_response
 from countdown_env.errors import UsageError
-from rl.config import PPOConfig
-from rl.rollout import build_prompt
 from countdown_env.files import append_jsonl, write_text_atomic
+from rl.config import PPOConfig
+from rl.evaluate import evaluate_policy
+from rl.setup import Totals
+from rl.train import split_tasks
 from runtime.run_dir import RunDir, truncate_after
-from rl.train import Totals, evaluate_policy, split_tasks
 from runtime.tracking import check_report_to
 
 ALGOS = ("grpo", "rloo")
@@ -81,7 +82,7 @@ def to_trl_dataset(tasks: Sequence[Task], config: PPOConfig, tokenizer: Any) -> 
     if config.prompt_style == "chat":
         prompts: list[Any] = [chat_messages(t, config.rules) for t in tasks]
     else:
-        prompts = [build_prompt(t, config.prompt_style, config.rules, tokenizer) for t in tasks]
+        prompts = [config.prompt.render(t, tokenizer) for t in tasks]
     return datasets.Dataset.from_dict({"prompt": prompts, "numbers": [list(t.numbers) for t in tasks], "target": [t.target for t in tasks]})
 
 
@@ -175,7 +176,7 @@ def trl_kwargs(config: PPOConfig, trl_dir: Path, optimizer_steps_per_step: int, 
         gradient_accumulation_steps=config.accumulation_steps if config.micro < config.batch_size else 1,
         num_generations=config.rollouts_per_prompt,
         generation_batch_size=config.batch_size,
-        max_completion_length=config.max_response_length,
+        max_completion_length=config.max_new_tokens,
         temperature=config.temperature,
         top_k=0,
         top_p=1.0,
@@ -309,8 +310,7 @@ def train_trl(
     `report_to` also logs to a tracker (TRL's `report_to`; a `--trl-set report_to=...` wins)."""
     from transformers.trainer_utils import get_last_checkpoint
 
-    from runtime.models import load_tokenizer
-    from runtime.models import lora_config
+    from runtime.models import load_tokenizer, lora_config
 
     started = time.perf_counter()
     check_config(algo, config)

@@ -139,7 +139,7 @@ def token_kl(model: Any, base: Any, query: Any, query_mask: Any, response: Any, 
     """
     import torch
 
-    from rl.train import forward_response
+    from runtime.logprobs import forward_response
 
     out = []
     with torch.inference_mode():

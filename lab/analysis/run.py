@@ -33,10 +33,11 @@ from typing import Any
 
 import numpy as np
 
-from countdown_env import Task, TaskConfig, generate_tasks, preset_rules, score_response, subset_config, unseen_range_config
+from countdown_env import Rules, Task, TaskConfig, generate_tasks, preset_rules, subset_config, unseen_range_config
 from countdown_env.errors import UsageError
-from lab.analysis import metrics as analysis
 from countdown_env.files import append_jsonl, read_jsonl, write_text_atomic
+from lab.analysis import metrics as analysis
+from runtime.prompt import Prompt
 from runtime.run_dir import CHECKPOINT, RunDir
 
 #: The keys of analysis.json (the contract), in plot order.
@@ -63,7 +64,7 @@ class AnalyzeConfig:
     prompt_style: str = "compact"
     """Prompt template the run trained with (default: the run's)."""
     max_new_tokens: int = 224
-    """Longest completion (default: the run's `max_response_length`)."""
+    """Longest completion (default: the RL run's `max_new_tokens`)."""
     num_tasks: int = 32
     """Held-out tasks (the preset's test split) sampled `samples` times each."""
     samples: int = 16
@@ -95,8 +96,12 @@ def run_settings(run_dir: Path) -> dict[str, Any]:
         return {}
     config = json.loads(path.read_text())
     out = {k: config[k] for k in ("task_preset", "prompt_style") if config.get(k)}
-    if config.get("max_response_length"):
-        out["max_new_tokens"] = int(config["max_response_length"])
+    # The run's sampling budget (`max_response_length` in RL runs before the rename). An SFT run's
+    # (it has `data` and `max_length`) is only its evaluation's, not how long its completions run: the default stands.
+    sft = "data" in config and "max_length" in config
+    budget = config.get("max_response_length") or (None if sft else config.get("max_new_tokens"))
+    if budget:
+        out["max_new_tokens"] = int(budget)
     return out
 
 
@@ -193,71 +198,77 @@ def measure(
     model: Any, base: Any, tokenizer: Any, data: HeldOut, config: AnalyzeConfig, base_states: np.ndarray, step: int
 ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]], np.ndarray]:
     """(one row per metric, completion rows, hidden states) for one model."""
-    import torch
+    from runtime.sampling import sample_and_score
 
-    from rl.evaluate import greedy_eval
-    from rl.rollout import build_prompt
-    from runtime.generation import generate
-
-    rules = preset_rules(config.task_preset)
-    n = config.samples
-    repeated = [t for t in data.tasks for _ in range(n)]
-    prompts = [build_prompt(t, config.prompt_style, rules, tokenizer) for t in repeated]
-    with torch.random.fork_rng(devices=[]), torch.inference_mode():
-        torch.manual_seed(config.seed)
-        gen = generate(model, tokenizer, prompts, config.max_new_tokens, prompt_style=config.prompt_style, do_sample=True,
-                       temperature=config.temperature, batch_size=config.batch_size)  # fmt: skip
-    scores = [score_response(text, task, rules) for text, task in zip(gen.texts, repeated, strict=True)]
-    correct = [s.correct for s in scores]
-    lengths = gen.lengths.tolist()
-    reflections = [analysis.reflection_ratio(text) for text in gen.texts]
+    prompt = Prompt.of_preset(config.task_preset, config.prompt_style)
+    repeated = [t for t in data.tasks for _ in range(config.samples)]
+    # The same seed at every step: each checkpoint answers the same prompts from the same RNG state.
+    scored = sample_and_score(model, tokenizer, repeated, prompt, max_new_tokens=config.max_new_tokens, temperature=config.temperature,
+                              batch_size=config.batch_size, seed=config.seed)  # fmt: skip
+    gen = scored.generation
     kl = analysis.token_kl(model, base, gen.query, gen.query_mask, gen.response, gen.response_mask, batch_size=config.batch_size)
     tokens = gen.response_mask.sum().clamp(min=1)
-    completions = [
-        {
-            "step": step,
-            "text": text,
-            "numbers": list(t.numbers),
-            "target": t.target,
-            "correct": s.correct,
-            "answer": s.answer,
-            "length": int(length),
-        }
-        for text, t, s, length in zip(gen.texts, repeated, scores, lengths, strict=True)
-    ]
-
-    per_task = [range(i, i + n) for i in range(0, len(repeated), n)]
-    counts = [sum(correct[j] for j in group) for group in per_task]
-    distinct = [analysis.distinct_solutions([scores[j].answer for j in group if correct[j]], rules) for group in per_task]
-    curve = analysis.pass_at_k_curve(counts, n)
-
-    def accuracy(tasks: list[Task], split_rules: Any = rules) -> float | None:
-        if not tasks:
-            return None
-        kw = {"prompt_style": config.prompt_style, "max_new_tokens": config.max_new_tokens, "batch_size": config.batch_size}
-        return greedy_eval(model, tokenizer, tasks, rules=split_rules, **kw)["accuracy"]
-
-    states = analysis.mean_hidden_states(model, tokenizer, [build_prompt(t, config.prompt_style, rules, tokenizer) for t in data.tasks],
+    states = analysis.mean_hidden_states(model, tokenizer, [prompt.render(t, tokenizer) for t in data.tasks],
                                          prompt_style=config.prompt_style, batch_size=config.batch_size)  # fmt: skip
     shift = analysis.hidden_shift(base_states, states)
-    refl, length = analysis.split_mean(reflections, correct), analysis.split_mean(lengths, correct)
-    n_correct = sum(correct)
+
+    def accuracy(tasks: list[Task], rules: Rules = prompt.rules) -> float | None:
+        """Greedy accuracy on `tasks` under `rules` (None for no tasks)."""
+        if not tasks:
+            return None
+        greedy = sample_and_score(model, tokenizer, tasks, Prompt(rules, prompt.style), max_new_tokens=config.max_new_tokens,
+                                  do_sample=False, batch_size=config.batch_size)  # fmt: skip
+        return greedy.accuracy
+
+    transfer_rules = subset_config(TaskConfig.preset(config.task_preset)).rules
     rows = {
-        "reflection_ratio": {"value": refl["all"], "correct": refl["correct"], "wrong": refl["wrong"], "n_correct": n_correct, "n_wrong": len(correct) - n_correct},
-        "response_length": {"value": length["all"], "correct": length["correct"], "wrong": length["wrong"], "unit": "tokens"},
-        "pass_at_k": {"value": curve[n], "n": n, "tasks": len(per_task), **{f"pass@{k}": v for k, v in curve.items()}},
-        "distinct_solutions": {"value": float(np.mean(distinct)), "per_solved_task": float(np.mean([d for d in distinct if d])) if any(distinct) else 0.0},
+        **sample_metrics(scored, config.samples, prompt.rules),
         "ood_accuracy": {
             "value": accuracy(data.unseen),
             "more_numbers": accuracy(data.more_numbers),
             "in_distribution": accuracy(data.tasks),
-            "sample_accuracy": float(np.mean(correct)),
+            "sample_accuracy": scored.accuracy,
         },
         "kl_to_base": {"value": float(kl.sum() / tokens), "per_sequence": float(kl.sum(1).mean()), "estimator": "exact, on the checkpoint's samples"},
         "hidden_state_shift": {"value": shift["l2"], "relative": shift["relative"], "cosine": shift["cosine"]},
-        "transfer": {"value": accuracy(data.transfer, subset_config(TaskConfig.preset(config.task_preset)).rules), "family": "any subset", "n": len(data.transfer)},
+        "transfer": {"value": accuracy(data.transfer, transfer_rules), "family": "any subset", "n": len(data.transfer)},
     }  # fmt: skip
-    return rows, completions, states
+    return rows, completion_rows(scored, step), states
+
+
+def sample_metrics(scored: Any, n: int, rules: Rules) -> dict[str, dict[str, Any]]:
+    """reflection_ratio, response_length, pass_at_k and distinct_solutions (under `rules`) of
+    `scored` (`runtime.sampling.Scored`), `n` consecutive samples per task."""
+    correct, lengths = scored.correct, scored.generation.lengths.tolist()
+    reflections = [analysis.reflection_ratio(text) for text in scored.texts]
+    per_task = [range(i, i + n) for i in range(0, len(correct), n)]
+    counts = [sum(correct[j] for j in group) for group in per_task]
+    distinct = [analysis.distinct_solutions([scored.samples[j].score.answer for j in group if correct[j]], rules) for group in per_task]
+    curve = analysis.pass_at_k_curve(counts, n)
+    refl, length = analysis.split_mean(reflections, correct), analysis.split_mean(lengths, correct)
+    n_correct = sum(correct)
+    return {
+        "reflection_ratio": {"value": refl["all"], "correct": refl["correct"], "wrong": refl["wrong"], "n_correct": n_correct, "n_wrong": len(correct) - n_correct},
+        "response_length": {"value": length["all"], "correct": length["correct"], "wrong": length["wrong"], "unit": "tokens"},
+        "pass_at_k": {"value": curve[n], "n": n, "tasks": len(per_task), **{f"pass@{k}": v for k, v in curve.items()}},
+        "distinct_solutions": {"value": float(np.mean(distinct)), "per_solved_task": float(np.mean([d for d in distinct if d])) if any(distinct) else 0.0},
+    }  # fmt: skip
+
+
+def completion_rows(scored: Any, step: int) -> list[dict[str, Any]]:
+    """completions.jsonl rows of one step's samples (for `countdown-lab classify`)."""
+    return [
+        {
+            "step": step,
+            "text": s.text,
+            "numbers": list(s.task.numbers),
+            "target": s.task.target,
+            "correct": s.score.correct,
+            "answer": s.score.answer,
+            "length": s.length,
+        }
+        for s in scored.samples
+    ]
 
 
 def build_report(steps: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -297,10 +308,8 @@ def analyze(
     data = held_out(config)
     tokenizer = load_tokenizer(base_model)
     base = load_model(base_model).eval()
-    rules = preset_rules(config.task_preset)
-    from rl.rollout import build_prompt
-
-    base_states = analysis.mean_hidden_states(base, tokenizer, [build_prompt(t, config.prompt_style, rules, tokenizer) for t in data.tasks],
+    prompt = Prompt.of_preset(config.task_preset, config.prompt_style)
+    base_states = analysis.mean_hidden_states(base, tokenizer, [prompt.render(t, tokenizer) for t in data.tasks],
                                               prompt_style=config.prompt_style, batch_size=config.batch_size)  # fmt: skip
     (output / "hidden").mkdir(exist_ok=True)
     pending = [s for s in todo.models if s not in done]

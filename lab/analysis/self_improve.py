@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from countdown_env import generate_tasks, preset_rules, render_prompt, score_response
+from countdown_env import generate_tasks, preset_rules
 from countdown_env.errors import UsageError
 from countdown_env.files import write_text_atomic
 
@@ -72,21 +72,26 @@ def keep_correct(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+#: Prompts per `generate` call when a round samples.
+SAMPLE_BATCH_SIZE = 128
+
+
 def sample_round(model_path: str, config: SelfImproveConfig, round_: int) -> list[dict[str, Any]]:
     """`samples` completions per training task from `model_path`, scored (prompt, completion, correct, numbers, target)."""
-    from runtime.generation import generate_completions
     from runtime.models import load_model, load_tokenizer
+    from runtime.prompt import Prompt
+    from runtime.sampling import sample_and_score
 
-    rules = preset_rules(config.task_preset)
+    prompt = Prompt.of_preset(config.task_preset, config.prompt_style)
     tasks = generate_tasks(config.num_tasks, seed=config.seed, preset=config.task_preset, split="train")
     repeated = [t for t in tasks for _ in range(config.samples)]
-    prompts = [render_prompt(t, config.prompt_style, rules) for t in repeated]
     model, tokenizer = load_model(model_path), load_tokenizer(model_path)
-    texts = generate_completions(model, tokenizer, prompts, max_new_tokens=config.max_new_tokens, batch_size=128, do_sample=True,
-                                 temperature=config.temperature, seed=config.seed * 1000 + round_, prompt_style=config.prompt_style)  # fmt: skip
+    # A seed per round: each round's samples are new, and the same after a resume.
+    scored = sample_and_score(model, tokenizer, repeated, prompt, max_new_tokens=config.max_new_tokens, temperature=config.temperature,
+                              batch_size=SAMPLE_BATCH_SIZE, seed=config.seed * 1000 + round_, by_length=True)  # fmt: skip
     return [
-        {"prompt": p, "completion": text, "correct": score_response(text, t, rules).correct, "numbers": list(t.numbers), "target": t.target}
-        for p, text, t in zip(prompts, texts, repeated, strict=True)
+        {"prompt": s.prompt, "completion": s.text, "correct": s.score.correct, "numbers": list(s.task.numbers), "target": s.task.target}
+        for s in scored.samples
     ]
 
 

@@ -296,3 +296,38 @@ def test_self_improve_trains_a_round_resumes_and_analyses_rounds_as_steps(tmp_pa
         tmp_path, base, tmp_path / "analysis", AnalyzeConfig(num_tasks=2, num_ood_tasks=2, max_new_tokens=64), log=lambda line: None
     )
     assert [r["step"] for r in report["pass_at_k"]] == [0, 1]
+
+
+def test_the_analysis_imports_neither_the_training_loop_nor_its_setup():
+    """Every import in lab/analysis, those inside functions included: the log-prob helpers come from runtime."""
+    import ast
+    from pathlib import Path
+
+    found = []
+    for path in sorted((Path(__file__).resolve().parents[2] / "lab" / "analysis").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            found += [f"{path.name}: {name}" for name in names if name in ("rl.train", "rl.setup")]
+    assert found == []
+
+
+@pytest.mark.parametrize(
+    ("config", "budget"),
+    [
+        ({"task_preset": "tiny", "rollouts_per_prompt": 4, "max_new_tokens": 96}, 96),  # an RL run
+        ({"task_preset": "tiny", "rollouts_per_prompt": 4, "max_response_length": 64}, 64),  # an RL run from before the rename
+        ({"prompt_style": "compact", "max_new_tokens": 224, "samples": 8}, 224),  # self-improve: its sampling budget
+        ({"data": "d", "max_length": 320, "max_new_tokens": 512}, None),  # SFT: only its evaluation's budget
+    ],
+)
+def test_run_settings_take_the_runs_token_budget(tmp_path, config, budget):
+    from lab.analysis.run import run_settings
+
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert run_settings(tmp_path).get("max_new_tokens") == budget

@@ -69,7 +69,7 @@ def saved_dataset(tmp_path_factory) -> Path:
 
 
 def _config(model: Path, data: Path, out: Path, **overrides) -> SFTRunConfig:
-    base = {"max_steps": 30, "logging_steps": 2, "save_steps": 10, "eval_samples": 4, "eval_max_new_tokens": 24}
+    base = {"max_steps": 30, "logging_steps": 2, "save_steps": 10, "eval_samples": 4, "max_new_tokens": 24}
     return SFTRunConfig.from_preset("tiny-cpu", model=str(model), data=str(data), output_dir=str(out), **{**base, **overrides})
 
 
@@ -174,6 +174,42 @@ def test_config_validation(overrides, message):
     base = {"model": "m", "data": "d", "output_dir": "o"}
     with pytest.raises(ValueError, match=message):
         SFTRunConfig(**{**base, **overrides})
+
+
+def test_task_preset_gives_the_rules_sft_scores_with():
+    from countdown_env import DEFAULT_RULES, preset_rules
+
+    base = {"model": "m", "data": "d", "output_dir": "o"}
+    assert SFTRunConfig(**base).task_preset == "tinyzero" and SFTRunConfig(**base).prompt.rules == DEFAULT_RULES
+    organism = SFTRunConfig(**base, task_preset="organism", prompt_style="compact")
+    assert organism.prompt.rules == preset_rules("organism") and organism.prompt.style == "compact"
+    with pytest.raises(ValueError, match="task_preset"):
+        SFTRunConfig(**base, task_preset="nope")
+
+
+def test_held_out_accuracy_is_scored_under_the_task_presets_rules(monkeypatch):
+    """A completion that leaves a number unused: correct under `classic` (numbers at most once), wrong under the default."""
+    from types import SimpleNamespace
+
+    import torch
+
+    import runtime.sampling
+    from priming.sft import HeldOut, evaluate_generation
+    from runtime.generation import Generation
+    from runtime.prompt import Prompt
+
+    def generate(model, tokenizer, prompts, max_new_tokens, **kwargs):
+        n = len(prompts)
+        ones = torch.ones(n, 1, dtype=torch.long)
+        return Generation(ones, ones, ones, ones.float(), torch.ones(n, dtype=torch.bool), ["<answer>3+5</answer>"] * n)
+
+    monkeypatch.setattr(runtime.sampling, "generate", generate)
+    model = torch.nn.Linear(1, 1)
+    tokenizer = lambda text, add_special_tokens: SimpleNamespace(input_ids=list(text))  # noqa: E731
+    held_out = HeldOut([Task((3, 5, 7), 8)], ["Numbers: 3 5 7\nTarget: 8\n"])
+    classic = evaluate_generation(model, tokenizer, held_out, Prompt.of_preset("classic", "compact"), max_new_tokens=8)
+    default = evaluate_generation(model, tokenizer, held_out, Prompt.of_preset("tinyzero", "compact"), max_new_tokens=8)
+    assert (classic["eval/accuracy"], default["eval/accuracy"]) == (1.0, 0.0)
 
 
 def test_presets():

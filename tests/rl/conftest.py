@@ -13,7 +13,7 @@ def tiny_model(tmp_path_factory):
 FAST = [
     "prompts_per_step=4",
     "rollouts_per_prompt=2",
-    "max_response_length=16",
+    "max_new_tokens=16",
     "num_train_tasks=40",
     "num_eval_tasks=4",
     "mini_batch_size=4",

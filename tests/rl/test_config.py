@@ -17,7 +17,7 @@ def test_organism_preset_is_critic_free_group_rl():
     assert config.advantage_estimator == "group" and not config.uses_critic and config.group_normalize_std is False
     assert config.task_preset == "organism"
     assert (config.kl_coef, config.prompts_per_step, config.rollouts_per_prompt, config.mini_batch_size) == (0.0, 16, 8, 128)
-    assert (config.format_reward, config.max_response_length, config.num_eval_tasks, config.log_rollouts) == (0.0, 224, 400, 32)
+    assert (config.format_reward, config.max_new_tokens, config.num_eval_tasks, config.log_rollouts) == (0.0, 224, 400, 32)
 
 
 def test_advantage_estimator_choices():

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from countdown_env.files import read_jsonl
 from rl.ppo import (
     clipped_policy_loss,
     clipped_value_loss,
@@ -15,7 +16,6 @@ from rl.ppo import (
     logprobs_from_logits,
     masked_whiten,
 )
-from countdown_env.files import read_jsonl
 
 PROMPTS, GROUP = 4, 8
 
@@ -103,9 +103,10 @@ def test_the_reference_stays_frozen(tiny_model, tmp_path, monkeypatch):
 def test_values_and_old_logprobs_are_computed_in_eval_mode(tiny_model):
     """The critic has no dropout; and even with dropout forced on, two rollout-time passes agree."""
     from countdown_env import generate_tasks
-    from runtime.models import load_model, load_tokenizer
     from rl.rollout import collect
-    from rl.train import Models, PolicyCritic, load_critic, prepare_batch
+    from rl.setup import Models, PolicyCritic, load_critic
+    from rl.train import prepare_batch
+    from runtime.models import load_model, load_tokenizer
 
     critic = load_critic(str(tiny_model))
     assert critic.config.classifier_dropout == 0.0
@@ -114,7 +115,7 @@ def test_values_and_old_logprobs_are_computed_in_eval_mode(tiny_model):
     config = tiny_config(tiny_model, logprobs_from_generation=False)  # old log-probs from a forward pass
     policy, tokenizer = load_model(tiny_model), load_tokenizer(tiny_model)
     tasks = [t for t in generate_tasks(2, seed=0, preset="tiny") for _ in range(config.rollouts_per_prompt)]
-    rollout = collect(policy, tokenizer, tasks, rules=config.rules, prompt_style=config.prompt_style, max_new_tokens=8)
+    rollout = collect(policy, tokenizer, tasks, prompt=config.prompt, max_new_tokens=8)
     # Dropout on, models left in train mode: only eval mode makes two passes agree.
     for m in critic.modules():
         if isinstance(m, torch.nn.Dropout):

@@ -9,12 +9,13 @@ import pytest
 import torch
 
 from countdown_env import Task, generate_tasks, read_tasks, write_tasks
+from countdown_env.files import read_jsonl
 from lab.cli import main
 from rl.config import PPOConfig, load_config, parse_overrides
 from rl.evaluate import normalize_equation, ood_tasks_for, pass_at_k
-from rl.rollout import collect, response_mask
-from countdown_env.files import read_jsonl
+from rl.rollout import collect
 from rl.verl_export import compute_score
+from runtime.generation import response_mask
 
 
 @pytest.mark.parametrize(
@@ -93,7 +94,7 @@ def test_export_verl_schema_and_reward_module(tmp_path):
 def test_presets_load_and_overrides_are_typed():
     paper = load_config("paper-3b")
     assert (paper.prompts_per_step, paper.rollouts_per_prompt, paper.actor_lr, paper.critic_lr) == (256, 4, 1e-6, 1e-5)
-    assert (paper.max_response_length, paper.total_steps, paper.model, paper.kl_coef) == (1024, 250, "Qwen/Qwen2.5-3B", 0.001)
+    assert (paper.max_new_tokens, paper.total_steps, paper.model, paper.kl_coef) == (1024, 250, "Qwen/Qwen2.5-3B", 0.001)
     tiny = load_config("tiny-cpu", parse_overrides(["actor_lr=1e-5", "strict_ending=false"]))
     assert tiny.actor_lr == 1e-5 and tiny.strict_ending is False and tiny.rules.strict_ending is False
     assert load_config("tiny-cpu").rules.strict_ending is True and load_config("tiny-cpu").truncated == "mask"
@@ -121,7 +122,7 @@ def test_collect_applies_the_truncation_rule(tiny_model, mode):
     torch.manual_seed(0)
     tasks = generate_tasks(8, seed=0, preset="tiny")
     rollout = collect(
-        model, tokenizer, tasks, rules=load_config("tiny-cpu").rules, prompt_style="compact", max_new_tokens=6, truncated=mode
+        model, tokenizer, tasks, prompt=load_config("tiny-cpu").prompt, max_new_tokens=6, truncated=mode
     )
     cut = ~rollout.generation.finished
     assert cut.any()  # a random model rarely stops within 6 tokens
@@ -138,7 +139,7 @@ def test_multi_turn_feeds_back_and_asks_again(tiny_model):
     model, tokenizer = load_model(tiny_model), load_tokenizer(tiny_model)
     tasks = [Task((3, 5, 2), 16), Task((1, 2, 3), 6)]
     rollout = collect(
-        model, tokenizer, tasks, rules=load_config("tiny-cpu").rules, prompt_style="compact", max_new_tokens=4, max_attempts=3
+        model, tokenizer, tasks, prompt=load_config("tiny-cpu").prompt, max_new_tokens=4, max_attempts=3
     )
     # A random model never solves these in 4 tokens: every episode uses all 3 turns.
     assert rollout.turns == [0, 0, 1, 1, 2, 2]
@@ -159,9 +160,9 @@ def test_every_config_field_is_documented_in_help():
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
 def test_generation_logprobs_equal_a_forward_pass(tiny_model, temperature):
     """The log-probs kept from `generate` are those PPO's forward pass computes (left padding, masks, temperature)."""
-    from runtime.models import load_model, load_tokenizer
     from rl.ppo import logprobs_from_logits
-    from rl.train import forward_response
+    from runtime.logprobs import forward_response
+    from runtime.models import load_model, load_tokenizer
 
     model, tokenizer = load_model(tiny_model), load_tokenizer(tiny_model)
     torch.manual_seed(0)
@@ -170,8 +171,7 @@ def test_generation_logprobs_equal_a_forward_pass(tiny_model, temperature):
         model,
         tokenizer,
         tasks,
-        rules=load_config("tiny-cpu").rules,
-        prompt_style="compact",
+        prompt=load_config("tiny-cpu").prompt,
         max_new_tokens=12,
         temperature=temperature,
         return_logprobs=True,

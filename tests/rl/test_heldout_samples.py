@@ -6,7 +6,8 @@ import json
 
 from lab.cli import main
 from rl.config import PPOConfig
-from rl.train import evaluate_policy, split_tasks
+from rl.evaluate import evaluate_policy
+from rl.train import split_tasks
 from runtime.models import load_model, load_tokenizer
 from tests.rl.conftest import fast_args
 
@@ -14,7 +15,7 @@ from tests.rl.conftest import fast_args
 def test_eval_samples_logs_t1_samples_instead_of_greedy_and_reports_sample_accuracy(tiny_model, tmp_path):
     model, tokenizer = load_model(tiny_model), load_tokenizer(tiny_model)
     greedy_log, sample_log = tmp_path / "greedy.jsonl", tmp_path / "sample.jsonl"
-    base = {"num_eval_tasks": 6, "max_response_length": 12, "seed": 3}
+    base = {"num_eval_tasks": 6, "max_new_tokens": 12, "seed": 3}
     _, tasks = split_tasks(PPOConfig(**base))
     greedy = evaluate_policy(model, tokenizer, tasks, PPOConfig(**base), log=greedy_log, step=0)
     sampled = evaluate_policy(model, tokenizer, tasks, PPOConfig(**base, eval_samples=4), log=sample_log, step=5)

@@ -21,8 +21,8 @@ def test_the_formula_counts_a_local_model_exactly(tiny_model):
     """Shapes read from config.json give the exact parameter count of the policy and of the critic."""
     import json
 
+    from rl.setup import load_critic
     from runtime.models import count_parameters, load_model
-    from rl.train import load_critic
 
     arch = arch_from_config(json.loads((tiny_model / "config.json").read_text()))
     assert arch == arch_of(str(tiny_model))
@@ -93,7 +93,7 @@ def test_plan_cli_exit_codes(capsys):
 def test_generation_logits_are_kept_only_while_small_unless_set():
     from rl.config import KEPT_LOGITS_LIMIT, keeps_generation_logits
 
-    auto = load_config("tiny-cpu", {"logprobs_from_generation": None, "max_response_length": 256})
+    auto = load_config("tiny-cpu", {"logprobs_from_generation": None, "max_new_tokens": 256})
     assert auto.logprobs_from_generation is None
     # A character-level tiny model (vocab ~100) keeps them; SmolLM2 (49,152) at 16 x 256 tokens would hold 0.8 GB.
     assert keeps_generation_logits(auto, 100, 16)

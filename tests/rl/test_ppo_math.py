@@ -17,6 +17,7 @@ from rl.ppo import (
     masked_mean,
     masked_var,
     masked_whiten,
+    mixed_groups,
     token_kl,
 )
 
@@ -130,3 +131,27 @@ def test_group_advantages_leave_invalid_samples_out_of_the_baseline():
     assert group_advantages(scores, 3, True, valid).tolist() == pytest.approx([math.sqrt(0.5), -math.sqrt(0.5), 0, 0, 0, 0], rel=1e-5)
     with pytest.raises(ValueError, match="multiple of group_size"):
         group_advantages(T([1.0, 0.0, 1.0]), 2)
+
+
+@pytest.mark.parametrize(
+    ("scores", "valid", "expected"),
+    [
+        ([1.0, 0.0, 1.0, 1.0], None, 0.5),  # one group mixed, one all-correct
+        ([0.0, 0.0, 0.0, 0.0], None, 0.0),  # nothing to learn from
+        ([0.1, 0.0, 1.0, 0.1], None, 1.0),  # a format reward against nothing is a difference too
+        ([1.0, 0.0, 1.0, 0.0], [True, False, True, True], 0.5),  # the masked 0 leaves group 1 with one counted score
+        ([1.0, 0.0, 1.0, 0.0], [False, False, True, True], 0.5),  # group 1 has none counted: not mixed
+        ([], None, 0.0),
+    ],
+)
+def test_mixed_groups_by_hand(scores, valid, expected):
+    assert mixed_groups(T(scores), 2, None if valid is None else T(valid)) == expected
+
+
+def test_mixed_groups_are_the_groups_with_a_nonzero_advantage():
+    scores = T([1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 1.0, 1.0])
+    advantages = group_advantages(scores, 3, normalize_std=False).view(-1, 3)
+    assert mixed_groups(scores, 3) == float((advantages != 0).any(1).float().mean()) == 0.5
+    with pytest.raises(ValueError, match="multiple of group_size"):
+        mixed_groups(T([1.0, 0.0, 1.0]), 2)
+

@@ -10,6 +10,7 @@ import torch
 from countdown_env import PRESETS, PROMPT_STYLES, Task, chat_messages, generate_tasks, preset_rules, render_prompt
 from rl.config import PPOConfig
 from rl.rollout import collect, make_env
+from runtime.prompt import Prompt
 
 #: Correct under `classic` (numbers at most once), wrong numbers under every other preset.
 SUBSET_TASK = Task((25, 50, 3, 7, 1, 2), 75)
@@ -30,7 +31,7 @@ def test_ppo_config_rules_come_from_the_task_preset(preset):
     assert config.rules == preset_rules(preset, strict_ending=True, format_reward=0.05)
     # The env PPO scores with, single- and multi-turn.
     for attempts in (1, 2):
-        env = make_env(PPOConfig(task_preset=preset).rules, "tinyzero", attempts)
+        env = make_env(Prompt(PPOConfig(task_preset=preset).rules, "tinyzero"), attempts)
         obs, _ = env.reset(options={"task": SUBSET_TASK})
         assert preset_rules(preset).describe() in obs
         assert env.step(SUBSET_ANSWER)[1] == pytest.approx(expected_reward(preset))
@@ -61,10 +62,10 @@ def test_grpo_rloo_reward_and_dataset_follow_the_preset(preset):
 def test_eval_scores_under_the_preset(preset, tiny_model, tmp_path, monkeypatch):
     import rl.evaluate
     from lab.cli import main
-    from rl.evaluate import _sample_rows, ood_tasks_for
+    from rl.evaluate import ood_tasks_for
 
-    rows = _sample_rows([SUBSET_TASK], [SUBSET_ANSWER], [True], [5], preset_rules(preset))
-    assert rows[0]["reward"] == pytest.approx(expected_reward(preset))
+    # Evaluation scores under the rules of the prompt it is given.
+    assert Prompt(preset_rules(preset)).score(SUBSET_ANSWER, SUBSET_TASK).reward == pytest.approx(expected_reward(preset))
     # OOD tasks are solvable under the rules they are scored with.
     ood = ood_tasks_for(generate_tasks(3, seed=0, preset="tiny"), 3, 0, preset_rules(preset))
     assert len(ood) == 3
@@ -120,7 +121,7 @@ def test_rollouts_prompt_with_the_envs_observation_in_the_chat_style(tiny_model)
     rules = PPOConfig(task_preset="classic").rules
     tasks = [Task((3, 5, 2), 16), Task((1, 2, 3), 6)]
     torch.manual_seed(0)
-    rollout = collect(model, tokenizer, tasks, rules=rules, prompt_style="chat", max_new_tokens=4, max_attempts=3)
+    rollout = collect(model, tokenizer, tasks, prompt=Prompt(rules, "chat"), max_new_tokens=4, max_attempts=3)
     assert rollout.turns == [0, 0, 1, 1, 2, 2]  # a random model never solves these in 4 tokens
     prompts = tokenizer.batch_decode(rollout.generation.query, skip_special_tokens=True)
     first = render_prompt(tasks[0], "chat", rules, tokenizer=tokenizer)
@@ -138,6 +139,6 @@ def test_rollouts_state_the_presets_rules(preset, tiny_model):
 
     model, tokenizer = load_model(tiny_model), load_tokenizer(tiny_model)
     rules = PPOConfig(task_preset=preset).rules
-    rollout = collect(model, tokenizer, [SUBSET_TASK], rules=rules, prompt_style="tinyzero", max_new_tokens=2)
+    rollout = collect(model, tokenizer, [SUBSET_TASK], prompt=Prompt(rules, "tinyzero"), max_new_tokens=2)
     prompt = tokenizer.batch_decode(rollout.generation.query, skip_special_tokens=True)[0]
     assert prompt == render_prompt(SUBSET_TASK, "tinyzero", rules)

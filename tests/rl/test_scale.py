@@ -63,8 +63,9 @@ def synthetic_batch(vocab: int, n: int = 8, lq: int = 5, t: int = 7):
 
 
 def gradients_of_one_minibatch(tiny_model, micro: int) -> list[torch.Tensor]:
+    from rl.setup import Models, PolicyCritic, load_critic, make_accelerator
+    from rl.train import minibatch_step
     from runtime.models import load_model
-    from rl.train import Models, PolicyCritic, load_critic, make_accelerator, minibatch_step
 
     config = tiny_config(tiny_model, mini_batch_size=8, micro_batch_size=micro, max_grad_norm=1e9, entropy_coef=0.01)
     accelerator = make_accelerator(config)
@@ -97,8 +98,7 @@ def test_micro_batch_must_divide_the_mini_batch():
 
 
 def test_paper_3b_takes_the_studys_two_optimiser_steps_per_ppo_step_on_four_gpus():
-    from rl.config import load_config
-    from rl.train import per_process_samples
+    from rl.config import load_config, per_process_samples
 
     config = load_config("paper-3b")
     assert per_process_samples(config, 4) // config.mini_batch_size == 2
@@ -184,9 +184,10 @@ def _fsdp_worker(rank: int, port: int, model_path: str, out: dict) -> None:
     import torch.distributed as dist
     from torch.distributed.fsdp import fully_shard
 
+    from rl.setup import Models, PolicyCritic, gathered_for_generation, load_critic
+    from rl.train import ppo_losses
+    from runtime.generation import generate
     from runtime.models import load_model, load_tokenizer
-    from rl.rollout import generate
-    from rl.train import Models, PolicyCritic, gathered_for_generation, load_critic, ppo_losses
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)

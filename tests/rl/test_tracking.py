@@ -60,8 +60,8 @@ def test_reward_pending_is_drained_on_every_process(tmp_path):
     from types import SimpleNamespace
 
     from rl.config import load_config
-    from runtime.run_dir import RunDir
     from rl.trl_algos import CountdownReward, RunDirLogger
+    from runtime.run_dir import RunDir
 
     config = load_config("tiny-cpu", {"model": "m", "eval_every": 0})
     reward = CountdownReward(DEFAULT_RULES)

@@ -52,7 +52,8 @@ def test_ppo_run_writes_the_run_directory(tiny_model, tmp_path):
     assert config["total_steps"] == 3 and config["prompts_per_step"] == 4 and config["model"] == str(tiny_model)
     rows = read_jsonl(out / "metrics.jsonl")
     assert [r["step"] for r in rows] == [0, 1, 2, 3]  # step 0: the evaluation before training
-    keys = ("reward/mean", "reward/accuracy", "reward/format_rate", "response/length", "objective/kl", "policy/entropy")
+    keys = ("reward/mean", "reward/accuracy", "reward/format_rate", "reward/truncated_rate", "reward/mixed_groups", "response/length",
+            "objective/kl", "policy/entropy")  # fmt: skip
     for key in (*keys, "losses/value_loss", "policy/clipfrac", "time/seconds_per_step"):
         assert all(isinstance(r[key], float) for r in rows[1:]), key
     assert_compute_totals(rows)
@@ -285,8 +286,8 @@ def test_trl_refuses_a_mini_batch_that_does_not_divide_the_batch(tiny_model, tmp
 def test_train_from_python_accepts_an_sft_run_directory(tmp_path):
     """`train(config)` resolves a run directory for the policy, the reference and the critic alike."""
     from rl.config import load_config, parse_overrides
-    from runtime.models import init_model
     from rl.train import train
+    from runtime.models import init_model
     from tests.rl.conftest import FAST
 
     sft_run = tmp_path / "sft"
