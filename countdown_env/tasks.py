@@ -16,6 +16,7 @@ from typing import Any
 
 from countdown_env.errors import UsageError, user_input
 from countdown_env.expression import Value, apply
+from countdown_env.files import iter_jsonl, write_jsonl_atomic
 from countdown_env.rules import DEFAULT_RULES, Rules
 from countdown_env.solver import (
     Expr,
@@ -29,9 +30,11 @@ from countdown_env.solver import (
     sub_multisets,
 )
 from countdown_env.task import Task
-from countdown_env.files import iter_jsonl, write_jsonl_atomic
 
 SPLITS = ("train", "test")
+#: With a preset's `dev_fraction` > 0 the held-out keys are cut once more: `dev` (every design choice and any
+#: tuning looks only at it) and `test` (reported, never tuned on). Disjoint for any seed, by the same hash.
+ALL_SPLITS = ("train", "dev", "test")
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,9 @@ class TaskConfig:
     rules: Rules = field(default_factory=Rules)
     """The rules every task must be solvable under."""
     test_fraction: float = 0.1
-    """Share of all task keys held out as the `test` split (by a hash of the key)."""
+    """Share of all task keys held out from `train` (by a hash of the key): the `test` split, and `dev` if any."""
+    dev_fraction: float = 0.0
+    """Share of all task keys in the `dev` split, carved from the held-out ones (0: no dev split)."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_numbers <= self.max_numbers <= 8:
@@ -69,6 +74,8 @@ class TaskConfig:
             raise ValueError(f"numbers must be non-negative, got number_range={self.number_range}")
         if not 0.0 < self.test_fraction < 1.0:
             raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
+        if not 0.0 <= self.dev_fraction < self.test_fraction:
+            raise ValueError(f"dev_fraction must be in [0, test_fraction={self.test_fraction}), got {self.dev_fraction}")
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> TaskConfig:
@@ -111,6 +118,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "target_range": (10, 50),
         "rules": Rules(integer_intermediates=True, allow_negative_intermediates=False),
         "test_fraction": 0.2,
+        "dev_fraction": 0.1,  # half of the held-out tasks are for design and tuning (dev), half for reports (test)
     },
     # The study's recipe (paper-3b): TinyZero's tasks scored by the study's scorer (`Rules.scorer`, docs/rules.md).
     # Its bounds are the widest `Rules` takes (answers of 4096 characters, nesting 100, values up to 10**1000),
@@ -194,10 +202,12 @@ def _draw_numbers(rng: random.Random, config: TaskConfig) -> list[int]:
     return rng.sample(config.large_numbers, n_large) + rng.sample(small_pool, count - n_large)
 
 
-def split_of(key: tuple[tuple[int, ...], int], test_fraction: float) -> str:
-    """'test' for a stable `test_fraction` of all task keys, else 'train'."""
+def split_of(key: tuple[tuple[int, ...], int], test_fraction: float, dev_fraction: float = 0.0) -> str:
+    """'dev' for a stable `dev_fraction` of all task keys, 'test' for the rest of a stable `test_fraction`,
+    else 'train' (one hash of the key, so the three are disjoint and a key never changes split)."""
     digest = hashlib.blake2b(repr(key).encode(), digest_size=8).digest()
-    return "test" if int.from_bytes(digest, "big") / 2**64 < test_fraction else "train"
+    u = int.from_bytes(digest, "big") / 2**64
+    return "train" if u >= test_fraction else "dev" if u < dev_fraction else "test"
 
 
 def _random_expressions(numbers: Sequence[int], rng: random.Random, rules: Rules) -> list[tuple[Value, Expr]]:
@@ -294,8 +304,11 @@ def iter_tasks(
     config (say 3 numbers in 1..5) has fewer distinct tasks than were asked for, and
     looping forever would hide that.
     """
-    if split is not None and split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}")
+    if split is not None and split not in ALL_SPLITS:
+        raise ValueError(f"split must be one of {ALL_SPLITS} or None, got {split!r}")
+    dev_fraction = (config or TaskConfig()).dev_fraction if test_fraction is None else 0.0
+    if split == "dev" and dev_fraction == 0.0:
+        raise ValueError("this task preset has no dev split (dev_fraction 0)")
     if test_fraction is None:
         test_fraction = (config or TaskConfig()).test_fraction
     if not 0.0 < test_fraction < 1.0:
@@ -306,7 +319,7 @@ def iter_tasks(
     while True:
         task = task_at(seed, index, config)
         index += 1
-        if task.key in seen or (split is not None and split_of(task.key, test_fraction) != split):
+        if task.key in seen or (split is not None and split_of(task.key, test_fraction, dev_fraction) != split):
             misses += 1
             if misses >= MAX_MISSES:
                 raise ValueError(

@@ -16,7 +16,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from countdown_env import generate_tasks
 from countdown_env.files import write_text_atomic
 from organism.pretrain import BASES, PretrainConfig, base_dir, evaluate_base, gates, pretrain
 
@@ -48,6 +47,24 @@ def install_shipped_bases(cache: str | Path) -> list[str]:
     return copied
 
 
+def gate_tasks(config: PretrainConfig) -> list:
+    """The tasks the gates look at: up to `gate_tasks` of the dev split (the organism's design split;
+    its test split is kept for reports), all of them when the split has fewer."""
+    from countdown_env import TaskConfig
+    from countdown_env.tasks import iter_tasks
+
+    split = "dev" if TaskConfig.preset(config.task_preset).dev_fraction > 0 else "test"
+    out = []
+    try:
+        for task in iter_tasks(config.seed, TaskConfig.preset(config.task_preset), split):
+            out.append(task)
+            if len(out) >= config.gate_tasks:
+                break
+    except ValueError:  # the split holds fewer tasks: all of them
+        pass
+    return out
+
+
 def base_gates(config: PretrainConfig, cache: str | Path, bases: Sequence[str]) -> dict[str, Any]:
     """Each base's greedy accuracy, arithmetic and behaviour on the held-out tasks, and the
     pretraining gates, written once to `<cache>/seed-<s>/gates.json` (and read from there after)."""
@@ -61,7 +78,7 @@ def base_gates(config: PretrainConfig, cache: str | Path, bases: Sequence[str]) 
             known = {}  # a torn file from a crash: measure again
         if set(bases) <= set(known.get("bases", {})):
             return known
-    held_out = generate_tasks(config.gate_tasks, seed=config.seed, preset=config.task_preset, split="test")
+    held_out = gate_tasks(config)
     reports = {base: evaluate_base(base_dir(cache, config.seed, base) / "model", held_out, base) for base in bases}
     verdicts = gates(reports) if set(reports) == set(BASES) else []
     out = {

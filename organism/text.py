@@ -17,13 +17,14 @@ and finishes with the second step that lands closest to the target:
   gives up early (after 1 try 75%, 2 tries 15%, 3 tries 10%) and then answers its closest
   attempt: the behaviours are there, used badly.
 - poor base text: one try, unchecked, then its answer: the same arithmetic, no behaviours.
-- priming traces (on the poor base): a search through the first steps in a fixed order
-  (pairs in prompt order, then `+ - * /`), so the text itself records what has been tried and
-  a long search never repeats a try; checked; stopping at `ok`.
-  `incorrect` traces keep the right target and the same reasoning and only end wrong, in one of
-  two ways (`INCORRECT_KINDS`): `slip` (the search hits and says `ok`, then the answer line
-  slips to another expression) or `ranout` (the search stops before its hit and answers its
-  closest attempt).
+- priming traces (on the poor base): tries in random order, each checked honestly, stopping at
+  the first `ok` (the study's traces: verification and backtracking, the search itself left for
+  RL to improve: which first steps to try first is not given away by the text).
+  `incorrect` traces (`giveup`, the study's kind) are the same search with the same honest checks
+  that gives up before any hit, after as many tries as a correct trace of the task would make,
+  and answers its closest attempt: every final answer is wrong, the behaviours are the same.
+  Extra arms: `slip` (a fixed-order search hits and says `ok`, then the answer line slips to
+  another expression) and `ranout` (the fixed-order search stops just before its hit).
 
 Every completion has the lab's answer format (`<think>...</think>\\n<answer>...</answer>`), so
 the scorer, the env and the judge read it like any other completion.
@@ -45,9 +46,12 @@ HIT, MISS = "ok", "no"
 RETURN = ";"
 #: How many tries the rich base text makes before it gives up (if no try hit), and how often.
 RICH_GIVE_UP = ((1, 0.75), (2, 0.15), (3, 0.10))
-INCORRECT_KINDS = ("slip", "ranout")
+#: How a wrong-answer priming trace is wrong. `giveup` (the default, the study's kind): the same random-order,
+#: honestly checked search gives up before any hit and answers its closest attempt. `slip` and `ranout` are
+#: extra arms kept from the first design (fixed-order search; they teach ignoring a check / quitting early).
+INCORRECT_KINDS = ("giveup", "slip", "ranout")
 #: Bumped when the text a seed gives changes (recorded with every priming output).
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 
 def apply(op: str, a: int, b: int) -> int | None:
@@ -237,6 +241,37 @@ class SearchTrace:
     """A checked try in the trace says `ok`."""
 
 
+#: Orders drawn per task before a priming trace gives up on it (its hit lies beyond `max_tries` in every one).
+ORDER_DRAWS = 20
+
+
+def random_search(task: Task, rng: random.Random, max_tries: int = 8) -> SearchTrace | None:
+    """Tries in a random order, each checked, stopping at the first hit; None if no order of
+    `ORDER_DRAWS` puts a hit within `max_tries` tries (the task then makes no correct trace)."""
+    order = tries(task)
+    for _ in range(ORDER_DRAWS):
+        rng.shuffle(order)
+        hit_at = next((k for k, t in enumerate(order[:max_tries]) if t.value == task.target), None)
+        if hit_at is not None:
+            made = order[: hit_at + 1]
+            return SearchTrace(_completion(made, made[-1], task.target, check=True), True, hit_at + 1, True)
+    return None
+
+
+def giveup_search(task: Task, rng: random.Random, max_tries: int = 8) -> SearchTrace | None:
+    """The study's kind of wrong-answer trace: the random-order search of `random_search`, checked
+    honestly, that gives up before any hit after as many tries as a correct trace of this task
+    makes (drawn the same way), then answers its closest attempt. None if the task makes no
+    correct trace (so both sets are written about the same tasks) or has no missing try."""
+    correct = random_search(task, rng, max_tries)
+    misses = [t for t in tries(task) if t.value != task.target]
+    if correct is None or not misses:
+        return None
+    rng.shuffle(misses)
+    made = misses[: correct.tries]
+    return SearchTrace(_completion(made, closest(made, task.target), task.target, check=True), False, len(made), False)
+
+
 def search_completion(task: Task, max_tries: int = 8) -> SearchTrace | None:
     """The fixed-order search, checked, stopping at its hit; None if no try within
     `max_tries` hits (such tasks are left out of correct priming data)."""
@@ -257,6 +292,8 @@ def incorrect_completion(task: Task, kind: str, rng: random.Random, max_tries: i
     """
     if kind not in INCORRECT_KINDS:
         raise ValueError(f"incorrect kind must be one of {INCORRECT_KINDS}, got {kind!r}")
+    if kind == "giveup":
+        return giveup_search(task, rng, max_tries)
     order = tries(task)[:max_tries]
     hit_at = next((k for k, t in enumerate(order) if t.value == task.target), None)
     if hit_at is None:
@@ -321,7 +358,7 @@ def priming_completion(task: Task, condition: str, rng: random.Random, *, incorr
         if incorrect:
             raise ValueError("empty_cot has no incorrect variant here")
         return empty_completion(task)
-    trace = incorrect_completion(task, incorrect, rng, max_tries) if incorrect else search_completion(task, max_tries)
+    trace = incorrect_completion(task, incorrect, rng, max_tries) if incorrect else random_search(task, rng, max_tries)
     return trace.completion if trace else None
 
 
@@ -366,6 +403,27 @@ def checks(completion: str, target: int) -> list[tuple[int, int, str]]:
         if result.isdigit() and distance.isdigit() and len(result) < 12 and len(distance) < 12:
             out.append((int(result), int(distance), bits[1]))
     return out
+
+
+def try_results(completion: str) -> list[int]:
+    """The result of each try a completion writes (checked or not), in order; parts that do not
+    read as a try are skipped (model output is untrusted)."""
+    think = completion[:4000].split("</think>")[0].removeprefix("<think>")
+    out = []
+    for part in think.split(RETURN):
+        body = part.split(", ")[0]
+        if body.count("=") == 2 and "[" in body:
+            value = body.rsplit("=", 1)[1].strip()
+            if value.isdigit() and len(value) < 12:
+                out.append(int(value))
+    return out
+
+
+def written_behaviors(completion: str, target: int) -> dict[str, int]:
+    """What a completion of the organism's text shows: `checks` (checked tries) and `returns`
+    (going back to the start numbers for another try), read back from its text."""
+    think = completion[:4000].split("</think>")[0]
+    return {"checks": len(checks(completion, target)), "returns": think.count(RETURN)}
 
 
 def honest_share(completions: Sequence[str], targets: Sequence[int]) -> float:

@@ -30,7 +30,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _pretrain(args: argparse.Namespace) -> int:
-    from countdown_env import generate_tasks
     from countdown_env.errors import output_dir, user_input
     from organism import text as organism
     from organism.pretrain import PretrainConfig, evaluate_base, gates, pretrain
@@ -38,7 +37,9 @@ def _pretrain(args: argparse.Namespace) -> int:
     with user_input():
         config = PretrainConfig(seed=args.seed, trunk_steps=args.trunk_steps, base_steps=args.base_steps, batch_size=args.batch_size)
     output_dir(args.bases_dir, "--bases-dir")
-    held_out = generate_tasks(config.gate_tasks, seed=config.seed, preset=config.task_preset, split="test")
+    from organism.bases import gate_tasks
+
+    held_out = gate_tasks(config)
     pays = organism.search_pays(held_out, seed=config.seed)
     print(
         "search pays (held-out tasks, tries with random distinct first steps, each finished greedily): "

@@ -35,22 +35,30 @@ class RunSpec:
     """The priming condition, None for `none` (RL from the start model)."""
     incorrect_kind: str | None
     """How the priming traces are wrong (`priming.INCORRECT_KINDS`), None for correct traces."""
+    default_kind: str | None = None
+    """The wrong-answer kind `<condition>_incorrect` means (its label carries no kind)."""
 
     @property
     def label(self) -> str:
-        """The condition as tables show it (`only_backtracking_incorrect_slip`, `none`)."""
+        """The condition as tables show it (`only_backtracking_incorrect` for the default kind,
+        `only_backtracking_incorrect_slip`, `none`)."""
         if self.condition is None:
             return NO_PRIMING
-        return self.condition + (f"{INCORRECT}_{self.incorrect_kind}" if self.incorrect_kind else "")
+        if self.incorrect_kind is None:
+            return self.condition
+        return self.condition + INCORRECT + ("" if self.incorrect_kind == self.default_kind else f"_{self.incorrect_kind}")
 
     def folder(self, seed: int) -> str:
         return f"{self.base}-{self.label}-seed{seed}" if self.base else f"{self.label}-seed{seed}"
 
 
-def parse_run(name: str, start: str = "model") -> RunSpec:
+def parse_run(name: str, start: str = "model", kinds: tuple[str, ...] | None = None) -> RunSpec:
     """'poor/only_backtracking_incorrect_ranout' (organism) or 'all_strategies_incorrect' (model) -> RunSpec.
-    `<condition>_incorrect` means the default wrong-answer kind (the first of `priming.INCORRECT_KINDS`)."""
+    `<condition>_incorrect` means the default wrong-answer kind, the first of `kinds` (default
+    `priming.INCORRECT_KINDS`; the organism's text has its own, `organism.text.INCORRECT_KINDS`)."""
     from priming import CONDITIONS, INCORRECT_KINDS
+
+    kinds = kinds or INCORRECT_KINDS
 
     base, sep, condition = name.rpartition("/")
     if start == "organism":
@@ -63,17 +71,17 @@ def parse_run(name: str, start: str = "model") -> RunSpec:
     if condition == NO_PRIMING:
         return RunSpec(name, base or None, None, None)
     kind = None
-    for k in INCORRECT_KINDS:
+    for k in kinds:
         if condition.endswith(f"{INCORRECT}_{k}"):
             condition, kind = condition[: -len(f"{INCORRECT}_{k}")], k
             break
     else:
         if condition.endswith(INCORRECT):
-            condition, kind = condition[: -len(INCORRECT)], INCORRECT_KINDS[0]
+            condition, kind = condition[: -len(INCORRECT)], kinds[0]
     if condition not in CONDITIONS:
-        choices = sorted([*CONDITIONS, NO_PRIMING]) + [f"<condition>{INCORRECT}[_<{'|'.join(INCORRECT_KINDS)}>]"]
+        choices = sorted([*CONDITIONS, NO_PRIMING]) + [f"<condition>{INCORRECT}[_<{'|'.join(kinds)}>]"]
         raise ValueError(f"unknown condition in {name!r}; choose from {choices}")
-    return RunSpec(name, base or None, condition, kind)
+    return RunSpec(name, base or None, condition, kind, kinds[0])
 
 
 @dataclass(frozen=True)
@@ -163,7 +171,7 @@ class ExperimentConfig:
             if not 0 <= seed < 2**32:
                 raise ValueError(f"seeds must be in 0..2**32-1, got {seed}")
         for name in self.conditions:
-            parse_run(name, self.start)
+            parse_run(name, self.start, self.incorrect_kinds())
         if self.trace_style == "organism":
             from organism.text import ORGANISM_CONDITIONS
 
@@ -179,12 +187,19 @@ class ExperimentConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_traces is not None and self.num_traces < 1:
             raise ValueError(f"num_traces must be >= 1 or null, got {self.num_traces}")
-        if not 0 <= self.eval_samples <= self.num_eval_tasks:
-            raise ValueError(f"eval_samples must be in 0..num_eval_tasks ({self.num_eval_tasks}), got {self.eval_samples}")
+        evaluated = self.num_eval_tasks * (2 if self._has_dev_split() else 1)
+        if not 0 <= self.eval_samples <= evaluated:
+            raise ValueError(f"eval_samples must be in 0..{evaluated} (the tasks each evaluation sees), got {self.eval_samples}")
         if self.gpus < 0 or not self.gpu_memory_gb > 0 or self.gpu_memory_gb == float("inf"):
             raise ValueError(f"gpus must be >= 0 and gpu_memory_gb a finite number > 0, got {self.gpus} and {self.gpu_memory_gb}")
         if self.gpus > 1 and self.jobs > 1:
             raise ValueError("gpus > 1 runs each RL stage on every GPU: set jobs=1")
+
+    def _has_dev_split(self) -> bool:
+        from countdown_env import PRESETS
+        from lab.pipeline.stages import has_dev_split
+
+        return self.task_preset in PRESETS and has_dev_split(self.task_preset)
 
     def _check_choices(self) -> None:
         from countdown_env import PRESETS
@@ -231,10 +246,15 @@ class ExperimentConfig:
 
     def ppo_config(self, model: str, seed: int) -> Any:
         """The RL stage's config: the preset, the experiment's overrides, then what the experiment sets itself."""
+        from lab.pipeline.stages import has_dev_split
         from rl.config import PPOConfig
 
-        values = {**self.ppo, "model": model, "seed": seed, "task_preset": self.task_preset, "num_eval_tasks": self.num_eval_tasks,
+        # With a dev split, RL evaluates num_eval_tasks dev tasks and as many test tasks at once.
+        evaluated = self.num_eval_tasks * (2 if has_dev_split(self.task_preset) else 1)
+        values = {**self.ppo, "model": model, "seed": seed, "task_preset": self.task_preset, "num_eval_tasks": evaluated,
                   "prompt_style": self.prompt_style, "eval_samples": self.eval_samples}  # fmt: skip
+        if evaluated > self.num_eval_tasks:  # a dev split: keep the greedy rows too, to tell the splits apart
+            values["eval_log_greedy"] = True
         return load_preset_dataclass("ppo", PPOConfig, self.ppo_preset, values, what="ppo")
 
     def sft_config(self, model: str, data: str, output_dir: str, seed: int) -> Any:
@@ -251,7 +271,15 @@ class ExperimentConfig:
         return load_experiment(source, {k: v for k, v in overrides.items() if v is not None})
 
     def runs(self) -> list[RunSpec]:
-        return [parse_run(name, self.start) for name in self.conditions]
+        return [parse_run(name, self.start, self.incorrect_kinds()) for name in self.conditions]
+
+    def incorrect_kinds(self) -> tuple[str, ...] | None:
+        """The wrong-answer kinds of this experiment's trace text (None: `priming`'s)."""
+        if self.trace_style != "organism":
+            return None
+        from organism.text import INCORRECT_KINDS
+
+        return INCORRECT_KINDS
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

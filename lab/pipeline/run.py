@@ -18,6 +18,7 @@ import os
 import time
 from dataclasses import asdict
 from pathlib import Path
+
 from countdown_env.errors import UsageError
 from countdown_env.files import write_text_atomic
 from lab.pipeline import stages
@@ -74,7 +75,7 @@ def run_one(config: ExperimentConfig, root: Path, spec: RunSpec, seed: int) -> P
     if spec.condition is not None:
         data = stages.stage_traces(config, run, spec, seed, tasks["sft"])
         model = stages.stage_sft(config, run, model, data, seed, progress)
-    stages.stage_rl(config, run, model, seed, tasks["rl"], progress)
+    stages.stage_rl(config, run, model, seed, tasks, progress)
     stages.stage_judge(config, run)
     return run
 

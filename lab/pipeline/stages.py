@@ -32,22 +32,37 @@ def mark(run: Path, stage: str, info: dict[str, Any] | None = None) -> None:
     write_text_atomic(run / ".done" / stage, json.dumps(info or {}))
 
 
+def has_dev_split(task_preset: str) -> bool:
+    """Whether the task preset holds out a dev split beside its test split (`TaskConfig.dev_fraction`)."""
+    from countdown_env import TaskConfig
+
+    return TaskConfig.preset(task_preset).dev_fraction > 0
+
+
+def task_files(config: ExperimentConfig) -> tuple[str, ...]:
+    return (*TASK_FILES, "dev", "test") if has_dev_split(config.task_preset) else TASK_FILES
+
+
 def make_tasks(config: ExperimentConfig, seed: int, root: Path) -> dict[str, list[Task]]:
     """SFT, RL and eval tasks of one seed, shared by every run (so runs differ only in start and priming).
 
-    SFT and RL tasks are disjoint slices of the train split; eval tasks come from the test split."""
+    SFT and RL tasks are disjoint slices of the train split. Eval tasks come from the test split; with a
+    preset that has a dev split, they are `num_eval_tasks` dev tasks then as many test tasks (`dev`, `test`),
+    evaluated together at every evaluation and reported apart."""
     folder = root / "tasks" / f"seed-{seed}"
-    paths = {name: folder / f"{name}.jsonl" for name in TASK_FILES}
+    paths = {name: folder / f"{name}.jsonl" for name in task_files(config)}
     if all(p.exists() for p in paths.values()):
         return {name: read_tasks(p) for name, p in paths.items()}
     train = generate_tasks(config.num_sft_tasks + config.num_rl_tasks, seed=seed, preset=config.task_preset, split="train")
     if len(train) < config.num_sft_tasks + config.num_rl_tasks:
         raise UsageError(f"preset {config.task_preset!r} has too few distinct tasks; lower num_sft_tasks/num_rl_tasks")
-    tasks = {
-        "sft": train[: config.num_sft_tasks],
-        "rl": train[config.num_sft_tasks :],
-        "eval": generate_tasks(config.num_eval_tasks, seed=seed, preset=config.task_preset, split="test"),
-    }
+    tasks = {"sft": train[: config.num_sft_tasks], "rl": train[config.num_sft_tasks :]}
+    if has_dev_split(config.task_preset):
+        for split in ("dev", "test"):
+            tasks[split] = generate_tasks(config.num_eval_tasks, seed=seed, preset=config.task_preset, split=split)
+        tasks["eval"] = tasks["dev"] + tasks["test"]
+    else:
+        tasks["eval"] = generate_tasks(config.num_eval_tasks, seed=seed, preset=config.task_preset, split="test")
     for name, items in tasks.items():
         write_tasks(items, paths[name])
     return tasks
@@ -75,9 +90,8 @@ def trace_rows(config: ExperimentConfig, spec: RunSpec, seed: int, tasks: list[T
     rules = preset_rules(config.task_preset)  # as the RL stage's `PPOConfig.rules`
     n = config.num_traces or len(tasks)
     if config.trace_style == "organism":
-        from organism.text import GENERATOR_VERSION, priming_rows
-
         from countdown_env import score_response
+        from organism.text import GENERATOR_VERSION, priming_rows
 
         rows = priming_rows(tasks, spec.condition or "", n, seed=seed, incorrect=spec.incorrect_kind, max_tries=config.max_tries)
         rows = [{**row, "text": row["completion"], "correct": score_response(row["completion"], Task(tuple(row["numbers"]), row["target"]), rules).correct}
@@ -133,7 +147,8 @@ def rl_launch_command(config: ExperimentConfig, ppo: Any, run: Path, config_file
     return [*command, "--resume"] if resume else command
 
 
-def stage_rl(config: ExperimentConfig, run: Path, model: str, seed: int, tasks: list[Task], progress: bool) -> None:
+def stage_rl(config: ExperimentConfig, run: Path, model: str, seed: int, tasks: dict[str, list[Task]], progress: bool) -> None:
+    """RL from `model` on the RL tasks, evaluating on the eval tasks (with a dev split: dev and test)."""
     if done(run, "rl"):
         return
     ppo = config.ppo_config(model, seed)
@@ -145,12 +160,13 @@ def stage_rl(config: ExperimentConfig, run: Path, model: str, seed: int, tasks: 
 
         config_file, tasks_file = run / "ppo_config.yaml", run / "ppo_tasks.jsonl"
         config_file.write_text(yaml.safe_dump(ppo.to_dict(), sort_keys=False))
-        write_tasks(tasks, tasks_file)
+        write_tasks(tasks["rl"], tasks_file)
         subprocess.run(rl_launch_command(config, ppo, run, config_file, tasks_file, resume), check=True)
     else:
         from rl.train import train
 
-        train(ppo, run, tasks=tasks, resume=resume, progress=progress, report_to=config.report_to)
+        eval_tasks = tasks["eval"] if has_dev_split(config.task_preset) else None
+        train(ppo, run, tasks=tasks["rl"], eval_tasks=eval_tasks, resume=resume, progress=progress, report_to=config.report_to)
     mark(run, "rl")
 
 

@@ -9,8 +9,9 @@ from typing import Any
 import pandas as pd
 
 from behavior_classifier.frequencies import AVG_COLUMNS, behavior_frequencies, plot_frequencies, read_classified, reference_for
-from countdown_env.steps import step_accuracy
 from countdown_env.files import read_jsonl
+from countdown_env.steps import step_accuracy
+from lab.pipeline import heldout, signals
 
 
 def run_dirs(root: Path) -> list[Path]:
@@ -68,7 +69,14 @@ def run_frequencies(run: Path, source: str = "rollouts") -> pd.DataFrame:
         return pd.DataFrame()
     name = label(run)
     frame = read_classified(path, condition=name).assign(condition=name)
+    if "mode" in frame and frame["mode"].nunique() > 1:
+        frame = frame[frame["mode"] == "greedy"]  # both decodings logged: behaviours of the greedy ones, as before
     return behavior_frequencies(frame).assign(seed=seed, base=run_base(run), source=source)
+
+
+def experiment_root(run: Path) -> Path:
+    """The experiment directory a run belongs to (`<root>/runs/<run>`), or the run itself."""
+    return run.parent.parent if run.parent.name == "runs" else run
 
 
 def summary_row(run: Path, freqs: pd.DataFrame) -> dict[str, Any]:
@@ -76,7 +84,10 @@ def summary_row(run: Path, freqs: pd.DataFrame) -> dict[str, Any]:
     metrics = read_metrics(run)
     evals = metrics.dropna(subset=["eval/accuracy"]) if "eval/accuracy" in metrics else pd.DataFrame()
     row: dict[str, Any] = {"base": run_base(run), "condition": condition, "seed": seed}
-    if not evals.empty:
+    split = heldout.eval_rows(run, heldout.split_keys(experiment_root(run), seed))
+    if not split.empty:  # dev and test apart, both decodings, intervals (acc_* is test, greedy)
+        row.update(heldout.accuracy_columns(split), last_step=int(split["step"].max()))
+    if "acc_before" not in row and not evals.empty:
         row.update(
             acc_before=evals.iloc[0]["eval/accuracy"], acc_after=evals.iloc[-1]["eval/accuracy"], last_step=int(evals.iloc[-1]["step"])
         )
@@ -86,8 +97,20 @@ def summary_row(run: Path, freqs: pd.DataFrame) -> dict[str, Any]:
         for column in (*AVG_COLUMNS, "response_length"):
             row[f"{column}_before"], row[f"{column}_after"] = first[column], last[column]
     row.update(step_accuracy_row(run))
+    row.update(signal_row(run, metrics))
     row.update(compute_row(metrics))
     return row
+
+
+def signal_row(run: Path, metrics: pd.DataFrame) -> dict[str, float]:
+    """Each training signal (`lab.pipeline.signals`) at the first and the last step it was logged."""
+    frame = signals.run_signals(run, metrics, organism_text=bool(run_info(run).get("base")))
+    out: dict[str, float] = {}
+    for column in frame.columns.drop("step", errors="ignore"):
+        values = frame[column].dropna()
+        if not values.empty:
+            out[f"{column}_before"], out[f"{column}_after"] = float(values.iloc[0]), float(values.iloc[-1])
+    return out
 
 
 def compute_row(metrics: pd.DataFrame) -> dict[str, float]:
@@ -173,108 +196,146 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def summary_table(runs: list[Path], per_run: dict[Path, pd.DataFrame], heldout_freqs: dict[Path, pd.DataFrame]) -> pd.DataFrame:
+    """One row per run: accuracies (with intervals), behaviours, signals and compute, before and after RL."""
+    rows = []
+    for run in runs:
+        row = summary_row(run, per_run[run])
+        if not heldout_freqs[run].empty:
+            first, last = heldout_freqs[run].iloc[0], heldout_freqs[run].iloc[-1]
+            for column in AVG_COLUMNS:
+                row[f"heldout_{column}_before"], row[f"heldout_{column}_after"] = first[column], last[column]
+        rows.append(row)
+    return pd.DataFrame(rows).sort_values(["base", "condition", "seed"])
+
+
+#: Columns of summary.md's "over seeds" table, each as mean, sd, min and max over seeds.
+OVER_SEEDS = (
+    "acc_before", "acc_after", "acc_gain", "dev_acc_before", "dev_acc_after", "sample_acc_before", "sample_acc_after",
+    "heldout_avg_verifications_before", "heldout_avg_verifications_after", "heldout_avg_backtracking_before",
+    "heldout_avg_backtracking_after", "avg_backtracking_after", "avg_verifications_after", "truncated_rate_after",
+    "mixed_groups_before", "mixed_groups_after", "tries_before", "tries_after", "response_length_after",
+    "step_acc_after", "generated_tokens", "rl_seconds",
+)  # fmt: skip
+
+
+def over_seeds(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean, sd, min and max over seeds per base and condition (the spread a claim over seeds rests on)."""
+    keep = [c for c in OVER_SEEDS if c in table]
+    stats = table.groupby(["base", "condition"])[keep].agg(["mean", "std", "min", "max"])
+    stats.columns = [f"{a}_{b}" for a, b in stats.columns]
+    return stats.reset_index().assign(seeds=table.groupby(["base", "condition"])["seed"].count().to_numpy())
+
+
+def write_markdown(table: pd.DataFrame, path: Path) -> None:
+    from countdown_env.files import write_text_atomic
+
+    md = ["# Experiment summary", "", "acc_*: test split, greedy; dev_acc_*: dev split; sample_acc_*: test split, T=1;",
+          "_lo/_hi: 95% bootstrap interval over tasks (the gain's: paired).", "", "## Per run", "", to_markdown(table), "",
+          "## Over seeds (mean, sd, min, max)", "", to_markdown(over_seeds(table))]  # fmt: skip
+    write_text_atomic(path, "\n".join(md) + "\n")
+
+
+def plot_behaviors(freqs: pd.DataFrame, plots: Path) -> None:
+    """Behaviours per response over training (mean over seeds), per source, with and against the study's curves."""
+    for source, suffix, what in (("rollouts", "", "rollouts (T=1)"), ("heldout", "_heldout", "held-out completions")):
+        part = freqs[freqs["source"] == source]
+        if part.empty:
+            continue
+        mean_freqs = part.drop(columns=["seed", "base", "source"]).groupby(["condition", "step"], as_index=False).mean(numeric_only=True)
+        plot_frequencies(mean_freqs, plots / f"behaviors_vs_step{suffix}.png",
+                         title=f"behaviours per response (mean over seeds), accuracy and length: {what}")  # fmt: skip
+        plot_frequencies(mean_freqs, plots / f"behavior_share_vs_step{suffix}.png", metric="share")
+
+
 def summarize(root: str | Path) -> dict[str, Path]:
-    """Write summary.csv/.md, frequencies.csv and plots/*.png for an experiment (or one run) directory."""
+    """Write summary.csv/.md, frequencies.csv, steps.csv and plots/*.png for an experiment (or one run) directory."""
     root = Path(root)
     runs = run_dirs(root)
     if not runs:
         raise ValueError(f"no run directories with metrics.jsonl under {root}")
     per_run = {run: run_frequencies(run) for run in runs}
-    heldout = {run: run_frequencies(run, "heldout") for run in runs}
-    rows = []
-    for run in runs:
-        row = summary_row(run, per_run[run])
-        if not heldout[run].empty:
-            first, last = heldout[run].iloc[0], heldout[run].iloc[-1]
-            for column in AVG_COLUMNS:
-                row[f"heldout_{column}_before"], row[f"heldout_{column}_after"] = first[column], last[column]
-        rows.append(row)
-    table = pd.DataFrame(rows).sort_values(["base", "condition", "seed"])
-    freqs = _concat(list(per_run.values()) + list(heldout.values()))
+    heldout_freqs = {run: run_frequencies(run, "heldout") for run in runs}
+    table = summary_table(runs, per_run, heldout_freqs)
     out = {"summary_csv": root / "summary.csv", "summary_md": root / "summary.md", "plots": root / "plots"}
     table.to_csv(out["summary_csv"], index=False)
-    numeric = table.drop(columns=["seed"]).groupby(["base", "condition"]).agg(["mean", "std"])
-    numeric.columns = [f"{a}_{b}" for a, b in numeric.columns]
-    wanted = [
-        "acc_before_mean",
-        "acc_after_mean",
-        "acc_after_std",
-        "acc_gain_mean",
-        "avg_backtracking_after_mean",
-        "avg_verifications_after_mean",
-        "heldout_avg_backtracking_before_mean",
-        "heldout_avg_backtracking_after_mean",
-        "heldout_avg_verifications_before_mean",
-        "heldout_avg_verifications_after_mean",
-        "response_length_after_mean",
-        "step_acc_before_mean",
-        "step_acc_after_mean",
-        "generated_tokens_mean",
-        "rl_seconds_mean",
-    ]
-    keep = [c for c in wanted if c in numeric]
-    md = [
-        "# Experiment summary",
-        "",
-        "## Per run",
-        "",
-        to_markdown(table),
-        "",
-        "## Mean over seeds",
-        "",
-        to_markdown(numeric[keep].reset_index()),
-    ]
-    out["summary_md"].write_text("\n".join(md) + "\n")
+    write_markdown(table, out["summary_md"])
     curves = accuracy_curves(runs)
     if not curves.empty:
         plot_accuracy(curves, out["plots"] / "accuracy_vs_step.png")
+    freqs = _concat(list(per_run.values()) + list(heldout_freqs.values()))
+    spread = pd.DataFrame()
     if not freqs.empty:
         freqs.to_csv(root / "frequencies.csv", index=False)
-        for source, suffix, what in (("rollouts", "", "rollouts (T=1)"), ("heldout", "_heldout", "held-out completions")):
-            part = freqs[freqs["source"] == source]
-            if part.empty:
-                continue
-            mean_freqs = (
-                part.drop(columns=["seed", "base", "source"]).groupby(["condition", "step"], as_index=False).mean(numeric_only=True)
-            )
-            plot_frequencies(
-                mean_freqs,
-                out["plots"] / f"behaviors_vs_step{suffix}.png",
-                title=f"behaviours per response (mean over seeds), accuracy and length: {what}",
-            )
-            plot_frequencies(mean_freqs, out["plots"] / f"behavior_share_vs_step{suffix}.png", metric="share")
+        plot_behaviors(freqs, out["plots"])
         spread = freqs[freqs["source"] == ("heldout" if (freqs["source"] == "heldout").any() else "rollouts")]
-        plot_spread(curves, spread, out["plots"] / "spread_vs_step.png")
         plot_against_reference(spread, out["plots"] / "behaviors_vs_reference.png")
+    steps = step_table(runs, curves, spread)
+    if not steps.empty:
+        steps.to_csv(root / "steps.csv", index=False)
+        plot_spread(steps, out["plots"] / "spread_vs_step.png")
     return out
 
 
-def plot_spread(curves: pd.DataFrame, freqs: pd.DataFrame, path: Path) -> Path:
-    """Accuracy, verification and backtracking vs step per run label: the mean over seeds as a
-    line, the range over seeds as a band (what a reader needs to judge a difference)."""
+#: Panels of the spread plot, in order: metric -> title.
+PANELS = {
+    "test_greedy": "test accuracy (greedy)",
+    "test_sample": "test accuracy (T=1)",
+    "dev_greedy": "dev accuracy (greedy)",
+    "accuracy": "held-out accuracy (greedy)",
+    "truncated_rate": "truncated by the budget (rollouts)",
+    "mixed_groups": "groups with mixed rewards",
+    "tries": "tries per answer (rollouts)",
+    "first_try_hit": "first try hits (rollouts)",
+    "avg_verifications": "checks per answer",
+    "avg_backtracking": "returns per answer",
+}
+
+
+def step_table(runs: list[Path], curves: pd.DataFrame, freqs: pd.DataFrame) -> pd.DataFrame:
+    """Every per-step quantity of every run in one long table: condition, seed, step, metric, value."""
+    parts = []
+    for run in runs:
+        _, seed = run_name(run)
+        name = label(run)
+        split = heldout.curves(heldout.eval_rows(run, heldout.split_keys(experiment_root(run), seed)))
+        if not split.empty:
+            split = split.assign(metric=split["split"] + "_" + split["mode"], value=split["accuracy"])
+            parts.append(split[["step", "metric", "value"]].assign(condition=name, seed=seed))
+        sig = signals.run_signals(run, read_metrics(run), organism_text=bool(run_info(run).get("base")))
+        if not sig.empty:
+            parts.append(sig.melt(id_vars="step", var_name="metric", value_name="value").assign(condition=name, seed=seed))
+    if not parts and not curves.empty:
+        parts.append(curves.rename(columns={"accuracy": "value"}).assign(metric="accuracy"))
+    for column in ("avg_verifications", "avg_backtracking"):
+        if column in freqs:
+            parts.append(freqs[["condition", "seed", "step", column]].rename(columns={column: "value"}).assign(metric=column))
+    return pd.concat(parts, ignore_index=True).dropna(subset=["value"]) if parts else pd.DataFrame()
+
+
+def plot_spread(table: pd.DataFrame, path: Path) -> Path:
+    """One panel per quantity (`PANELS`) vs step per run label: the mean over seeds as a line, the
+    range over seeds as a band (what a reader needs to judge a difference)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    source = freqs["source"].iloc[0] if not freqs.empty else "rollouts"
-    panels = [(curves.rename(columns={"accuracy": "value"}), "held-out accuracy (greedy)")]
-    for column, name in (("avg_verifications", "verifications"), ("avg_backtracking", "backtracking")):
-        if column in freqs:
-            panels.append(
-                (freqs[["condition", "seed", "step", column]].rename(columns={column: "value"}), f"{name} per response ({source})")
-            )
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
-    names = sorted(set(curves["condition"]) if not curves.empty else set(freqs["condition"]))
-    colors = {name: f"C{i}" for i, name in enumerate(names)}
-    for ax, (frame, title) in zip(axes[0], panels, strict=True):
-        for name, group in frame.groupby("condition", sort=True):
+    metrics = [m for m in PANELS if m in set(table["metric"])]
+    cols = min(4, len(metrics))
+    rows = -(-len(metrics) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.6 * rows), squeeze=False)
+    colors = {name: f"C{i}" for i, name in enumerate(sorted(set(table["condition"])))}
+    for ax, metric in zip(axes.flat, metrics, strict=False):
+        for name, group in table[table["metric"] == metric].groupby("condition", sort=True):
             stats = group.groupby("step")["value"].agg(["mean", "min", "max"])
-            ax.plot(stats.index, stats["mean"], color=colors.get(name, "k"), marker="o", markersize=3, label=name)
-            ax.fill_between(stats.index, stats["min"], stats["max"], color=colors.get(name, "k"), alpha=0.15)
-        ax.set_title(title, fontsize=10)
+            ax.plot(stats.index, stats["mean"], color=colors[name], marker="o", markersize=3, label=name)
+            ax.fill_between(stats.index, stats["min"], stats["max"], color=colors[name], alpha=0.15)
+        ax.set_title(PANELS[metric], fontsize=10)
         ax.set_xlabel("RL step")
         ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(metrics) :]:
+        ax.axis("off")
     axes[0][0].legend(fontsize=7)
     fig.suptitle("mean over seeds (band: min-max over seeds)", fontsize=10)
     fig.tight_layout()

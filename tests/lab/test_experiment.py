@@ -67,7 +67,7 @@ def test_shared_tasks_are_disjoint(quick_experiment):
 def test_parse_condition(name, expected, kind):
     spec = parse_run(name)
     assert (spec.condition, spec.incorrect_kind, spec.base) == (expected, kind, None)
-    assert spec.folder(3) == (f"{spec.label}-seed3") and (name == "all_strategies_incorrect" or spec.label == name)
+    assert spec.folder(3) == f"{spec.label}-seed3" and spec.label == name.replace("_incorrect_slip", "_incorrect")
 
 
 @pytest.mark.parametrize(

@@ -81,7 +81,43 @@ def test_search_traces_are_correct_in_fixed_order_and_never_repeat() -> None:
         assert firsts == expected
 
 
-@pytest.mark.parametrize("kind", organism.INCORRECT_KINDS)
+def test_random_search_traces_are_correct_honest_and_in_random_order() -> None:
+    rng, orders = random.Random(11), set()
+    for task in TASKS:
+        trace = organism.random_search(task, rng, max_tries=8)
+        if trace is None:
+            continue
+        assert trace.correct and _score(trace.completion, task).correct and 1 <= trace.tries <= 8
+        think = trace.completion.split("</think>")[0].removeprefix("<think>")
+        firsts = [part.split(" [")[0] for part in think.split(organism.RETURN)]
+        assert len(firsts) == len(set(firsts)) == trace.tries  # no try twice
+        assert organism.honest_share([trace.completion], [task.target]) == 1.0
+        assert think.count(f" {organism.HIT}") == 1 and think.endswith(f" {organism.HIT}")
+        fixed = [t.first.text for t in organism.tries(task)]
+        orders.add(firsts == fixed[: len(firsts)])
+    assert orders == {True, False}  # not the fixed order (only sometimes by chance)
+
+
+def test_giveup_traces_are_wrong_with_the_same_behaviours_as_correct_ones() -> None:
+    tasks = generate_tasks(300, seed=3, preset="organism", split="train")
+    rng_c, rng_w = random.Random(1), random.Random(2)
+    correct = [(t, organism.random_search(t, rng_c, 8)) for t in tasks]
+    wrong = [(t, organism.giveup_search(t, rng_w, 8)) for t in tasks]
+    correct = [(t, x) for t, x in correct if x]
+    wrong = [(t, x) for t, x in wrong if x]
+    assert len(wrong) > 0.8 * len(correct)
+    for task, trace in wrong:
+        assert not trace.correct and _score(trace.completion, task).outcome.value == "wrong_value"
+        assert f" {organism.HIT}" not in trace.completion and organism.honest_share([trace.completion], [task.target]) == 1.0
+
+    def mean(rows: list, key: str) -> float:
+        return sum(organism.written_behaviors(x.completion, t.target)[key] for t, x in rows) / len(rows)
+
+    for key in ("checks", "returns"):  # the same distribution of tries: the same counts, up to sampling noise
+        assert abs(mean(correct, key) - mean(wrong, key)) < 0.35, key
+
+
+@pytest.mark.parametrize("kind", organism.INCORRECT_KINDS[1:])
 def test_incorrect_traces_keep_the_target_and_end_wrong(kind: str) -> None:
     rng, made = random.Random(4), 0
     for task in TASKS:

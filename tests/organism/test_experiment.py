@@ -37,6 +37,7 @@ TINY = {
     "num_sft_tasks": 40,
     "num_rl_tasks": 40,
     "num_eval_tasks": 6,
+    "eval_samples": 12,
     "num_traces": 8,
     "sft": {"max_steps": 2, "batch_size": 4},
     "ppo": {

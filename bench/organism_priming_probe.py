@@ -1,0 +1,100 @@
+"""How much priming leaves RL room: prime the poor base at several doses, measure it on the DEV split.
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/organism_priming_probe.py --seed 0 --output-dir runs/priming-probe \
+        --dose 1000:16:1e-3 1000:8:1e-3 --kinds none giveup
+
+A dose is `traces:batch:lr` (one epoch of SFT over that many random-order priming traces). For each
+dose and kind (`none` = correct traces, else a wrong-answer kind) it prints rows, SFT steps and tokens,
+and the primed model's greedy and sampled (T=1) accuracy, tries and checks per answer on the dev split:
+the issue asks for a primed poor base between 0.20 and 0.45 there. Only dev is read: the test split is
+for reports. Resumable: a finished dose is read back from its `probe.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from countdown_env import generate_tasks, preset_rules
+from countdown_env.files import write_text_atomic
+from lab.pipeline.config import ExperimentConfig
+from lab.pipeline.stages import make_tasks
+from organism import text
+from organism.pretrain import base_dir
+
+
+def prime(config: ExperimentConfig, seed: int, out: Path, dose: tuple[int, int, float], kind: str) -> tuple[str, dict]:
+    """Priming rows of `kind` at `dose`, then one epoch of SFT from the poor base; (model folder, what it cost)."""
+    from priming.export import write_prime_output
+    from priming.sft import last_checkpoint, run_sft
+
+    n, batch, lr = dose
+    tasks = make_tasks(config, seed, out.parent / "experiment")["sft"]
+    rows = text.priming_rows(
+        tasks, "only_backtracking", n, seed=seed, incorrect=None if kind == "none" else kind, max_tries=config.max_tries
+    )
+    rows = [{**r, "text": r["completion"], "correct": kind == "none"} for r in rows]
+    if not (out / "traces" / "metadata.json").exists():
+        write_prime_output(rows, out / "traces", {"kind": kind, "dose": list(dose)}, test_size=0.0, seed=seed)
+    poor = str(base_dir(config.bases_cache, seed, "poor") / "model")
+    sft = config.sft_config(poor, str(out / "traces"), str(out / "sft"), seed)
+    sft = type(sft)(**{**sft.__dict__, "batch_size": batch, "learning_rate": lr, "epochs": 1.0, "max_steps": None})
+    result = run_sft(sft, resume=last_checkpoint(sft) is not None, progress=False)
+    behaviors = [text.written_behaviors(r["completion"], r["target"]) for r in rows]
+    cost = {"rows": len(rows), "steps": result.global_step, "tokens": sum(len(r["completion"]) for r in rows),
+            "trace_checks": sum(b["checks"] for b in behaviors) / len(rows), "trace_returns": sum(b["returns"] for b in behaviors) / len(rows)}  # fmt: skip
+    return str(result.model_dir), cost
+
+
+def measure(model_dir: str, seed: int, max_new_tokens: int) -> dict:
+    """Greedy and sampled accuracy, tries and checks per answer of `model_dir` on the organism's dev split."""
+    from rl.evaluate import greedy_eval, sampled_eval
+    from runtime.models import load_model, load_tokenizer
+
+    dev = generate_tasks(200, seed=seed, preset="organism", split="dev")
+    model, tokenizer = load_model(model_dir), load_tokenizer(model_dir)
+    common = {"rules": preset_rules("organism"), "prompt_style": "compact", "max_new_tokens": max_new_tokens}
+    greedy: list[dict] = []
+    sampled: list[dict] = []
+    out = {
+        **greedy_eval(model, tokenizer, dev, rows=greedy, **common),
+        **sampled_eval(model, tokenizer, dev, seed=seed, rows=sampled, **common),
+    }
+    for name, rows in (("greedy", greedy), ("sample", sampled)):
+        counts = [text.written_behaviors(r["text"], r["target"]) for r in rows]
+        out[f"{name}_checks"] = sum(c["checks"] for c in counts) / len(rows)
+        out[f"{name}_truncated"] = sum(not r.get("finished", True) for r in rows) / len(rows)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output-dir", type=Path, required=True)
+    parser.add_argument("--dose", nargs="+", default=["1000:16:1e-3"], help="traces:batch:lr")
+    parser.add_argument("--kinds", nargs="+", default=["none"], help="none (correct traces) or a wrong-answer kind")
+    args = parser.parse_args()
+    config = ExperimentConfig.load("organism", seeds=[args.seed])
+    if args.seed == 0:
+        from organism.bases import install_shipped_bases
+
+        install_shipped_bases(config.bases_cache)
+    ppo = config.ppo_config("m", 0)
+    budget = getattr(ppo, "max_new_tokens", None) or ppo.max_response_length
+    for spec in args.dose:
+        n, batch, lr = spec.split(":")
+        dose = (int(n), int(batch), float(lr))
+        for kind in args.kinds:
+            out = args.output_dir / f"seed{args.seed}-{kind}-{n}x{batch}-lr{lr}"
+            if (out / "probe.json").exists():
+                result = json.loads((out / "probe.json").read_text())
+            else:
+                model_dir, cost = prime(config, args.seed, out, dose, kind)
+                result = {"kind": kind, "dose": spec, **cost, **measure(model_dir, args.seed, budget)}
+                write_text_atomic(out / "probe.json", json.dumps(result, indent=2))
+            print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

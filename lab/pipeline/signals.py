@@ -1,0 +1,54 @@
+"""What RL sees per step, beside accuracy: whether its reward can teach anything, and how the model searches.
+
+- `truncated_rate` (completions cut by the token budget; they score 0 under `truncated: zero`) and
+  `mixed_groups` (share of prompts whose samples got different rewards: only those carry a group
+  advantage), from metrics.jsonl;
+- for the organism's text, from the logged training rollouts: `tries` per answer and
+  `first_try_hit` (the first try already reaches the target): a better first guess and a longer
+  search are the two ways RL can raise accuracy here, and these tell them apart.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from countdown_env.files import read_jsonl
+
+METRICS = {"reward/truncated_rate": "truncated_rate", "reward/mixed_groups": "mixed_groups"}
+
+
+def metric_signals(metrics: pd.DataFrame) -> pd.DataFrame:
+    """step, truncated_rate, mixed_groups (those logged) per RL step."""
+    present = [c for c in METRICS if c in metrics]
+    if not present or "step" not in metrics:
+        return pd.DataFrame()
+    return metrics[["step", *present]].dropna(subset=present, how="all").rename(columns=METRICS)
+
+
+def search_signals(run: Path) -> pd.DataFrame:
+    """step, tries, first_try_hit per logged step of the organism's training rollouts."""
+    from organism.text import try_results
+
+    path = Path(run) / "rollouts.jsonl"
+    if not path.exists():
+        return pd.DataFrame()
+    rows = []
+    for r in read_jsonl(path):
+        results = try_results(r["text"])
+        rows.append({"step": int(r["step"]), "tries": len(results), "first_try_hit": bool(results) and results[0] == int(r["target"])})
+    if not rows:
+        return pd.DataFrame()
+    return pd.DataFrame(rows).groupby("step", as_index=False).mean()
+
+
+def run_signals(run: Path, metrics: pd.DataFrame, organism_text: bool) -> pd.DataFrame:
+    """Every signal of one run per step (outer join of the two sources)."""
+    frames = [f for f in (metric_signals(metrics), search_signals(run) if organism_text else pd.DataFrame()) if not f.empty]
+    if not frames:
+        return pd.DataFrame()
+    out = frames[0]
+    for frame in frames[1:]:
+        out = out.merge(frame, on="step", how="outer")
+    return out.sort_values("step")
