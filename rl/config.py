@@ -51,9 +51,10 @@ class PPOConfig:
     """Reward 0 unless the completion ends at its final </answer> (stops babbling after the answer)."""
     format_reward: float = 0.1
     """Reward for a well-formed but wrong answer."""
-    truncated: str = "mask"
-    """Completions that hit max_new_tokens without EOS: `mask` (left out of the update),
-    `zero` (reward 0), or `keep` (scored like any other)."""
+    truncated: str = "zero"
+    """Completions that hit max_new_tokens without EOS: `zero` (reward 0, as TinyZero and veRL score them: running
+    out of tokens is paid like a wrong answer), `mask` (left out of the update, so never penalised), or `keep`
+    (scored like any other)."""
     max_attempts: int = 1
     """Turns per episode in the Gymnasium env: 1 = single-turn; >1 = multi-turn with feedback,
     each turn one PPO sample rewarded by its own step."""

@@ -46,29 +46,39 @@ class CountdownReward:
     Accuracy and format rate go to TRL's `log_metric`, which averages them over every completion
     of every process. The first `keep` verdicts since the last log are kept (on every process, each
     draining its own) for the logging callback's rollouts.jsonl rows.
+
+    `zero_truncated` (`truncated: zero`, the budget): a completion of that many tokens that does not end
+    in one of `stop_ids` ran out of tokens and scores 0, as in our PPO (TRL has no such switch, only masking).
     """
 
     __name__ = "countdown"
 
-    def __init__(self, rules: Rules, keep: int = 64) -> None:
+    def __init__(self, rules: Rules, keep: int = 64, *, zero_truncated: int = 0, stop_ids: Sequence[int] = ()) -> None:
         self.rules = rules
         self.keep = keep
+        self.zero_truncated = zero_truncated
+        self.stop_ids = set(stop_ids)
         self.pending: list[dict[str, Any]] = []
+
+    def ran_out(self, ids: Sequence[int] | None) -> bool:
+        """Whether a completion's token ids hit the budget without a stop token."""
+        return bool(self.zero_truncated and ids is not None and len(ids) >= self.zero_truncated and ids[-1] not in self.stop_ids)
 
     def __call__(
         self, prompts: list[Any], completions: list[Any], numbers: list[list[int]], target: list[int], **kwargs: Any
     ) -> list[float]:
         rewards = []
         log_metric = kwargs.get("log_metric")  # TRL >= 1.16: averaged over all processes at the next log
-        for completion, nums, tgt in zip(completions, numbers, target, strict=True):
+        ids = kwargs.get("completion_ids") or [None] * len(completions)
+        for completion, nums, tgt, completion_ids in zip(completions, numbers, target, ids, strict=True):
             text = completion_text(completion)
             score = score_response(text, Task(tuple(nums), int(tgt)), self.rules)
-            rewards.append(score.reward)
+            rewards.append(0.0 if self.ran_out(completion_ids) else score.reward)
             if log_metric is not None:  # one value per completion: the logged mean is over all completions
                 log_metric("accuracy", float(score.correct))
                 log_metric("format_rate", float(score.well_formed))
             if len(self.pending) < self.keep:
-                row = {"text": text, "numbers": list(nums), "target": int(tgt), "reward": score.reward, "correct": score.correct}
+                row = {"text": text, "numbers": list(nums), "target": int(tgt), "reward": rewards[-1], "correct": score.correct}
                 self.pending.append({**row, "outcome": score.outcome.value, "well_formed": score.well_formed})
         return rewards
 
@@ -329,7 +339,9 @@ def train_trl(
     steps_per_round = optimizer_steps_per_round(trl_config(algo, config, trl_dir, 1, trl_overrides, report_to, quiet=True))
     args = trl_config(algo, config, trl_dir, steps_per_round, trl_overrides, report_to)
     start = open_trl_run(run, config, algo, args, last, steps_per_round)
-    reward = CountdownReward(config.rules, keep=config.log_rollouts)
+    stop_ids = [i for i in (tokenizer.eos_token_id, tokenizer.pad_token_id) if i is not None]
+    zero_at = config.max_new_tokens if config.truncated == "zero" else 0
+    reward = CountdownReward(config.rules, keep=config.log_rollouts, zero_truncated=zero_at, stop_ids=stop_ids)
     logger = RunDirLogger(run, config, reward, steps_per_round, eval_tasks, tokenizer, start, started)
     _, trainer_class = trl_classes(algo)
     trainer = trainer_class(

@@ -18,6 +18,14 @@ def test_organism_preset_is_critic_free_group_rl():
     assert config.task_preset == "organism"
     assert (config.kl_coef, config.prompts_per_step, config.rollouts_per_prompt, config.mini_batch_size) == (0.0, 16, 8, 128)
     assert (config.format_reward, config.max_new_tokens, config.num_eval_tasks, config.log_rollouts) == (0.0, 224, 400, 32)
+    assert config.truncated == "zero"  # running out of tokens is penalised (issue 19)
+
+
+def test_a_truncated_completion_scores_zero_unless_a_preset_says_otherwise():
+    assert PPOConfig().truncated == "zero"  # TinyZero's and veRL's rule
+    assert (load_config("ppo-tiny-cpu").truncated, load_config("ppo-paper-3b").truncated) == ("mask", "keep")
+    with pytest.raises(ValueError, match="truncated must be one of"):
+        PPOConfig(truncated="drop")
 
 
 def test_advantage_estimator_choices():

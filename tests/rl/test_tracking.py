@@ -56,6 +56,20 @@ def test_reward_logs_accuracy_through_trl_and_keeps_a_bounded_sample():
     assert len(reward.pending) == 2  # bounded, whatever the rank and however long between logs
 
 
+def test_reward_scores_a_completion_that_ran_out_of_tokens_zero():
+    """`truncated: zero` under TRL: a completion at the budget without a stop token scores 0 (TRL only masks)."""
+    from rl.trl_algos import CountdownReward
+
+    eos = 2
+    right = "<answer>3 + 5</answer>"
+    ids = [[7, 7, 7, eos], [7, 7, 7, 7], [7, 7, eos]]  # finished at the budget, cut at the budget, finished early
+    zero = CountdownReward(DEFAULT_RULES, zero_truncated=4, stop_ids=[eos])
+    assert zero(["p"] * 3, [right] * 3, [[3, 5]] * 3, [8] * 3, completion_ids=ids) == [1.0, 0.0, 1.0]
+    assert [r["reward"] for r in zero.pending] == [1.0, 0.0, 1.0]
+    keep = CountdownReward(DEFAULT_RULES)  # `mask` and `keep`: scored as written
+    assert keep(["p"] * 3, [right] * 3, [[3, 5]] * 3, [8] * 3, completion_ids=ids) == [1.0, 1.0, 1.0]
+
+
 def test_reward_pending_is_drained_on_every_process(tmp_path):
     from types import SimpleNamespace
 
