@@ -9,11 +9,14 @@ ships, converted once into a cached model folder (`converted_model`).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import logging
 import os
 import string
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,62 @@ PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
 TAG_TOKENS = (THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE)
 #: Every character a prompt or completion uses (the TinyZero template included).
 CHARACTERS = sorted(set(string.printable) - set("\t\r\x0b\x0c"))
+
+
+#: transformers' bars that only say that a model was read or written, one per load or save: a run
+#: loads and saves models dozens of times, and these bars would bury the one bar of each stage.
+QUIET_BARS = ("Loading weights", "Writing model shards")
+#: Library log lines known to be harmless for these models, as (logger, text in the message).
+HARMLESS_LOGS = (
+    # accelerate's save_state keeps one copy of the tied input/output embeddings (`lm_head.weight`
+    # is the embedding matrix); loading ties them again, so the checkpoint loads exactly.
+    ("accelerate.utils.other", "Removed shared tensor"),
+)
+
+
+class _DropHarmless(logging.Filter):
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
+@contextlib.contextmanager
+def quiet_model_io() -> Iterator[None]:
+    """Around one load or save of a model: transformers' QUIET_BARS and the HARMLESS_LOGS lines are
+    dropped, everything else (download bars, other warnings, errors) still shows. Scoped to the
+    call and restored on exit, so nothing is silenced for the rest of the process."""
+    filters = [(logging.getLogger(name), _DropHarmless(text)) for name, text in HARMLESS_LOGS]
+    for logger, drop in filters:
+        logger.addFilter(drop)
+    hook = _bar_hook()
+    try:
+        yield
+    finally:
+        if hook is not None:
+            hook()
+        for logger, drop in filters:
+            logger.removeFilter(drop)
+
+
+def _bar_hook() -> Any:
+    """Install a transformers tqdm hook that swaps QUIET_BARS for silent ones; returns its undo
+    (None with a transformers that predates `set_tqdm_hook`: the bars then show)."""
+    from transformers.utils import logging as hf_logging
+
+    if not hasattr(hf_logging, "set_tqdm_hook"):
+        return None
+    previous = None
+
+    def hook(factory: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if kwargs.get("desc") in QUIET_BARS:
+            return hf_logging.EmptyTqdm(*args, **kwargs)
+        return previous(factory, args, kwargs) if previous is not None else factory(*args, **kwargs)
+
+    previous = hf_logging.set_tqdm_hook(hook)
+    return lambda: hf_logging.set_tqdm_hook(previous)
 
 
 @dataclass(frozen=True)
@@ -136,8 +195,9 @@ def init_model(output_dir: str | Path, arch: str = "qwen2", size: str = "tiny", 
     model, tokenizer = build_model(arch, size, seed=seed)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(output_dir)
-    tokenizer.save_pretrained(output_dir)
+    with quiet_model_io():
+        model.save_pretrained(output_dir)
+        tokenizer.save_pretrained(output_dir)
     return output_dir
 
 
@@ -243,13 +303,15 @@ def converted_model(model_id: str) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        with quiet_model_io():  # the de-quantisation keeps its own bar (~35 s); only the per-load bars go
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         # The weights are de-quantised floats now; what marks the model as GGUF-quantised only
         # blocks save_pretrained.
         model.hf_quantizer = None
         model.config.__dict__.pop("quantization_config", None)
         model.config._name_or_path = model_id
-        model.save_pretrained(tmp)
+        with quiet_model_io():
+            model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         tmp.chmod(0o755)  # mkdtemp's 0700 would hide a shared cache from other users
         try:
@@ -334,12 +396,14 @@ def load_model(name_or_path: str | Path, *, dtype: Any = None, device: Any = Non
     path = resolve_model_path(name_or_path)
     base = adapter_base(path)
     if base is None:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        with quiet_model_io():
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     else:
         from peft import PeftModel
 
         # PEFT froze the base to load an inference adapter; merged, it is a plain model again (trainable like any).
-        model = PeftModel.from_pretrained(load_model(base, dtype=dtype), path).merge_and_unload().requires_grad_(True)
+        with quiet_model_io():
+            model = PeftModel.from_pretrained(load_model(base, dtype=dtype), path).merge_and_unload().requires_grad_(True)
     return model.to(device) if device is not None else model
 
 

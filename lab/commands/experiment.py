@@ -77,35 +77,34 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _report(root: Path) -> None:
+    """The end of the console: how long it took, what happened, and where the tables and plots are.
+    The full table (30-odd columns) stays in summary.md/summary.csv: on a console it buries the result."""
     import pandas as pd
 
     table = pd.read_csv(root / "summary.csv")
-    print()
-    print((root / "summary.md").read_text())
-    for _, row in table.iterrows():
-        if "acc_before" in row:
-            name = f"{row['base']}/{row['condition']}" if row.get("base", "default") != "default" else row["condition"]
-            print(
-                f"{name} seed {row['seed']}: held-out accuracy {row['acc_before']:.3f} -> {row['acc_after']:.3f} after {row.get('last_step', '?')} RL steps"
-            )
     timing = json.loads((root / "timing.json").read_text()) if (root / "timing.json").exists() else {}
-    print(f"\nsummary: {root / 'summary.md'} (and summary.csv, frequencies.csv)")
-    print(f"plots:   {root / 'plots'}/ (accuracy_vs_step.png, spread_vs_step.png, behaviors_vs_step*.png)")
+    print()
     if timing:
-        print(f"took {timing['minutes']} minutes")
+        print(f"took {timing['minutes']} minutes ({timing.get('runs', len(table))} runs)")
     for line in closing_words(table):
         print(line)
+    plots = sorted(p.name for p in (root / "plots").glob("*.png"))
+    shown = ", ".join(plots[:3]) + (f", ... {len(plots)} in all" if len(plots) > 3 else "")
+    print(f"\ntables: {root / 'summary.md'} (every column; also summary.csv, frequencies.csv)")
+    print(f"plots:  {root / 'plots'}/" + (f" ({shown})" if plots else ""))
 
 
 def closing_words(table: Any) -> list[str]:
     """What happened, in words: accuracy before -> after per base/condition (mean over seeds), and
     the behaviours of held-out completions, so a newcomer sees RL working and behaviours mattering."""
-    if "acc_before" not in table or "base" not in table:
+    if "acc_before" not in table or "acc_after" not in table:
         return []
-    lines = ["", "What happened (held-out accuracy, greedy; mean over seeds):"]
+    if "base" not in table:
+        table = table.assign(base="default")
+    seeds = table["seed"].nunique() if "seed" in table else 1
+    lines = [f"What happened (held-out accuracy, greedy; {'mean over ' + str(seeds) + ' seeds' if seeds > 1 else 'one seed'}):"]
     for (base, condition), group in table.groupby(["base", "condition"], sort=False):
-        name = f"{base} base" if condition == "none" else f"{base} base primed with {condition}"
-        line = f"  {name}: {group['acc_before'].mean():.2f} -> {group['acc_after'].mean():.2f}"
+        line = f"  {_run_name(base, condition)}: {group['acc_before'].mean():.2f} -> {group['acc_after'].mean():.2f}"
         if "heldout_avg_verifications_before" in group:
             line += (
                 f" (checks per answer {group['heldout_avg_verifications_before'].mean():.2f} -> "
@@ -114,3 +113,10 @@ def closing_words(table: Any) -> list[str]:
             )
         lines.append(line)
     return lines
+
+
+def _run_name(base: str, condition: str) -> str:
+    """`rich base`, `poor base primed with only_backtracking`; without an organism base, the condition."""
+    if base == "default":  # the start model is a path or the embedded default
+        return "no priming" if condition == "none" else f"primed with {condition}"
+    return f"{base} base" if condition == "none" else f"{base} base primed with {condition}"
