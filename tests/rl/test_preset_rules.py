@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from countdown_env import PRESETS, PROMPT_STYLES, Task, chat_messages, generate_tasks, preset_rules, render_prompt
+from countdown_env.rules import ASSISTANT_PREFIX
 from rl.config import PPOConfig
 from rl.rollout import collect, make_env
 from runtime.prompt import Prompt
@@ -29,12 +30,15 @@ def expected_reward(preset: str) -> float:
 def test_ppo_config_rules_come_from_the_task_preset(preset):
     config = PPOConfig(task_preset=preset, strict_ending=True, format_reward=0.05)
     assert config.rules == preset_rules(preset, strict_ending=True, format_reward=0.05)
-    # The env PPO scores with, single- and multi-turn.
+    # The env PPO scores with, single- and multi-turn (where a wrong first attempt earns nothing yet:
+    # only the last turn pays a wrong answer's format reward).
     for attempts in (1, 2):
         env = make_env(Prompt(PPOConfig(task_preset=preset).rules, "tinyzero"), attempts)
         obs, _ = env.reset(options={"task": SUBSET_TASK})
         assert preset_rules(preset).describe() in obs
-        assert env.step(SUBSET_ANSWER)[1] == pytest.approx(expected_reward(preset))
+        correct = not preset_rules(preset).use_all_numbers
+        expected = expected_reward(preset) if attempts == 1 or correct else 0.0
+        assert env.step(SUBSET_ANSWER)[1] == pytest.approx(expected)
 
 
 def test_prompt_styles_include_chat_without_special_cases():
@@ -103,7 +107,7 @@ def test_verl_export_prompts_and_reward_module_follow_the_preset(preset, tmp_pat
     assert module.compute_score("countdown", SUBSET_ANSWER, truth)["score"] == pytest.approx(expected_reward(preset))
     instruct = export_verl(tmp_path / "instruct", num_train=1, num_test=1, seed=0, preset=preset, template="instruct")
     row = pq.read_table(instruct["test"]).to_pylist()[0]
-    assert [m["role"] for m in row["prompt"]] == ["user"] and preset_rules(preset).describe() in row["prompt"][0]["content"]
+    assert [m["role"] for m in row["prompt"]] == ["system", "user"] and preset_rules(preset).describe() in row["prompt"][1]["content"]
 
 
 def _chat_tokenizer(path):
@@ -129,7 +133,7 @@ def test_rollouts_prompt_with_the_envs_observation_in_the_chat_style(tiny_model)
     # Turn 2 is the conversation so far (question, attempt, feedback) in the chat template, not the TinyZero template.
     second = prompts[2]
     assert second.startswith(first) and "<|assistant|>" in second[len(first) :] and "<|user|>Feedback:" in second
-    assert second.endswith("<|assistant|>") and "A conversation between User and Assistant" not in second
+    assert second.endswith("<|assistant|>" + ASSISTANT_PREFIX) and "A conversation between User and Assistant" not in second
     assert prompts[4].count("<|user|>Feedback:") == 2
 
 
