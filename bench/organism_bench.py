@@ -1,10 +1,11 @@
-"""The organism experiment's figures for bench/README.md: gates, per-run table, goals, compute.
+"""The organism experiment's figures for bench/README.md: gates, per-run table with intervals, goals, compute.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/organism_bench.py --output-dir runs/organism --seeds 1 2 3
+    OMP_NUM_THREADS=1 .venv/bin/python bench/organism_bench.py --output-dir runs/organism --seeds 21 22 23 [--set base_seed=0]
 
-Runs (or resumes) `countdown-lab experiment --config organism` with the given seeds, then prints
-the bases' gates, the mean over seeds per base/condition, the issue's goals (met or not), and the
-wall time. `--report-only` prints the figures of an existing experiment directory.
+Runs (or resumes) `countdown-lab experiment --config organism` with the given seeds, then prints the
+bases' gates, per run the test accuracy before -> after with 95% bootstrap intervals over tasks (dev and
+sampled beside it), the mean and range over seeds per base/condition, the issue's goals (met or not),
+and the wall time. `--report-only` prints the figures of an existing experiment directory.
 """
 
 from __future__ import annotations
@@ -17,18 +18,46 @@ import pandas as pd
 
 from lab.pipeline.config import load_experiment
 from lab.pipeline.run import run_experiment
-from lab.pipeline.summary import to_markdown
+from lab.pipeline.summary import over_seeds, to_markdown
 from organism.bases import base_gates
-from organism.goals import goals
+from organism.goals import goal_rows
+
+
+def print_bases(config, seeds: list[int]) -> None:
+    print("## Bases (greedy, dev split)")
+    needed = sorted({spec.base for spec in config.runs() if spec.base})
+    for seed in sorted({config.bases_seed(s) for s in seeds}):
+        report = base_gates(config.pretrain_config(seed), config.bases_cache, needed)
+        for base, r in report["bases"].items():
+            print(f"bases seed {seed} {base}: accuracy {r['accuracy']:.3f}, steps right {r['step_accuracy']:.3f}, "
+                  f"tries {r['tries']:.2f}, checked {r['checks']:.2f}")  # fmt: skip
+        for gate in report["gates"]:
+            print(f"  gate {'PASS' if gate['pass'] else 'FAIL'}: {gate['gate']}")
+        print(f"  search pays: {json.dumps(report['search_pays'])}")
+
+
+def per_run(table: pd.DataFrame) -> pd.DataFrame:
+    """One line per run: test before/after with intervals, the paired gain's interval, dev and T=1 beside."""
+    cells = []
+    for _, r in table.iterrows():
+        cell = {"run": f"{r['base']}/{r['condition']}", "seed": r["seed"]}
+        for prefix, name in (("acc", "test"), ("dev_acc", "dev"), ("sample_acc", "test T=1")):
+            if f"{prefix}_before" in r and pd.notna(r[f"{prefix}_before"]):
+                cell[name] = (f"{r[f'{prefix}_before']:.3f} [{r[f'{prefix}_before_lo']:.2f}, {r[f'{prefix}_before_hi']:.2f}] -> "
+                              f"{r[f'{prefix}_after']:.3f} [{r[f'{prefix}_after_lo']:.2f}, {r[f'{prefix}_after_hi']:.2f}]")  # fmt: skip
+        if "acc_gain_lo" in r:
+            cell["test gain [95%]"] = f"{100 * r['acc_gain']:+.1f} [{100 * r['acc_gain_lo']:+.1f}, {100 * r['acc_gain_hi']:+.1f}]"
+        cells.append(cell)
+    return pd.DataFrame(cells)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output-dir", type=Path, required=True)
-    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[21, 22, 23])
     parser.add_argument("--runs", nargs="+", help="base/condition runs (default: the preset's)")
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override an organism field (YAML value)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override an experiment field (YAML value)")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
     from runtime.config import parse_set
@@ -41,41 +70,14 @@ def main() -> None:
         run_experiment(config, args.output_dir)
     table = pd.read_csv(args.output_dir / "summary.csv")
     table = table[table["seed"].isin(args.seeds)]
-    print("## Bases (greedy, held-out)")
-    needed = sorted({spec.base for spec in config.runs() if spec.base})
-    for seed in args.seeds:
-        report = base_gates(config.pretrain_config(seed), config.bases_cache, needed)
-        for base, r in report["bases"].items():
-            print(
-                f"seed {seed} {base}: accuracy {r['accuracy']:.3f}, steps right {r['step_accuracy']:.3f}, tries {r['tries']:.2f}, "
-                f"checked {r['checks']:.2f}"
-            )
-        for gate in report["gates"]:
-            print(f"  gate {'PASS' if gate['pass'] else 'FAIL'}: {gate['gate']}")
-    pays = base_gates(config.pretrain_config(args.seeds[0]), config.bases_cache, needed)["search_pays"]
-    print(f"search pays (seed {args.seeds[0]}): {json.dumps(pays)}")
-    columns = [
-        c
-        for c in (
-            "acc_before",
-            "acc_after",
-            "acc_gain",
-            "heldout_avg_verifications_before",
-            "heldout_avg_verifications_after",
-            "heldout_avg_backtracking_before",
-            "heldout_avg_backtracking_after",
-            "generated_tokens",
-            "rl_seconds",
-        )
-        if c in table
-    ]
-    mean = table.groupby(["base", "condition"])[columns].agg(["mean", "std"])
-    mean.columns = [f"{a}_{b}" for a, b in mean.columns]
-    print("\n## Mean over seeds", args.seeds)
-    print(to_markdown(mean.reset_index()))
-    print("\n## Goals")
-    for goal, value, met in goals(table):
-        print(f"- {goal}: {value:+.1f} points ({'met' if met else 'NOT met'})")
+    print_bases(config, args.seeds)
+    print("\n## Per run (test split; 95% bootstrap intervals over tasks)")
+    print(to_markdown(per_run(table)))
+    print("\n## Over seeds", args.seeds)
+    print(to_markdown(over_seeds(table)))
+    print("\n## Goals (mean over seeds, range over seeds)")
+    for g in goal_rows(table):
+        print(f"- {g['goal']}: {g['mean']:+.2f} (seeds {g['min']:+.2f} .. {g['max']:+.2f}) {'met' if g['met'] else 'NOT met'}")
     timing = args.output_dir / "timing.json"
     if timing.exists():
         print("\ntiming:", timing.read_text().strip())

@@ -16,7 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from countdown_env import generate_tasks, preset_rules
+from countdown_env import generate_tasks
 from countdown_env.files import write_text_atomic
 from lab.pipeline.config import ExperimentConfig
 from lab.pipeline.stages import make_tasks
@@ -51,15 +51,16 @@ def measure(model_dir: str, seed: int, max_new_tokens: int) -> dict:
     """Greedy and sampled accuracy, tries and checks per answer of `model_dir` on the organism's dev split."""
     from rl.evaluate import greedy_eval, sampled_eval
     from runtime.models import load_model, load_tokenizer
+    from runtime.prompt import Prompt
 
     dev = generate_tasks(200, seed=seed, preset="organism", split="dev")
     model, tokenizer = load_model(model_dir), load_tokenizer(model_dir)
-    common = {"rules": preset_rules("organism"), "prompt_style": "compact", "max_new_tokens": max_new_tokens}
+    prompt = Prompt.of_preset("organism", "compact")
     greedy: list[dict] = []
     sampled: list[dict] = []
     out = {
-        **greedy_eval(model, tokenizer, dev, rows=greedy, **common),
-        **sampled_eval(model, tokenizer, dev, seed=seed, rows=sampled, **common),
+        **greedy_eval(model, tokenizer, dev, prompt, max_new_tokens=max_new_tokens, rows=greedy),
+        **sampled_eval(model, tokenizer, dev, prompt, max_new_tokens=max_new_tokens, seed=seed, rows=sampled),
     }
     for name, rows in (("greedy", greedy), ("sample", sampled)):
         counts = [text.written_behaviors(r["text"], r["target"]) for r in rows]

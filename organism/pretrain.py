@@ -104,8 +104,8 @@ def train_on_rows(
     """The organism's SFT recipe (every pretraining stage and every priming condition): `rows`
     (prompt/completion) written once to `run/rows.jsonl`, then `steps` steps of TRL's SFTTrainer
     from `model` (cosine, 5% warm-up), resumed from the run's checkpoint if it has one."""
-    from priming.sft import SFTRunConfig, last_checkpoint, run_sft
     from countdown_env.files import write_jsonl_atomic
+    from priming.sft import SFTRunConfig, last_checkpoint, run_sft
 
     data = run / "rows.jsonl"
     if not data.exists():

@@ -105,6 +105,9 @@ class ExperimentConfig:
     """start=organism: where the bases are cached (shared by experiments with the same pretraining settings)."""
     pretrain: dict[str, Any] = field(default_factory=dict)
     """start=organism: overrides of `organism.pretrain.PretrainConfig` fields (e.g. {"base_steps": 600})."""
+    base_seed: int | None = None
+    """start=organism: the seed of the bases every run starts from (None: each run's own seed). Fixing it
+    varies only priming and RL over the seeds, e.g. from the shipped seed-0 bases without pretraining."""
     task_preset: str = "tiny"
     """countdown_env task preset for priming, RL and evaluation tasks."""
     num_sft_tasks: int = 2000
@@ -178,6 +181,8 @@ class ExperimentConfig:
             bad = sorted({s.condition for s in self.runs() if s.condition and s.condition not in ORGANISM_CONDITIONS})
             if bad:
                 raise ValueError(f"the organism's text writes the conditions {ORGANISM_CONDITIONS} (and none), not {bad}")
+        if self.base_seed is not None and not 0 <= self.base_seed < 2**32:
+            raise ValueError(f"base_seed must be in 0..2**32-1 or null, got {self.base_seed}")
         if self.start == "organism" and self.model:
             raise ValueError("start=organism pretrains its own base models; `model` does not apply (use start: model)")
 
@@ -269,6 +274,10 @@ class ExperimentConfig:
     def load(cls, source: str | Path, **overrides: Any) -> ExperimentConfig:
         """A preset name or YAML path, with overrides (None values ignored): the notebooks' and tests' shorthand."""
         return load_experiment(source, {k: v for k, v in overrides.items() if v is not None})
+
+    def bases_seed(self, seed: int) -> int:
+        """The seed of the bases a run of `seed` starts from."""
+        return seed if self.base_seed is None else self.base_seed
 
     def runs(self) -> list[RunSpec]:
         return [parse_run(name, self.start, self.incorrect_kinds()) for name in self.conditions]

@@ -92,8 +92,10 @@ def prepare(config: ExperimentConfig, root: Path) -> None:
     if config.start == "organism":
         from organism.bases import ensure_bases
 
-        ensure_bases(config.pretrain_config, config.bases_cache, config.seeds, sorted({s.base for s in config.runs() if s.base}),
-                     jobs=config.jobs)  # fmt: skip
+        bases = sorted({s.base for s in config.runs() if s.base})
+        ensure_bases(
+            config.pretrain_config, config.bases_cache, sorted({config.bases_seed(seed) for seed in config.seeds}), bases, jobs=config.jobs
+        )
         return
     for seed in config.seeds:
         stages.start_model(config, root, config.runs()[0], seed)

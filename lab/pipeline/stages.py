@@ -74,7 +74,7 @@ def start_model(config: ExperimentConfig, root: Path, spec: RunSpec, seed: int) 
     if config.start == "organism":
         from organism.pretrain import base_dir
 
-        return str(base_dir(config.bases_cache, seed, spec.base or "") / "model")
+        return str(base_dir(config.bases_cache, config.bases_seed(seed), spec.base or "") / "model")
     if config.model:
         return config.model
     from runtime.models import default_model

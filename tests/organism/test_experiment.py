@@ -119,7 +119,11 @@ def test_organism_experiment_end_to_end_and_resume(tmp_path: Path) -> None:
     assert (root / "plots" / "spread_vs_step.png").exists() and (root / "frequencies.csv").exists()
     assert set(pd.read_csv(root / "frequencies.csv")["source"]) == {"rollouts", "heldout"}
     assert any("rich base:" in line for line in closing_words(table))
-    assert [g for g, _, _ in goals(table)][:2] == ["rich/none gains >= 10 points", "poor/none ends >= 10 points below rich/none"]
+    assert [g.goal for g in goals(table)][:2] == ["rich/none gains >= 10 points", "rich/none ends >= 10 points above poor/none"]
+    assert {"acc_before_lo", "acc_before_hi", "dev_acc_after", "sample_acc_after", "acc_gain_lo"} <= set(table.columns)
+    assert (table["acc_before_lo"] <= table["acc_before"]).all() and (table["acc_before"] <= table["acc_before_hi"]).all()
+    steps = pd.read_csv(root / "steps.csv")
+    assert {"test_greedy", "test_sample", "dev_greedy", "truncated_rate", "mixed_groups", "tries"} <= set(steps["metric"])
 
     # A re-run with the same settings redoes nothing; other settings are refused.
     before = (run_dir(root, "rich/none", 0) / "metrics.jsonl").read_bytes()
