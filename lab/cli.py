@@ -3,6 +3,12 @@
 Each module of `lab.commands` contributes its subcommands through `add_commands(subparsers)`; handlers import heavy dependencies (torch, transformers, openai) lazily so
 that `countdown-lab solve` starts in a fraction of a second.
 
+Flags mean one thing in every subcommand: `--config NAME|FILE` a run preset (ppo, grpo, sft, plan,
+eval, experiment), `--task-preset NAME` a task preset, `--output-dir DIR` a directory, `--output FILE`
+(`-o`) one file, `--samples N` samples per task, `--num-ood-tasks N`, `--quiet` no progress bars. Old
+spellings stay as hidden aliases that print a one-line note (`runtime.config.add_option`);
+tests/test_cli_vocabulary.py holds every subcommand to this.
+
 Errors: a mistake the user can fix (`UsageError`, a bad flag, a missing or unwritable path)
 prints one line, ``error: <what, which file>``, and exits 2. Anything else is a bug and
 keeps its traceback.
