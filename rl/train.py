@@ -130,7 +130,7 @@ def train(
     # Every process evaluates its share of the held-out tasks; the main one logs the completions.
     evaluate = partial(evaluate_sharded, models, accelerator, eval_tasks, config, log=run.eval_completions if main else None)
     if start == 0 and eval_due(config, eval_tasks, 0):
-        log_step(accelerator, run, 0, evaluate(step=0), totals.row(started))
+        log_step(accelerator, run, 0, evaluate(step=0), totals.row(started))  # every process evaluates, the main one logs
     bar = progress_bar(config, start, disable=not (main and progress))
     for step in bar:
         t0 = time.perf_counter()
@@ -148,9 +148,8 @@ def train(
         if eval_due(config, eval_tasks, step):
             row |= evaluate(step=step)
         # 10. Logs on the main process, then the checkpoint (every process joins it).
-        if main:
-            log_step(accelerator, run, step, row, totals.row(started), rollout.rows(step)[: config.log_rollouts])
-            bar.set_postfix(reward=f"{row['reward/mean']:.3f}", acc=f"{row['reward/accuracy']:.3f}")
+        log_step(accelerator, run, step, row, totals.row(started), rollout.rows(step)[: config.log_rollouts])
+        bar.set_postfix(reward=f"{row['reward/mean']:.3f}", acc=f"{row['reward/accuracy']:.3f}")  # shown on the main process only
         if step % config.save_every == 0 or step == config.total_steps:
             save_checkpoint(accelerator, run, step, models.module, models.tokenizer, config.keep_checkpoints)
     close_run(bar, accelerator)
@@ -190,7 +189,10 @@ def progress_bar(config: PPOConfig, start: int, *, disable: bool) -> Any:
 def log_step(
     accelerator: Any, run: RunDir, step: int, row: dict[str, float], totals: dict[str, float], rollouts: list[dict[str, Any]] | None = None
 ) -> None:
-    """One metrics.jsonl row (and the tracker's), and the step's logged rollouts (main process only)."""
+    """One metrics.jsonl row (and the tracker's), and the step's logged rollouts: on the main process only
+    (the others return), so every process can call it."""
+    if not accelerator.is_main_process:
+        return
     append_jsonl(run.metrics, [{"step": step, **row, **totals}])
     accelerator.log({**row, **totals}, step=step)  # a no-op without trackers
     if rollouts is not None:
