@@ -162,10 +162,10 @@ def _help(capsys, argv: list[str]) -> str:
 
 @pytest.mark.parametrize(
     ("argv", "shown", "hidden"),
-    [(["ppo", "--help"], ["preset 'ppo-tiny-cpu'", "max_response_length = 96:"], ["max_response_length = 64:"]),
-     (["ppo", "--config", "paper-3b", "--help"], ["preset 'paper-3b'", "max_response_length = 1024:", "actor_lr = 1e-06:"], ["= 96:"]),
-     (["ppo", "--help", "--config", "paper-3b"], ["max_response_length = 1024:"], []),
-     (["grpo", "--config=paper-3b", "-h"], ["max_response_length = 1024:"], []),
+    [(["ppo", "--help"], ["preset 'ppo-tiny-cpu'", "max_new_tokens = 96:"], ["max_new_tokens = 64:"]),
+     (["ppo", "--config", "paper-3b", "--help"], ["preset 'paper-3b'", "max_new_tokens = 1024:", "actor_lr = 1e-06:"], ["= 96:"]),
+     (["ppo", "--help", "--config", "paper-3b"], ["max_new_tokens = 1024:"], []),
+     (["grpo", "--config=paper-3b", "-h"], ["max_new_tokens = 1024:"], []),
      (["sft", "--help"], ["preset 'sft-paper-3b'", "learning_rate = 1e-05:", "model = (required)"], []),
      (["sft", "--preset", "tiny-cpu", "--help"], ["preset 'tiny-cpu'", "learning_rate = 0.002:", "batch_size = 16:"], ["learning_rate = 1e-05:"]),
      (["experiment", "--help"], ["preset 'tiny-cpu'", "seeds = (0, 1):", "sft_preset = 'sft-tiny-cpu'"], []),

@@ -20,7 +20,7 @@ INCORRECT = "_incorrect"
 NO_PRIMING = "none"
 STARTS = ("model", "organism")
 JUDGES = ("heuristic", "openai")
-SFT_SET_BY_EXPERIMENT = frozenset({"model", "data", "output_dir", "seed", "prompt_style", "report_to"})
+SFT_SET_BY_EXPERIMENT = frozenset({"model", "data", "output_dir", "seed", "prompt_style", "report_to", "task_preset"})
 PPO_SET_BY_EXPERIMENT = frozenset({"model", "seed", "task_preset", "num_eval_tasks", "prompt_style", "eval_samples"})
 
 
@@ -267,7 +267,7 @@ class ExperimentConfig:
         from priming.sft import SFTRunConfig
 
         values = {**self.sft, "model": model, "data": data, "output_dir": output_dir, "seed": seed,
-                  "prompt_style": self.prompt_style, "report_to": self.report_to}  # fmt: skip
+                  "prompt_style": self.prompt_style, "report_to": self.report_to, "task_preset": self.task_preset}  # fmt: skip
         return load_preset_dataclass("sft", SFTRunConfig, self.sft_preset, values, what="sft")
 
     @classmethod

@@ -47,7 +47,7 @@ TINY = {
         "mini_batch_size": 4,
         "eval_every": 1,
         "save_every": 1,
-        "max_response_length": 24,
+        "max_new_tokens": 24,
         "log_rollouts": 4,
     },
     "jobs": 1,

@@ -77,7 +77,9 @@ def test_rollouts_evaluation_and_sft_tokenise_prompts_alike():
 
     from countdown_env import DEFAULT_RULES
     from rl.evaluate import greedy_eval
-    from rl.rollout import collect, tokenize_prompts
+    from rl.rollout import collect
+    from runtime.generation import tokenize_prompts
+    from runtime.prompt import Prompt
 
     model, tokenizer = bos_model_and_tokenizer()
     tasks = generate_tasks(3, seed=0, preset="tiny")
@@ -85,7 +87,7 @@ def test_rollouts_evaluation_and_sft_tokenise_prompts_alike():
     sft_ids = [_tokenize(tokenizer, p)["input_ids"] for p in prompts]
     assert all(ids[0] == tokenizer.bos_token_id and ids.count(tokenizer.bos_token_id) == 1 for ids in sft_ids)
 
-    rollout = collect(model, tokenizer, tasks, rules=DEFAULT_RULES, prompt_style="compact", max_new_tokens=4)
+    rollout = collect(model, tokenizer, tasks, prompt=Prompt(DEFAULT_RULES, "compact"), max_new_tokens=4)
     gen = rollout.generation
     assert [q[m.bool()].tolist() for q, m in zip(gen.query, gen.query_mask, strict=True)] == sft_ids
 
@@ -106,7 +108,7 @@ def test_rollouts_evaluation_and_sft_tokenise_prompts_alike():
     assert expected != without_bos  # the BOS changes what this model says, so the checks below can fail
     assert generate_completions(model, tokenizer, prompts, max_new_tokens=8, batch_size=2) == expected
     rows: list[dict] = []
-    greedy_eval(model, tokenizer, tasks, prompt_style="compact", max_new_tokens=8, rows=rows)
+    greedy_eval(model, tokenizer, tasks, Prompt(DEFAULT_RULES, "compact"), max_new_tokens=8, rows=rows)
     assert [r["text"] for r in rows] == expected
 
     # A chat template writes its own BOS into the text: none is added on top.
