@@ -42,6 +42,7 @@ SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
 TRL_FIELDS_SET = frozenset(
     {
         "output_dir", "num_train_epochs", "max_steps", "learning_rate", "lr_scheduler_type", "warmup_steps", "weight_decay",
+        "adam_beta1", "adam_beta2",
         "per_device_train_batch_size", "gradient_accumulation_steps", "max_length", "completion_only_loss", "seed", "data_seed",
         "logging_steps", "logging_first_step", "save_strategy", "save_steps", "save_total_limit", "bf16", "gradient_checkpointing",
         "activation_checkpointing", "dataloader_pin_memory", "report_to", "use_cpu", "ddp_find_unused_parameters", "disable_tqdm",
@@ -60,14 +61,20 @@ SHELF = Shelf((PRESET_DIR,), prefix="sft")
 
 @dataclass(frozen=True)
 class SFTRunConfig:
-    """One SFT job. Defaults are the study's recipe for 3B models (`PRESETS["sft-paper-3b"]`)."""
+    """One SFT job. Defaults are the study's recipe for 3B models (`PRESETS["sft-paper-3b"]`) except AdamW's betas
+    (transformers' (0.9, 0.999); the study's 0.95 is set by the preset) and the batch (32 here, the preset's 64)."""
 
     model: str
     """Model to fine-tune: a local path (e.g. from `countdown-lab init-model`, or a run directory) or a hub id."""
     data: str
-    """Training data: what `countdown-lab prime` wrote, or a JSONL file (see `priming.sft_data`)."""
+    """Training data: what `countdown-lab prime` wrote, a JSONL or parquet file, or a folder with train.jsonl/train.parquet
+    (see `priming.sft_data`)."""
     output_dir: str
     """Run directory: config.json, metrics.jsonl, checkpoints/, model/."""
+    prompt_field: str | None = None
+    """Column of the data to read as the prompt (None: `prompt`, else `query`, else chat `messages` or trace rows)."""
+    completion_field: str | None = None
+    """Column of the data to read as the completion (None: `completion`)."""
     epochs: float = 5.0
     """Passes over the training split."""
     max_steps: int | None = None
@@ -80,6 +87,10 @@ class SFTRunConfig:
     """Share of all steps spent warming the learning rate up from 0."""
     weight_decay: float = 0.01
     """AdamW weight decay."""
+    adam_beta1: float = 0.9
+    """AdamW's first-moment decay (the study: 0.9)."""
+    adam_beta2: float = 0.999
+    """AdamW's second-moment decay (transformers' default; the study's veRL SFT trainer: 0.95)."""
     batch_size: int = 4
     """Sequences per device per forward pass."""
     gradient_accumulation_steps: int = 8
@@ -144,6 +155,9 @@ class SFTRunConfig:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        for name in ("adam_beta1", "adam_beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         for name in ("batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -227,6 +241,8 @@ class SFTRunConfig:
             # transformers 5 reads a float < 1 as a share of all steps (warmup_ratio is gone).
             warmup_steps=self.warmup_ratio,
             weight_decay=self.weight_decay,
+            adam_beta1=self.adam_beta1,
+            adam_beta2=self.adam_beta2,
             per_device_train_batch_size=self.batch_size,
             gradient_accumulation_steps=self.gradient_accumulation_steps,
             max_length=self.max_length,
@@ -483,7 +499,14 @@ def build_job(config: SFTRunConfig, *, resume: bool = False, progress: bool = Tr
     check_prompt_style(config.data, config.prompt_style)
     check_reachable(config.data)  # an offline hub id fails before the model loads
     tokenizer = load_tokenizer(config.model)
-    data = load_sft_data(config.data, prompt_style=config.prompt_style, rules=config.prompt.rules, tokenizer=tokenizer)
+    data = load_sft_data(
+        config.data,
+        prompt_style=config.prompt_style,
+        rules=config.prompt.rules,
+        tokenizer=tokenizer,
+        prompt_field=config.prompt_field,
+        completion_field=config.completion_field,
+    )
     train = data["train"]
     if config.max_train_samples is not None:
         train = train.select(range(min(config.max_train_samples, len(train))))

@@ -1,12 +1,15 @@
-"""The prompt/completion data SFT trains on, read from what `countdown-lab prime` writes or from JSONL.
+"""The prompt/completion data SFT trains on, read from what `countdown-lab prime` writes, JSONL or parquet.
 
 Accepted inputs (`load_sft_data`):
 - a Hugging Face dataset saved with `save_to_disk` (a `DatasetDict` with `train` and
   optionally `test`, or a single `Dataset`), or a directory holding exactly one such dataset;
-- a directory with `train.jsonl` (and optionally `test.jsonl`);
-- one JSONL file.
-Rows either carry `prompt` and `completion` already, or are traces with `numbers`,
-`target` and the completion in `text`; the prompt of a trace is built by
+- a directory with `train.jsonl` or `train.parquet` (and optionally `test.jsonl`/`test.parquet`: the
+  study's released SFT data is `<condition>/train.parquet` and `test.parquet`);
+- one JSONL or parquet file.
+Rows carry `prompt` and `completion` already (or `query` and `completion`, the study's columns; or any
+two columns named by `prompt_field`/`completion_field`), or chat `messages` (the last assistant turn is
+the completion, the turns before it the prompt, rendered by the tokenizer's chat template), or are
+traces with `numbers`, `target` and the completion in `text`; the prompt of a trace is built by
 `countdown_env.rules.render_prompt`, the one place the prompt template lives.
 `numbers`/`target` are kept beside prompt/completion when present, so held-out rows can
 be scored by generation.
@@ -19,19 +22,30 @@ from pathlib import Path
 from typing import Any
 
 from countdown_env.errors import UsageError, user_input
+from countdown_env.files import read_jsonl
 from countdown_env.rules import DEFAULT_RULES, Rules, render_prompt
 from countdown_env.tasks import Task
-from countdown_env.files import read_jsonl
 
 #: Columns the trainer and the accuracy evaluation use; any others are dropped.
 KEPT_COLUMNS = ("prompt", "completion", "numbers", "target")
+#: Other names of the prompt column, tried in order when a row has no `prompt` (the study's data: `query`).
+PROMPT_ALIASES = ("query",)
 
 
-def load_sft_data(path: str | Path, *, prompt_style: str = "compact", rules: Rules = DEFAULT_RULES, tokenizer: Any = None) -> Any:
+def load_sft_data(
+    path: str | Path,
+    *,
+    prompt_style: str = "compact",
+    rules: Rules = DEFAULT_RULES,
+    tokenizer: Any = None,
+    prompt_field: str | None = None,
+    completion_field: str | None = None,
+) -> Any:
     """A `datasets.DatasetDict` with a `train` split (and `test` if the input has one).
 
     Every split has string columns `prompt` and `completion`, plus `numbers`/`target`
-    when the input rows carry them. `tokenizer` renders `chat` prompts (its chat template).
+    when the input rows carry them. `tokenizer` renders `chat` prompts and `messages` rows (its chat
+    template). `prompt_field`/`completion_field` name the columns to read as prompt and completion.
     """
     import datasets
 
@@ -51,7 +65,10 @@ def load_sft_data(path: str | Path, *, prompt_style: str = "compact", rules: Rul
         raise UsageError(f"{path} has no 'train' split (splits: {sorted(splits)})")
     out = {}
     for name, split in splits.items():
+        if not isinstance(split, list) and not {"prompt", "completion"} <= set(split.column_names):
+            split = split.to_list()  # other columns (query, messages, mapped fields): mapped row by row
         if isinstance(split, list):
+            split = [_map_fields(row, prompt_field, completion_field, tokenizer, f"{path}:{name}") for row in split]
             split = datasets.Dataset.from_list([_normalise_row(row, prompt_style, rules, f"{path}:{name}", tokenizer) for row in split])
         else:
             split = _normalise_dataset(split, prompt_style, rules, f"{path}:{name}", tokenizer)
@@ -64,6 +81,8 @@ def load_sft_data(path: str | Path, *, prompt_style: str = "compact", rules: Rul
 def _local_splits(path: Path) -> dict[str, Any]:
     """The splits of SFT data on disk: a JSONL file, a saved dataset, or what `countdown-lab prime` wrote."""
     if path.is_file():
+        if _is_parquet(path):
+            return {"train": _read_parquet(path)}
         with user_input():  # a line that is not JSON (countdown_env.files names file:line)
             return {"train": read_jsonl(path)}
     elif _is_saved_dataset(path):
@@ -76,9 +95,11 @@ def _local_splits(path: Path) -> dict[str, Any]:
         elif (path / "train.jsonl").exists():
             with user_input():  # a line that is not JSON (countdown_env.files names file:line)
                 return {name: read_jsonl(path / f"{name}.jsonl") for name in ("train", "test") if (path / f"{name}.jsonl").exists()}
+        elif (path / "train.parquet").exists():
+            return {name: _read_parquet(path / f"{name}.parquet") for name in ("train", "test") if (path / f"{name}.parquet").exists()}
         else:
             raise UsageError(
-                f"{path} holds no SFT data: expected a dataset saved with save_to_disk, train.jsonl/test.jsonl, "
+                f"{path} holds no SFT data: expected a dataset saved with save_to_disk, train.jsonl/test.jsonl, train.parquet, "
                 f"or exactly one saved dataset in a subfolder (found {len(saved)})"
             )
 
@@ -115,6 +136,54 @@ def check_prompt_style(path: str | Path, prompt_style: str) -> None:
         )
 
 
+def _is_parquet(path: Path) -> bool:
+    """A `.parquet` name, or parquet's magic bytes whatever the name (so a parquet file is never read as JSONL)."""
+    with path.open("rb") as f:
+        return path.suffix == ".parquet" or f.read(4) == b"PAR1"
+
+
+def _read_parquet(path: Path) -> list[dict[str, Any]]:
+    """A parquet file's rows as dicts (nested columns, e.g. chat messages, as lists and dicts)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path).to_pylist()
+    except (pa.ArrowInvalid, OSError) as err:
+        raise UsageError(f"{path}: not a parquet file ({err})") from None
+
+
+def _map_fields(row: dict[str, Any], prompt_field: str | None, completion_field: str | None, tokenizer: Any, where: str) -> dict[str, Any]:
+    """`row` with `prompt` and `completion` where it names them otherwise: the mapped fields, `query`, or chat `messages`."""
+    row = dict(row)
+    for field, name in ((prompt_field, "prompt"), (completion_field, "completion")):
+        if field is not None:
+            if field not in row:
+                raise UsageError(f"{where}: no field {field!r} (--{name}-field); the rows have {sorted(row)}")
+            row[name] = row[field]
+    if row.get("prompt") is None:
+        row.pop("prompt", None)
+        for alias in PROMPT_ALIASES:
+            if row.get(alias) is not None:
+                row["prompt"] = row[alias]
+                break
+    if "prompt" not in row and "completion" not in row and row.get("messages") is not None:
+        row["prompt"], row["completion"] = _from_messages(row["messages"], tokenizer, where)
+    return row
+
+
+def _from_messages(messages: list[dict[str, Any]], tokenizer: Any, where: str) -> tuple[str, str]:
+    """(prompt, completion) of a chat: the turns before the last assistant turn through the tokenizer's chat
+    template with its generation prompt, and that turn's text."""
+    if not messages or messages[-1].get("role") != "assistant":
+        raise UsageError(f"{where}: a 'messages' row must end with the assistant's turn (the completion)")
+    if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+        raise UsageError(f"{where}: 'messages' rows need a model whose tokenizer has a chat template, to render the prompt")
+    head = [{"role": m["role"], "content": m["content"]} for m in messages[:-1]]
+    prompt = tokenizer.apply_chat_template(head, tokenize=False, add_generation_prompt=True)
+    return prompt, str(messages[-1]["content"])
+
+
 def _is_saved_dataset(path: Path) -> bool:
     return (path / "dataset_dict.json").exists() or (path / "state.json").exists()
 
@@ -138,7 +207,8 @@ def _normalise_row(row: dict[str, Any], prompt_style: str, rules: Rules, where: 
             out = {"prompt": render_prompt(task, prompt_style, rules, tokenizer=tokenizer), "completion": text}
     else:
         raise UsageError(
-            f"{where}: a row needs 'prompt' and 'completion', or a trace's 'numbers', 'target' and 'text'; got keys {sorted(row)}"
+            f"{where}: a row needs 'prompt' and 'completion' (or 'query' and 'completion'), chat 'messages', or a trace's 'numbers',"
+            f" 'target' and 'text'; got keys {sorted(row)} (--prompt-field/--completion-field name other columns)"
         )
     if not isinstance(out["prompt"], str) or not isinstance(out["completion"], str):
         raise UsageError(f"{where}: 'prompt' and 'completion' must be strings (conversational data is not supported here)")

@@ -6,6 +6,7 @@ The CLI and notebooks build it the same way: `load_config(path_or_preset, overri
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,11 +87,13 @@ class PPOConfig:
     ppo_epochs: int = 1
     """Passes over each step's rollouts."""
     mini_batch_size: int = 32
-    """Completions per optimiser step (per process): a step's rollouts make ceil(per-process completions / this) steps."""
+    """Completions per optimiser step over ALL processes (veRL's `ppo_mini_batch_size` x `rollout.n`): a step's
+    prompts_per_step x rollouts_per_prompt completions make batch / mini_batch_size optimiser steps on any number of
+    processes, each process holding an equal share of every mini-batch."""
     micro_batch_size: int = 0
-    """Completions per forward/backward pass (per process), the memory knob: mini_batch_size / micro_batch_size passes
-    are accumulated into one optimiser step (0 = mini_batch_size, no accumulation). Also the chunk of the no-grad
-    log-prob and value passes."""
+    """Completions per forward/backward pass on one process, the memory knob: a process's share of a mini-batch
+    goes through in passes of this many, accumulated into one optimiser step (0 = the whole share, no accumulation).
+    Also the chunk of the no-grad log-prob and value passes."""
     dtype: str = "float32"
     """`float32`, or `bfloat16`: bf16 autocast for the trained models (fp32 master weights and AdamW states) and a
     bf16 frozen reference. Halves activations and the reference; the trained models' states stay 16 bytes/parameter."""
@@ -195,7 +198,7 @@ class PPOConfig:
             raise ValueError("advantage_estimator 'group' needs rollouts_per_prompt >= 2 (a group of one has advantage 0)")
         if self.micro_batch_size < 0:
             raise ValueError(f"micro_batch_size must be >= 0 (0 = mini_batch_size), got {self.micro_batch_size}")
-        if self.mini_batch_size % self.micro:
+        if self.micro_batch_size and self.mini_batch_size % self.micro_batch_size:
             raise ValueError(
                 f"mini_batch_size {self.mini_batch_size} must be a multiple of micro_batch_size {self.micro_batch_size}"
                 " (one optimiser step accumulates mini/micro forward-backward passes)"
@@ -228,14 +231,9 @@ class PPOConfig:
         return self.advantage_estimator == "gae"
 
     @property
-    def micro(self) -> int:
-        """Completions per forward/backward pass (micro_batch_size, or mini_batch_size when that is 0)."""
-        return self.micro_batch_size or self.mini_batch_size
-
-    @property
-    def accumulation_steps(self) -> int:
-        """Forward/backward passes per optimiser step."""
-        return self.mini_batch_size // self.micro
+    def optimizer_steps(self) -> int:
+        """Optimiser steps per PPO epoch over a step's rollouts: the same on any number of processes."""
+        return max(1, math.ceil(self.batch_size / self.mini_batch_size))
 
     @property
     def batch_size(self) -> int:
@@ -282,10 +280,55 @@ def per_process_samples(config: PPOConfig, world: int) -> int:
     return config.prompts_per_step // world * config.rollouts_per_prompt
 
 
+def local_minibatch(config: PPOConfig, world: int) -> int:
+    """Completions of one mini-batch on one process (single-turn): the process's share of the global mini-batch."""
+    return max(1, per_process_samples(config, world) // config.optimizer_steps)
+
+
+def micro_size(config: PPOConfig, world: int) -> int:
+    """Completions per forward/backward pass on one process (micro_batch_size, or the whole local mini-batch)."""
+    return config.micro_batch_size or local_minibatch(config, world)
+
+
+def accumulation_steps(config: PPOConfig, world: int) -> int:
+    """Forward/backward passes per optimiser step on each process."""
+    return max(1, math.ceil(local_minibatch(config, world) / micro_size(config, world)))
+
+
+def check_batches(config: PPOConfig, world: int) -> None:
+    """What the runner needs of the batch sizes on `world` processes, checked alike by `ppo` and `plan`: an equal
+    share of the prompts per process, and of every mini-batch (so every process makes as many passes: DDP
+    all-reduces, ZeRO-3 and FSDP gather in each)."""
+    from countdown_env.errors import UsageError
+
+    if world < 1:
+        raise UsageError(f"the number of processes must be >= 1, got {world}")
+    if config.prompts_per_step % world:
+        raise UsageError(f"prompts_per_step {config.prompts_per_step} must be divisible by the number of processes {world}")
+    steps, samples = config.optimizer_steps, per_process_samples(config, world)
+    if samples % steps:
+        raise UsageError(
+            f"{config.batch_size} completions per step make {steps} mini-batches of {config.mini_batch_size}: each of the"
+            f" {world} processes' {samples} completions must split into {steps} equal shares; change mini_batch_size"
+        )
+
+
 def generation_batch(config: PPOConfig, world: int) -> int:
     """Completions per `generate` call on one process (what training samples and `plan` counts)."""
     per_process = per_process_samples(config, world)
     return min(config.generation_batch_size or per_process, per_process)
+
+
+def gathered_for_rollouts(sharding: str, uses_critic: bool) -> tuple[str, ...]:
+    """The trained models whose full weights every process gathers to generate (`rl.setup.gathered_for_generation`
+    does it, `rl.plan` counts it): under ZeRO-3 the policy only, as TRL's `unwrap_model_for_generation` does for its
+    model (the critic takes no part in `generate`); under FSDP the whole prepared module, policy and critic (one
+    FSDP root holds both models' unwrapped parameters); none with DDP or ZeRO-2, which keep weights whole."""
+    if sharding == "zero3":
+        return ("policy",)
+    if sharding == "fsdp":
+        return ("policy", "critic") if uses_critic else ("policy",)
+    return ()
 
 
 KEPT_LOGITS_LIMIT = 256 * 2**20

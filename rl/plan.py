@@ -21,7 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from countdown_env.errors import UsageError
-from rl.config import generation_batch, keeps_generation_logits, per_process_samples
+from rl.config import (
+    accumulation_steps,
+    check_batches,
+    gathered_for_rollouts,
+    generation_batch,
+    keeps_generation_logits,
+    micro_size,
+    per_process_samples,
+)
 
 GB = 1e9
 #: Share of each GPU left for the CUDA context, the allocator's fragmentation, NCCL buffers,
@@ -31,6 +39,9 @@ HEADROOM = 0.10
 #: parameter (with `dtype: bfloat16` too: autocast computes in bf16 over fp32 weights; DeepSpeed's
 #: bf16 mode splits the same 16 bytes as bf16 weights and gradients plus an fp32 master copy).
 WEIGHT_BYTES, GRAD_BYTES, ADAM_BYTES = 4, 4, 8
+#: Under DeepSpeed (`zero2`, `zero3`) the shipped accelerate configs (rl/configs/accelerate/zero*.yaml) run its bf16
+#: mode: bf16 weights and gradients, and an fp32 master copy beside AdamW's two fp32 moments in the optimiser states.
+DS_WEIGHT_BYTES, DS_GRAD_BYTES, DS_ADAM_BYTES = 2, 2, 12
 #: Copies of the response logits alive in the policy's backward, in fp32 (`logprobs_from_logits` and
 #: `entropy_from_logits` upcast and keep their log-softmax outputs), besides the model's own logits.
 LOGIT_FP32_COPIES = 4
@@ -216,16 +227,19 @@ def plan(config: Any, gpus: int, gpu_memory_gb: float, arch: Arch | None = None,
     `prepare`), in `config.dtype`. LoRA (`lora_r` > 0, the config's `lora_r` when there is one):
     frozen base weights in `config.dtype`, only the adapters trained.
     """
-    if gpus < 1 or gpu_memory_gb <= 0:
-        raise UsageError(f"--gpus must be >= 1 and --gpu-memory-gb > 0, got {gpus} and {gpu_memory_gb}")
+    if gpus < 1 or not math.isfinite(gpu_memory_gb) or gpu_memory_gb <= 0:
+        raise UsageError(f"--gpus must be >= 1 and --gpu-memory-gb a number > 0, got {gpus} and {gpu_memory_gb}")
+    check_batches(config, gpus)  # what the runner would refuse on this many processes, refused here alike
     arch = arch or arch_of(config.model)
     lora_r = getattr(config, "lora_r", 0) if lora_r is None else lora_r
     act_bytes = 2 if config.dtype == "bfloat16" else 4
     shard_states = gpus if config.sharding in ("zero2", "zero3", "fsdp") else 1
     shard_weights = gpus if config.sharding in ("zero3", "fsdp") else 1
+    deepspeed = config.sharding in ("zero2", "zero3")
+    w_bytes, g_bytes, a_bytes = (DS_WEIGHT_BYTES, DS_GRAD_BYTES, DS_ADAM_BYTES) if deepspeed else (WEIGHT_BYTES, GRAD_BYTES, ADAM_BYTES)
 
     seq = prompt_tokens(config) + config.max_new_tokens
-    micro, response = config.micro, config.max_new_tokens
+    micro, response = micro_size(config, gpus), config.max_new_tokens
     per_token = (
         arch.layers * arch.hidden + arch.activation_elements()
         if config.gradient_checkpointing
@@ -238,43 +252,56 @@ def plan(config: Any, gpus: int, gpu_memory_gb: float, arch: Arch | None = None,
         if lora_r:
             adapters = arch.lora_params(lora_r)
             base = params * act_bytes / shard_weights  # frozen, in the run's dtype
-            return Row(name, base + adapters * WEIGHT_BYTES / shard_weights, adapters * GRAD_BYTES / shard_states,
-                       adapters * ADAM_BYTES / shard_states, activations)  # fmt: skip
-        return Row(name, params * WEIGHT_BYTES / shard_weights, params * GRAD_BYTES / shard_states,
-                   params * ADAM_BYTES / shard_states, activations)  # fmt: skip
+            return Row(name, base + adapters * w_bytes / shard_weights, adapters * g_bytes / shard_states,
+                       adapters * a_bytes / shard_states, activations)  # fmt: skip
+        return Row(name, params * w_bytes / shard_weights, params * g_bytes / shard_states,
+                   params * a_bytes / shard_states, activations)  # fmt: skip
 
     rows = [trained("policy", arch.policy_params, backbone_acts + logits)]
     if config.uses_critic:
         rows.append(trained("critic", arch.critic_params, backbone_acts))
     if config.uses_critic or config.kl_coef > 0:
         rows.append(Row("reference", weights=arch.policy_params * act_bytes))
-    generation = generation_row(config, arch, gpus, seq, act_bytes, shard_weights)
+    generation = generation_row(config, arch, gpus, seq, act_bytes)
     return Plan(tuple(rows), generation, gpus, gpu_memory_gb, plan_summary(config, arch, gpus, seq, lora_r))
 
 
-def generation_row(config: Any, arch: Arch, gpus: int, seq: int, act_bytes: int, shard_weights: int) -> Row:
+def generation_row(config: Any, arch: Arch, gpus: int, seq: int, act_bytes: int) -> Row:
     """The rollout phase's transient memory: the KV cache, generate's kept logits (when the log-probs come from
-    them) and one step's logits, plus the policy's weights gathered whole when they are sharded."""
+    them) and one step's logits, plus the other GPUs' shards of what `gathered_for_rollouts` gathers."""
     gen_batch = generation_batch(config, gpus)
     kv_cache = gen_batch * seq * arch.layers * 2 * arch.kv_dim * act_bytes
     kept_logits = gen_batch * config.max_new_tokens * arch.vocab * 4 if keeps_generation_logits(config, arch.vocab, gen_batch) else 0
-    # Sharded weights are gathered whole for `generate` (fp32 under FSDP; bf16 under DeepSpeed's bf16 mode).
-    gathered = 0.0
-    if shard_weights > 1:
-        gathered = arch.policy_params * (act_bytes if config.sharding == "zero3" else WEIGHT_BYTES) * (1 - 1 / gpus)
-    return Row("generation", weights=gathered, activations=kv_cache + kept_logits + gen_batch * arch.vocab * 4)
+    return Row("generation", weights=gathered_bytes(config, arch, gpus), activations=kv_cache + kept_logits + gen_batch * arch.vocab * 4)
+
+
+def gathered_bytes(config: Any, arch: Arch, gpus: int) -> float:
+    """Bytes a rollout gathers onto each GPU besides its own shard: the models `gathered_for_rollouts` names, in the
+    dtype they are held in (ZeRO-3: DeepSpeed's bf16 weights; FSDP: fp32 weights), each missing its 1/gpus share."""
+    sizes = {"policy": arch.policy_params, "critic": arch.critic_params}
+    names = gathered_for_rollouts(config.sharding, config.uses_critic)
+    if getattr(config, "lora_r", 0):
+        # The frozen base is held in the run's dtype, the adapters in the trained weights' bytes.
+        per = (2 if config.dtype == "bfloat16" else 4) if config.sharding == "fsdp" else DS_WEIGHT_BYTES
+        adapters = arch.lora_params(config.lora_r) * (WEIGHT_BYTES if config.sharding == "fsdp" else DS_WEIGHT_BYTES)
+        total = sum(sizes[n] * per + adapters for n in names)
+    else:
+        per = DS_WEIGHT_BYTES if config.sharding == "zero3" else WEIGHT_BYTES
+        total = sum(sizes[n] * per for n in names)
+    return total * (1 - 1 / gpus)
 
 
 def plan_summary(config: Any, arch: Arch, gpus: int, seq: int, lora_r: int) -> str:
     """The plan's first line: the model, what shards and how, the sequence and the batches per GPU."""
     per_process, response = per_process_samples(config, gpus), config.max_new_tokens
-    steps = max(1, math.ceil(per_process / config.mini_batch_size))
+    steps = config.optimizer_steps
     return (
         f"{config.model or '?'}: policy {arch.policy_params / 1e9:.2f}B parameters"
         + (f", LoRA r={lora_r}: {arch.lora_params(lora_r) / 1e6:.1f}M trained" if lora_r else "")
         + f"; {config.sharding}, {config.dtype}, gradient checkpointing {'on' if config.gradient_checkpointing else 'off'};"
         f" sequences of {seq} tokens (~{seq - response} prompt + {response} response);"
-        f" {per_process} completions per GPU per step in {steps} optimiser steps, each {config.accumulation_steps} x {config.micro} completions"
+        f" {config.batch_size} completions per step ({per_process} per GPU) in {steps * config.ppo_epochs} optimiser steps per PPO step"
+        f" ({config.ppo_epochs} epoch(s) of {steps}), each {config.mini_batch_size} completions: {accumulation_steps(config, gpus)} passes of <= {micro_size(config, gpus)} per GPU"
         f"; generation {generation_batch(config, gpus)} at a time"
     )
 
@@ -310,7 +337,7 @@ def suggestions(config: Any, gpus: int, gpu_memory_gb: float, arch: Arch | None 
         options.append({"dtype": "bfloat16"})
     if not config.gradient_checkpointing:
         options.append({"gradient_checkpointing": True})
-    micro = config.micro
+    micro = micro_size(config, gpus)
     while micro > 1:
         micro //= 2
         if config.mini_batch_size % micro == 0:
@@ -353,8 +380,11 @@ def gpus_needed(config: Any, gpu_memory_gb: float, arch: Arch | None = None, mos
     """The fewest GPUs of `gpu_memory_gb` on which `config` fits as it is (None: not even `most`)."""
     arch = arch or arch_of(config.model)
     for gpus in range(1, most + 1):
-        if config.prompts_per_step % gpus == 0 and plan(config, gpus, gpu_memory_gb, arch).fits:
-            return gpus
+        try:
+            if plan(config, gpus, gpu_memory_gb, arch).fits:
+                return gpus
+        except UsageError:  # the batch does not split over this many processes
+            continue
     return None
 
 

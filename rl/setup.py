@@ -15,7 +15,6 @@ run on every process with the parameters gathered (`gathered_for_generation`).
 from __future__ import annotations
 
 import json
-import math
 import time
 import warnings
 from collections.abc import Iterator
@@ -29,7 +28,7 @@ import torch
 
 from countdown_env.errors import UsageError
 from countdown_env.files import read_jsonl, write_text_atomic
-from rl.config import PPOConfig, per_process_samples
+from rl.config import PPOConfig, accumulation_steps, check_batches, gathered_for_rollouts, micro_size
 from runtime.logprobs import response_inputs, response_slice
 from runtime.run_dir import RunDir, publish_checkpoint, truncate_after
 from runtime.tracking import check_report_to
@@ -40,15 +39,12 @@ PROCESS_GROUP_TIMEOUT_HOURS = 2
 
 # ---- accelerator ----------------------------------------------------------------------
 def start_accelerator(config: PPOConfig, output_dir: Path, report_to: str) -> Any:
-    """The run's accelerator, after the checks that need the process count: every process gets
-    an equal share of the prompts and every micro-batch at least one completion."""
+    """The run's accelerator, after the checks that need the process count (`check_batches`, which `plan`
+    runs too): every process gets an equal share of the prompts and of every mini-batch."""
     if not config.model:
         raise UsageError("no model: pass --model PATH (a local model folder or a hub id)")
     accelerator = make_accelerator(config, check_report_to(report_to), output_dir)
-    world = accelerator.num_processes
-    if config.prompts_per_step % world:
-        raise UsageError(f"prompts_per_step {config.prompts_per_step} must be divisible by the number of processes {world}")
-    check_batches(config, world)
+    check_batches(config, accelerator.num_processes)
     check_sharding(config, accelerator)
     return accelerator
 
@@ -57,17 +53,6 @@ def init_trackers(accelerator: Any, config: PPOConfig, report_to: str) -> None:
     """Start the tracker (`report_to`) with the hyperparameters as scalars: trackers refuse nested values."""
     if report_to != "none":
         accelerator.init_trackers("runs", config={k: v for k, v in config.to_dict().items() if isinstance(v, int | float | str | bool)})
-
-
-def check_batches(config: PPOConfig, world: int) -> None:
-    """Every micro-batch of every process must hold at least one completion."""
-    samples = per_process_samples(config, world)
-    n_batches = max(1, math.ceil(samples / config.mini_batch_size))
-    if n_batches * config.accumulation_steps > samples:
-        raise UsageError(
-            f"{samples} completions per process make {n_batches} mini-batches of {config.accumulation_steps} micro-batches each:"
-            " more micro-batches than completions; raise micro_batch_size or make mini_batch_size divide the completions per process"
-        )
 
 
 def torch_dtype(config: PPOConfig) -> torch.dtype:
@@ -93,8 +78,10 @@ def make_accelerator(config: PPOConfig | None = None, report_to: str = "none", p
     config = config or PPOConfig()
     timeout = InitProcessGroupKwargs(timeout=timedelta(hours=PROCESS_GROUP_TIMEOUT_HOURS))
     trackers = {} if report_to == "none" else {"log_with": report_to, "project_dir": str(project_dir)}
-    accumulation = GradientAccumulationPlugin(num_steps=config.accumulation_steps, sync_with_dataloader=False)
-    return Accelerator(
+    # The passes per optimiser step depend on the process count (a process holds 1/world of each global
+    # mini-batch), known once the process group is up: one pass here, the count set right below.
+    accumulation = GradientAccumulationPlugin(num_steps=1, sync_with_dataloader=False)
+    accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),
         kwargs_handlers=[timeout],
         gradient_accumulation_plugin=accumulation,
@@ -102,17 +89,16 @@ def make_accelerator(config: PPOConfig | None = None, report_to: str = "none", p
         mixed_precision="bf16" if config.dtype == "bfloat16" else None,
         **trackers,
     )
+    accelerator.gradient_accumulation_steps = accumulation_steps(config, accelerator.num_processes)
+    return accelerator
 
 
 def check_sharding(config: PPOConfig, accelerator: Any) -> None:
     """Warn when the launcher shards differently from `sharding` (what `plan` assumed for memory)."""
-    from accelerate.utils import DistributedType
-
-    kind = accelerator.distributed_type
-    actual = "zero" if kind == DistributedType.DEEPSPEED else "fsdp" if kind == DistributedType.FSDP else "ddp"
-    if not config.sharding.startswith(actual):
+    actual = running_sharding(accelerator)
+    if config.sharding != actual:
         warnings.warn(
-            f"sharding is {config.sharding!r} but accelerate runs {kind.value}; `countdown-lab plan` assumed {config.sharding!r}"
+            f"sharding is {config.sharding!r} but accelerate runs {actual}; `countdown-lab plan` assumed {config.sharding!r}"
             f" (launch with --config_file rl/configs/accelerate/{config.sharding}.yaml)",
             stacklevel=2,
         )
@@ -277,8 +263,9 @@ def configure_deepspeed(config: PPOConfig, accelerator: Any) -> None:
     plugin = getattr(accelerator.state, "deepspeed_plugin", None)
     if plugin is None:
         return
-    plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = config.micro
-    plugin.deepspeed_config["gradient_accumulation_steps"] = config.accumulation_steps
+    world = accelerator.num_processes
+    plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = micro_size(config, world)
+    plugin.deepspeed_config["gradient_accumulation_steps"] = accumulation_steps(config, world)
     plugin.deepspeed_config["gradient_clipping"] = config.max_grad_norm
 
 
@@ -289,22 +276,47 @@ def unwrap(model: Any) -> Any:
     return extract_model_from_parallel(model)
 
 
+def running_sharding(accelerator: Any) -> str:
+    """The sharding the launcher runs (`ddp`, `zero2`, `zero3`, `fsdp`), read from the accelerator."""
+    from accelerate.utils import DistributedType
+
+    kind = accelerator.distributed_type
+    if kind == DistributedType.DEEPSPEED:
+        return "zero3" if accelerator.state.deepspeed_plugin.zero_stage == 3 else "zero2"
+    return "fsdp" if kind == DistributedType.FSDP else "ddp"
+
+
+def gathered_parameters(inner: PolicyCritic, sharding: str) -> list[torch.nn.Parameter]:
+    """The parameters a rollout gathers under `sharding` (`rl.config.gathered_for_rollouts`: under ZeRO-3 the
+    policy's only; the critic takes no part in `generate`)."""
+    names = gathered_for_rollouts(sharding, inner.critic is not None)
+    return [p for name in names for p in getattr(inner, name).parameters()]
+
+
 @contextmanager
 def gathered_for_generation(module: Any, accelerator: Any) -> Iterator[PolicyCritic]:
-    """The unwrapped `PolicyCritic` with full parameters, for `generate` (which calls the policy
-    directly, outside the wrapper's forward). Every process must enter it together: gathering
-    is a collective. DDP and ZeRO-2 hold full weights already; ZeRO-3 gathers them
-    (`GatheredParameters`), FSDP too (`summon_full_params`, or `unshard` for FSDP2 modules).
-    Inside, the model runs under the run's autocast."""
+    """The unwrapped `PolicyCritic` with the policy's full parameters, for `generate` (which calls the policy
+    directly, outside the wrapper's forward). Every process must enter it together: gathering is a
+    collective. DDP and ZeRO-2 hold full weights already. ZeRO-3 gathers the policy once and takes
+    DeepSpeed's per-module fetch hooks off for the duration, as TRL's `unwrap_model_for_generation` does
+    (`remove_hooks`/`add_hooks`: TRL measured generation 10x faster than with the hooks re-gathering every
+    layer at every token); TRL's function itself gathers its whole engine, here policy and critic, so its
+    parts are used on the policy alone. FSDP gathers the module (`summon_full_params`, or `unshard` for
+    FSDP2 modules). Inside, the model runs under the run's autocast."""
     from accelerate.utils import DistributedType
 
     inner = unwrap(module)
     with accelerator.autocast():
-        if accelerator.distributed_type == DistributedType.DEEPSPEED and accelerator.state.deepspeed_plugin.zero_stage == 3:
+        if accelerator.distributed_type == DistributedType.DEEPSPEED and running_sharding(accelerator) == "zero3":
             import deepspeed
+            from trl.models.utils import add_hooks, remove_hooks
 
-            with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
-                yield inner
+            with deepspeed.zero.GatheredParameters(gathered_parameters(inner, "zero3"), modifier_rank=None):
+                remove_hooks(module)
+                try:
+                    yield inner
+                finally:
+                    add_hooks(module)
         elif accelerator.distributed_type == DistributedType.FSDP:
             from torch.distributed.fsdp import FSDPModule
             from torch.distributed.fsdp import FullyShardedDataParallel as FSDP

@@ -29,7 +29,7 @@ import torch
 from countdown_env import Task, generate_tasks
 from countdown_env.errors import UsageError
 from countdown_env.files import append_jsonl
-from rl.config import PPOConfig, generation_batch, keeps_generation_logits, per_process_samples
+from rl.config import PPOConfig, accumulation_steps, generation_batch, keeps_generation_logits, micro_size, per_process_samples
 from rl.evaluate import eval_metrics, evaluate_policy, logged_eval_rows
 from rl.ppo import (
     clipped_policy_loss,
@@ -134,13 +134,13 @@ def train(
     bar = progress_bar(config, start, disable=not (main and progress))
     for step in bar:
         t0 = time.perf_counter()
-        shuffle = seed_step(config, step, rank)
+        seed_step(config, step, rank)
         # 5. Rollouts: this process's completions for the step, sampled and scored.
         rollout = collect_rollouts(models, train_tasks, config, step, rank, world, accelerator)
         t_gen = time.perf_counter() - t0
         # 6. Log-probs, values and advantages; 7. the update.
         batch = prepare_batch(models, rollout, config, accelerator.device, accelerator)
-        stats = update(models, batch, config, accelerator, shuffle)
+        stats = update(models, batch, config, accelerator, step)
         # 8. Metrics, averaged over processes (compute summed); 9. the held-out evaluation when due.
         row = reduce_metrics(accelerator, step_metrics(rollout, batch, stats, config.rollouts_per_prompt))
         totals.add_step(accelerator, rollout.generation.lengths.sum(), batch.mask.sum(), config.ppo_epochs)
@@ -156,11 +156,10 @@ def train(
     return run.root
 
 
-def seed_step(config: PPOConfig, step: int, rank: int) -> torch.Generator:
-    """Reseed sampling for `step` on this process, and return the step's mini-batch shuffle generator:
-    both functions of (seed, step, rank) only, so a resumed run draws what it would have drawn."""
+def seed_step(config: PPOConfig, step: int, rank: int) -> None:
+    """Reseed sampling for `step` on this process: a function of (seed, step, rank) only, so a resumed run
+    draws what it would have drawn. (The mini-batches are drawn apart, by `minibatch_labels`.)"""
     torch.manual_seed(config.seed * 1_000_003 + step * 1009 + rank)
-    return torch.Generator().manual_seed(config.seed * 7919 + step * 31 + rank)
 
 
 def timing_row(t0: float, t_gen: float, step: int, config: PPOConfig) -> dict[str, float]:
@@ -247,7 +246,7 @@ def collect_rollouts(
 def micro_chunks(n: int, config: PPOConfig, world: int) -> int:
     """How many micro-batches a no-grad pass over `n` samples takes: the same count in every
     process (FSDP and ZeRO-3 gather in every forward, so every process must make as many)."""
-    return max(1, math.ceil(max(n, per_process_samples(config, world)) / config.micro))
+    return max(1, math.ceil(max(n, per_process_samples(config, world)) / micro_size(config, world)))
 
 
 @torch.no_grad()
@@ -333,23 +332,29 @@ def ppo_losses(models: Models, batch: Batch, idx: torch.Tensor, config: PPOConfi
 
 
 def minibatch_step(models: Models, batch: Batch, idx: torch.Tensor, config: PPOConfig, accelerator: Any) -> dict[str, torch.Tensor]:
-    """One optimiser step on mini-batch `idx`, accumulated over `accumulation_steps` micro-batches.
+    """One optimiser step on this process's share `idx` of a global mini-batch, in `accumulation_steps` passes.
 
-    Each micro-batch's token-mean loss is weighted by its share of the mini-batch's tokens, so
-    the accumulated gradient is that of the mini-batch's token mean, as without accumulation
-    (accelerate, or DeepSpeed's engine, divides each backward by the accumulation steps: the
-    weight multiplies them back). Gradients are clipped per model, as two optimisers would
-    (under DeepSpeed the engine clips the joint norm, `gradient_clipping` in its config)."""
-    micros = idx.tensor_split(config.accumulation_steps)
-    total = batch.mask[idx].sum().clamp(min=1.0)
+    The gradient is that of the token mean over the WHOLE mini-batch (every process's share), as one
+    process holding it all would compute: each pass's token-mean loss is weighted by its tokens over the
+    mini-batch's tokens on all processes, times the process count (DDP, ZeRO and FSDP average gradients over
+    processes), times the passes (accelerate, or DeepSpeed's engine, divides each backward by them).
+    Gradients are clipped per model, as two optimisers would (under DeepSpeed the engine clips the joint
+    norm, `gradient_clipping` in its config). The statistics are this process's token means (averaged over
+    processes when logged)."""
+    world = accelerator.num_processes
+    passes = accumulation_steps(config, world)
+    micros = idx.tensor_split(passes)
+    local = batch.mask[idx].sum()
+    total = accelerator.reduce(local.clone(), reduction="sum") if world > 1 else local
+    total, local = total.clamp(min=1.0), local.clamp(min=1.0)
     stats: dict[str, torch.Tensor] = {}
     for micro in micros:
         with accelerator.accumulate(models.module):
-            share = batch.mask[micro].sum() / total
+            tokens = batch.mask[micro].sum()
             loss, micro_stats = ppo_losses(models, batch, micro, config)
-            accelerator.backward(loss * share * config.accumulation_steps)
+            accelerator.backward(loss * (tokens / total) * world * passes)
             for key, value in micro_stats.items():
-                stats[key] = stats.get(key, 0.0) + value.detach() * share
+                stats[key] = stats.get(key, 0.0) + value.detach() * (tokens / local)
             if accelerator.sync_gradients:
                 for model in (models.policy, models.critic):
                     if model is not None:
@@ -359,16 +364,28 @@ def minibatch_step(models: Models, batch: Batch, idx: torch.Tensor, config: PPOC
     return stats
 
 
-def update(models: Models, batch: Batch, config: PPOConfig, accelerator: Any, shuffle: torch.Generator) -> dict[str, list[float]]:
-    """`ppo_epochs` passes over the step's rollouts in shuffled mini-batches; each statistic per mini-batch."""
+def minibatch_labels(config: PPOConfig, step: int, epoch: int, n: int) -> torch.Tensor:
+    """(n,) the mini-batch of each of the step's first `n` completions, by their index over all processes
+    (process r holds indices r*share...): every run of `optimizer_steps` consecutive completions is dealt one to
+    each mini-batch in a random order, a function of (seed, step, epoch) only. So a mini-batch is the same set
+    of completions on any number of processes, and each process holds an equal share of it."""
+    k = config.optimizer_steps
+    g = torch.Generator().manual_seed(config.seed * 7919 + step * 31 + epoch * 1_000_033)
+    runs = math.ceil(n / k)
+    return torch.stack([torch.randperm(k, generator=g) for _ in range(runs)]).flatten()[:n]
+
+
+def update(models: Models, batch: Batch, config: PPOConfig, accelerator: Any, step: int) -> dict[str, list[float]]:
+    """`ppo_epochs` passes over the step's rollouts in `optimizer_steps` random mini-batches (global: the same
+    completions and optimiser steps on any number of processes); each statistic per mini-batch."""
     models.module.train()  # the critic has every dropout at 0: the same values as in eval mode
     stats: dict[str, list[float]] = {}
     n = batch.response.shape[0]
-    # The same number of mini-batches, and of micro-batches in each, in every process (DDP
-    # all-reduces, FSDP/ZeRO-3 gather, in every one of them).
-    n_batches = max(1, math.ceil(per_process_samples(config, accelerator.num_processes) / config.mini_batch_size))
-    for _ in range(config.ppo_epochs):
-        for idx in torch.randperm(n, generator=shuffle).to(batch.response.device).tensor_split(n_batches):
+    first = accelerator.process_index * n  # this process's first completion in the step's global order
+    for epoch in range(config.ppo_epochs):
+        labels = minibatch_labels(config, step, epoch, first + n)[first:].to(batch.response.device)
+        for k in range(config.optimizer_steps):
+            idx = (labels == k).nonzero().squeeze(1)
             for key, value in minibatch_step(models, batch, idx, config, accelerator).items():
                 stats.setdefault(key, []).append(float(value))
     return stats

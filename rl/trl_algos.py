@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -23,7 +24,7 @@ from transformers import TrainerCallback
 from countdown_env import Rules, Task, score_response
 from countdown_env.errors import UsageError
 from countdown_env.files import append_jsonl, write_text_atomic
-from rl.config import PPOConfig
+from rl.config import PPOConfig, accumulation_steps, check_batches, local_minibatch, micro_size
 from rl.evaluate import evaluate_policy
 from rl.setup import Totals
 from rl.train import split_tasks
@@ -125,8 +126,8 @@ KEY_MAP = {
 }
 
 
-def check_config(algo: str, config: PPOConfig) -> None:
-    """What TRL's trainers cannot do with this config, as a clear error before anything loads."""
+def check_config(algo: str, config: PPOConfig, world: int = 1) -> None:
+    """What TRL's trainers cannot do with this config on `world` processes, as a clear error before anything loads."""
     if algo not in ALGOS:
         raise UsageError(f"algo must be one of {ALGOS} (or ppo), got {algo!r}")
     if not config.model:
@@ -137,6 +138,12 @@ def check_config(algo: str, config: PPOConfig) -> None:
         raise UsageError(
             f"mini_batch_size {config.mini_batch_size} must divide prompts_per_step x rollouts_per_prompt = {config.batch_size}"
             f" for --algo {algo}"
+        )
+    check_batches(config, world)
+    if local_minibatch(config, world) % micro_size(config, world):
+        raise UsageError(
+            f"micro_batch_size {config.micro_batch_size} must divide each process's {local_minibatch(config, world)} completions of a"
+            f" mini-batch for --algo {algo} (TRL accumulates equal micro-batches)"
         )
 
 
@@ -160,11 +167,12 @@ def trl_config(
     report_to: str = "none",
     *,
     quiet: bool = False,
+    world: int = 1,
 ) -> Any:
-    """TRL's config for our `config`: one of our steps is `optimizer_steps_per_step` of TRL's.
+    """TRL's config for our `config` on `world` processes: one of our steps is `optimizer_steps_per_step` of TRL's.
     `overrides` (`--trl-set`) win over what we set, with a note on stderr (unless `quiet`)."""
     config_class, _ = trl_classes(algo)
-    args = trl_kwargs(config, trl_dir, optimizer_steps_per_step, report_to)
+    args = trl_kwargs(config, trl_dir, optimizer_steps_per_step, report_to, world)
     overrides = overrides or {}
     for key in sorted(set(overrides) & set(args)):
         if not quiet and overrides[key] != args[key]:
@@ -172,8 +180,13 @@ def trl_config(
     return config_class(**{**args, **overrides})
 
 
-def trl_kwargs(config: PPOConfig, trl_dir: Path, optimizer_steps_per_step: int, report_to: str = "none") -> dict[str, Any]:
-    """The TRL config arguments that our `config` sets."""
+def trl_kwargs(config: PPOConfig, trl_dir: Path, optimizer_steps_per_step: int, report_to: str = "none", world: int = 1) -> dict[str, Any]:
+    """The TRL config arguments that our `config` sets on `world` processes.
+
+    TRL's batch numbers are per device: `generation_batch_size` (global) / (per-device batch x processes) micro-batches
+    per round (`steps_per_generation`), one optimiser step per `gradient_accumulation_steps` of them. Our
+    `mini_batch_size` is global, so per-device batch x accumulation = mini_batch_size / world: the same optimiser
+    steps per round, each over mini_batch_size completions, on any number of processes."""
     import torch
 
     return dict(
@@ -181,9 +194,9 @@ def trl_kwargs(config: PPOConfig, trl_dir: Path, optimizer_steps_per_step: int, 
         learning_rate=config.actor_lr,
         weight_decay=config.weight_decay,
         max_grad_norm=config.max_grad_norm,
-        # micro_batch_size is the memory batch, mini_batch_size one optimiser step, as in our PPO.
-        per_device_train_batch_size=min(config.micro, config.batch_size),
-        gradient_accumulation_steps=config.accumulation_steps if config.micro < config.batch_size else 1,
+        # micro_batch_size is the memory batch per process, mini_batch_size one optimiser step over all, as in our PPO.
+        per_device_train_batch_size=micro_size(config, world),
+        gradient_accumulation_steps=accumulation_steps(config, world),
         num_generations=config.rollouts_per_prompt,
         generation_batch_size=config.batch_size,
         max_completion_length=config.max_new_tokens,
@@ -336,8 +349,14 @@ def train_trl(
     # (`steps_per_generation` = generation batch / (per-device batch x processes)) when it
     # builds its config, so it is read from there rather than recomputed here.
     check_report_to(report_to)
-    steps_per_round = optimizer_steps_per_round(trl_config(algo, config, trl_dir, 1, trl_overrides, report_to, quiet=True))
-    args = trl_config(algo, config, trl_dir, steps_per_round, trl_overrides, report_to)
+    # The process count `accelerate launch` (or torchrun) gives every process, then the batches for it.
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    check_config(algo, config, world)
+    probe = trl_config(algo, config, trl_dir, 1, trl_overrides, report_to, quiet=True, world=world)
+    if probe.world_size != world:  # TRL splits the batch by its own count: ours must be the same
+        raise UsageError(f"TRL sees {probe.world_size} processes, WORLD_SIZE says {world}: launch with `accelerate launch`")
+    steps_per_round = optimizer_steps_per_round(probe)
+    args = trl_config(algo, config, trl_dir, steps_per_round, trl_overrides, report_to, world=world)
     start = open_trl_run(run, config, algo, args, last, steps_per_round)
     stop_ids = [i for i in (tokenizer.eos_token_id, tokenizer.pad_token_id) if i is not None]
     zero_at = config.max_new_tokens if config.truncated == "zero" else 0

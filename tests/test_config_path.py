@@ -148,10 +148,12 @@ def test_every_config_goes_through_the_helper():
     with pytest.raises(ValueError, match="unknown SFT field"):
         load_sft_config("sft-tiny-cpu", {"model": "m", "data": "d", "output_dir": "o", "lr": 1})
     assert load_dataclass(EvalConfig, None, {"k": "4"}, what="eval") == EvalConfig(k=4)
-    # One home per kind of preset: SFT presets are the YAML files, and paper-3b spells out the dataclass defaults.
+    # One home per kind of preset: SFT presets are the YAML files; paper-3b spells out the dataclass defaults
+    # but for the study's own settings (scripts/sft.sh: betas, a 64-sequence batch, 2,048 tokens; its task rules).
     assert sorted(PRESETS) == sorted(p.stem for p in SFT_DIR.glob("*.yaml")) == ["sft-paper-3b", "sft-tiny-cpu"]
     paper = SFTRunConfig(model="m", data="d", output_dir="o")
-    assert all(getattr(paper, k) == v for k, v in PRESETS["sft-paper-3b"].items())
+    studys = {"adam_beta2", "gradient_accumulation_steps", "max_length", "task_preset"}
+    assert all(getattr(paper, k) == v for k, v in PRESETS["sft-paper-3b"].items() if k not in studys)
     assert {f.name for f in fields(SFTRunConfig)} >= set(PRESETS["sft-tiny-cpu"])
 
 

@@ -30,6 +30,8 @@ _OPTIONS: tuple[tuple[str, str, type], ...] = (
     ("--lora-r", "lora_r", int),
     ("--lora-alpha", "lora_alpha", int),
     ("--lora-dropout", "lora_dropout", float),
+    ("--prompt-field", "prompt_field", str),
+    ("--completion-field", "completion_field", str),
 )
 #: The other flags that set a field of the same name.
 _OTHER_FIELDS = ("lr_scheduler", "prompt_style", "bf16", "gradient_checkpointing", "report_to", "merge_lora")
@@ -53,8 +55,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--data",
         required=True,
-        help="directory written by `countdown-lab prime`, a JSONL file of prompt/completion or trace rows, "
-        "or a hub dataset org/name[:split] (default split train; a local path that exists wins)",
+        help="directory written by `countdown-lab prime`, a JSONL or parquet file (or a folder with train.jsonl/train.parquet)"
+        " of prompt/completion, query/completion, chat `messages` or trace rows, or a hub dataset org/name[:split]"
+        " (default split train; a local path that exists wins)",
     )
     p.add_argument("--output-dir", type=Path, required=True, metavar="DIR", help="run directory")
     add_preset_args(p, SFTRunConfig, shelf("sft"), default=DEFAULT_PRESET, what="SFT", old=("--preset",),

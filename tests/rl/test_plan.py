@@ -45,10 +45,70 @@ def test_fp32_adamw_is_16_bytes_per_parameter():
 
 
 def test_sharding_divides_what_it_shards():
-    ddp, zero2, zero3 = (plan(fp32_config(sharding=s), 4, 80).rows[0] for s in ("ddp", "zero2", "zero3"))
-    assert zero2.weights == ddp.weights and zero2.gradients == ddp.gradients / 4 and zero2.optimizer == ddp.optimizer / 4
-    assert zero3.weights == ddp.weights / 4 and zero3.optimizer == ddp.optimizer / 4
-    assert plan(fp32_config(sharding="fsdp"), 4, 80).rows == plan(fp32_config(sharding="zero3"), 4, 80).rows
+    """ZeRO-2/3 run DeepSpeed's bf16 mode (the shipped accelerate configs): bf16 weights and gradients, an fp32 master
+    copy and the moments in the optimiser states (2 + 2 + 12 = 16 bytes, as fp32 AdamW); FSDP keeps fp32 weights."""
+    ddp, zero2, zero3, fsdp = (plan(fp32_config(sharding=s), 4, 80).rows[0] for s in ("ddp", "zero2", "zero3", "fsdp"))
+    n = QWEN_3B.policy_params
+    assert (ddp.weights, ddp.gradients, ddp.optimizer) == (4 * n, 4 * n, 8 * n)
+    assert (zero2.weights, zero2.gradients, zero2.optimizer) == (2 * n, 2 * n / 4, 12 * n / 4)
+    assert (zero3.weights, zero3.gradients, zero3.optimizer) == (2 * n / 4, 2 * n / 4, 12 * n / 4)
+    assert (fsdp.weights, fsdp.gradients, fsdp.optimizer) == (4 * n / 4, 4 * n / 4, 8 * n / 4)
+
+
+def test_generation_counts_exactly_what_is_gathered():
+    """ZeRO-3 gathers the policy only, in bf16; FSDP the whole module (policy and critic) in fp32; DDP and ZeRO-2
+    hold whole weights and gather nothing. Each GPU adds the other GPUs' shares: 3/4 of it on 4 GPUs."""
+    from rl.config import gathered_for_rollouts
+
+    def gathered(sharding: str, **changes) -> float:
+        return plan(fp32_config(sharding=sharding, **changes), 4, 80).generation.weights
+
+    policy, critic = QWEN_3B.policy_params, QWEN_3B.critic_params
+    assert gathered("zero3") == pytest.approx(policy * 2 * 3 / 4)
+    assert gathered("fsdp") == pytest.approx((policy + critic) * 4 * 3 / 4)
+    assert gathered("fsdp", advantage_estimator="group") == pytest.approx(policy * 4 * 3 / 4)
+    assert gathered("ddp") == gathered("zero2") == 0
+    assert gathered_for_rollouts("zero3", True) == ("policy",)
+    assert gathered_for_rollouts("fsdp", True) == ("policy", "critic")
+    assert gathered_for_rollouts("zero2", True) == gathered_for_rollouts("ddp", True) == ()
+
+
+@pytest.mark.parametrize("gpus", [1, 2, 4, 8])
+def test_paper_3b_takes_two_optimiser_steps_per_ppo_step_on_any_gpu_count(gpus, capsys):
+    """The study's ppo_mini_batch_size (128 prompts x 4 completions) counts over every GPU: 1,024 completions
+    make 2 optimiser steps whatever the GPU count; each GPU holds 512 / gpus of each."""
+    from lab.cli import main
+    from rl.config import local_minibatch
+
+    config = load_config("ppo-paper-3b")
+    assert config.optimizer_steps == 2 and local_minibatch(config, gpus) == 512 // gpus
+    main(["plan", "--config", "ppo-paper-3b", "--gpus", str(gpus), "--gpu-memory-gb", "80"])
+    assert "in 2 optimiser steps per PPO step" in capsys.readouterr().out.splitlines()[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--gpus", "3", "--gpu-memory-gb", "80"], "prompts_per_step 256 must be divisible by the number of processes 3"),
+        (["--gpus", "4", "--gpu-memory-gb", "80", "--set", "prompts_per_step=2"], "prompts_per_step 2 must be divisible"),
+        (["--gpus", "100000000", "--gpu-memory-gb", "80"], "must be divisible by the number of processes 100000000"),
+        (["--gpus", "4", "--gpu-memory-gb", "nan"], "--gpu-memory-gb a number > 0, got 4 and nan"),
+        (["--gpus", "4", "--gpu-memory-gb", "inf"], "--gpu-memory-gb a number > 0, got 4 and inf"),
+        (["--gpus", "2", "--gpu-memory-gb", "80", "--set", "mini_batch_size=384"], "must split into 3 equal shares"),
+    ],
+)
+def test_plan_refuses_what_the_runner_refuses(args, message, capsys):
+    """`plan` runs the runner's own batch checks (`rl.config.check_batches`): one line `error: ...`, exit 2."""
+    from lab.cli import main
+    from rl.config import check_batches
+
+    assert main(["plan", "--config", "ppo-paper-3b", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and message in err[-1]
+    if "nan" not in message and "inf" not in message:  # the runner's check, called as `ppo` calls it
+        config = load_config("ppo-paper-3b", dict(a.split("=") for a in args if "=" in a))
+        with pytest.raises(ValueError, match=message.split(" must")[0]):
+            check_batches(config, int(args[1]))
 
 
 def test_the_reference_is_in_the_runs_dtype_and_absent_when_unread():
@@ -98,7 +158,7 @@ def test_generation_logits_are_kept_only_while_small_unless_set():
     # A character-level tiny model (vocab ~100) keeps them; SmolLM2 (49,152) at 16 x 256 tokens would hold 0.8 GB.
     assert keeps_generation_logits(auto, 100, 16)
     assert not keeps_generation_logits(auto, 49_152, 16)
-    assert keeps_generation_logits(auto, 49_152, 4) == (4 * 256 * 49_152 * 4 <= KEPT_LOGITS_LIMIT)
+    assert keeps_generation_logits(auto, 49_152, 4) == (KEPT_LOGITS_LIMIT >= 4 * 256 * 49_152 * 4)
     # An explicit setting wins either way, from YAML or --set.
     assert keeps_generation_logits(load_config("tiny-cpu", {"logprobs_from_generation": True}), 49_152, 16)
     assert not keeps_generation_logits(load_config("tiny-cpu", {"logprobs_from_generation": "false"}), 100, 16)

@@ -89,20 +89,33 @@ def test_accumulated_gradient_equals_the_whole_minibatch_gradient(tiny_model):
 
 
 def test_micro_batch_must_divide_the_mini_batch():
-    from rl.config import PPOConfig
+    from rl.config import PPOConfig, accumulation_steps
 
     with pytest.raises(ValueError, match="mini_batch_size 32 must be a multiple of micro_batch_size 6"):
         PPOConfig(mini_batch_size=32, micro_batch_size=6)
-    assert PPOConfig(mini_batch_size=32, micro_batch_size=8).accumulation_steps == 4
-    assert PPOConfig(mini_batch_size=32).accumulation_steps == 1
+    # 16 prompts x 4 = 64 completions in 2 global mini-batches of 32: each process holds 32 / world of each.
+    assert accumulation_steps(PPOConfig(mini_batch_size=32, micro_batch_size=8), 1) == 4
+    assert accumulation_steps(PPOConfig(mini_batch_size=32, micro_batch_size=8), 2) == 2
+    assert accumulation_steps(PPOConfig(mini_batch_size=32), 4) == 1
 
 
-def test_paper_3b_takes_the_studys_two_optimiser_steps_per_ppo_step_on_four_gpus():
-    from rl.config import load_config, per_process_samples
+def test_minibatches_are_the_same_completions_on_any_number_of_processes():
+    """Each global mini-batch is a fixed set of the step's completions (by their global index), and every process
+    holds an equal share of it, so the world size changes neither the sets nor the optimiser steps."""
+    from rl.config import PPOConfig
+    from rl.train import minibatch_labels
 
-    config = load_config("paper-3b")
-    assert per_process_samples(config, 4) // config.mini_batch_size == 2
-    assert config.micro_batch_size and config.mini_batch_size % config.micro_batch_size == 0
+    config = PPOConfig(prompts_per_step=8, rollouts_per_prompt=4, mini_batch_size=8)  # 32 completions, 4 mini-batches
+    labels = minibatch_labels(config, step=3, epoch=0, n=32)
+    assert sorted(labels.bincount().tolist()) == [8, 8, 8, 8]
+    for world in (2, 4, 8):
+        share = 32 // world
+        for rank in range(world):
+            mine = minibatch_labels(config, 3, 0, (rank + 1) * share)[rank * share :]
+            assert mine.tolist() == labels[rank * share : (rank + 1) * share].tolist()
+            assert mine.bincount(minlength=4).tolist() == [share // 4] * 4
+    assert not torch.equal(labels, minibatch_labels(config, 4, 0, 32))  # a fresh draw each step
+    assert not torch.equal(labels, minibatch_labels(config, 3, 1, 32))  # and each epoch
 
 
 def _whiten_worker(rank: int, world: int, port: int, x: torch.Tensor, mask: torch.Tensor, out: dict) -> None:
