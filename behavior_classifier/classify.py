@@ -1,6 +1,7 @@
 """Classify a JSONL file of completions, resumably: the job behind `countdown-lab classify`.
 
-Input rows need ``text``; every other field is copied. Output rows get ``behaviors`` (the counts), or
+Input rows need ``text`` (or the field named by ``text_field``, e.g. ``output`` in veRL's rollout dumps,
+copied to ``text``); every other field is copied. JSONL or parquet. Output rows get ``behaviors`` (the counts), or
 ``behaviors: null`` and ``judge_error`` for a trace the judge could not label, plus ``input_row`` (the
 0-based line of the input row) and ``judge`` (which judge and version labelled it). An input row's own
 ``behaviors`` (e.g. the counts a priming trace was generated with) is kept as ``behaviors_input``, so the
@@ -70,15 +71,62 @@ class RunSummary:
         )
 
 
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    """Input rows; each must be a JSON object with a string `text`. A half-written last line (a run still
-    appending) is left for the next run, which labels it then."""
-    with user_input():
-        rows = read_jsonl(path)
+def read_rows(path: Path, *, text_field: str = "text", step: int | None = None) -> list[dict[str, Any]]:
+    """Input rows (`input_rows`); each must have a string `text` (or `text_field`, copied to `text`). A half-written
+    last JSONL line (a run still appending) is left for the next run, which labels it then."""
+    rows = input_rows(path, text_field=text_field, step=step)
     for i, row in enumerate(rows):
         if not isinstance(row.get("text"), str):
-            raise UsageError(f"{path}: row {i + 1} (of non-blank lines): each row needs a string field 'text' (the completion)")
+            raise UsageError(
+                f"{path}: row {i + 1} (of non-blank lines): each row needs a string field {text_field!r} (the completion)"
+                + ("; veRL's rollout dumps keep it in 'output': --text-field output" if "output" in row and text_field == "text" else "")
+            )
     return rows
+
+
+def input_rows(path: Path | str, *, text_field: str = "text", step: int | None = None) -> list[dict[str, Any]]:
+    """The rows of a JSONL or parquet file of completions, read as this lab's rollout rows (`as_rollout_row`)."""
+    path = Path(path)
+    with user_input():
+        rows = _read_parquet(path) if _is_parquet(path) else read_jsonl(path)
+    return [as_rollout_row(row, text_field=text_field, step=step if step is not None else step_of_file(path)) for row in rows]
+
+
+def as_rollout_row(row: dict[str, Any], *, text_field: str = "text", step: int | None = None) -> dict[str, Any]:
+    """`row` with what this lab's rollout rows carry, taken from a veRL rollout dump's fields where it lacks them:
+    `text` from `text_field` (veRL: `output`), `step` (the row's own, else `step`), `numbers`/`target` from `gts`
+    (the ground truth `export-verl` writes), `correct` from `acc` (what its reward module returns)."""
+    row = dict(row)
+    if text_field != "text" and text_field in row:
+        row["text"] = row[text_field]
+    if "step" not in row and step is not None:
+        row["step"] = step
+    truth = row.get("gts")
+    if isinstance(truth, dict) and "numbers" not in row and "target" in truth:
+        row["numbers"], row["target"] = truth.get("numbers"), truth["target"]
+    if "correct" not in row and isinstance(row.get("acc"), bool | int | float):
+        row["correct"] = bool(row["acc"])
+    return row
+
+
+def step_of_file(path: Path) -> int | None:
+    """The step a file is named after (veRL dumps step N's rollouts to `N.jsonl`), or None."""
+    return int(path.stem) if path.stem.isdigit() else None
+
+
+def _is_parquet(path: Path) -> bool:
+    with path.open("rb") as f:
+        return path.suffix == ".parquet" or f.read(4) == b"PAR1"
+
+
+def _read_parquet(path: Path) -> list[dict[str, Any]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path).to_pylist()
+    except (pa.ArrowInvalid, OSError) as err:
+        raise UsageError(f"{path}: not a parquet file ({err})") from None
 
 
 def _read_done(output: Path, rows: list[dict[str, Any]], retry_failed: bool) -> dict[int, dict[str, Any]]:
@@ -147,10 +195,14 @@ def classify_file(
     retry_failed: bool = False,
     progress: bool = True,
     on_result: Callable[[int], None] | None = None,
+    text_field: str = "text",
+    step: int | None = None,
 ) -> RunSummary:
-    """Label every row of `input_path` into `output_path`, resuming from what the output already holds."""
+    """Label every row of `input_path` into `output_path`, resuming from what the output already holds. `text_field`
+    names the completion's field (veRL dumps: `output`); `step` is the rows' step where they carry none (default:
+    the file's name, as veRL names its dumps)."""
     start = time.monotonic()
-    rows = read_rows(input_path)
+    rows = read_rows(input_path, text_field=text_field, step=step)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     done = _read_done(output_path, rows, retry_failed)
     pending = [i for i in range(len(rows)) if i not in done]

@@ -20,7 +20,6 @@ from typing import Any, Final
 import pandas as pd
 
 from behavior_classifier.behaviors import BEHAVIORS
-from countdown_env.files import read_jsonl
 
 REFERENCE_NAMES: Final = {
     "verification": "verifications",
@@ -42,13 +41,17 @@ SHARE_COLUMNS: Final = tuple(f"share_{REFERENCE_NAMES[b]}" for b in BEHAVIORS)
 COLUMNS: Final = ("condition", "step", "n", "failed", *AVG_COLUMNS, *TOTAL_COLUMNS, *SHARE_COLUMNS, "accuracy", "response_length")
 
 
-def read_classified(path: Path | str, condition: str | None = None) -> pd.DataFrame:
-    """Classified rollouts (JSONL with `text` and `behaviors`, e.g. from `countdown-lab classify`) as a DataFrame.
+def read_classified(path: Path | str, condition: str | None = None, *, text_field: str = "text", step: int | None = None) -> pd.DataFrame:
+    """Classified rollouts (JSONL or parquet with `text` and `behaviors`, e.g. from `countdown-lab classify`) as a DataFrame.
 
-    `condition` fills the `condition` column where rows lack one (e.g. the run's name). A half-written last
-    line (a run still appending, watched from a notebook) is skipped; a bad line elsewhere raises ValueError.
+    `condition` fills the `condition` column where rows lack one (e.g. the run's name). `text_field` names the
+    completion's field (veRL dumps: `output`); `step` is the rows' step where they carry none (default: the file's
+    name, veRL's `N.jsonl`; see `classify.as_rollout_row`). A half-written last line (a run still appending, watched
+    from a notebook) is skipped; a bad line elsewhere raises ValueError.
     """
-    return classified_frame(read_jsonl(path), condition)
+    from behavior_classifier.classify import input_rows
+
+    return classified_frame(input_rows(path, text_field=text_field, step=step), condition)
 
 
 def classified_frame(rows: Iterable[Mapping[str, Any]], condition: str | None = None) -> pd.DataFrame:

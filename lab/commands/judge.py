@@ -17,7 +17,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         description="Rows need 'text'; other fields are copied and 'behaviors' is added (null plus 'judge_error' when the "
         "judge fails); an input 'behaviors' field (e.g. a priming trace's counts) is kept as 'behaviors_input'. Re-running the same command resumes. The LLM judge's key comes from OPENAI_API_KEY only.",
     )
-    p.add_argument("input", type=Path, help="JSONL with a 'text' field per row (e.g. a run's rollouts.jsonl)")
+    p.add_argument(
+        "input", type=Path, help="JSONL or parquet with a 'text' field per row (e.g. a run's rollouts.jsonl; veRL's N.jsonl dumps)"
+    )
+    _add_rollout_fields(p)
     p.add_argument("--output", "-o", type=Path, required=True, metavar="FILE", help="output JSONL (appended as results arrive; resumable)")
     p.add_argument("--judge", choices=("heuristic", "openai"), default=None, help="default: openai if --base-url is given, else heuristic")
     p.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (vLLM)")
@@ -59,7 +62,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", "-o", type=Path, metavar="FILE", help="write the table as CSV here")
     p.add_argument("--plot", type=Path, metavar="FILE", help="write a PNG of frequencies vs step here")
     p.add_argument("--metric", choices=("avg", "share"), default="avg")
+    _add_rollout_fields(p)
     p.set_defaults(func=_frequencies)
+
+
+def _add_rollout_fields(p: argparse.ArgumentParser) -> None:
+    """Where rows keep the completion and the step: veRL's rollout dumps (`trainer.rollout_data_dir`) write
+    `output` (and `input`, `score`, `step`) to `N.jsonl` for step N."""
+    p.add_argument("--text-field", default="text", metavar="NAME",
+                   help="field holding the completion (default text; veRL's rollout dumps: output), copied to 'text'")  # fmt: skip
+    p.add_argument("--step", type=int, default=None, metavar="N",
+                   help="step of rows that carry none (default: the file's name when it is a number, as veRL's N.jsonl)")  # fmt: skip
 
 
 def _classify(args: argparse.Namespace) -> int:
@@ -98,6 +111,8 @@ def _classify(args: argparse.Namespace) -> int:
     if args.batch:
         if judge_name != "openai":
             raise UsageError("--batch needs the LLM judge: give --base-url (e.g. https://api.openai.com/v1)")
+        if args.text_field != "text" or args.step is not None:
+            raise UsageError("--batch reads rows with 'text' and their own step: classify a veRL dump without --batch")
         if args.poll_interval <= 0:
             raise UsageError(f"--poll-interval must be > 0 seconds, got {args.poll_interval}")
         from behavior_classifier.batch import classify_file_batch
@@ -107,7 +122,15 @@ def _classify(args: argparse.Namespace) -> int:
         )
     else:
         assert judge is not None
-        summary = classify_file(args.input, args.output, judge, retry_failed=args.retry_failed, progress=not args.quiet)
+        summary = classify_file(
+            args.input,
+            args.output,
+            judge,
+            retry_failed=args.retry_failed,
+            progress=not args.quiet,
+            text_field=args.text_field,
+            step=args.step,
+        )
     print(summary.describe(), file=sys.stderr)
     print(f"wrote {args.output}")
     if summary.failed_total:
@@ -130,7 +153,7 @@ def _frequencies(args: argparse.Namespace) -> int:
         raise UsageError(f"give one --condition per input ({len(args.inputs)}), or none")
     names = args.condition or [path.resolve().parent.name for path in args.inputs]
     with user_input():  # a line that is not JSON (countdown_env.files names file:line)
-        frames = [read_classified(p, c) for p, c in zip(args.inputs, names, strict=True)]
+        frames = [read_classified(p, c, text_field=args.text_field, step=args.step) for p, c in zip(args.inputs, names, strict=True)]
     frame = behavior_frequencies(pd.concat(frames, ignore_index=True))
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(frame.drop(columns=[c for c in frame if c.startswith("total_")]).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
