@@ -47,7 +47,7 @@ def make_tasks(config: ExperimentConfig, seed: int, root: Path) -> dict[str, lis
     """SFT, RL and eval tasks of one seed, shared by every run (so runs differ only in start and priming).
 
     SFT and RL tasks are disjoint slices of the train split. Eval tasks come from the test split; with a
-    preset that has a dev split, they are `num_eval_tasks` dev tasks then as many test tasks (`dev`, `test`),
+    preset that has a dev split, they are `num_eval_tasks` test tasks then as many dev tasks (`test`, `dev`),
     evaluated together at every evaluation and reported apart."""
     folder = root / "tasks" / f"seed-{seed}"
     paths = {name: folder / f"{name}.jsonl" for name in task_files(config)}
@@ -60,7 +60,7 @@ def make_tasks(config: ExperimentConfig, seed: int, root: Path) -> dict[str, lis
     if has_dev_split(config.task_preset):
         for split in ("dev", "test"):
             tasks[split] = generate_tasks(config.num_eval_tasks, seed=seed, preset=config.task_preset, split=split)
-        tasks["eval"] = tasks["dev"] + tasks["test"]
+        tasks["eval"] = tasks["test"] + tasks["dev"]  # test first: `eval_samples` T=1 samples cover the test split
     else:
         tasks["eval"] = generate_tasks(config.num_eval_tasks, seed=seed, preset=config.task_preset, split="test")
     for name, items in tasks.items():
