@@ -241,3 +241,65 @@ def test_fsdp2_on_two_cpu_processes_generates_and_trains(tiny_model):
         out = manager.dict()
         mp.spawn(_fsdp_worker, args=(free_port(), str(tiny_model), out), nprocs=2, join=True)
         assert dict(out) == {0: (True, True), 1: (True, True)}
+
+
+class _DeepSpeedAccelerator(_FSDPAccelerator):
+    """What `gathered_for_generation` reads of an Accelerator under DeepSpeed (which needs GPUs to run)."""
+
+    def __init__(self, stage: int):
+        from types import SimpleNamespace
+
+        from accelerate.utils import DistributedType
+
+        super().__init__()
+        self.distributed_type = DistributedType.DEEPSPEED
+        self.state = SimpleNamespace(deepspeed_plugin=SimpleNamespace(zero_stage=stage))
+
+
+def test_zero3_rollouts_gather_the_policy_once_with_the_hooks_off(tiny_model, monkeypatch):
+    """Under ZeRO-3 a rollout gathers exactly the policy's parameters (not the critic's), once, and takes DeepSpeed's
+    fetch hooks off while it generates (TRL's remove_hooks/add_hooks), putting them back after, even on an error."""
+    import sys
+    from contextlib import contextmanager
+    from types import SimpleNamespace
+
+    import trl.models.utils as trl_utils
+
+    from rl.setup import PolicyCritic, gathered_for_generation, gathered_parameters, load_critic, running_sharding
+    from runtime.models import load_model
+
+    module = PolicyCritic(load_model(tiny_model, dtype=torch.float32), load_critic(str(tiny_model)))
+    events: list[tuple[str, object]] = []
+
+    @contextmanager
+    def gathered(params, modifier_rank=None):
+        events.append(("gather", {id(p) for p in params}))
+        yield
+
+    import importlib.machinery
+    import types
+
+    fake = types.ModuleType("deepspeed")  # DeepSpeed needs CUDA to install: a stand-in recording what is gathered
+    fake.__spec__ = importlib.machinery.ModuleSpec("deepspeed", None)
+    fake.zero = SimpleNamespace(GatheredParameters=gathered)
+    fake.DeepSpeedEngine = type("DeepSpeedEngine", (), {})
+    monkeypatch.setitem(sys.modules, "deepspeed", fake)
+    monkeypatch.setattr(trl_utils, "remove_hooks", lambda m: events.append(("remove", m)))
+    monkeypatch.setattr(trl_utils, "add_hooks", lambda m: events.append(("add", m)))
+    with gathered_for_generation(module, _DeepSpeedAccelerator(3)) as inner:
+        assert inner is module and [e[0] for e in events] == ["gather", "remove"]
+    assert [e[0] for e in events] == ["gather", "remove", "add"] and events[1][1] is module and events[2][1] is module
+    assert events[0][1] == {id(p) for p in module.policy.parameters()}
+    assert not events[0][1] & {id(p) for p in module.critic.parameters()}
+    with pytest.raises(RuntimeError), gathered_for_generation(module, _DeepSpeedAccelerator(3)):
+        raise RuntimeError("generation failed")
+    assert events[-1][0] == "add"
+    # ZeRO-2 holds whole weights: nothing gathered, no hook touched.
+    events.clear()
+    with gathered_for_generation(module, _DeepSpeedAccelerator(2)):
+        pass
+    assert events == []
+    assert [running_sharding(_DeepSpeedAccelerator(s)) for s in (2, 3)] == ["zero2", "zero3"]
+    assert running_sharding(_FSDPAccelerator()) == "fsdp"
+    assert len(gathered_parameters(module, "fsdp")) == len(list(module.parameters()))
+    assert gathered_parameters(module, "ddp") == []
