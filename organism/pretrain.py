@@ -26,6 +26,7 @@ from typing import Any
 
 from countdown_env import Task, generate_tasks
 from countdown_env.errors import UsageError
+from countdown_env.files import write_text_atomic
 from organism import text as organism
 
 BASES = ("rich", "poor")
@@ -66,6 +67,8 @@ class PretrainConfig:
             raise ValueError(f"drill_share must be in [0, 1), got {self.drill_share}")
         if not 0.0 < self.learning_rate < 1.0:
             raise ValueError(f"learning_rate must be in (0, 1), got {self.learning_rate}")
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"seed must be in 0..2**32-1, got {self.seed}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -165,9 +168,14 @@ def pretrain(config: PretrainConfig, cache: str | Path, *, bases: tuple[str, ...
     root = cache / f"seed-{config.seed}"
     root.mkdir(parents=True, exist_ok=True)
     recorded = root / "pretrain.json"
-    if recorded.is_file() and json.loads(recorded.read_text()) != config.to_dict():
-        raise UsageError(f"{root} holds bases made with other settings ({recorded}); use another --cache or delete it")
-    recorded.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    if recorded.is_file():
+        try:
+            before = json.loads(recorded.read_text())
+        except ValueError:
+            raise UsageError(f"{recorded} is not valid JSON (a crash while it was written?); delete {root} to pretrain these bases afresh") from None
+        if before != config.to_dict():
+            raise UsageError(f"{root} holds bases made with other settings ({recorded}); use another --bases-dir or delete it")
+    write_text_atomic(recorded, json.dumps(config.to_dict(), indent=2) + "\n")
     if bases and all((base_dir(cache, config.seed, base) / "model" / "config.json").is_file() for base in bases):
         return {base: base_dir(cache, config.seed, base) / "model" for base in bases}  # cached: no trunk needed
     fresh = root / "init"

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from countdown_env.errors import UsageError
-from countdown_env.files import append_jsonl, write_text_atomic
+from countdown_env.files import append_jsonl, read_jsonl, write_jsonl_atomic, write_text_atomic
 from countdown_env.rules import PROMPT_STYLES
 from countdown_env.tasks import PRESETS as TASK_PRESETS
 from countdown_env.tasks import Task
@@ -349,24 +349,27 @@ def namespaced(logs: dict[str, float]) -> dict[str, float]:
 class MetricsRows:
     """metrics.jsonl, one row per step: everything logged at a step goes into its row.
 
-    A row is written when the step advances and when training ends, so a crash loses at
-    most the current step's row."""
+    Every value is on disk when `add` returns: a new step's row is appended, and what comes later for
+    the same step (its evaluation) rewrites that last row (atomically). So a row is complete on disk
+    before the checkpoint of its step is saved and before the next step starts: a kill loses no
+    logged row, and a resume from that checkpoint keeps it."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.pending: dict[str, Any] | None = None
+        self.last: dict[str, Any] | None = None
 
     def add(self, step: int, values: dict[str, float]) -> None:
-        if self.pending is not None and self.pending["step"] != step:
-            self.flush()
-        if self.pending is None:
-            self.pending = {"step": step}
-        self.pending.update(values)
+        if self.last is not None and self.last["step"] == step:
+            self.last.update(values)
+            rows = read_jsonl(self.path)
+            if rows and rows[-1].get("step") == step:
+                write_jsonl_atomic(self.path, [*rows[:-1], self.last])
+                return
+        self.last = {"step": step, **values}
+        append_jsonl(self.path, [self.last])
 
     def flush(self) -> None:
-        if self.pending is not None:
-            append_jsonl(self.path, [self.pending])
-            self.pending = None
+        """Nothing to do: rows are written as they come (kept for the callbacks that call it)."""
 
 
 @dataclass

@@ -51,8 +51,8 @@ class EvalConfig:
         for name in ("max_new_tokens", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not 0 < self.temperature < float("inf"):  # nan and inf too: they would sample garbage, not fail
+            raise ValueError(f"temperature must be a finite number > 0, got {self.temperature}")
         if self.num_ood_tasks < 0:
             raise ValueError(f"num_ood_tasks must be >= 0, got {self.num_ood_tasks}")
 

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from countdown_env import DEFAULT_RULES, Rules, Task, TaskConfig, chat_messages, iter_tasks, preset_rules, score_response, tinyzero_prompt
+from countdown_env.errors import UsageError
 from countdown_env.files import atomic_output
 
 DATA_SOURCE = "countdown"
@@ -231,13 +232,21 @@ def export_verl(
     import pyarrow.parquet as pq
 
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     test = _generate(num_test, seed, preset, "test")
     if train_tasks is None:
         train = _generate(num_train, seed, preset, "train")
     else:
         held_out = {t.key for t in test}
         train = [t for t in train_tasks if t.key not in held_out]
+        if not train:  # e.g. --tasks test.parquet: every task is a test task, so training on them would be testing on train
+            raise UsageError(
+                f"all {len(train_tasks)} train tasks given are among the {len(test)} test tasks (seed {seed}); nothing would be left "
+                "to train on: give train-split tasks (countdown-lab generate --split train) or another --seed"
+            )
+        if len(train) < len(train_tasks):
+            print(f"export-verl: {len(train_tasks) - len(train)} of the {len(train_tasks)} train tasks given are test tasks: "
+                  f"left out of train.parquet ({len(train)} written)", file=sys.stderr)  # fmt: skip
+    output_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
     for split, tasks in (("train", train), ("test", test)):
         rows = [verl_row(task, split, i, template, rules) for i, task in enumerate(tasks)]

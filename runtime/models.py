@@ -422,3 +422,34 @@ def default_model(root: str | Path = "runs/models", arch: str = "qwen2", size: s
     if not (path / "config.json").exists():
         init_model(path, arch, size, seed=seed)
     return path
+
+
+#: Files that hold a model's weights (a LoRA adapter's `adapter_model.*` included).
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.gguf", "*.safetensors.index.json", "*.bin.index.json")
+
+
+def check_model(name: str, flag: str = "--model") -> str:
+    """`name` if a model can be loaded from it, else a one-line `UsageError` (before anything is written).
+
+    A local path must be a folder holding a model (config.json and weights, or a LoRA adapter), or a
+    run directory whose model `resolve_model_path` finds. Anything else must look like a hub id
+    (`org/name`) that loads: a packaged model, in the local hub cache, or the hub answers."""
+    import re
+
+    from countdown_env.errors import UsageError
+
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise UsageError(f"{flag} {name} is a file; give a model folder, a run directory or a hub id")
+        folder = Path(resolve_model_path(path))
+        if not _is_model_folder(folder):
+            raise UsageError(f"{flag} {name} holds no model (no config.json, no run's model or checkpoint)")
+        if not any(next(folder.glob(p), None) for p in WEIGHT_PATTERNS):
+            raise UsageError(f"{flag} {name}: {folder} has a config.json but no weights (a copy cut short?)")
+        return name
+    if re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?", name) is None or name.startswith((".", "~")):
+        raise UsageError(f"{flag} {name} does not exist (not a local folder, and not a hub id like org/name)")
+    if name not in PACKAGED_MODELS and not hub_has(name):
+        raise UsageError(f"{flag} {name} is not a local folder, and the hub id is neither cached nor reachable (offline?)")
+    return name

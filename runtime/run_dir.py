@@ -8,12 +8,16 @@ the last checkpoint does not cover before those steps run again.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from countdown_env.errors import UsageError
 from countdown_env.files import read_jsonl, write_jsonl_atomic
 
 CHECKPOINT = re.compile(r"^step-(\d+)$")
@@ -86,3 +90,31 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+#: The lock file of a folder one process writes at a time (a run directory, an experiment directory).
+LOCK = ".lock"
+
+
+@contextmanager
+def lock_folder(folder: Path, what: str = "folder") -> Iterator[None]:
+    """Hold an exclusive lock on `folder` (made if missing) for the block; a second process asking for it gets a
+    one-line `UsageError` at once instead of writing into the same logs and checkpoints.
+
+    `fcntl.flock` on `folder/.lock`: the kernel drops the lock when the process dies (even `kill -9`),
+    so a crashed run never leaves its folder locked. Under `accelerate launch` only the main process
+    (RANK 0) locks: its siblings write into the folder with it, by design."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        yield
+        return
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(f"{what} {folder} is in use by another process; wait for it to finish, or use another folder") from None
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock

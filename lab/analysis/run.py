@@ -24,6 +24,7 @@ checkpoint are listed as skipped.
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from collections.abc import Callable
@@ -36,6 +37,7 @@ import numpy as np
 from countdown_env import Rules, Task, TaskConfig, generate_tasks, preset_rules, subset_config, unseen_range_config
 from countdown_env.errors import UsageError
 from countdown_env.files import append_jsonl, read_jsonl, write_text_atomic
+from countdown_env.rules import PROMPT_STYLES
 from lab.analysis import metrics as analysis
 from runtime.prompt import Prompt
 from runtime.run_dir import CHECKPOINT, RunDir
@@ -84,8 +86,10 @@ class AnalyzeConfig:
             raise ValueError(f"samples must be >= 16 (pass@k up to k=16), got {self.samples}")
         if self.num_ood_tasks < 0:
             raise ValueError(f"num_ood_tasks must be >= 0, got {self.num_ood_tasks}")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not 0 < self.temperature < math.inf:
+            raise ValueError(f"temperature must be a finite number > 0, got {self.temperature}")
+        if self.prompt_style not in PROMPT_STYLES:
+            raise ValueError(f"prompt_style must be one of {sorted(PROMPT_STYLES)}, got {self.prompt_style!r}")
         preset_rules(self.task_preset)  # an unknown preset fails here, with the known ones
 
 
@@ -109,18 +113,22 @@ def run_checkpoints(run_dir: Path) -> dict[int, Path]:
     """step -> loadable model folder for every checkpoint a run directory holds.
 
     PPO's `checkpoints/step-N/policy`, the Trainer's `checkpoints/checkpoint-N` (SFT) and
-    `trl/checkpoint-N` (GRPO/RLOO, N in optimizer steps), an SFT run's final `model/` (at its last
-    logged step), and `self-improve`'s `rounds/round-N/model` (N = the round).
+    `trl/checkpoint-N` (GRPO/RLOO: N counts TRL's optimizer steps, several per step of ours, so the
+    step is N / `trl_steps_per_round`), an SFT run's final `model/` (at its last logged step), and
+    `self-improve`'s `rounds/round-N/model` (N = the round).
     """
     root = Path(run_dir)
     found: dict[int, Path] = {}
     for path in RunDir(root).checkpoints.glob("step-*"):
         if (m := CHECKPOINT.match(path.name)) and (path / "policy" / "config.json").is_file():
             found[int(m.group(1))] = path / "policy"
-    for sub in ("checkpoints", "trl"):
-        for path in (root / sub).glob("checkpoint-*"):
-            if (m := _HF_CHECKPOINT.match(path.name)) and (path / "config.json").is_file():
-                found[int(m.group(1))] = path
+    for path in (root / "checkpoints").glob("checkpoint-*"):
+        if (m := _HF_CHECKPOINT.match(path.name)) and (path / "config.json").is_file():
+            found[int(m.group(1))] = path
+    per_round = trl_steps_per_round(root)
+    for path in (root / "trl").glob("checkpoint-*"):
+        if (m := _HF_CHECKPOINT.match(path.name)) and (path / "config.json").is_file() and int(m.group(1)) % per_round == 0:
+            found[int(m.group(1)) // per_round] = path
     for path in (root / "rounds").glob("round-*"):
         if (m := _ROUND.match(path.name)) and (path / "model" / "config.json").is_file():
             found[int(m.group(1))] = path / "model"
@@ -132,6 +140,20 @@ def run_checkpoints(run_dir: Path) -> dict[int, Path]:
         )
         found.setdefault(max(steps, default=max(found, default=0) + 1), root / "model")
     return dict(sorted(found.items()))
+
+
+def trl_steps_per_round(run_dir: Path) -> int:
+    """TRL's optimizer steps per step of ours in a GRPO/RLOO run (`rl.trl_algos.optimizer_steps_per_round`,
+    from the TRL settings its config.json records); 1 for any other run."""
+    path = Path(run_dir) / "config.json"
+    trl = json.loads(path.read_text()).get("trl") if path.is_file() else None
+    if not isinstance(trl, dict):
+        return 1
+    try:
+        micro = int(trl["steps_per_generation"]) * int(trl["num_iterations"])
+        return max(1, micro // int(trl["gradient_accumulation_steps"]))
+    except (KeyError, TypeError, ValueError):  # an older config: TRL saves every save_every of our steps
+        return max(1, int(trl.get("save_steps") or 1) // max(1, int(json.loads(path.read_text()).get("save_every") or 1)))
 
 
 def evaluated_steps(run_dir: Path) -> list[int]:
@@ -167,6 +189,33 @@ def plan(run_dir: Path, base_model: str) -> Plan:
         wanted = list(checkpoints)
     models = {0: str(base_model), **{s: str(checkpoints[s]) for s in wanted if s > 0}}
     return Plan(models, [s for s in evaluated if s not in checkpoints])
+
+
+#: config.json fields that must agree between a base and a checkpoint trained from it.
+SHAPE_FIELDS = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers")
+
+
+def check_models(todo: Plan) -> None:
+    """Every model of the plan loadable (weights present), and the base of the checkpoints' architecture,
+    as one-line errors before anything is written or loaded."""
+    from runtime.models import check_model, resolve_model_path
+
+    base = todo.models[0]
+    check_model(base, "--base-model")
+    for step, path in todo.models.items():
+        if step:
+            check_model(path, f"the checkpoint of step {step}")
+    base_config = Path(resolve_model_path(base)) / "config.json"
+    if not base_config.is_file():  # a hub id: its config is in the hub cache, not worth a lookup here
+        return
+    want = json.loads(base_config.read_text())
+    for step, path in todo.models.items():
+        config = Path(path) / "config.json"
+        have = json.loads(config.read_text()) if step and config.is_file() else want
+        diff = [k for k in SHAPE_FIELDS if k in want and k in have and want[k] != have[k]]
+        if diff:
+            shown = ", ".join(f"{k} {want[k]} vs {have[k]}" for k in diff)
+            raise UsageError(f"--base-model {base} is not the model step {step}'s checkpoint was trained from ({shown}); give the run's start model")
 
 
 @dataclass
@@ -293,6 +342,7 @@ def analyze(
     from runtime.models import load_model, load_tokenizer
 
     todo = plan(run_dir, base_model)
+    check_models(todo)  # before the settings are recorded: a bad --base-model must not lock the output folder
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     settings = output / "config.json"

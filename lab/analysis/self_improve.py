@@ -15,6 +15,7 @@ organism's SFT recipe (`organism.pretrain.train_on_rows`: compact prompts, cosin
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -49,8 +50,10 @@ class SelfImproveConfig:
         for name in ("rounds", "num_tasks", "samples", "max_new_tokens", "sft_steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.temperature <= 0 or self.learning_rate <= 0:
-            raise ValueError("temperature and learning_rate must be > 0")
+        if not 0 < self.temperature < math.inf:
+            raise ValueError(f"temperature must be a finite number > 0, got {self.temperature}")
+        if not 0 < self.learning_rate < 1:  # the organism's SFT recipe (AdamW) diverges at 1 and beyond
+            raise ValueError(f"learning_rate must be in (0, 1), got {self.learning_rate}")
         if self.prompt_style != "compact":
             raise ValueError("self-improve trains with the organism's SFT recipe, which uses compact prompts")
         preset_rules(self.task_preset)

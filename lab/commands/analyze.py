@@ -70,16 +70,13 @@ def _config(args: argparse.Namespace, defaults: dict[str, Any]) -> Any:
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    import json
-
     from countdown_env.errors import UsageError, output_dir
-    from lab.analysis.run import analyze, flagged_lines, run_settings
+    from lab.analysis.run import analyze, flagged_lines, run_settings, start_model
 
     if not args.run_dir.is_dir():
         raise UsageError(f"run directory {args.run_dir} does not exist")
-    base = args.base_model
-    if base is None and (args.run_dir / "config.json").is_file():
-        base = json.loads((args.run_dir / "config.json").read_text()).get("model") or None
+    # The run's own `model` may be a path relative to where it ran: start_model finds it from here too.
+    base = args.base_model or start_model(args.run_dir)
     if not base:
         raise UsageError("no base model: pass --base-model PATH (the model the run started from)")
     config = _config(args, run_settings(args.run_dir))
@@ -95,11 +92,13 @@ def _self_improve(args: argparse.Namespace) -> int:
     from countdown_env.errors import output_dir, user_input
     from lab.analysis.run import analyze
     from lab.analysis.self_improve import SelfImproveConfig, self_improve
+    from runtime.models import check_model
 
     with user_input():
         config = SelfImproveConfig(rounds=args.rounds, task_preset=args.task_preset, num_tasks=args.num_train_tasks, samples=args.train_samples,
                                    sft_steps=args.sft_steps, learning_rate=args.learning_rate, seed=args.seed)  # fmt: skip
     output_dir(args.output_dir, "--output-dir")
+    check_model(args.model)
     self_improve(args.model, args.output_dir, config)
     if not args.no_analyze:
         defaults = {"task_preset": config.task_preset, "prompt_style": config.prompt_style, "max_new_tokens": config.max_new_tokens}

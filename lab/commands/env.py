@@ -101,6 +101,13 @@ def _generate(args: argparse.Namespace) -> int:
         raise UsageError(f"--test-fraction must be between 0 and 1 (exclusive), got {args.test_fraction}")
     config = TaskConfig.preset(args.task_preset, difficulty=False)
     splits = {"both": list(SPLITS), "none": [None]}.get(args.split, [args.split])
+    if args.test_fraction is None:
+        check_split_sizes(args.task_preset, {split: args.num for split in splits}, "-n")
+    if args.push_to_hub:
+        from runtime.hub import offline
+
+        if offline():  # before any file is written, not after
+            raise UsageError(f"--push-to-hub {args.push_to_hub}: the hub is offline (HF_HUB_OFFLINE=1)")
     paths = _outputs(args, splits)
     for split, path in zip(splits, paths, strict=True):
         stream = iter_tasks(args.seed, config, split, args.test_fraction)
@@ -122,6 +129,18 @@ def _generate(args: argparse.Namespace) -> int:
 
             push_rows((t.to_dict() for t in tasks), args.push_to_hub, split=split or "train")
     return 0
+
+
+def check_split_sizes(task_preset: str, wanted: dict[str | None, int], flag: str) -> None:
+    """A one-line error when more tasks are asked of a split (None: all splits) than the preset has there,
+    counted before any work (`lab.pipeline.config.split_sizes`; presets too large to count pass)."""
+    from lab.pipeline.config import split_sizes
+
+    sizes = split_sizes(task_preset)
+    for split, n in wanted.items():
+        have = sum(sizes.values()) if split is None else sizes.get(split)
+        if sizes and have is not None and n > have:
+            raise UsageError(f"{flag} {n}: task preset {task_preset!r} has only {have:,} {split or 'distinct'}{'-split' if split else ''} tasks")
 
 
 def _outputs(args: argparse.Namespace, splits: list[str | None]) -> list[Path]:

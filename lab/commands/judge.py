@@ -149,8 +149,21 @@ def _frequencies(args: argparse.Namespace) -> int:
     from behavior_classifier.frequencies import behavior_frequencies, plot_frequencies, read_classified
     from countdown_env.errors import UsageError, user_input
 
+    from countdown_env.errors import input_file, output_file
+
     if args.condition and len(args.condition) != len(args.inputs):
         raise UsageError(f"give one --condition per input ({len(args.inputs)}), or none")
+    for path in args.inputs:
+        input_file(path)
+    # Before any work: neither output may replace a classified input (paid judge results) or the other output.
+    if args.output:
+        output_file(args.output, "--output", inputs=tuple(args.inputs))
+    if args.plot:
+        output_file(args.plot, "--plot", inputs=tuple(args.inputs) + ((args.output,) if args.output else ()))
+        if args.plot.suffix.lower() != ".png":
+            raise UsageError(f"--plot {args.plot}: the plot is a PNG; give a file name ending in .png")
+        if args.output and args.plot.resolve() == args.output.resolve():
+            raise UsageError(f"--plot {args.plot} is also --output; give each its own file")
     names = args.condition or [path.resolve().parent.name for path in args.inputs]
     with user_input():  # a line that is not JSON (countdown_env.files names file:line)
         frames = [read_classified(p, c, text_field=args.text_field, step=args.step) for p, c in zip(args.inputs, names, strict=True)]
@@ -158,7 +171,10 @@ def _frequencies(args: argparse.Namespace) -> int:
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(frame.drop(columns=[c for c in frame if c.startswith("total_")]).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if args.output:
-        frame.to_csv(args.output, index=False)
+        from countdown_env.files import atomic_output
+
+        with atomic_output(args.output) as f:
+            frame.to_csv(f, index=False)
         print(f"wrote {args.output}")
     if args.plot:
         print(f"wrote {plot_frequencies(frame, args.plot, metric=args.metric)}")

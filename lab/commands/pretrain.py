@@ -31,6 +31,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 def _pretrain(args: argparse.Namespace) -> int:
     from countdown_env.errors import output_dir, user_input
+    from countdown_env.files import write_text_atomic
     from organism import text as organism
     from organism.pretrain import PretrainConfig, evaluate_base, gates, pretrain
 
@@ -60,7 +61,8 @@ def _pretrain(args: argparse.Namespace) -> int:
     verdicts = gates(reports) if set(reports) == {"rich", "poor"} else []
     for text, ok in verdicts:
         print(f"gate {'PASS' if ok else 'FAIL'}: {text}")
-    out.write_text(
+    write_text_atomic(  # a kill mid-write leaves the old file or the new one, never a torn one
+        out,
         json.dumps(
             {
                 "search_pays": pays,

@@ -91,7 +91,7 @@ def _tasks(args: argparse.Namespace) -> tuple[list, dict]:
 
 
 def _prime(args: argparse.Namespace) -> int:
-    from countdown_env.errors import UsageError, output_dir, user_input
+    from countdown_env.errors import UsageError, output_dir, output_file, user_input
     from countdown_env.rules import render_prompt
     from countdown_env.tasks import Task, preset_rules
     from priming.export import write_prime_output
@@ -101,6 +101,14 @@ def _prime(args: argparse.Namespace) -> int:
     if args.incorrect_kind is not None and args.generator != "synthetic":
         raise UsageError("--incorrect-kind applies to the synthetic generator only")
     output_dir(args.output_dir, "--output-dir")
+    if args.tasks:  # an earlier prime's train.jsonl is a valid tasks file: it must not be rewritten while read
+        for name in ("train.jsonl", "test.jsonl", "responses.jsonl", "metadata.json"):
+            output_file(args.output_dir / name, "--output-dir", inputs=(args.tasks,))
+    if args.push_to_hub:
+        from runtime.hub import offline
+
+        if offline():  # before the traces are written, not after
+            raise UsageError(f"--push-to-hub {args.push_to_hub}: the hub is offline (HF_HUB_OFFLINE=1)")
     with user_input():
         kind = incorrect_kind_for(args.incorrect, args.incorrect_kind) if args.generator == "synthetic" else None
         rules = preset_rules(args.task_preset)

@@ -164,19 +164,14 @@ def _positive(text: str) -> int:
     return value
 
 
-def check_model(name: str) -> str:
-    """`name` if it can name a model: an existing path, or something shaped like a hub id (`org/name`).
-    A missing local path is a one-line error here rather than transformers' OSError about repo ids."""
-    import re
-
-    path = Path(name).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise UsageError(f"--model {name} is a file; give a model folder, a run directory or a hub id")
-        return name
-    if re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?", name) is None or name.startswith((".", "~")):
-        raise UsageError(f"--model {name} does not exist (not a local folder, and not a hub id like org/name)")
-    return name
+def _distinct_outputs(paths: dict[str, Path]) -> None:
+    """A one-line error when two outputs (flag -> path) are one file: the second write would replace the first."""
+    seen: dict[Path, str] = {}
+    for flag, path in paths.items():
+        key = Path(path).resolve()
+        if key in seen:
+            raise UsageError(f"{flag} {path} is also {seen[key]}: give each output its own file")
+        seen[key] = flag
 
 
 def _eval_config_class() -> type:
@@ -197,7 +192,7 @@ def resolve_config(args: argparse.Namespace) -> Any:
     """The run's config: --config (or, on --resume, the run's own config.json), then --set, --model, --max-steps."""
     from lab.pipeline.presets import resolve
     from rl.config import DEFAULT_PRESET, PPOConfig, load_config, parse_overrides
-    from runtime.models import PACKAGED_MODELS, resolve_model_path
+    from runtime.models import PACKAGED_MODELS, check_model, resolve_model_path
 
     saved = args.output_dir / "config.json"
     overrides: dict[str, Any] = {}
@@ -218,26 +213,28 @@ def resolve_config(args: argparse.Namespace) -> Any:
 
 
 def _ppo(args: argparse.Namespace) -> int:
-    from runtime.hub import load_tasks
+    from rl.config import parse_overrides
+    from runtime.hub import check_reachable, load_tasks, offline
+    from runtime.run_dir import lock_folder
     from runtime.tracking import check_report_to
 
     if args.trl_overrides and args.algo == "ppo":
         raise UsageError("--trl-set sets TRL's options: it needs --algo grpo or rloo (PPO is our own loop: use --set)")
-    config = resolve_config(args)
-    tasks = load_tasks(args.tasks) if args.tasks else None
+    # Every check before the first file is written or the first model is loaded.
     report_to = check_report_to(args.report_to or "none")
-    if args.algo == "ppo":
-        from rl.train import train
-
-        run = train(config, args.output_dir, tasks=tasks, resume=args.resume, progress=not args.quiet, report_to=report_to)
-    else:
-        from rl.config import parse_overrides
-        from rl.trl_algos import train_trl
-
+    if args.tasks:
+        check_reachable(args.tasks)
+    if args.push_to_hub and offline():
+        raise UsageError(f"--push-to-hub {args.push_to_hub}: the hub is offline (HF_HUB_OFFLINE=1); nothing was trained")
+    output_dir(args.output_dir, "--output-dir")
+    config = resolve_config(args)
+    with user_input("--trl-set"):
         trl_overrides = parse_overrides(args.trl_overrides)
-        run = train_trl(
-            args.algo, config, args.output_dir, tasks=tasks, resume=args.resume, trl_overrides=trl_overrides, report_to=report_to
-        )
+    if args.algo != "ppo":
+        check_trl_overrides(args.algo, trl_overrides, config)
+    tasks = load_tasks(args.tasks) if args.tasks else None
+    with lock_folder(args.output_dir, "--output-dir"):
+        run = _train(args, config, tasks, trl_overrides, report_to)
     print(f"run directory: {run}")
     if args.push_to_hub and (run / "rollouts.jsonl").exists() and int(os.environ.get("RANK", "0")) == 0:
         from countdown_env.files import read_jsonl
@@ -245,6 +242,78 @@ def _ppo(args: argparse.Namespace) -> int:
 
         push_rows(read_jsonl(run / "rollouts.jsonl"), args.push_to_hub)
     return 0
+
+
+def _train(args: argparse.Namespace, config: Any, tasks: Any, trl_overrides: dict[str, Any], report_to: str) -> Path:
+    if args.algo == "ppo":
+        from rl.train import train
+
+        return train(config, args.output_dir, tasks=tasks, resume=args.resume, progress=not args.quiet, report_to=report_to)
+    from rl.trl_algos import train_trl
+
+    return train_trl(args.algo, config, args.output_dir, tasks=tasks, resume=args.resume, trl_overrides=trl_overrides, report_to=report_to)
+
+
+#: Trackers TRL's `report_to` may name -> the module that must be importable.
+_TRACKER_MODULES = {"wandb": "wandb", "tensorboard": "tensorboard", "trackio": "trackio", "mlflow": "mlflow", "comet_ml": "comet_ml",
+                    "clearml": "clearml", "neptune": "neptune", "dvclive": "dvclive", "swanlab": "swanlab", "codecarbon": "codecarbon"}  # fmt: skip
+
+
+def _plain_type(annotation: Any) -> type | None:
+    """bool, int, float or str when a field's annotation is one of them (or it `| None`); None for anything else
+    (unions, lists: left to TRL)."""
+    import typing
+
+    plain = {"bool": bool, "int": int, "float": float, "str": str}
+    if isinstance(annotation, str):
+        parts = [part.strip() for part in annotation.split("|") if part.strip() not in ("None", "NoneType")]
+        return plain.get(parts[0]) if len(parts) == 1 else None
+    args = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
+    return args[0] if len(args) == 1 and args[0] in plain.values() else None
+
+
+def check_trl_overrides(algo: str, overrides: dict[str, Any], config: Any) -> None:
+    """`--trl-set` options TRL's config of `algo` takes with the right types, before anything loads: an unknown key,
+    a wrong type, a package it needs that is not installed, or a setting that breaks the run folder is one line."""
+    import dataclasses
+    import difflib
+    import importlib.util
+    import math
+
+    from rl.trl_algos import trl_classes
+
+    config_class, _ = trl_classes(algo)
+    known = {f.name: f for f in dataclasses.fields(config_class)}
+    for key, value in overrides.items():
+        if key not in known:
+            near = difflib.get_close_matches(key, list(known), n=1)
+            raise UsageError(f"--trl-set {key}: not an option of TRL's {config_class.__name__}" + (f" (did you mean {near[0]}?)" if near else ""))
+        if key == "output_dir":
+            raise UsageError("--trl-set output_dir: TRL's checkpoints must stay in RUN/trl (resume and analyze read them there); use --output-dir")
+        kind = _plain_type(known[key].type)
+        ok = (
+            kind is None
+            or value is None
+            or (kind is bool and isinstance(value, bool))
+            or (kind is int and isinstance(value, int) and not isinstance(value, bool))
+            or (kind is float and isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value))
+            or (kind is str and isinstance(value, str))
+        )
+        if not ok:
+            raise UsageError(f"--trl-set {key}={value!r}: TRL expects a {'finite ' if kind is float else ''}{kind.__name__ if kind else ''}")
+    if overrides.get("use_vllm") and importlib.util.find_spec("vllm") is None:
+        raise UsageError("--trl-set use_vllm=true needs the vllm package (pip install vllm, on a GPU machine)")
+    report_to = overrides.get("report_to", [])
+    for name in [report_to] if isinstance(report_to, str) else report_to or []:
+        if name in ("none", "all"):
+            continue
+        module = _TRACKER_MODULES.get(str(name))
+        if module is None or importlib.util.find_spec(module) is None:
+            raise UsageError(f"--trl-set report_to: {name} " + ("is not a tracker TRL knows" if module is None else f"needs the {name} package: pip install {name}"))
+    if "num_generations" in overrides:
+        n, batch = overrides["num_generations"], overrides.get("generation_batch_size", config.batch_size)
+        if n < 2 or batch % n:
+            raise UsageError(f"--trl-set num_generations={n} must be >= 2 and divide the generation batch of {batch} completions")
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -274,7 +343,7 @@ def _eval(args: argparse.Namespace) -> int:
     from rl.evaluate import EvalConfig, evaluate
     from runtime.config import load_dataclass, parse_set
     from runtime.hub import load_tasks
-    from runtime.models import PACKAGED_MODELS, load_model, load_tokenizer, resolve_model_path
+    from runtime.models import PACKAGED_MODELS, check_model, load_model, load_tokenizer, resolve_model_path
 
     with user_input():
         rules = preset_rules(args.task_preset, strict_ending=args.strict_ending)
@@ -282,20 +351,25 @@ def _eval(args: argparse.Namespace) -> int:
         config = load_dataclass(EvalConfig, args.config, {**parse_set(args.overrides), **flags}, what="eval")
     tasks = load_tasks(args.tasks)[: args.limit]
     ood = load_tasks(args.ood_tasks) if args.ood_tasks else None
-    output_file(args.output, "--output")
-    if args.completions:
-        output_file(args.completions, "--completions")
+    # The completions' default path is OUTPUT.completions.jsonl: it too must not be an input (earlier
+    # completions are valid tasks rows, so `--tasks` naming one is easy) nor the report itself.
+    completions = args.completions or args.output.with_suffix(".completions.jsonl")
+    inputs = (args.tasks, *([args.ood_tasks] if args.ood_tasks else []))
+    output_file(args.output, "--output", inputs=inputs)
+    output_file(completions, "--completions" if args.completions else "--output's completions file", inputs=inputs)
+    _distinct_outputs({"--output": args.output, "--completions": completions})
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model_path = resolve_model_path(check_model(args.model))
     try:
         model, tokenizer = load_model(model_path, device=device).eval(), load_tokenizer(model_path)
     except OSError as err:  # a hub id that is not cached (offline) or a folder without a model
         raise UsageError(f"--model {args.model}: cannot load a model from it ({str(err).splitlines()[0] if str(err) else err!r})") from err
+    if config.prompt_style == "chat" and not getattr(tokenizer, "chat_template", None):
+        raise UsageError(f"--prompt-style chat: the tokenizer of {args.model} has no chat template; use compact or tinyzero")
     report, rows = evaluate(model, tokenizer, tasks, config, rules=rules, ood_tasks=ood, progress=not args.quiet)
     report["model"] = args.model if args.model in PACKAGED_MODELS else model_path
     report["tasks"] = str(args.tasks)
     report["preset"] = args.task_preset
-    completions = args.completions or args.output.with_suffix(".completions.jsonl")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     write_jsonl_atomic(completions, rows)
     report["completions"] = str(completions)
@@ -309,9 +383,15 @@ def _export_verl(args: argparse.Namespace) -> int:
     from rl.verl_export import export_verl
     from runtime.hub import load_tasks
 
+    from lab.commands.env import check_split_sizes
+
     output_dir(args.output_dir, "--output-dir")
     with user_input("--task-preset"):
         TaskConfig.preset(args.task_preset)
+    check_split_sizes(args.task_preset, {"test": args.num_test, **({} if args.tasks else {"train": args.num_train})}, "-n/--num-test")
+    if args.tasks:  # the files it writes must not be the file it reads
+        for name in ("train.parquet", "test.parquet", "countdown_reward.py"):
+            output_file(args.output_dir / name, "--output-dir", inputs=(args.tasks,))
     tasks = load_tasks(args.tasks) if args.tasks else None
     paths = export_verl(
         args.output_dir,

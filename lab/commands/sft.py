@@ -81,15 +81,25 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _sft(args: argparse.Namespace) -> int:
+    from countdown_env.errors import output_dir
     from lab.pipeline.presets import resolve
     from priming.sft import load_sft_config, run_sft
     from runtime.config import parse_set
+    from runtime.hub import check_reachable
+    from runtime.models import PACKAGED_MODELS, check_model
+    from runtime.run_dir import lock_folder
 
     flags = {dest: getattr(args, dest) for dest in (*(o[1] for o in _OPTIONS), *_OTHER_FIELDS)}
     given = {k: v for k, v in flags.items() if v is not None}
     paths = {"model": str(args.model), "data": str(args.data), "output_dir": str(args.output_dir)}
     config = load_sft_config(resolve("sft", args.config), {**parse_set(args.overrides), **given, **paths})
-    result = run_sft(config, resume=args.resume, progress=not args.quiet)
+    # Before any file is written or model loaded: the data, the model, the folder.
+    check_reachable(args.data)
+    if args.model not in PACKAGED_MODELS:
+        check_model(args.model)
+    output_dir(args.output_dir, "--output-dir")
+    with lock_folder(args.output_dir, "--output-dir"):
+        result = run_sft(config, resume=args.resume, progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun / accelerate launch, report once
         return 0
     shown = ("eval/loss", "eval/accuracy", "eval/format_rate")

@@ -10,6 +10,7 @@ one of the model organism's pretrained bases (`start: organism`, runs named `<ba
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -192,6 +193,14 @@ class ExperimentConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_traces is not None and self.num_traces < 1:
             raise ValueError(f"num_traces must be >= 1 or null, got {self.num_traces}")
+        sizes = split_sizes(self.task_preset)
+        wanted = {"train": self.num_sft_tasks + self.num_rl_tasks, "test": self.num_eval_tasks, "dev": self.num_eval_tasks}
+        if not sizes.get("dev"):
+            del wanted["dev"]
+        for split, n in wanted.items():
+            if split in sizes and n > sizes[split]:
+                what = "num_sft_tasks + num_rl_tasks" if split == "train" else "num_eval_tasks"
+                raise ValueError(f"{what} = {n}, but task preset {self.task_preset!r} has only {sizes[split]} {split}-split tasks")
         evaluated = self.num_eval_tasks * (2 if self._has_dev_split() else 1)
         if not 0 <= self.eval_samples <= evaluated:
             raise ValueError(f"eval_samples must be in 0..{evaluated} (the tasks each evaluation sees), got {self.eval_samples}")
@@ -292,6 +301,39 @@ class ExperimentConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+#: Largest task space `split_sizes` enumerates (number multisets); beyond it a split counts as unbounded.
+MAX_ENUMERATED = 5000
+
+
+@functools.cache
+def split_sizes(task_preset: str) -> dict[str, int]:
+    """split -> how many distinct tasks a small preset has there (at most: the generator may miss a few
+    hard ones); {} for a preset too large to count in a second or an unknown one. Every multiset of
+    numbers with every target it reaches in range, each task put in its split as `generate_tasks` does."""
+    import itertools
+    import math
+
+    from countdown_env import PRESETS, TaskConfig
+    from countdown_env.solver import reachable
+    from countdown_env.tasks import split_of
+
+    if task_preset not in PRESETS:
+        return {}
+    c = TaskConfig.preset(task_preset)
+    lo, hi = c.number_range
+    sizes = range(c.min_numbers, c.max_numbers + 1)
+    if c.large_numbers or c.max_numbers > 3 or sum(math.comb(hi - lo + k, k) for k in sizes) > MAX_ENUMERATED:
+        return {}
+    out = {"train": 0, "test": 0, "dev": 0}
+    for k in sizes:
+        for numbers in itertools.combinations_with_replacement(range(lo, hi + 1), k):
+            trivial = sum(numbers) if c.filter_trivial else None
+            for value in reachable(numbers, c.rules):
+                if isinstance(value, int) and c.target_range[0] <= value <= c.target_range[1] and value != trivial:
+                    out[split_of((numbers, value), c.test_fraction, c.dev_fraction)] += 1
+    return out
 
 
 def load_experiment(source: str | Path = "tiny-cpu", overrides: dict[str, Any] | None = None) -> ExperimentConfig:

@@ -24,6 +24,7 @@ from countdown_env.files import write_text_atomic
 from lab.pipeline import stages
 from lab.pipeline.config import ExperimentConfig, RunSpec
 from runtime.pool import in_pool
+from runtime.run_dir import lock_folder
 
 #: Fields that may change between invocations on one directory: finished runs stay valid.
 FREE_FIELDS = frozenset({"jobs", "conditions", "seeds", "gpus", "gpu_memory_gb"})
@@ -106,7 +107,13 @@ def run_experiment(config: ExperimentConfig, output_dir: str | Path) -> Path:
     check_fits(config)
     root = Path(output_dir)
     check_same_config(config, root / "experiment.json")
-    root.mkdir(parents=True, exist_ok=True)
+    # One process per experiment directory: a second command on it is refused, not mixed into its runs.
+    with lock_folder(root, "experiment directory"):
+        check_same_config(config, root / "experiment.json")  # again, under the lock: another process may have just written it
+        return _run_locked(config, root)
+
+
+def _run_locked(config: ExperimentConfig, root: Path) -> Path:
     write_text_atomic(root / "experiment.json", json.dumps(config.to_dict(), indent=2))
     start = time.perf_counter()
     prepare(config, root)
