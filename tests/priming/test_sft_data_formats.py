@@ -89,8 +89,11 @@ def test_a_file_that_is_not_parquet_is_one_clear_error(tmp_path):
 
 
 @pytest.mark.slow  # trains a tiny model for 2 steps
-def test_sft_cli_trains_on_a_query_completion_parquet(tiny_model, tmp_path, capsys):
+def test_sft_cli_trains_on_a_query_completion_parquet(tmp_path, capsys):
     from lab.cli import main
+    from runtime.models import init_model
+
+    tiny_model = init_model(tmp_path / "tiny", "llama", "tiny", seed=0)
 
     data = write_parquet(tmp_path / "study.parquet", ROWS * 4)
     args = ["sft", "--model", str(tiny_model), "--data", str(data), "--output-dir", str(tmp_path / "run"), "--config", "sft-tiny-cpu"]
