@@ -46,3 +46,24 @@ def test_one_update_is_the_same_on_one_and_two_processes(tiny_model, tmp_path):
     # above mean the same mini-batches, not an update blind to them.
     other = launch(1, tiny_model, tmp_path / "other.pt", step=2)
     assert any(not torch.allclose(other["weights"][k], w, rtol=1e-4, atol=1e-6) for k, w in alone["weights"].items())
+
+
+@pytest.mark.parametrize("world", [1, 2, 4])
+def test_grpo_takes_the_same_optimiser_steps_on_any_process_count(tmp_path, world):
+    """TRL counts its batches per device: per-device batch x accumulation x processes must be our global mini-batch,
+    so a generation round takes batch / mini_batch_size optimiser steps (times ppo_epochs) whatever the process count."""
+    from trl import GRPOConfig
+
+    from rl.config import PPOConfig
+    from rl.trl_algos import check_config, optimizer_steps_per_round, trl_kwargs
+
+    class Launched(GRPOConfig):
+        @property
+        def world_size(self) -> int:  # what TRL sees under `accelerate launch --num_processes world`
+            return world
+
+    config = PPOConfig(model="m", prompts_per_step=8, rollouts_per_prompt=4, mini_batch_size=16, micro_batch_size=2, ppo_epochs=2)
+    check_config("grpo", config, world)
+    args = Launched(**{**trl_kwargs(config, tmp_path, 1, "none", world), "bf16": False})
+    assert args.per_device_train_batch_size * args.gradient_accumulation_steps * world == config.mini_batch_size
+    assert optimizer_steps_per_round(args) == config.optimizer_steps * config.ppo_epochs == 4
