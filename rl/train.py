@@ -10,7 +10,8 @@
 the step's metrics, the held-out evaluation and the checkpoint. What it trains with (accelerator,
 models, optimiser, resume) is set up by `rl/setup.py`; the math lives in `rl/ppo.py` (unit-tested).
 Under `accelerate launch` every process runs this loop on its share of each step's prompts;
-advantages are whitened over the global batch.
+advantages are whitened over the global batch, and the mini-batches are global too (`minibatch_labels`:
+the same completions, optimiser steps and gradients on any number of processes).
 """
 
 from __future__ import annotations
