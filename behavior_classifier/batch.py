@@ -144,12 +144,15 @@ def classify_file_batch(
     poll_interval: float = 60.0,
     progress: bool = True,
     on_submitted: Callable[[str], None] | None = None,
+    text_field: str = "text",
+    step: int | None = None,
 ) -> RunSummary:
-    """Label every row of `input_path` into `output_path` through the Batch API, resuming a batch already submitted."""
+    """Label every row of `input_path` into `output_path` through the Batch API, resuming a batch already submitted.
+    `text_field` and `step` read the rows as `classify_file` does (veRL's dumps: `output`)."""
     check_seconds(poll_interval, "poll_interval")
     start = time.monotonic()
     job = BatchJob(input_path, output_path, config, retry_failed=retry_failed, poll_interval=poll_interval, progress=progress,
-                   on_submitted=on_submitted)  # fmt: skip
+                   on_submitted=on_submitted, text_field=text_field, step=step)  # fmt: skip
     asyncio.run(job.run())
     if len(job.done) == len(job.rows):
         _write_ordered(output_path, job.done)
@@ -174,10 +177,12 @@ class BatchJob:
         poll_interval: float,
         progress: bool,
         on_submitted: Callable[[str], None] | None,
+        text_field: str = "text",
+        step: int | None = None,
     ) -> None:
         self.config = config
         self.client = LLMClient(config.client_config)
-        self.rows = read_rows(input_path)
+        self.rows = read_rows(input_path, text_field=text_field, step=step)
         output_path.parent.mkdir(parents=True, exist_ok=True)
         self.output = output_path
         self.done = _read_done(output_path, self.rows, retry_failed)

@@ -111,14 +111,19 @@ def _classify(args: argparse.Namespace) -> int:
     if args.batch:
         if judge_name != "openai":
             raise UsageError("--batch needs the LLM judge: give --base-url (e.g. https://api.openai.com/v1)")
-        if args.text_field != "text" or args.step is not None:
-            raise UsageError("--batch reads rows with 'text' and their own step: classify a veRL dump without --batch")
         if args.poll_interval <= 0:
             raise UsageError(f"--poll-interval must be > 0 seconds, got {args.poll_interval}")
         from behavior_classifier.batch import classify_file_batch
 
         summary = classify_file_batch(
-            args.input, args.output, config, retry_failed=args.retry_failed, poll_interval=args.poll_interval, progress=not args.quiet
+            args.input,
+            args.output,
+            config,
+            retry_failed=args.retry_failed,
+            poll_interval=args.poll_interval,
+            progress=not args.quiet,
+            text_field=args.text_field,
+            step=args.step,
         )
     else:
         assert judge is not None

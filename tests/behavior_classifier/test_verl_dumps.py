@@ -83,3 +83,20 @@ def test_frequencies_of_a_classified_parquet_dump(tmp_path, capsys):
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "judged.parquet")
     assert main(["frequencies", str(tmp_path / "judged.parquet"), "--text-field", "output", "--condition", "verl"]) == 0
     assert "verl" in capsys.readouterr().out
+
+
+def test_batch_judges_a_verl_dump_too(tmp_path, monkeypatch):
+    """`classify --batch --text-field output` reads the rows as the request path does."""
+    from behavior_classifier.batch import classify_file_batch
+    from behavior_classifier.local_server import OpenAIServer
+    from tests.behavior_classifier.scripted import expected
+    from tests.behavior_classifier.test_batch import config, handler
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-batch")
+    rows = [{"output": f"TRACE-{i}: 3 + 4 = 7, not 9.", "gts": {"numbers": [3, 4], "target": 9}, "score": 0.1} for i in range(3)]
+    dump = write_jsonl(tmp_path / "5.jsonl", rows)
+    with OpenAIServer(handler) as server:
+        summary = classify_file_batch(dump, tmp_path / "out.jsonl", config(server), poll_interval=0.01, progress=False, text_field="output")
+    assert summary.labelled == 3
+    out = read(tmp_path / "out.jsonl")
+    assert [r["behaviors"] for r in out] == [expected(i) for i in range(3)] and {r["step"] for r in out} == {5}
