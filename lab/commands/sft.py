@@ -66,7 +66,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scheduler", dest="lr_scheduler", choices=SCHEDULERS, help=docs["lr_scheduler"])
     p.add_argument("--prompt-style", choices=sorted(PROMPT_STYLES), help=docs["prompt_style"])
     for flag, dest, kind in _OPTIONS:
-        p.add_argument(flag, dest=dest, type=kind, help=docs[dest])
+        p.add_argument(flag, dest=dest, type=kind, help=docs[dest], metavar="NAME" if kind is str else None)
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, help=docs["bf16"])
     p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, help=docs["gradient_checkpointing"])
     p.add_argument("--merge-lora", action=argparse.BooleanOptionalAction, help=docs["merge_lora"])
