@@ -77,65 +77,32 @@ def _add_rollout_fields(p: argparse.ArgumentParser) -> None:
 
 def _classify(args: argparse.Namespace) -> int:
     from behavior_classifier.classify import classify_file
-    from countdown_env.errors import UsageError, input_file, output_file, user_input
+    from countdown_env.errors import UsageError, input_file, output_file
 
     input_file(args.input)
     # The output is appended to while the job runs, so it must not be the input (a kill would lose rows).
     output_file(args.output, "--output", inputs=(args.input,))
     judge_name = args.judge or ("openai" if args.base_url else "heuristic")
-    if judge_name == "heuristic":
-        from behavior_classifier.heuristic import HeuristicJudge
-
-        judge = HeuristicJudge()
-    else:
-        if not args.base_url:
-            raise UsageError("--judge openai needs --base-url, e.g. --base-url https://api.openai.com/v1 or http://localhost:8000/v1")
-        from behavior_classifier.client import JudgeConfig, LLMJudge
-
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-        cache = None if args.no_cache else (args.cache or args.output.with_name(args.output.name + ".cache.sqlite"))
-        with user_input():
-            config = JudgeConfig(
-                base_url=args.base_url,
-                model=args.model,
-                mode=args.mode,
-                protocol=args.protocol,
-                concurrency=args.concurrency,
-                timeout=args.timeout,
-                max_retries=args.max_retries,
-                malformed_retries=args.malformed_retries,
-                json_mode=not args.no_json_mode,
-                cache_path=cache,
-            )
-        judge = None if args.batch else LLMJudge(config)  # a batch keeps no result cache
+    config = _judge_config(args) if judge_name == "openai" else None
+    rows = {"retry_failed": args.retry_failed, "progress": not args.quiet, "text_field": args.text_field, "step": args.step}
     if args.batch:
-        if judge_name != "openai":
+        if config is None:
             raise UsageError("--batch needs the LLM judge: give --base-url (e.g. https://api.openai.com/v1)")
         if args.poll_interval <= 0:
             raise UsageError(f"--poll-interval must be > 0 seconds, got {args.poll_interval}")
         from behavior_classifier.batch import classify_file_batch
 
-        summary = classify_file_batch(
-            args.input,
-            args.output,
-            config,
-            retry_failed=args.retry_failed,
-            poll_interval=args.poll_interval,
-            progress=not args.quiet,
-            text_field=args.text_field,
-            step=args.step,
-        )
+        summary = classify_file_batch(args.input, args.output, config, poll_interval=args.poll_interval, **rows)
     else:
-        assert judge is not None
-        summary = classify_file(
-            args.input,
-            args.output,
-            judge,
-            retry_failed=args.retry_failed,
-            progress=not args.quiet,
-            text_field=args.text_field,
-            step=args.step,
-        )
+        if config is None:
+            from behavior_classifier.heuristic import HeuristicJudge
+
+            judge = HeuristicJudge()
+        else:
+            from behavior_classifier.client import LLMJudge
+
+            judge = LLMJudge(config)  # a batch (above) keeps no result cache, so only here
+        summary = classify_file(args.input, args.output, judge, **rows)
     print(summary.describe(), file=sys.stderr)
     print(f"wrote {args.output}")
     if summary.failed_total:
@@ -148,13 +115,35 @@ def _classify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _judge_config(args: argparse.Namespace) -> object:
+    """The LLM judge's `JudgeConfig` from the flags (its cache beside the output unless --cache or --no-cache)."""
+    from behavior_classifier.client import JudgeConfig
+    from countdown_env.errors import UsageError, user_input
+
+    if not args.base_url:
+        raise UsageError("--judge openai needs --base-url, e.g. --base-url https://api.openai.com/v1 or http://localhost:8000/v1")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    cache = None if args.no_cache else (args.cache or args.output.with_name(args.output.name + ".cache.sqlite"))
+    with user_input():
+        return JudgeConfig(
+            base_url=args.base_url,
+            model=args.model,
+            mode=args.mode,
+            protocol=args.protocol,
+            concurrency=args.concurrency,
+            timeout=args.timeout,
+            max_retries=args.max_retries,
+            malformed_retries=args.malformed_retries,
+            json_mode=not args.no_json_mode,
+            cache_path=cache,
+        )
+
+
 def _frequencies(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from behavior_classifier.frequencies import behavior_frequencies, plot_frequencies, read_classified
-    from countdown_env.errors import UsageError, user_input
-
-    from countdown_env.errors import input_file, output_file
+    from countdown_env.errors import UsageError, input_file, output_file, user_input
 
     if args.condition and len(args.condition) != len(args.inputs):
         raise UsageError(f"give one --condition per input ({len(args.inputs)}), or none")
