@@ -5,12 +5,21 @@ use it), so every caller tokenises prompts the same way (`tokenize_prompts`).
 `generate_completions` adds what rollouts don't need: batches of similar-length prompts, a
 local seed, and the completions back in the prompts' order.
 
+Two generators sit behind `generate` (issue 22): on a CPU, float32 Llama and Qwen2 models
+(plain or with LoRA adapters) decode with `runtime.decoder.FastDecoder` (a preallocated KV
+cache, the one-token attention as two matmuls, finished rows dropped: 1.4-4.6x transformers'
+tokens per second, `bench/generation_bench.py`); anything else, and any GPU, with
+transformers' `model.generate`. Both give the same tokens under greedy decoding and the same distribution
+under sampling (`tests/runtime/test_decoder.py`). `decoder=` or $COUNTDOWN_DECODER (`auto`,
+`fast`, `hf`) forces one.
+
 Shapes: `B` completions, `Lq` prompt tokens (left-padded, so every completion starts at
 the same column), `T` response tokens (right-padded after the first EOS).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -75,6 +84,31 @@ def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
     return list(dict.fromkeys(i for i in ids if i is not None))
 
 
+#: Environment variable that picks the generator when `generate` is not told (`DECODERS`).
+DECODER_ENV = "COUNTDOWN_DECODER"
+#: auto: the fast decoder where it applies, else `model.generate`; fast: the fast decoder (an
+#: error where it does not apply); hf: always transformers' `model.generate`.
+DECODERS = ("auto", "fast", "hf")
+
+
+def fast_decoder(model: Any, tokenizer: Any, decoder: str | None = None) -> Any:
+    """The `FastDecoder` for `model` under the `decoder` choice (else $COUNTDOWN_DECODER, else
+    auto), or None for `model.generate`. `fast` on a model it cannot decode raises ValueError."""
+    choice = decoder or os.environ.get(DECODER_ENV) or "auto"
+    if choice not in DECODERS:
+        raise ValueError(f"decoder must be one of {DECODERS}, got {choice!r} (from {'decoder=' if decoder else DECODER_ENV})")
+    if choice == "hf":
+        return None
+    from runtime.decoder import FastDecoder, UnsupportedModel, unsupported_reason
+
+    reason = unsupported_reason(model) or (None if tokenizer.pad_token_id is not None else "tokenizer without a pad token")
+    if reason is None:
+        return FastDecoder(model)
+    if choice == "fast":
+        raise UnsupportedModel(f"decoder='fast': unsupported {reason}")
+    return None
+
+
 @torch.no_grad()
 def generate(
     model: Any,
@@ -88,41 +122,43 @@ def generate(
     batch_size: int = 0,
     return_logprobs: bool = False,
     progress: bool = False,
+    decoder: str | None = None,
 ) -> Generation:
-    """Complete `prompts` in batches with `model.generate` (left padding, stop at EOS).
+    """Complete `prompts` in batches (left padding, stop at EOS) with the fast decoder or
+    `model.generate` (`fast_decoder`: `decoder` or $COUNTDOWN_DECODER, default auto).
 
     Prompts are tokenised by `tokenize_prompts` (`prompt_style` decides the special tokens).
     Sampling is pure temperature sampling (top_k=0, top_p=1), so the sampled tokens'
     log-probabilities are those the PPO update computes from the logits.
     `return_logprobs` keeps them from the generation's own logits (saves PPO one forward
-    pass; holds B x T x vocab floats per batch, so only for small vocabularies/batches).
+    pass; through `model.generate` it holds B x T x vocab floats per batch, so only for small
+    vocabularies/batches; the fast decoder keeps just the sampled tokens' B x T).
     """
     from tqdm import tqdm
 
     device = next(model.parameters()).device
     batch_size = batch_size or len(prompts)
     eos = stop_token_ids(model, tokenizer)
-    # Greedy decoding warns about sampling knobs left in a generation config, hence the Nones.
-    sampling = (
-        {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
-        if do_sample
-        else {"do_sample": False, "top_k": None, "top_p": None}
-    )
+    fast = fast_decoder(model, tokenizer, decoder)
+    if fast is not None and do_sample and temperature <= 0:
+        raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
     queries, query_masks, responses, logprobs = [], [], [], []
     for start in tqdm(range(0, len(prompts), batch_size), desc="generate", disable=not progress):
         enc = tokenize_prompts(tokenizer, prompts[start : start + batch_size], prompt_style).to(device)
-        out = model.generate(
-            **enc, max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=tokenizer.pad_token_id,
-            return_dict_in_generate=True, output_logits=return_logprobs, **sampling,
-        )  # fmt: skip
-        new_tokens = out.sequences[:, enc.input_ids.shape[1] :]
+        if fast is not None:
+            decoded = fast.decode(
+                enc.input_ids, enc.attention_mask, max_new_tokens, eos_token_ids=eos, pad_token_id=tokenizer.pad_token_id,
+                do_sample=do_sample, temperature=temperature, return_logprobs=return_logprobs,
+            )  # fmt: skip
+            # Clones: the decoder runs under inference mode, and PPO's update reads these with autograd on.
+            new_tokens, new_logprobs = decoded.tokens.clone(), decoded.logprobs.clone() if return_logprobs else None
+        else:
+            new_tokens, new_logprobs = hf_generate(model, tokenizer, enc, max_new_tokens, eos, do_sample, temperature, return_logprobs)
+        if new_logprobs is not None:
+            logprobs.append(new_logprobs)
         queries.append(enc.input_ids)
         query_masks.append(enc.attention_mask)
         responses.append(new_tokens)
-        if return_logprobs:
-            # out.logits: one (b, V) tensor per generated position, before temperature.
-            logits = torch.stack(out.logits, dim=1).float() / temperature
-            logprobs.append(torch.gather(torch.log_softmax(logits, -1), 2, new_tokens.unsqueeze(-1)).squeeze(-1))
     query = pad_cat(queries, tokenizer.pad_token_id, left=True)
     query_mask = pad_cat(query_masks, 0, left=True)
     response = pad_cat(responses, tokenizer.pad_token_id, left=False)
@@ -132,6 +168,29 @@ def generate(
     texts = tokenizer.batch_decode(response * mask.long() + tokenizer.pad_token_id * (1 - mask.long()), skip_special_tokens=True)
     lp = pad_cat(logprobs, 0.0, left=False) * mask if return_logprobs else None
     return Generation(query, query_mask, response, mask, finished, texts, lp)
+
+
+def hf_generate(
+    model: Any, tokenizer: Any, enc: Any, max_new_tokens: int, eos: list[int], do_sample: bool, temperature: float, return_logprobs: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One batch through transformers' `model.generate`: the (b, T) new tokens and, with
+    `return_logprobs`, their (b, T) log-probabilities under logits / temperature."""
+    # Greedy decoding warns about sampling knobs left in a generation config, hence the Nones.
+    sampling = (
+        {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
+        if do_sample
+        else {"do_sample": False, "top_k": None, "top_p": None}
+    )
+    out = model.generate(
+        **enc, max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=tokenizer.pad_token_id,
+        return_dict_in_generate=True, output_logits=return_logprobs, **sampling,
+    )  # fmt: skip
+    new_tokens = out.sequences[:, enc.input_ids.shape[1] :]
+    if not return_logprobs:
+        return new_tokens, None
+    # out.logits: one (b, V) tensor per generated position, before temperature.
+    logits = torch.stack(out.logits, dim=1).float() / temperature
+    return new_tokens, torch.gather(torch.log_softmax(logits, -1), 2, new_tokens.unsqueeze(-1)).squeeze(-1)
 
 
 def pad_cat(tensors: Sequence[torch.Tensor], value: int | float, *, left: bool) -> torch.Tensor:
