@@ -413,12 +413,16 @@ def save_checkpoint(accelerator: Any, run: RunDir, step: int, module: Any, token
 
         shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    state = accelerator.get_state_dict(module)
+    from runtime.models import quiet_model_io
+
+    with quiet_model_io():  # accelerate's tied-weights note and the shard bar, at every checkpoint
+        accelerator.save_state(str(tmp))
+        state = accelerator.get_state_dict(module)
+        if accelerator.is_main_process:
+            policy_state = {k.removeprefix("policy."): v for k, v in state.items() if k.startswith("policy.")}
+            unwrap(module).policy.save_pretrained(tmp / "policy", state_dict=policy_state)
+            tokenizer.save_pretrained(tmp / "policy")
     if accelerator.is_main_process:
-        policy_state = {k.removeprefix("policy."): v for k, v in state.items() if k.startswith("policy.")}
-        unwrap(module).policy.save_pretrained(tmp / "policy", state_dict=policy_state)
-        tokenizer.save_pretrained(tmp / "policy")
         write_text_atomic(tmp / "state.json", json.dumps({"step": step}))
         publish_checkpoint(tmp, run.checkpoint(step), keep)
     accelerator.wait_for_everyone()
