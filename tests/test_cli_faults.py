@@ -102,6 +102,13 @@ CASES = {
         ("a",),
     ),
     # 7. One line instead of a traceback.
+    "analyze from another folder finds the run's relative base": Case(  # then says it is not the checkpoint's architecture
+        ["analyze", "{d}/x/runs/exp/run", "--output-dir", "{d}/a"],
+        "x/runs/base is not the model",
+        {"x/runs/base/": "{llama}", "x/runs/exp/run/config.json": '{"model": "runs/base"}',
+         "x/runs/exp/run/checkpoints/step-000001/policy/": "{model}"},  # fmt: skip
+        ("a",),
+    ),
     "generate -n beyond the split": Case(
         ["generate", "-n", "5000", "--task-preset", "organism", "--split", "test", "-o", "{d}/t.jsonl"], "has only 201", absent=("t.jsonl",)
     ),
@@ -310,3 +317,11 @@ def test_export_verl_says_what_it_left_out(tmp_path: Path, capsys: pytest.Captur
     import pyarrow.parquet as pq
 
     assert pq.read_table(tmp_path / "v" / "train.parquet").num_rows == 4
+
+
+def test_ppo_checks_the_configs_own_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --model, the preset's model (a hub id, offline here) is checked before anything is written."""
+    code = main(["ppo", "--config", "ppo-paper-3b", "--output-dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and "the config's model Qwen/Qwen2.5-3B" in err, err
+    assert not (tmp_path / "r").exists()

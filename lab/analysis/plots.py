@@ -79,7 +79,22 @@ def _num(value: Any) -> float:
 
 
 def _save(fig: Any, path: Path) -> Path:
-    fig.savefig(path, dpi=100)
+    """Save `fig` as a PNG that replaces `path` whole (a kill mid-save leaves the old plot, not half a file)."""
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # as a plain save would make it
+        with os.fdopen(fd, "wb") as f:
+            fig.savefig(f, dpi=100, format="png")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -215,6 +215,7 @@ def resolve_config(args: argparse.Namespace) -> Any:
 def _ppo(args: argparse.Namespace) -> int:
     from rl.config import parse_overrides
     from runtime.hub import check_reachable, load_tasks, offline
+    from runtime.models import PACKAGED_MODELS, check_model
     from runtime.run_dir import lock_folder
     from runtime.tracking import check_report_to
 
@@ -228,6 +229,8 @@ def _ppo(args: argparse.Namespace) -> int:
         raise UsageError(f"--push-to-hub {args.push_to_hub}: the hub is offline (HF_HUB_OFFLINE=1); nothing was trained")
     output_dir(args.output_dir, "--output-dir")
     config = resolve_config(args)
+    if config.model and not args.model and config.model not in PACKAGED_MODELS:  # --model was checked in resolve_config
+        check_model(config.model, "the config's model")
     with user_input("--trl-set"):
         trl_overrides = parse_overrides(args.trl_overrides)
     if args.algo != "ppo":
