@@ -38,8 +38,8 @@ def install_shipped_bases(cache: str | Path) -> list[str]:
         return []
     copied = []
     target.mkdir(parents=True, exist_ok=True)
-    if not (target / "pretrain.json").exists():
-        shutil.copy2(source / "pretrain.json", target / "pretrain.json")
+    if not (target / "pretrain.json").exists():  # whole or not at all: a torn copy would refuse every later run
+        write_text_atomic(target / "pretrain.json", (source / "pretrain.json").read_text())
     for stage in sorted(p.name for p in source.iterdir() if p.is_dir()):
         if not has_model(target / stage / "model"):
             shutil.copytree(source / stage / "model", target / stage / "model", dirs_exist_ok=True)

@@ -172,7 +172,9 @@ def pretrain(config: PretrainConfig, cache: str | Path, *, bases: tuple[str, ...
         try:
             before = json.loads(recorded.read_text())
         except ValueError:
-            raise UsageError(f"{recorded} is not valid JSON (a crash while it was written?); delete {root} to pretrain these bases afresh") from None
+            raise UsageError(
+                f"{recorded} is not valid JSON (a crash while it was written?); delete {root} to pretrain these bases afresh"
+            ) from None
         if before != config.to_dict():
             raise UsageError(f"{root} holds bases made with other settings ({recorded}); use another --bases-dir or delete it")
     write_text_atomic(recorded, json.dumps(config.to_dict(), indent=2) + "\n")

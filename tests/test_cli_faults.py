@@ -46,21 +46,29 @@ CASES = {
     # 1. An output that is one of the command's inputs (resolved paths), refused before any work.
     "eval --output is --tasks": Case([*EVAL, "--tasks", "{d}/t.jsonl", "--output", "{d}/t.jsonl"], "also the input", {"t.jsonl": TASKS}),
     "eval --completions is --tasks": Case(
-        [*EVAL, "--tasks", "{d}/t.jsonl", "--output", "{d}/r.json", "--completions", "{d}/t.jsonl"], "also the input", {"t.jsonl": TASKS},
+        [*EVAL, "--tasks", "{d}/t.jsonl", "--output", "{d}/r.json", "--completions", "{d}/t.jsonl"],
+        "also the input",
+        {"t.jsonl": TASKS},
         absent=("r.json",),
     ),
     "eval default completions is --tasks": Case(
-        [*EVAL, "--tasks", "{d}/r.completions.jsonl", "--output", "{d}/r.json"], "also the input", {"r.completions.jsonl": TASKS},
+        [*EVAL, "--tasks", "{d}/r.completions.jsonl", "--output", "{d}/r.json"],
+        "also the input",
+        {"r.completions.jsonl": TASKS},
         absent=("r.json",),
     ),
     "eval --completions is --output": Case(
-        [*EVAL, "--tasks", "{d}/t.jsonl", "--output", "{d}/x.json", "--completions", "{d}/./x.json"], "its own file", {"t.jsonl": TASKS},
+        [*EVAL, "--tasks", "{d}/t.jsonl", "--output", "{d}/x.json", "--completions", "{d}/./x.json"],
+        "its own file",
+        {"t.jsonl": TASKS},
         absent=("x.json",),
     ),
     "frequencies --output is the input": Case(
         ["frequencies", "{d}/c.jsonl", "--output", "{d}/c.jsonl"], "also the input", {"c.jsonl": CLASSIFIED}
     ),
-    "frequencies --plot not a png": Case(["frequencies", "{d}/c.jsonl", "--plot", "{d}/x.txt"], ".png", {"c.jsonl": CLASSIFIED}, ("x.txt",)),
+    "frequencies --plot not a png": Case(
+        ["frequencies", "{d}/c.jsonl", "--plot", "{d}/x.txt"], ".png", {"c.jsonl": CLASSIFIED}, ("x.txt",)
+    ),
     "export-verl --tasks is its train.parquet": Case(
         ["export-verl", "--output-dir", "{d}/v", "--tasks", "{d}/v/train.parquet", "-n", "3", "--num-test", "3", "--task-preset", "tiny"],
         "also the input",
@@ -68,7 +76,9 @@ CASES = {
         ("v/test.parquet", "v/countdown_reward.py"),
     ),
     "prime --tasks is its train.jsonl": Case(
-        ["prime", "-c", "dots", "--tasks", "{d}/p/train.jsonl", "--output-dir", "{d}/p"], "also the input", {"p/train.jsonl": TASKS},
+        ["prime", "-c", "dots", "--tasks", "{d}/p/train.jsonl", "--output-dir", "{d}/p"],
+        "also the input",
+        {"p/train.jsonl": TASKS},
         ("p/metadata.json",),
     ),
     # 5. export-verl given only test tasks: nothing to train on, said instead of an empty train.parquet.
@@ -80,7 +90,8 @@ CASES = {
     ),
     # 6. Validated before anything is written: no settings file that would lock the folder.
     "experiment num_eval_tasks beyond the split": Case(
-        ["experiment", "--config", "organism", "--set", "num_eval_tasks=5000", "--output-dir", "{d}/e"], "has only 201 test-split tasks",
+        ["experiment", "--config", "organism", "--set", "num_eval_tasks=5000", "--output-dir", "{d}/e"],
+        "has only 201 test-split tasks",
         absent=("e",),
     ),
     "analyze --prompt-style nope": Case(
@@ -105,8 +116,11 @@ CASES = {
     "analyze from another folder finds the run's relative base": Case(  # then says it is not the checkpoint's architecture
         ["analyze", "{d}/x/runs/exp/run", "--output-dir", "{d}/a"],
         "x/runs/base is not the model",
-        {"x/runs/base/": "{llama}", "x/runs/exp/run/config.json": '{"model": "runs/base"}',
-         "x/runs/exp/run/checkpoints/step-000001/policy/": "{model}"},  # fmt: skip
+        {
+            "x/runs/base/": "{llama}",
+            "x/runs/exp/run/config.json": '{"model": "runs/base"}',
+            "x/runs/exp/run/checkpoints/step-000001/policy/": "{model}",
+        },  # fmt: skip
         ("a",),
     ),
     "generate -n beyond the split": Case(
@@ -118,8 +132,12 @@ CASES = {
     "pretrain --seed -1": Case(["pretrain", "--seed", "-1", "--bases-dir", "{d}/b"], "seed must be in", absent=("b",)),
     "pretrain --seed 2**32": Case(["pretrain", "--seed", str(2**32), "--bases-dir", "{d}/b"], "seed must be in", absent=("b",)),
     "experiment --seeds -1": Case(["experiment", "--config", "organism", "--seeds", "-1", "--output-dir", "{d}/e"], "seeds", absent=("e",)),
-    "experiment --seeds 7 7": Case(["experiment", "--config", "organism", "--seeds", "7", "7", "--output-dir", "{d}/e"], "duplicates", absent=("e",)),
-    "self-improve --model missing": Case(["self-improve", "--model", "{d}/nope", "--output-dir", "{d}/s"], "does not exist", absent=("s/config.json",)),
+    "experiment --seeds 7 7": Case(
+        ["experiment", "--config", "organism", "--seeds", "7", "7", "--output-dir", "{d}/e"], "duplicates", absent=("e",)
+    ),
+    "self-improve --model missing": Case(
+        ["self-improve", "--model", "{d}/nope", "--output-dir", "{d}/s"], "does not exist", absent=("s/config.json",)
+    ),
     "self-improve --learning-rate 2": Case(
         ["self-improve", "--model", "{model}", "--output-dir", "{d}/s", "--learning-rate", "2"], "learning_rate", absent=("s",)
     ),
@@ -130,26 +148,39 @@ CASES = {
         ["sft", "--model", "{d}/nope", "--data", "{d}/t.jsonl", "--output-dir", "{d}/s"], "does not exist", {"t.jsonl": TASKS}, ("s",)
     ),
     "sft --model hub id offline": Case(
-        ["sft", "--model", "nobody/no-such-model", "--data", "{d}/t.jsonl", "--output-dir", "{d}/s"], "neither cached", {"t.jsonl": TASKS},
+        ["sft", "--model", "nobody/no-such-model", "--data", "{d}/t.jsonl", "--output-dir", "{d}/s"],
+        "neither cached",
+        {"t.jsonl": TASKS},
         ("s",),
     ),
     "ppo --model missing": Case(["ppo", "--model", "{d}/nope", "--output-dir", "{d}/r"], "does not exist", absent=("r",)),
-    "grpo --model hub id offline": Case(["grpo", "--model", "nobody/no-such-model", "--output-dir", "{d}/r"], "neither cached", absent=("r",)),
+    "grpo --model hub id offline": Case(
+        ["grpo", "--model", "nobody/no-such-model", "--output-dir", "{d}/r"], "neither cached", absent=("r",)
+    ),
     "ppo --model a folder without weights": Case(
         ["ppo", "--model", "{d}/m", "--output-dir", "{d}/r"], "no weights", {"m/config.json": "{model-config}"}, ("r",)
     ),
     "eval --prompt-style chat without a chat template": Case(
-        [*EVAL, "--tasks", "{d}/t.jsonl", "--output", "{d}/r.json", "--prompt-style", "chat"], "no chat template", {"t.jsonl": TASKS},
+        [*EVAL, "--tasks", "{d}/t.jsonl", "--output", "{d}/r.json", "--prompt-style", "chat"],
+        "no chat template",
+        {"t.jsonl": TASKS},
         ("r.json",),
     ),
     "eval --set temperature=nan": Case(
-        [*EVAL, "--tasks", "{d}/t.jsonl", "--output", "{d}/r.json", "--set", "temperature=nan"], "temperature", {"t.jsonl": TASKS}, ("r.json",)
+        [*EVAL, "--tasks", "{d}/t.jsonl", "--output", "{d}/r.json", "--set", "temperature=nan"],
+        "temperature",
+        {"t.jsonl": TASKS},
+        ("r.json",),
     ),
-    "ppo --set temperature=nan": Case(["ppo", "--model", "{model}", "--output-dir", "{d}/r", "--set", "temperature=nan"], "temperature", absent=("r",)),
+    "ppo --set temperature=nan": Case(
+        ["ppo", "--model", "{model}", "--output-dir", "{d}/r", "--set", "temperature=nan"], "temperature", absent=("r",)
+    ),
     "grpo --trl-set unknown key": Case([*TRL, "--trl-set", "num_generatoins=4"], "did you mean num_generations", absent=("run",)),
     "grpo --trl-set wrong type": Case([*TRL, "--trl-set", "num_generations=four"], "expects a int", absent=("run",)),
     "grpo --trl-set use_vllm without vllm": Case([*TRL, "--trl-set", "use_vllm=true"], "needs the vllm package", absent=("run",)),
-    "grpo --trl-set num_generations not dividing": Case([*TRL, "--trl-set", "num_generations=7"], "divide the generation batch", absent=("run",)),
+    "grpo --trl-set num_generations not dividing": Case(
+        [*TRL, "--trl-set", "num_generations=7"], "divide the generation batch", absent=("run",)
+    ),
     "grpo --trl-set report_to wandb": Case([*TRL, "--trl-set", "report_to=[wandb]"], "pip install wandb", absent=("run",)),
     "grpo --trl-set output_dir": Case([*TRL, "--trl-set", "output_dir={d}/elsewhere"], "RUN/trl", absent=("run", "elsewhere")),
     # 8. A corrupt record says what to delete.
@@ -160,7 +191,9 @@ CASES = {
         ["experiment", "--config", "organism", "--output-dir", "{d}/e"], "delete it", {"e/experiment.json": '{"conditions": ['}
     ),
     # 9. --push-to-hub offline: said before anything is trained or written.
-    "ppo --push-to-hub offline": Case(["ppo", "--model", "{model}", "--output-dir", "{d}/r", "--push-to-hub", "me/x"], "offline", absent=("r",)),
+    "ppo --push-to-hub offline": Case(
+        ["ppo", "--model", "{model}", "--output-dir", "{d}/r", "--push-to-hub", "me/x"], "offline", absent=("r",)
+    ),
     "generate --push-to-hub offline": Case(
         ["generate", "-n", "2", "--split", "train", "-o", "{d}/t.jsonl", "--push-to-hub", "me/x"], "offline", absent=("t.jsonl",)
     ),
@@ -290,7 +323,9 @@ def test_analyze_maps_trl_checkpoints_to_our_steps(tmp_path: Path) -> None:
     assert sorted(todo.models) == [0, 1, 2] and todo.skipped == []
 
 
-def test_analyze_finds_a_relative_start_model_from_another_folder(tmp_path: Path, models: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_analyze_finds_a_relative_start_model_from_another_folder(
+    tmp_path: Path, models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A run records its start model relative to where it ran; analyze run from elsewhere still finds it."""
     from lab.analysis.run import start_model
 
@@ -311,7 +346,17 @@ def test_export_verl_says_what_it_left_out(tmp_path: Path, capsys: pytest.Captur
     test = generate_tasks(3, seed=0, preset="tiny", split="test")
     train = generate_tasks(4, seed=0, preset="tiny", split="train")
     write_tasks([*test, *train], tmp_path / "mixed.jsonl")
-    argv = ["export-verl", "--output-dir", str(tmp_path / "v"), "--tasks", str(tmp_path / "mixed.jsonl"), "--num-test", "3", "--task-preset", "tiny"]
+    argv = [
+        "export-verl",
+        "--output-dir",
+        str(tmp_path / "v"),
+        "--tasks",
+        str(tmp_path / "mixed.jsonl"),
+        "--num-test",
+        "3",
+        "--task-preset",
+        "tiny",
+    ]
     assert main(argv) == 0
     assert "3 of the 7 train tasks given are test tasks" in capsys.readouterr().err
     import pyarrow.parquet as pq

@@ -107,7 +107,12 @@ def self_improve(model: str, output_dir: Path, config: SelfImproveConfig, *, log
     settings = {**asdict(config), "model": str(model)}
     path = root / "config.json"
     if path.exists():
-        old = json.loads(path.read_text())
+        try:
+            old = json.loads(path.read_text())
+        except ValueError:
+            raise UsageError(
+                f"{path} is not valid JSON; delete it if these are the settings the run was made with (its finished rounds are kept), or use another --output-dir"
+            ) from None
         if {k: v for k, v in old.items() if k != "rounds"} != {k: v for k, v in settings.items() if k != "rounds"}:
             raise UsageError(f"{root} holds a self-improve run with other settings ({path}); choose another --output-dir")
     write_text_atomic(path, json.dumps(settings, indent=2))

@@ -140,7 +140,9 @@ def check_split_sizes(task_preset: str, wanted: dict[str | None, int], flag: str
     for split, n in wanted.items():
         have = sum(sizes.values()) if split is None else sizes.get(split)
         if sizes and have is not None and n > have:
-            raise UsageError(f"{flag} {n}: task preset {task_preset!r} has only {have:,} {split or 'distinct'}{'-split' if split else ''} tasks")
+            raise UsageError(
+                f"{flag} {n}: task preset {task_preset!r} has only {have:,} {split or 'distinct'}{'-split' if split else ''} tasks"
+            )
 
 
 def _outputs(args: argparse.Namespace, splits: list[str | None]) -> list[Path]:

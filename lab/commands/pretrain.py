@@ -71,6 +71,6 @@ def _pretrain(args: argparse.Namespace) -> int:
             },
             indent=2,
         )
-        + "\n"
+        + "\n",
     )
     return 0

@@ -290,9 +290,13 @@ def check_trl_overrides(algo: str, overrides: dict[str, Any], config: Any) -> No
     for key, value in overrides.items():
         if key not in known:
             near = difflib.get_close_matches(key, list(known), n=1)
-            raise UsageError(f"--trl-set {key}: not an option of TRL's {config_class.__name__}" + (f" (did you mean {near[0]}?)" if near else ""))
+            raise UsageError(
+                f"--trl-set {key}: not an option of TRL's {config_class.__name__}" + (f" (did you mean {near[0]}?)" if near else "")
+            )
         if key == "output_dir":
-            raise UsageError("--trl-set output_dir: TRL's checkpoints must stay in RUN/trl (resume and analyze read them there); use --output-dir")
+            raise UsageError(
+                "--trl-set output_dir: TRL's checkpoints must stay in RUN/trl (resume and analyze read them there); use --output-dir"
+            )
         kind = _plain_type(known[key].type)
         ok = (
             kind is None
@@ -303,7 +307,9 @@ def check_trl_overrides(algo: str, overrides: dict[str, Any], config: Any) -> No
             or (kind is str and isinstance(value, str))
         )
         if not ok:
-            raise UsageError(f"--trl-set {key}={value!r}: TRL expects a {'finite ' if kind is float else ''}{kind.__name__ if kind else ''}")
+            raise UsageError(
+                f"--trl-set {key}={value!r}: TRL expects a {'finite ' if kind is float else ''}{kind.__name__ if kind else ''}"
+            )
     if overrides.get("use_vllm") and importlib.util.find_spec("vllm") is None:
         raise UsageError("--trl-set use_vllm=true needs the vllm package (pip install vllm, on a GPU machine)")
     report_to = overrides.get("report_to", [])
@@ -312,7 +318,10 @@ def check_trl_overrides(algo: str, overrides: dict[str, Any], config: Any) -> No
             continue
         module = _TRACKER_MODULES.get(str(name))
         if module is None or importlib.util.find_spec(module) is None:
-            raise UsageError(f"--trl-set report_to: {name} " + ("is not a tracker TRL knows" if module is None else f"needs the {name} package: pip install {name}"))
+            raise UsageError(
+                f"--trl-set report_to: {name} "
+                + ("is not a tracker TRL knows" if module is None else f"needs the {name} package: pip install {name}")
+            )
     if "num_generations" in overrides:
         n, batch = overrides["num_generations"], overrides.get("generation_batch_size", config.batch_size)
         if n < 2 or batch % n:
@@ -383,10 +392,9 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _export_verl(args: argparse.Namespace) -> int:
     from countdown_env import TaskConfig
+    from lab.commands.env import check_split_sizes
     from rl.verl_export import export_verl
     from runtime.hub import load_tasks
-
-    from lab.commands.env import check_split_sizes
 
     output_dir(args.output_dir, "--output-dir")
     with user_input("--task-preset"):
