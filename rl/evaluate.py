@@ -21,6 +21,7 @@ import numpy as np
 from countdown_env import DEFAULT_RULES, Rules, Task, TaskConfig, generate_tasks
 from countdown_env.errors import UsageError
 from countdown_env.files import append_jsonl
+from countdown_env.rules import PROMPT_STYLES
 from rl.config import PPOConfig
 from runtime.prompt import Prompt
 from runtime.sampling import sample_and_score
@@ -55,6 +56,8 @@ class EvalConfig:
             raise ValueError(f"temperature must be a finite number > 0, got {self.temperature}")
         if self.num_ood_tasks < 0:
             raise ValueError(f"num_ood_tasks must be >= 0, got {self.num_ood_tasks}")
+        if self.prompt_style not in PROMPT_STYLES:
+            raise ValueError(f"prompt_style must be one of {sorted(PROMPT_STYLES)}, got {self.prompt_style!r}")
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

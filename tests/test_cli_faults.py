@@ -63,6 +63,9 @@ CASES = {
         {"t.jsonl": TASKS},
         absent=("x.json",),
     ),
+    "analyze --output-dir is the run": Case(
+        ["analyze", "{d}/run", "--base-model", "{model}", "--output-dir", "{d}/run/"], "is the run directory itself", RUN
+    ),
     "frequencies --output is the input": Case(
         ["frequencies", "{d}/c.jsonl", "--output", "{d}/c.jsonl"], "also the input", {"c.jsonl": CLASSIFIED}
     ),
@@ -163,6 +166,12 @@ CASES = {
     "eval --prompt-style chat without a chat template": Case(
         [*EVAL, "--tasks", "{d}/t.jsonl", "--output", "{d}/r.json", "--prompt-style", "chat"],
         "no chat template",
+        {"t.jsonl": TASKS},
+        ("r.json",),
+    ),
+    "eval --prompt-style nope": Case(
+        [*EVAL, "--tasks", "{d}/t.jsonl", "--output", "{d}/r.json", "--prompt-style", "nope"],
+        "prompt_style",
         {"t.jsonl": TASKS},
         ("r.json",),
     ),

@@ -81,6 +81,10 @@ def _analyze(args: argparse.Namespace) -> int:
         raise UsageError("no base model: pass --base-model PATH (the model the run started from)")
     config = _config(args, run_settings(args.run_dir))
     output_dir(args.output_dir, "--output-dir")
+    if args.output_dir.resolve() == args.run_dir.resolve():  # its config.json and metrics would be replaced by the analysis's
+        raise UsageError(
+            f"--output-dir {args.output_dir} is the run directory itself; give another folder, e.g. {args.run_dir / 'analysis'}"
+        )
     report = analyze(args.run_dir, base, args.output_dir, config)
     for line in flagged_lines(report):
         print(line)
