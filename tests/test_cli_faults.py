@@ -138,6 +138,7 @@ CASES = {
     "experiment --seeds 7 7": Case(
         ["experiment", "--config", "organism", "--seeds", "7", "7", "--output-dir", "{d}/e"], "duplicates", absent=("e",)
     ),
+    "experiment --model missing": Case(["experiment", "--model", "{d}/nope", "--output-dir", "{d}/e"], "does not exist", absent=("e",)),
     "self-improve --model missing": Case(
         ["self-improve", "--model", "{d}/nope", "--output-dir", "{d}/s"], "does not exist", absent=("s/config.json",)
     ),
@@ -379,3 +380,15 @@ def test_ppo_checks_the_configs_own_model(tmp_path: Path, capsys: pytest.Capture
     err = capsys.readouterr().err
     assert code == 2 and "the config's model Qwen/Qwen2.5-3B" in err, err
     assert not (tmp_path / "r").exists()
+
+
+def test_valid_trl_options_pass_the_check() -> None:
+    """The --trl-set check refuses only what TRL cannot take: plain options of the right type go through."""
+    from lab.commands.rl import check_trl_overrides
+    from rl.config import load_config
+
+    config = load_config("ppo-tiny-cpu", {"model": "m"})
+    good = {"beta": 0.0, "use_vllm": False, "report_to": "none", "logging_steps": 1, "save_strategy": "steps",
+            "max_completion_length": 64, "num_generations": config.rollouts_per_prompt, "learning_rate": 1e-5}  # fmt: skip
+    for algo in ("grpo", "rloo"):
+        check_trl_overrides(algo, good, config)

@@ -105,6 +105,11 @@ def prepare(config: ExperimentConfig, root: Path) -> None:
 def run_experiment(config: ExperimentConfig, output_dir: str | Path) -> Path:
     """All runs (in `config.jobs` parallel processes), then the summary table and plots."""
     check_fits(config)
+    if config.start == "model" and config.model:  # a missing path or an uncached hub id: one line, before experiment.json
+        from runtime.models import PACKAGED_MODELS, check_model
+
+        if config.model not in PACKAGED_MODELS:
+            check_model(config.model, "model")
     root = Path(output_dir)
     check_same_config(config, root / "experiment.json")
     # One process per experiment directory: a second command on it is refused, not mixed into its runs.
