@@ -190,7 +190,8 @@ def linear_weights(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None
     for name in module.active_adapters:
         if name not in module.lora_A:
             continue
-        if name in getattr(module, "lora_variant", {}) or getattr(module, "lora_bias", {}).get(name, False):
+        variant = name in getattr(module, "lora_variant", {}) or getattr(module, "use_dora", {}).get(name, False)
+        if variant or getattr(module, "lora_bias", {}).get(name, False):
             raise UnsupportedModel(f"LoRA adapter {name!r} is a variant (DoRA, bias, ...)")
         dropout = module.lora_dropout[name]
         if module.training and not isinstance(dropout, nn.Identity) and getattr(dropout, "p", 0.0) > 0:
@@ -346,7 +347,7 @@ class PagedCache:
 @dataclass
 class Rows:
     """The rows still decoded and what the loop keeps per row; finished rows are dropped
-    (`keep`) once enough of them accumulate, so they stop costing matmuls and cache reads."""
+    (`drop_finished`) once enough of them accumulate, so they stop costing matmuls and cache reads."""
 
     index: torch.Tensor
     """(A,) each active row's index in the batch."""
@@ -434,8 +435,8 @@ class FastDecoder:
     LoRA folded in), used for any number of batches. `decode` runs under inference mode.
     """
 
-    #: Drop finished rows once they are this share of the active ones (a compaction copies
-    #: the filled cache once, about what one step's attention reads).
+    #: Drop finished rows once they are this share of the active ones (a compaction copies the
+    #: filled cache of as many rows as finished: cheap next to the steps it saves).
     COMPACT_SHARE = 1 / 8
     #: Prompt rows are prefilled in chunks of about this many tokens: the MLP's (tokens x
     #: intermediate) temporaries then stay in cache (one 2560-token pass spent more time in
