@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from countdown_env import DEFAULT_RULES, Rules, Task, TaskConfig, chat_messages, iter_tasks, preset_rules, score_response, tinyzero_prompt
-from countdown_env.errors import UsageError
+from countdown_env.errors import UsageError, user_input
 from countdown_env.files import atomic_output
 
 DATA_SOURCE = "countdown"
@@ -208,7 +208,8 @@ def _generate(n: int, seed: int, preset: str, split: str) -> list[Task]:
     from tqdm.auto import tqdm
 
     tasks = iter_tasks(seed, TaskConfig.preset(preset), split)
-    return list(tqdm(itertools.islice(tasks, n), total=n, desc=f"{split} tasks", unit="task", disable=n < PROGRESS_FROM))
+    with user_input(f"{split} tasks"):  # only iter_tasks raises here: the preset has fewer distinct tasks than asked
+        return list(tqdm(itertools.islice(tasks, n), total=n, desc=f"{split} tasks", unit="task", disable=n < PROGRESS_FROM))
 
 
 def export_verl(

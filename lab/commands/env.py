@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
 
@@ -110,7 +111,8 @@ def _generate(args: argparse.Namespace) -> int:
             raise UsageError(f"--push-to-hub {args.push_to_hub}: the hub is offline (HF_HUB_OFFLINE=1)")
     paths = _outputs(args, splits)
     for split, path in zip(splits, paths, strict=True):
-        stream = iter_tasks(args.seed, config, split, args.test_fraction)
+        # A preset too large to count up front (`check_split_sizes`) says it ran out of tasks here, as one line.
+        stream = user_stream(iter_tasks(args.seed, config, split, args.test_fraction), "-n")
         # One bar over drawing and (optionally) difficulty: a large -n shows progress from the start.
         bar = tqdm(total=args.num, desc=f"generate {split or 'all'}", unit="task", file=sys.stderr, disable=args.quiet)
         tasks = []
@@ -129,6 +131,13 @@ def _generate(args: argparse.Namespace) -> int:
 
             push_rows((t.to_dict() for t in tasks), args.push_to_hub, split=split or "train")
     return 0
+
+
+def user_stream(stream: Iterator[Task], what: str) -> Iterator[Task]:
+    """`stream`, with a ValueError it raises (a preset out of distinct tasks) turned into a one-line UsageError;
+    errors of the code consuming it are not touched."""
+    with user_input(what):
+        yield from stream
 
 
 def check_split_sizes(task_preset: str, wanted: dict[str | None, int], flag: str) -> None:
