@@ -269,13 +269,23 @@ def test_fault_is_one_line_and_loses_nothing(
 # ---- the mechanisms behind the table ------------------------------------------------------------
 
 
-def test_a_second_process_on_an_experiment_directory_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Two commands on one --output-dir: the second is refused at once (the first holds the folder's lock)."""
+LOCKED = {  # a command on a folder another process is writing: refused at once, nothing written
+    "experiment": ["experiment", "--config", "organism", "--output-dir", "{d}/e"],
+    "ppo": ["ppo", "--model", "{model}", "--output-dir", "{d}/e", "--max-steps", "1", "--quiet"],
+    "sft": ["sft", "--model", "{model}", "--data", "{d}/t.jsonl", "--output-dir", "{d}/e", "--max-steps", "1", "--quiet"],
+}
+
+
+@pytest.mark.parametrize("command", list(LOCKED))
+def test_a_second_process_on_a_folder_is_refused(
+    command: str, tmp_path: Path, models: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two processes on one run or experiment folder: the second is refused (the first holds the folder's lock)."""
     import subprocess
     import sys
-    import time
 
-    holder = subprocess.Popen(  # another process holding the lock, as a running `experiment` does
+    (tmp_path / "t.jsonl").write_text(TASKS)
+    holder = subprocess.Popen(  # another process holding the lock, as a running command does
         [sys.executable, "-c", f"from runtime.run_dir import lock_folder\nwith lock_folder({str(tmp_path / 'e')!r}):\n"
          "    print('locked', flush=True)\n    import time; time.sleep(60)"],
         stdout=subprocess.PIPE, text=True,
@@ -283,14 +293,13 @@ def test_a_second_process_on_an_experiment_directory_is_refused(tmp_path: Path, 
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         before = snapshot(tmp_path)
-        code = main(["experiment", "--config", "organism", "--output-dir", str(tmp_path / "e")])
+        code = main([a.replace("{d}", str(tmp_path)).replace("{model}", str(models["model"])) for a in LOCKED[command]])
         err = capsys.readouterr().err
         assert code == 2 and "in use by another process" in err, err
         assert snapshot(tmp_path) == before, "the refused command wrote into the folder"
     finally:
         holder.kill()
         holder.wait()
-    time.sleep(0.1)
     from runtime.run_dir import lock_folder
 
     with lock_folder(tmp_path / "e"):  # the kernel released it with the process: a crashed run never locks its folder
