@@ -185,6 +185,10 @@ CASES = {
     "ppo --set temperature=nan": Case(
         ["ppo", "--model", "{model}", "--output-dir", "{d}/r", "--set", "temperature=nan"], "temperature", absent=("r",)
     ),
+    "ppo --set temperature=inf": Case(
+        ["ppo", "--model", "{model}", "--output-dir", "{d}/r", "--set", "temperature=inf"], "finite", absent=("r",)
+    ),
+    "ppo --set kl_coef=inf": Case(["ppo", "--model", "{model}", "--output-dir", "{d}/r", "--set", "kl_coef=inf"], "finite", absent=("r",)),
     "grpo --trl-set unknown key": Case([*TRL, "--trl-set", "num_generatoins=4"], "did you mean num_generations", absent=("run",)),
     "grpo --trl-set wrong type": Case([*TRL, "--trl-set", "num_generations=four"], "expects a int", absent=("run",)),
     "grpo --trl-set use_vllm without vllm": Case([*TRL, "--trl-set", "use_vllm=true"], "needs the vllm package", absent=("run",)),
