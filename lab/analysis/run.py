@@ -348,7 +348,7 @@ def analyze(
     settings = output / "config.json"
     wanted = {**asdict(config), "run_dir": str(run_dir), "base_model": str(base_model)}
     if settings.exists() and json.loads(settings.read_text()) != wanted:
-        raise UsageError(f"{output} holds an analysis with other settings ({settings}); choose another --output")
+        raise UsageError(f"{output} holds an analysis with other settings ({settings}); choose another --output-dir")
     write_text_atomic(settings, json.dumps(wanted, indent=2))
     if todo.skipped:
         log(

@@ -102,7 +102,8 @@ def closing_words(table: Any) -> list[str]:
     if "base" not in table:
         table = table.assign(base="default")
     seeds = table["seed"].nunique() if "seed" in table else 1
-    lines = [f"What happened (held-out accuracy, greedy; {'mean over ' + str(seeds) + ' seeds' if seeds > 1 else 'one seed'}):"]
+    where = "test-split accuracy" if "dev_acc_before" in table else "held-out accuracy"
+    lines = [f"What happened ({where}, greedy; {'mean over ' + str(seeds) + ' seeds' if seeds > 1 else 'one seed'}):"]
     for (base, condition), group in table.groupby(["base", "condition"], sort=False):
         line = f"  {_run_name(base, condition)}: {group['acc_before'].mean():.2f} -> {group['acc_after'].mean():.2f}"
         if "heldout_avg_verifications_before" in group:
