@@ -62,3 +62,8 @@ def test_report_ends_with_what_happened_and_the_plots(tmp_path: Path, capsys: py
     assert lines[1:4] == closing_words(ORGANISM)
     assert lines[-2] == f"tables: {tmp_path / 'summary.md'} (every column; also summary.csv, frequencies.csv)"
     assert lines[-1] == f"plots:  {tmp_path / 'plots'}/ (accuracy_vs_step.png, spread_vs_step.png)"
+
+
+def test_closing_words_name_the_test_split_when_there_is_a_dev_split() -> None:
+    lines = closing_words(ORGANISM.assign(dev_acc_before=0.1, dev_acc_after=0.2))
+    assert lines[0] == "What happened (test-split accuracy, greedy; mean over 2 seeds):"
