@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from countdown_env import chat_prompt, generate_tasks, preset_rules
+from countdown_env.rules import ASSISTANT_PREFIX
 
 pytestmark = [
     pytest.mark.slow,
@@ -63,7 +64,8 @@ def test_generates_with_the_chat_template_and_stops_at_end_of_turn(tasks):
     end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
     assert end_of_turn in stop_token_ids(model, tokenizer)  # from the tokenizer / generation config
     prompts = [chat_prompt(t, preset_rules("tinyzero"), tokenizer) for t in tasks[:2]]
-    assert all(p.endswith("<|im_start|>assistant\n") for p in prompts)
+    # the study's qwen-instruct template: the assistant turn opens with its prefill, inside <think>
+    assert all(p.endswith("<|im_start|>assistant\n" + ASSISTANT_PREFIX) for p in prompts)
     gen = generate(model, tokenizer, prompts, 48, prompt_style="chat", do_sample=False)
     assert len(gen.texts) == 2 and all(isinstance(t, str) for t in gen.texts)
     # A finished completion ends at the end-of-turn token, which the mask keeps and the text drops.
@@ -74,11 +76,11 @@ def test_generates_with_the_chat_template_and_stops_at_end_of_turn(tasks):
 
 
 def test_lora_sft_step_then_lora_ppo_step(tmp_path, tasks):
+    from countdown_env.files import read_jsonl, write_jsonl_atomic
     from priming.sft import SFTRunConfig, run_sft
     from priming.traces import generate_traces
     from rl.config import PPOConfig
     from rl.train import train
-    from countdown_env.files import read_jsonl, write_jsonl_atomic
     from runtime.models import load_model
 
     rows = [
