@@ -10,14 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
+from countdown_env.task import LITERAL_LIMIT  # defined with Task, the lowest module: no circle
+
 if TYPE_CHECKING:
     from countdown_env.task import Task
 
 ALL_OPERATORS = ("+", "-", "*", "/")
 MAX_DEPTH_LIMIT = 100
-#: The default bound on literals and values (`Rules.max_magnitude`); `Task` refuses numbers beyond it, which no
-#: answer could use under the default rules.
-LITERAL_LIMIT = 10**15
+
 #: Largest `max_magnitude`: a 1000-digit bound keeps every literal and value printable and fast to compare
 #: (Python refuses str() of integers over 4300 digits).
 MAX_MAGNITUDE_LIMIT = 10**1000

@@ -11,8 +11,6 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from countdown_env.rules import LITERAL_LIMIT
-
 
 def _as_int(value: Any, name: str) -> int:
     """An exact integer from an int-like value (numpy ints, 3.0), never by truncation:
@@ -37,6 +35,11 @@ def _short(value: Any) -> str:
     else:
         text = repr(value)
     return text if len(text) <= 100 else text[:97] + "..."
+
+
+#: The default bound on literals and values (`Rules.max_magnitude`); `Task` refuses numbers beyond it, which no
+#: answer could use under the default rules.
+LITERAL_LIMIT = 10**15
 
 
 @dataclass(frozen=True)

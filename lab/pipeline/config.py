@@ -25,6 +25,13 @@ SFT_SET_BY_EXPERIMENT = frozenset({"model", "data", "output_dir", "seed", "promp
 PPO_SET_BY_EXPERIMENT = frozenset({"model", "seed", "task_preset", "num_eval_tasks", "prompt_style", "eval_samples"})
 
 
+def has_dev_split(task_preset: str) -> bool:
+    """Whether the task preset holds out a dev split beside its test split (`TaskConfig.dev_fraction`)."""
+    from countdown_env import TaskConfig
+
+    return TaskConfig.preset(task_preset).dev_fraction > 0
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """One run of an experiment, parsed from its name: `[<base>/]<condition>[_incorrect[_<kind>]]`."""
@@ -211,7 +218,6 @@ class ExperimentConfig:
 
     def _has_dev_split(self) -> bool:
         from countdown_env import PRESETS
-        from lab.pipeline.stages import has_dev_split
 
         return self.task_preset in PRESETS and has_dev_split(self.task_preset)
 
@@ -260,7 +266,6 @@ class ExperimentConfig:
 
     def ppo_config(self, model: str, seed: int) -> Any:
         """The RL stage's config: the preset, the experiment's overrides, then what the experiment sets itself."""
-        from lab.pipeline.stages import has_dev_split
         from rl.config import PPOConfig
 
         # With a dev split, RL evaluates num_eval_tasks dev tasks and as many test tasks at once.

@@ -16,7 +16,7 @@ from typing import Any
 
 from countdown_env import Task, generate_tasks, read_tasks, write_tasks
 from countdown_env.errors import UsageError
-from lab.pipeline.config import ExperimentConfig, RunSpec
+from lab.pipeline.config import ExperimentConfig, RunSpec, has_dev_split
 
 TASK_FILES = ("sft", "rl", "eval")
 
@@ -30,13 +30,6 @@ def mark(run: Path, stage: str, info: dict[str, Any] | None = None) -> None:
 
     (run / ".done").mkdir(parents=True, exist_ok=True)
     write_text_atomic(run / ".done" / stage, json.dumps(info or {}))
-
-
-def has_dev_split(task_preset: str) -> bool:
-    """Whether the task preset holds out a dev split beside its test split (`TaskConfig.dev_fraction`)."""
-    from countdown_env import TaskConfig
-
-    return TaskConfig.preset(task_preset).dev_fraction > 0
 
 
 def task_files(config: ExperimentConfig) -> tuple[str, ...]:
