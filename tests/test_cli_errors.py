@@ -52,6 +52,26 @@ CASES = {
     "classify output is the input": Case(
         ["classify", "{d}/x.jsonl", "-o", "{d}/x.jsonl", "--quiet"], 2, "also the input", {"x.jsonl": ROW}
     ),
+    "classify --batch --poll-interval nan": Case(
+        [
+            "classify",
+            "{d}/x.jsonl",
+            "-o",
+            "{d}/out.jsonl",
+            "--batch",
+            "--judge",
+            "openai",
+            "--base-url",
+            "http://127.0.0.1:9/v1",
+            "--model",
+            "m",
+            "--poll-interval",
+            "nan",
+        ],
+        2,
+        "finite number of seconds",
+        {"x.jsonl": ROW},
+    ),
     # 5: paths that are directories, files or below files.
     "generate --output-dir existing file": Case(
         ["generate", "-n", "2", "--output-dir", "{d}/existing.jsonl"], 2, "not a directory", {"existing.jsonl": ROW}

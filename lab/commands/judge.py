@@ -88,8 +88,8 @@ def _classify(args: argparse.Namespace) -> int:
     if args.batch:
         if config is None:
             raise UsageError("--batch needs the LLM judge: give --base-url (e.g. https://api.openai.com/v1)")
-        if args.poll_interval <= 0:
-            raise UsageError(f"--poll-interval must be > 0 seconds, got {args.poll_interval}")
+        if not 0 < args.poll_interval < float("inf"):  # nan fails too
+            raise UsageError(f"--poll-interval must be a finite number of seconds > 0, got {args.poll_interval}")
         from behavior_classifier.batch import classify_file_batch
 
         summary = classify_file_batch(args.input, args.output, config, poll_interval=args.poll_interval, **rows)
