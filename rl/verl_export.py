@@ -12,7 +12,7 @@ veRL's PPO trainer reads (`data.train_files`, `data.val_files`):
 
 `compute_score` is the function veRL calls through `custom_reward_function.path/name`. The written
 module is self-contained: veRL's environment pins versions that clash with ours, so it carries
-the scorer (`countdown_env`'s rules, task, expression and scoring modules, copied from their source
+the scorer (`countdown_env`'s task, rules, expression and scoring modules, copied from their source
 at export time by `standalone_scorer_source`, so there is still one definition) and needs only the
 standard library of Python 3.10+. The prompts state, and the module scores under, the task
 preset's rules (`countdown_env.preset_rules`), which it records as `RULES`; `--preset study`
@@ -45,7 +45,7 @@ from countdown_env.files import atomic_output
 DATA_SOURCE = "countdown"
 TEMPLATES = ("base", "instruct")
 #: The scorer's modules, in dependency order, whose source the reward module carries.
-SCORER_MODULES = ("countdown_env.rules", "countdown_env.task", "countdown_env.expression", "countdown_env.scoring")
+SCORER_MODULES = ("countdown_env.task", "countdown_env.rules", "countdown_env.expression", "countdown_env.scoring")  # in import order
 #: A chat template that renders the user turn as is: veRL then feeds the raw TinyZero prompt to a base model,
 #: as the study did (`actor_rollout_ref.model.custom_chat_template`; docs/verl.md).
 RAW_CHAT_TEMPLATE = "{% for m in messages %}{{ m.content }}{% endfor %}"
