@@ -22,13 +22,13 @@ from pathlib import Path
 
 import torch
 
+from countdown_env.files import read_jsonl
 from countdown_env.rules import render_prompt
 from countdown_env.scoring import score_response
 from countdown_env.tasks import generate_tasks
 from priming import TraceConfig, generate_traces
 from priming.sft import SFTRunConfig, last_checkpoint, run_sft
 from runtime.generation import generate_completions
-from countdown_env.files import read_jsonl
 from runtime.models import count_parameters, init_model, load_model, load_tokenizer
 
 

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from countdown_env.errors import UsageError
+from countdown_env.files import write_jsonl_atomic, write_text_atomic
 from countdown_env.rules import DEFAULT_RULES, Rules, render_prompt
 from countdown_env.tasks import Task
 from priming.conditions import BEHAVIORS
-from countdown_env.files import write_jsonl_atomic, write_text_atomic
 
 #: Columns of the saved dataset (the JSONL files keep every field).
 DATASET_COLUMNS = ("prompt", "completion", "numbers", "target", "condition", "correct", "behaviors")

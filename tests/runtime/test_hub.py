@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from runtime.hub import load_tasks
 from countdown_env.errors import UsageError
-from runtime.hub import hub_ref
+from runtime.hub import hub_ref, load_tasks
 
 
 def test_hub_ref_parses_ids_and_splits_and_leaves_local_paths_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
