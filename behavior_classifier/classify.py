@@ -30,7 +30,7 @@ from tqdm import tqdm
 from behavior_classifier.behaviors import Counts
 from behavior_classifier.client import JudgeInput, LLMJudge, Usage
 from countdown_env.errors import UsageError, user_input
-from countdown_env.files import append_jsonl, cut_torn_tail, iter_jsonl, read_jsonl, write_jsonl_atomic
+from countdown_env.files import append_jsonl, cut_torn_tail, is_parquet, iter_jsonl, read_jsonl, read_parquet, write_jsonl_atomic
 from runtime.llm_client import ERROR_CHARS, redact
 
 
@@ -88,7 +88,7 @@ def input_rows(path: Path | str, *, text_field: str = "text", step: int | None =
     """The rows of a JSONL or parquet file of completions, read as this lab's rollout rows (`as_rollout_row`)."""
     path = Path(path)
     with user_input():
-        rows = _read_parquet(path) if _is_parquet(path) else read_jsonl(path)
+        rows = read_parquet(path) if is_parquet(path) else read_jsonl(path)
     return [as_rollout_row(row, text_field=text_field, step=step if step is not None else step_of_file(path)) for row in rows]
 
 
@@ -112,21 +112,6 @@ def as_rollout_row(row: dict[str, Any], *, text_field: str = "text", step: int |
 def step_of_file(path: Path) -> int | None:
     """The step a file is named after (veRL dumps step N's rollouts to `N.jsonl`), or None."""
     return int(path.stem) if path.stem.isdigit() else None
-
-
-def _is_parquet(path: Path) -> bool:
-    with path.open("rb") as f:
-        return path.suffix == ".parquet" or f.read(4) == b"PAR1"
-
-
-def _read_parquet(path: Path) -> list[dict[str, Any]]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        return pq.read_table(path).to_pylist()
-    except (pa.ArrowInvalid, OSError) as err:
-        raise UsageError(f"{path}: not a parquet file ({err})") from None
 
 
 def _read_done(output: Path, rows: list[dict[str, Any]], retry_failed: bool) -> dict[int, dict[str, Any]]:

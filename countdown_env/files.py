@@ -133,3 +133,24 @@ def write_jsonl_atomic(path: Path | str, rows: Iterable[dict[str, Any]]) -> None
     with atomic_output(path) as f:
         for row in rows:
             f.write(json.dumps(row) + "\n")
+
+
+def is_parquet(path: Path | str) -> bool:
+    """A `.parquet` name, or parquet's magic bytes whatever the name (so a parquet file is never read as JSONL)."""
+    path = Path(path)
+    with path.open("rb") as f:
+        return path.suffix == ".parquet" or f.read(4) == b"PAR1"
+
+
+def read_parquet(path: Path | str) -> list[dict[str, Any]]:
+    """A parquet file's rows as dicts (nested columns, e.g. chat messages, as lists and dicts); a file that is not
+    parquet is a `UsageError` naming it. pyarrow is imported here, not at module import (this module stays pure)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from countdown_env.errors import UsageError
+
+    try:
+        return pq.read_table(path).to_pylist()
+    except (pa.ArrowInvalid, OSError) as err:
+        raise UsageError(f"{path}: not a parquet file ({err})") from None

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from countdown_env.errors import UsageError, user_input
-from countdown_env.files import read_jsonl
+from countdown_env.files import is_parquet, read_jsonl, read_parquet
 from countdown_env.rules import DEFAULT_RULES, Rules, render_prompt
 from countdown_env.tasks import Task
 
@@ -81,8 +81,8 @@ def load_sft_data(
 def _local_splits(path: Path) -> dict[str, Any]:
     """The splits of SFT data on disk: a JSONL file, a saved dataset, or what `countdown-lab prime` wrote."""
     if path.is_file():
-        if _is_parquet(path):
-            return {"train": _read_parquet(path)}
+        if is_parquet(path):
+            return {"train": read_parquet(path)}
         with user_input():  # a line that is not JSON (countdown_env.files names file:line)
             return {"train": read_jsonl(path)}
     elif _is_saved_dataset(path):
@@ -96,7 +96,7 @@ def _local_splits(path: Path) -> dict[str, Any]:
             with user_input():  # a line that is not JSON (countdown_env.files names file:line)
                 return {name: read_jsonl(path / f"{name}.jsonl") for name in ("train", "test") if (path / f"{name}.jsonl").exists()}
         elif (path / "train.parquet").exists():
-            return {name: _read_parquet(path / f"{name}.parquet") for name in ("train", "test") if (path / f"{name}.parquet").exists()}
+            return {name: read_parquet(path / f"{name}.parquet") for name in ("train", "test") if (path / f"{name}.parquet").exists()}
         else:
             raise UsageError(
                 f"{path} holds no SFT data: expected a dataset saved with save_to_disk, train.jsonl/test.jsonl, train.parquet, "
@@ -134,23 +134,6 @@ def check_prompt_style(path: str | Path, prompt_style: str) -> None:
             f"{path} was written with prompt style {recorded!r} but SFT uses {prompt_style!r}: re-run "
             f"`countdown-lab prime --prompt-style {prompt_style}`, or pass `sft --prompt-style {recorded}`"
         )
-
-
-def _is_parquet(path: Path) -> bool:
-    """A `.parquet` name, or parquet's magic bytes whatever the name (so a parquet file is never read as JSONL)."""
-    with path.open("rb") as f:
-        return path.suffix == ".parquet" or f.read(4) == b"PAR1"
-
-
-def _read_parquet(path: Path) -> list[dict[str, Any]]:
-    """A parquet file's rows as dicts (nested columns, e.g. chat messages, as lists and dicts)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        return pq.read_table(path).to_pylist()
-    except (pa.ArrowInvalid, OSError) as err:
-        raise UsageError(f"{path}: not a parquet file ({err})") from None
 
 
 def _map_fields(row: dict[str, Any], prompt_field: str | None, completion_field: str | None, tokenizer: Any, where: str) -> dict[str, Any]:
