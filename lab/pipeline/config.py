@@ -208,7 +208,7 @@ class ExperimentConfig:
             if split in sizes and n > sizes[split]:
                 what = "num_sft_tasks + num_rl_tasks" if split == "train" else "num_eval_tasks"
                 raise ValueError(f"{what} = {n}, but task preset {self.task_preset!r} has only {sizes[split]} {split}-split tasks")
-        evaluated = self.num_eval_tasks * (2 if self._has_dev_split() else 1)
+        evaluated = self.evaluated_tasks()
         if not 0 <= self.eval_samples <= evaluated:
             raise ValueError(f"eval_samples must be in 0..{evaluated} (the tasks each evaluation sees), got {self.eval_samples}")
         if self.gpus < 0 or not self.gpu_memory_gb > 0 or self.gpu_memory_gb == float("inf"):
@@ -216,10 +216,12 @@ class ExperimentConfig:
         if self.gpus > 1 and self.jobs > 1:
             raise ValueError("gpus > 1 runs each RL stage on every GPU: set jobs=1")
 
-    def _has_dev_split(self) -> bool:
+    def evaluated_tasks(self) -> int:
+        """Tasks each evaluation sees: `num_eval_tasks`, twice over (test and dev) when the preset has a dev split."""
         from countdown_env import PRESETS
 
-        return self.task_preset in PRESETS and has_dev_split(self.task_preset)
+        dev = self.task_preset in PRESETS and has_dev_split(self.task_preset)
+        return self.num_eval_tasks * (2 if dev else 1)
 
     def _check_choices(self) -> None:
         from countdown_env import PRESETS
@@ -269,7 +271,7 @@ class ExperimentConfig:
         from rl.config import PPOConfig
 
         # With a dev split, RL evaluates num_eval_tasks dev tasks and as many test tasks at once.
-        evaluated = self.num_eval_tasks * (2 if has_dev_split(self.task_preset) else 1)
+        evaluated = self.evaluated_tasks()
         values = {**self.ppo, "model": model, "seed": seed, "task_preset": self.task_preset, "num_eval_tasks": evaluated,
                   "prompt_style": self.prompt_style, "eval_samples": self.eval_samples}  # fmt: skip
         if evaluated > self.num_eval_tasks:  # a dev split: keep the greedy rows too, to tell the splits apart
