@@ -5,7 +5,8 @@ Three lines of work ask how training changes a model's reasoning, and each names
 - long-CoT degradation: accuracy falls while responses grow longer and more reflective
   (`reflection_ratio`, `response_length`, split by correct and wrong answers; `degradation_flags`);
 - self-improvement reversal: pass@1 rises while pass@k and the number of distinct solutions fall
-  (`pass_at_k_curve`, `distinct_solutions`);
+  (`pass_at_k_curve`, `distinct_solutions`), each a mean over tasks with a 95% bootstrap interval over
+  tasks (`Estimate`), and a change between two checkpoints tested against that noise (`paired_change`);
 - drift from the base: RL moves a model little from its base, SFT far (`token_kl`, `hidden_shift`).
 
 Text measures are pure Python; model measures take models and tensors and import torch lazily.
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from countdown_env import DEFAULT_RULES, Rules, canonical_form
+from lab.pipeline.heldout import bootstrap
 from rl.evaluate import pass_at_k
 
 #: Reflection words and phrases, defined once (matched case-insensitively, on word boundaries).
@@ -87,12 +89,71 @@ def split_mean(values: Sequence[float], correct: Sequence[bool]) -> dict[str, fl
     }
 
 
+@dataclass(frozen=True)
+class Estimate:
+    """A mean over tasks and its 95% percentile bootstrap interval over tasks: the noise of measuring on a
+    finite task set, which decides whether a change of a few points means anything."""
+
+    value: float
+    lo: float
+    hi: float
+
+    @property
+    def outside_noise(self) -> bool:
+        """For a change (`paired_change`): whether its interval excludes 0."""
+        return not self.lo <= 0.0 <= self.hi
+
+
+def mean_estimate(values: Sequence[float], seed: int = 0) -> Estimate:
+    """The mean of per-task `values` (pass@k, distinct solutions, a difference) with its 95% interval.
+
+    One bootstrap for the whole lab (`lab.pipeline.heldout.bootstrap`: 2,000 resamples of the tasks, seeded),
+    so analyze's intervals and the experiment summary's are the same kind. The same seed for every measure
+    of a step resamples the same tasks, so the intervals of a pass@k curve rise with k as the curve does."""
+    array = np.asarray(values, dtype=float)
+    if array.size == 0:
+        raise ValueError("no tasks: an estimate needs at least one task's value")
+    return Estimate(float(array.mean()), *bootstrap(array, seed))
+
+
+def paired_change(before: Sequence[float], after: Sequence[float], seed: int = 0) -> Estimate:
+    """`after - before` over the same tasks (in the same order), with the interval of the per-task
+    differences: a task's own difficulty cancels, so it is narrower than the two intervals suggest.
+    `.outside_noise` says whether the change is more than the task set's noise."""
+    if len(before) != len(after):
+        raise ValueError(f"a paired change needs the same tasks before and after, got {len(before)} and {len(after)}")
+    return mean_estimate(np.asarray(after, dtype=float) - np.asarray(before, dtype=float), seed)
+
+
+def default_ks(n: int) -> list[int]:
+    """k = 1..n//2 (just 1 when n < 2): the pass@k a report shows from `n` samples per task.
+
+    The unbiased estimator averages over the k-subsets of the n samples; as k nears n they overlap
+    more and more (at k = n there is one: "is any sample correct"), so the estimate carries little
+    more than one draw's information. Half the samples keeps every reported k well averaged."""
+    return list(range(1, max(1, n // 2) + 1))
+
+
+def task_pass_at_k(correct_counts: Sequence[int], n: int, k: int) -> np.ndarray:
+    """Unbiased pass@k of each task (`n` samples, `c` correct); refuses k > n, which `n` samples cannot estimate."""
+    if not 1 <= k <= n:
+        raise ValueError(f"pass@{k} needs 1 <= k <= n samples per task, got n={n}")
+    return np.array([pass_at_k(n, c, k) for c in correct_counts], dtype=float)
+
+
 def pass_at_k_curve(correct_counts: Sequence[int], n: int, ks: Iterable[int] | None = None) -> dict[int, float]:
-    """Mean unbiased pass@k over tasks (each with `n` samples, `c` of them correct), for k = 1..n by default."""
+    """Mean unbiased pass@k over tasks (each with `n` samples, `c` of them correct), for k = 1..n//2
+    by default (`default_ks`); a k up to n is computed when asked for, a k above n refused."""
     if not correct_counts:
         raise ValueError("no tasks: pass@k needs at least one task's samples")
-    ks = list(ks) if ks is not None else list(range(1, n + 1))
-    return {k: float(np.mean([pass_at_k(n, c, k) for c in correct_counts])) for k in ks}
+    return {k: float(task_pass_at_k(correct_counts, n, k).mean()) for k in (default_ks(n) if ks is None else ks)}
+
+
+def pass_at_k_estimates(correct_counts: Sequence[int], n: int, ks: Iterable[int] | None = None, seed: int = 0) -> dict[int, Estimate]:
+    """`pass_at_k_curve` with each k's 95% bootstrap interval over tasks."""
+    if not correct_counts:
+        raise ValueError("no tasks: pass@k needs at least one task's samples")
+    return {k: mean_estimate(task_pass_at_k(correct_counts, n, k), seed) for k in (default_ks(n) if ks is None else ks)}
 
 
 def distinct_solutions(answers: Iterable[str | None], rules: Rules = DEFAULT_RULES) -> int:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,9 @@ _SERIES = {
     "response_length": ("correct", "wrong"),
     "ood_accuracy": ("more_numbers", "in_distribution"),
 }
-_LABELS = {"ood_accuracy": "unseen ranges", "pass_at_k": "pass@n", "transfer": "any-subset accuracy"}
+_LABELS = {"ood_accuracy": "unseen ranges", "pass_at_k": "pass@n/2", "transfer": "any-subset accuracy"}
+#: A pass@k column of a report row (not its `_lo`, `_hi` or change columns).
+_PASS_AT_K = re.compile(r"^pass@(\d+)$")
 
 
 def plot_report(report: dict[str, list[dict[str, Any]]], hidden: dict[int, np.ndarray], out_dir: Path) -> list[Path]:
@@ -34,6 +37,10 @@ def plot_report(report: dict[str, list[dict[str, Any]]], hidden: dict[int, np.nd
         fig, ax = plt.subplots(figsize=(5, 3.5))
         steps = [r["step"] for r in rows]
         ax.plot(steps, [_num(r.get("value")) for r in rows], marker="o", label=_LABELS.get(key, "all"))
+        if all("value_lo" in r for r in rows):  # the 95% interval over tasks: is a change more than the noise?
+            ax.fill_between(
+                steps, [_num(r["value_lo"]) for r in rows], [_num(r["value_hi"]) for r in rows], alpha=0.2, label="95% interval"
+            )
         for extra in _SERIES.get(key, ()):
             ax.plot(steps, [_num(r.get(extra)) for r in rows], marker=".", linestyle="--", label=extra.replace("_", " "))
         flagged = [r["step"] for r in report.get("degradation", []) if r["value"]]
@@ -48,10 +55,8 @@ def plot_report(report: dict[str, list[dict[str, Any]]], hidden: dict[int, np.nd
     curves = report.get("pass_at_k", [])
     if curves:
         fig, ax = plt.subplots(figsize=(5, 3.5))
-        for row in curves:
-            ks = sorted(int(k.split("@")[1]) for k in row if k.startswith("pass@"))
-            ax.plot(ks, [row[f"pass@{k}"] for k in ks], marker=".", label=f"step {row['step']}")
-        ax.set(xlabel="k", ylabel="pass@k", xscale="log", title="pass@k per step")
+        _pass_at_k_curves(ax, curves)
+        ax.set(xlabel="k", ylabel="pass@k", xscale="log", title="pass@k per step (k <= n/2; bands: 95% over tasks)")
         ax.legend(fontsize=7)
         fig.tight_layout()
         written.append(_save(fig, out_dir / "pass_at_k_curves.png"))
@@ -72,6 +77,15 @@ def plot_report(report: dict[str, list[dict[str, Any]]], hidden: dict[int, np.nd
         written.append(_save(fig, out_dir / "hidden_state_pca.png"))
         plt.close(fig)
     return written
+
+
+def _pass_at_k_curves(ax: Any, rows: list[dict[str, Any]]) -> None:
+    """One pass@k curve per step, with its 95% band over tasks where the rows carry one."""
+    for row in rows:
+        ks = sorted(int(m.group(1)) for k in row if (m := _PASS_AT_K.match(k)))
+        line = ax.plot(ks, [row[f"pass@{k}"] for k in ks], marker=".", label=f"step {row['step']}")[0]
+        if all(f"pass@{k}_lo" in row for k in ks):
+            ax.fill_between(ks, [row[f"pass@{k}_lo"] for k in ks], [row[f"pass@{k}_hi"] for k in ks], color=line.get_color(), alpha=0.15)
 
 
 def _num(value: Any) -> float:

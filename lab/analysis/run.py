@@ -4,16 +4,22 @@ A run directory (PPO/GRPO, SFT, or `self-improve`) is read as a series of models
 the base model. For each, on held-out prompts of the run's task preset:
 
     reflection_ratio, response_length   n samples per task at T=1, split by correct/wrong answers
-    pass_at_k, distinct_solutions       the same samples: unbiased pass@k, k=1..n; canonical solutions per task
+    pass_at_k, distinct_solutions       the same samples: unbiased pass@k, k=1..n/2; canonical solutions per task,
+                                        each with a 95% bootstrap interval over tasks and its change from step 0
     ood_accuracy                        greedy: unseen number/target ranges (value), and one more number
     kl_to_base                          exact token-level KL(checkpoint || base) on the checkpoint's samples
     hidden_state_shift                  last-layer mean hidden states vs the base's on the same prompts
     transfer                            greedy on the "any subset" family (never trained on)
 
+The held-out prompts are the preset's whole test split by default (organism: about 200 tasks), so
+the intervals are as narrow as the split allows. A change from step 0 is "outside the noise" when the
+95% interval of its per-task differences (paired bootstrap over tasks) excludes 0; the table says which.
+
 Output (DIR): `analysis.json` (each key a list of `{step, value, ...}` rows, rebuilt after every
-step), `steps.jsonl` (append-only, one row per analysed step: a killed analysis resumes after its
-last complete step), `completions.jsonl` (the samples, for `countdown-lab classify`),
-`hidden/step-N.npy` and PNG plots.
+step), `analysis.csv` (one row per step: pass@k and distinct solutions with `_lo`/`_hi`, their
+changes from step 0 and whether each is outside the noise), `steps.jsonl` (append-only, one row per
+analysed step with its per-task counts: a killed analysis resumes after its last complete step),
+`completions.jsonl` (the samples, for `countdown-lab classify`), `hidden/step-N.npy` and PNG plots.
 
 Checkpoints: only saved steps can be analysed. PPO keeps `keep_checkpoints` checkpoints every
 `save_every` steps, so to analyse every evaluation set `save_every` equal to `eval_every` and
@@ -23,6 +29,8 @@ checkpoint are listed as skipped.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import re
@@ -53,6 +61,12 @@ METRICS = (
     "hidden_state_shift",
     "transfer",
 )
+#: The largest k every report carries (the notebooks and plots read pass@16); with k <= samples/2 it sets
+#: the fewest samples per task.
+PASS_AT_K_MAX = 16
+#: Held-out tasks when a preset's test split is too large to count (`lab.pipeline.config.split_sizes`,
+#: e.g. tinyzero's): a 95% interval on an accuracy near 0.5 is then about +-4 points.
+UNCOUNTED_TEST_TASKS = 500
 _HF_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 _ROUND = re.compile(r"^round-(\d+)$")
 
@@ -67,10 +81,10 @@ class AnalyzeConfig:
     """Prompt template the run trained with (default: the run's)."""
     max_new_tokens: int = 224
     """Longest completion (default: the RL run's `max_new_tokens`)."""
-    num_tasks: int = 32
-    """Held-out tasks (the preset's test split) sampled `samples` times each."""
-    samples: int = 16
-    """Samples per task at `temperature` (pass@k for k = 1..samples)."""
+    num_tasks: int | None = None
+    """Held-out tasks (the preset's test split) sampled `samples` times each; None: the whole test split."""
+    samples: int = 2 * PASS_AT_K_MAX
+    """Samples per task at `temperature` (pass@k for k = 1..samples/2)."""
     temperature: float = 1.0
     num_ood_tasks: int = 64
     """Tasks in each greedy split: unseen ranges, one more number, and the transfer family."""
@@ -80,10 +94,10 @@ class AnalyzeConfig:
 
     def __post_init__(self) -> None:
         for name in ("max_new_tokens", "num_tasks", "batch_size"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.samples < 16:
-            raise ValueError(f"samples must be >= 16 (pass@k up to k=16), got {self.samples}")
+        if self.samples < 2 * PASS_AT_K_MAX:
+            raise ValueError(f"samples must be >= {2 * PASS_AT_K_MAX} (pass@k up to k={PASS_AT_K_MAX}, k <= samples/2), got {self.samples}")
         if self.num_ood_tasks < 0:
             raise ValueError(f"num_ood_tasks must be >= 0, got {self.num_ood_tasks}")
         if not 0 < self.temperature < math.inf:
@@ -215,7 +229,9 @@ def check_models(todo: Plan) -> None:
         diff = [k for k in SHAPE_FIELDS if k in want and k in have and want[k] != have[k]]
         if diff:
             shown = ", ".join(f"{k} {want[k]} vs {have[k]}" for k in diff)
-            raise UsageError(f"--base-model {base} is not the model step {step}'s checkpoint was trained from ({shown}); give the run's start model")
+            raise UsageError(
+                f"--base-model {base} is not the model step {step}'s checkpoint was trained from ({shown}); give the run's start model"
+            )
 
 
 @dataclass
@@ -228,12 +244,33 @@ class HeldOut:
     transfer: list[Task]
 
 
+def held_out_tasks(task_preset: str, seed: int, num_tasks: int | None = None) -> list[Task]:
+    """`num_tasks` tasks of the preset's test split, or (None) the whole split: every test task the
+    generator reaches (`split_sizes` counts an upper bound; a rare hard task may stay unreached), or
+    `UNCOUNTED_TEST_TASKS` of a split too large to count."""
+    from countdown_env.tasks import iter_tasks
+    from lab.pipeline.config import split_sizes
+
+    if num_tasks is not None:
+        return generate_tasks(num_tasks, seed=seed, preset=task_preset, split="test")
+    size = split_sizes(task_preset).get("test") or UNCOUNTED_TEST_TASKS
+    out: list[Task] = []
+    try:
+        for task in iter_tasks(seed, TaskConfig.preset(task_preset), "test"):
+            out.append(task)
+            if len(out) >= size:
+                break
+    except ValueError:  # no new test task in many draws: the split is exhausted, and `out` is all of it
+        pass
+    return out
+
+
 def held_out(config: AnalyzeConfig) -> HeldOut:
     from rl.evaluate import ood_tasks_for
 
     rules = preset_rules(config.task_preset)
     base = TaskConfig.preset(config.task_preset)
-    tasks = generate_tasks(config.num_tasks, seed=config.seed, preset=config.task_preset, split="test")
+    tasks = held_out_tasks(config.task_preset, config.seed, config.num_tasks)
     n = config.num_ood_tasks
     return HeldOut(
         tasks=tasks,
@@ -245,8 +282,8 @@ def held_out(config: AnalyzeConfig) -> HeldOut:
 
 def measure(
     model: Any, base: Any, tokenizer: Any, data: HeldOut, config: AnalyzeConfig, base_states: np.ndarray, step: int
-) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]], np.ndarray]:
-    """(one row per metric, completion rows, hidden states) for one model."""
+) -> tuple[dict[str, dict[str, Any]], dict[str, list[int]], list[dict[str, Any]], np.ndarray]:
+    """(one row per metric, per-task counts (`per_task_counts`), completion rows, hidden states) for one model."""
     from runtime.sampling import sample_and_score
 
     prompt = Prompt.of_preset(config.task_preset, config.prompt_style)
@@ -270,8 +307,9 @@ def measure(
         return greedy.accuracy
 
     transfer_rules = subset_config(TaskConfig.preset(config.task_preset)).rules
+    counts = per_task_counts(scored, config.samples, prompt.rules)
     rows = {
-        **sample_metrics(scored, config.samples, prompt.rules),
+        **sample_metrics(scored, counts, config.samples),
         "ood_accuracy": {
             "value": accuracy(data.unseen),
             "more_numbers": accuracy(data.more_numbers),
@@ -282,25 +320,44 @@ def measure(
         "hidden_state_shift": {"value": shift["l2"], "relative": shift["relative"], "cosine": shift["cosine"]},
         "transfer": {"value": accuracy(data.transfer, transfer_rules), "family": "any subset", "n": len(data.transfer)},
     }  # fmt: skip
-    return rows, completion_rows(scored, step), states
+    return rows, counts, completion_rows(scored, step), states
 
 
-def sample_metrics(scored: Any, n: int, rules: Rules) -> dict[str, dict[str, Any]]:
-    """reflection_ratio, response_length, pass_at_k and distinct_solutions (under `rules`) of
-    `scored` (`runtime.sampling.Scored`), `n` consecutive samples per task."""
+def per_task_counts(scored: Any, n: int, rules: Rules) -> dict[str, list[int]]:
+    """Per held-out task (`n` consecutive samples of `scored` each): `correct` samples and `distinct`
+    correct solutions under `rules`. Kept per step in steps.jsonl: a change between two steps is
+    tested task by task, on the same tasks in the same order."""
+    correct = scored.correct
+    groups = [range(i, i + n) for i in range(0, len(correct), n)]
+    return {
+        "correct": [sum(correct[j] for j in group) for group in groups],
+        "distinct": [analysis.distinct_solutions([scored.samples[j].score.answer for j in group if correct[j]], rules) for group in groups],
+    }
+
+
+def interval_fields(name: str, estimate: analysis.Estimate) -> dict[str, float]:
+    """`name`, `name_lo`, `name_hi` of an estimate (the columns of analysis.json and analysis.csv)."""
+    return {name: estimate.value, f"{name}_lo": estimate.lo, f"{name}_hi": estimate.hi}
+
+
+def sample_metrics(scored: Any, counts: dict[str, list[int]], n: int) -> dict[str, dict[str, Any]]:
+    """reflection_ratio, response_length, pass_at_k (k = 1..n/2, `value` at the largest) and
+    distinct_solutions of `scored` (`runtime.sampling.Scored`), `n` consecutive samples per task
+    with `counts` (`per_task_counts`); pass@k and distinct solutions with 95% intervals over tasks."""
     correct, lengths = scored.correct, scored.generation.lengths.tolist()
     reflections = [analysis.reflection_ratio(text) for text in scored.texts]
-    per_task = [range(i, i + n) for i in range(0, len(correct), n)]
-    counts = [sum(correct[j] for j in group) for group in per_task]
-    distinct = [analysis.distinct_solutions([scored.samples[j].score.answer for j in group if correct[j]], rules) for group in per_task]
-    curve = analysis.pass_at_k_curve(counts, n)
+    curve = analysis.pass_at_k_estimates(counts["correct"], n)
+    k = max(curve)
+    distinct = counts["distinct"]
     refl, length = analysis.split_mean(reflections, correct), analysis.split_mean(lengths, correct)
     n_correct = sum(correct)
     return {
         "reflection_ratio": {"value": refl["all"], "correct": refl["correct"], "wrong": refl["wrong"], "n_correct": n_correct, "n_wrong": len(correct) - n_correct},
         "response_length": {"value": length["all"], "correct": length["correct"], "wrong": length["wrong"], "unit": "tokens"},
-        "pass_at_k": {"value": curve[n], "n": n, "tasks": len(per_task), **{f"pass@{k}": v for k, v in curve.items()}},
-        "distinct_solutions": {"value": float(np.mean(distinct)), "per_solved_task": float(np.mean([d for d in distinct if d])) if any(distinct) else 0.0},
+        "pass_at_k": {**interval_fields("value", curve[k]), "k": k, "n": n, "tasks": len(distinct),
+                      **{f: v for j, e in curve.items() for f, v in interval_fields(f"pass@{j}", e).items()}},
+        "distinct_solutions": {**interval_fields("value", analysis.mean_estimate(distinct)), "tasks": len(distinct),
+                               "per_solved_task": float(np.mean([d for d in distinct if d])) if any(distinct) else 0.0},
     }  # fmt: skip
 
 
@@ -320,11 +377,52 @@ def completion_rows(scored: Any, step: int) -> list[dict[str, Any]]:
     ]
 
 
+def tested_values(step_row: dict[str, Any]) -> dict[tuple[str, str], np.ndarray]:
+    """The per-task values of the measures whose change is tested against the noise, keyed (metric,
+    field prefix): pass@1, pass@k at the row's `value` (k = n/2) and distinct solutions; {} for a step
+    analysed before per-task counts were kept."""
+    counts, row = step_row.get("per_task"), step_row["metrics"]["pass_at_k"]
+    if not counts or "k" not in row:
+        return {}
+    return {
+        ("pass_at_k", "pass@1_"): analysis.task_pass_at_k(counts["correct"], row["n"], 1),
+        ("pass_at_k", f"pass@{row['k']}_"): analysis.task_pass_at_k(counts["correct"], row["n"], row["k"]),
+        ("distinct_solutions", ""): np.asarray(counts["distinct"], dtype=float),
+    }
+
+
+def changes_from_first(steps: list[dict[str, Any]]) -> dict[int, dict[tuple[str, str], analysis.Estimate]]:
+    """step -> each tested measure's change from the first step (in step order), paired by task; a
+    measure is left out where the two steps did not see the same number of tasks."""
+    if not steps:
+        return {}
+    first = tested_values(steps[0])
+    out: dict[int, dict[tuple[str, str], analysis.Estimate]] = {}
+    for row in steps[1:]:
+        now = tested_values(row)
+        out[row["step"]] = {m: analysis.paired_change(first[m], v) for m, v in now.items() if m in first and len(first[m]) == len(v)}
+    return out
+
+
+def change_fields(changes: dict[tuple[str, str], analysis.Estimate], key: str) -> dict[str, Any]:
+    """Metric `key`'s `<prefix>change`, `_lo`, `_hi` and `<prefix>outside_noise` columns of one step."""
+    out: dict[str, Any] = {}
+    for (metric, prefix), change in changes.items():
+        if metric == key:
+            out.update(interval_fields(f"{prefix}change", change))
+            out[f"{prefix}outside_noise"] = change.outside_noise
+    return out
+
+
 def build_report(steps: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """analysis.json from the per-step rows: each metric a list of `{step, value, ...}` rows in step
-    order, plus `degradation` (steps where accuracy fell while length and reflection rose)."""
+    order (pass@k and distinct solutions with their changes from the first step), plus `degradation`
+    (steps where accuracy fell while length and reflection rose)."""
     steps = sorted(steps, key=lambda row: row["step"])
-    report: dict[str, list[dict[str, Any]]] = {key: [{"step": s["step"], **s["metrics"][key]} for s in steps] for key in METRICS}
+    changes = changes_from_first(steps)
+    report: dict[str, list[dict[str, Any]]] = {
+        key: [{"step": s["step"], **s["metrics"][key], **change_fields(changes.get(s["step"], {}), key)} for s in steps] for key in METRICS
+    }
     acc = [s["metrics"]["ood_accuracy"]["in_distribution"] or 0.0 for s in steps]
     length = [s["metrics"]["response_length"]["value"] or 0.0 for s in steps]
     refl = [s["metrics"]["reflection_ratio"]["value"] or 0.0 for s in steps]
@@ -363,28 +461,82 @@ def analyze(
                                               prompt_style=config.prompt_style, batch_size=config.batch_size)  # fmt: skip
     (output / "hidden").mkdir(exist_ok=True)
     pending = [s for s in todo.models if s not in done]
-    log(f"analyze: {len(todo.models)} steps {sorted(todo.models)}; {len(done)} done, {len(pending)} to go")
+    log(f"analyze: {len(todo.models)} steps {sorted(todo.models)}; {len(done)} done, {len(pending)} to go; "
+        f"{len(data.tasks)} test tasks x {config.samples} samples")  # fmt: skip
     for i, step in enumerate(pending, 1):
         started = time.perf_counter()
         model = base if step == 0 else load_model(todo.models[step]).eval()
-        rows, completions, states = measure(model, base, tokenizer, data, config, base_states, step)
+        rows, counts, completions, states = measure(model, base, tokenizer, data, config, base_states, step)
         np.save(output / "hidden" / f"step-{step:06d}.npy", states)
         append_jsonl(output / "completions.jsonl", completions)
-        append_jsonl(output / "steps.jsonl", [{"step": step, "model": todo.models[step], "metrics": rows}])
-        done[step] = {"step": step, "metrics": rows}
+        append_jsonl(output / "steps.jsonl", [{"step": step, "model": todo.models[step], "metrics": rows, "per_task": counts}])
+        done[step] = {"step": step, "metrics": rows, "per_task": counts}
         write_text_atomic(output / "analysis.json", json.dumps(build_report(list(done.values())), indent=1))
         m = rows
         log(
-            f"analyze: [{i}/{len(pending)}] step {step}: pass@1 {m['pass_at_k']['pass@1']:.3f} pass@{config.samples} {m['pass_at_k']['value']:.3f} "
-            f"distinct {m['distinct_solutions']['value']:.2f} KL {m['kl_to_base']['value']:.4f} shift {m['hidden_state_shift']['value']:.3f} "
-            f"({time.perf_counter() - started:.0f}s)"
+            f"analyze: [{i}/{len(pending)}] step {step}: pass@1 {_interval(m['pass_at_k'], 'pass@1')} "
+            f"pass@{m['pass_at_k']['k']} {_interval(m['pass_at_k'], 'value')} distinct {_interval(m['distinct_solutions'], 'value')} "
+            f"KL {m['kl_to_base']['value']:.4f} shift {m['hidden_state_shift']['value']:.3f} ({time.perf_counter() - started:.0f}s)"
         )
     report = build_report(list(done.values()))
     write_text_atomic(output / "analysis.json", json.dumps(report, indent=1))
+    write_text_atomic(output / "analysis.csv", csv_text(noise_rows(report)))
     from lab.analysis.plots import plot_report
 
     plot_report(report, load_hidden(output), output)
     return report
+
+
+def _interval(row: dict[str, Any], name: str) -> str:
+    return f"{row[name]:.3f} [{row[f'{name}_lo']:.3f}, {row[f'{name}_hi']:.3f}]"
+
+
+def noise_rows(report: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """analysis.csv: one row per step with pass@k for every k and distinct solutions per task, each with
+    `_lo`/`_hi`, and the changes from the first step with `_outside_noise` (steps in the report's order)."""
+    distinct = {row["step"]: row for row in report.get("distinct_solutions", [])}
+    out = []
+    for row in report.get("pass_at_k", []):
+        d = distinct.get(row["step"], {})
+        passes = {f: v for f, v in row.items() if f.startswith("pass@")}
+        # distinct_solutions' row names its columns value, value_lo, change, ...: prefixed here, as pass@k's are
+        named = {("distinct_solutions" + ("" if f == "value" else "_" + f.removeprefix("value_"))): v
+                 for f, v in d.items() if f.startswith(("value", "change", "outside_noise"))}  # fmt: skip
+        out.append({"step": row["step"], "tasks": row.get("tasks"), "samples": row.get("n"), **passes, **named})
+    return out
+
+
+def csv_text(rows: list[dict[str, Any]]) -> str:
+    """`rows` as CSV, columns in first-seen order (a resumed older step may lack some: empty cells)."""
+    columns = list(dict.fromkeys(c for row in rows for c in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def noise_table(report: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """The printed table: per step, pass@1, pass@k (k = n/2) and distinct solutions with their 95%
+    intervals and their change from the first step, `*` marking a change outside the noise."""
+    rows = report.get("pass_at_k", [])
+    if not rows or "k" not in rows[-1]:
+        return []
+    k, first = rows[-1]["k"], rows[0]["step"]
+    measures = {"pass@1": "pass@1", f"pass@{k}": f"pass@{k}", "distinct_solutions": "distinct"}  # column -> title
+    lines = [(f"{'step':>6} {'tasks':>5}  " + "".join(f"{title + ' [95%]':<22} {'change':<8}" for title in measures.values())).rstrip()]
+    for row in noise_rows(report):
+        cells = []
+        for name in measures:
+            value = _interval(row, name) if f"{name}_lo" in row else "-"
+            change = f"{row[f'{name}_change']:+.3f}{'*' if row[f'{name}_outside_noise'] else ''}" if f"{name}_change" in row else ""
+            cells.append(f"{value:<22} {change:<8}")
+        lines.append(f"{row['step']:>6} {row['tasks'] or '':>5}  " + "".join(cells).rstrip())
+    lines.append(
+        f"[95%]: bootstrap over tasks; change: from step {first}, paired by task; * outside the noise (its interval excludes 0), "
+        "else inside it. Intervals of the changes: analysis.csv"
+    )
+    return lines
 
 
 def load_hidden(output: Path) -> dict[int, np.ndarray]:

@@ -10,6 +10,11 @@ organism's SFT recipe (`organism.pretrain.train_on_rows`: compact prompts, cosin
     D/rounds/round-N/rows.jsonl     round N's kept completions (prompt/completion)
     D/rounds/round-N/model/         round N's model (a round with a model is done: resume skips it)
     D/analysis/                     `countdown-lab analyze` over the rounds (round = step, 0 = the start model)
+
+The rounds train on the preset's train split; the analysis measures every round on the whole test
+split with 95% intervals over tasks, and tests each round's change from round 0 (pass@1, pass@k with
+k = samples/2, distinct solutions) by a paired bootstrap over tasks: a reversal counts only where
+the change is outside that noise (`analysis/analysis.csv`, the table `self-improve` prints).
 """
 
 from __future__ import annotations

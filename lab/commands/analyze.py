@@ -13,8 +13,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "analyze",
         help="per checkpoint: reflection, length, pass@k, distinct solutions, OOD, KL to the base, hidden-state shift, transfer",
-        description="Measure every evaluated checkpoint of a ppo/grpo/sft/self-improve run directory (step 0: the base model). "
-        "Writes OUTPUT_DIR/analysis.json and PNG plots; re-running resumes after the last analysed step.",
+        description="Measure every evaluated checkpoint of a ppo/grpo/sft/self-improve run directory (step 0: the base model) "
+        "on the whole test split by default. Writes OUTPUT_DIR/analysis.json, analysis.csv (pass@k and distinct solutions "
+        "with 95% intervals over tasks) and PNG plots, and prints which changes from step 0 are outside the noise; "
+        "re-running resumes after the last analysed step.",
     )
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run directory (ppo, grpo, sft or self-improve)")
     p.add_argument("--base-model", dest="base_model", help="the base model the run started from (default: the run's config `model`)")
@@ -40,8 +42,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--learning-rate", dest="learning_rate", type=float, default=3e-4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-analyze", dest="no_analyze", action="store_true", help="only the rounds")
-    p.add_argument("--num-tasks", dest="num_tasks", type=int, help="analysis: held-out tasks")
-    p.add_argument("--samples", type=int, help="analysis: samples per held-out task (>= 16)")
+    p.add_argument("--num-tasks", dest="num_tasks", type=int, help="analysis: held-out tasks (default: the whole test split)")
+    p.add_argument("--samples", type=int, help="analysis: samples per held-out task (>= 32; pass@k for k <= samples/2)")
     p.add_argument("--num-ood-tasks", dest="num_ood_tasks", type=int, help="analysis: tasks per greedy split")
     p.set_defaults(func=_self_improve)
 
@@ -50,8 +52,10 @@ def _analysis_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task-preset", dest="task_preset", help="held-out tasks' preset (default: the run's task_preset, else organism)")
     p.add_argument("--prompt-style", dest="prompt_style", help="prompt template (default: the run's)")
     p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, help="default: the run's max_response_length")
-    p.add_argument("--num-tasks", dest="num_tasks", type=int, help="held-out tasks, each sampled --samples times (default 32)")
-    p.add_argument("--samples", type=int, help="samples per task at T=1 (>= 16; pass@k for k=1..samples)")
+    p.add_argument(
+        "--num-tasks", dest="num_tasks", type=int, help="held-out tasks, each sampled --samples times (default: the whole test split)"
+    )
+    p.add_argument("--samples", type=int, help="samples per task at T=1 (default and least 32; pass@k for k=1..samples/2)")
     p.add_argument(
         "--num-ood-tasks", dest="num_ood_tasks", type=int, help="tasks per greedy split: unseen ranges, +1 number, transfer (default 64)"
     )
@@ -71,7 +75,7 @@ def _config(args: argparse.Namespace, defaults: dict[str, Any]) -> Any:
 
 def _analyze(args: argparse.Namespace) -> int:
     from countdown_env.errors import UsageError, output_dir
-    from lab.analysis.run import analyze, flagged_lines, run_settings, start_model
+    from lab.analysis.run import analyze, flagged_lines, noise_table, run_settings, start_model
 
     if not args.run_dir.is_dir():
         raise UsageError(f"run directory {args.run_dir} does not exist")
@@ -86,15 +90,15 @@ def _analyze(args: argparse.Namespace) -> int:
             f"--output-dir {args.output_dir} is the run directory itself; give another folder, e.g. {args.run_dir / 'analysis'}"
         )
     report = analyze(args.run_dir, base, args.output_dir, config)
-    for line in flagged_lines(report):
+    for line in [*noise_table(report), *flagged_lines(report)]:
         print(line)
-    print(f"analysis: {args.output_dir / 'analysis.json'} (plots: {args.output_dir}/*.png)")
+    print(f"analysis: {args.output_dir / 'analysis.json'}, {args.output_dir / 'analysis.csv'} (plots: {args.output_dir}/*.png)")
     return 0
 
 
 def _self_improve(args: argparse.Namespace) -> int:
     from countdown_env.errors import output_dir, user_input
-    from lab.analysis.run import analyze
+    from lab.analysis.run import analyze, noise_table
     from lab.analysis.self_improve import SelfImproveConfig, self_improve
     from runtime.models import check_model
 
@@ -106,6 +110,8 @@ def _self_improve(args: argparse.Namespace) -> int:
     self_improve(args.model, args.output_dir, config)
     if not args.no_analyze:
         defaults = {"task_preset": config.task_preset, "prompt_style": config.prompt_style, "max_new_tokens": config.max_new_tokens}
-        analyze(args.output_dir, args.model, args.output_dir / "analysis", _config(args, defaults))
-        print(f"analysis: {args.output_dir / 'analysis' / 'analysis.json'}")
+        report = analyze(args.output_dir, args.model, args.output_dir / "analysis", _config(args, defaults))
+        for line in noise_table(report):  # rounds are the steps: round r against round 0, the start model
+            print(line)
+        print(f"analysis: {args.output_dir / 'analysis' / 'analysis.json'}, {args.output_dir / 'analysis' / 'analysis.csv'}")
     return 0

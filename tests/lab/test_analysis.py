@@ -1,4 +1,5 @@
-"""The measures of `countdown-lab analyze` (lab/analysis.py) and the task families it uses."""
+"""The measures of `countdown-lab analyze` (lab/analysis/metrics.py, lab/analysis/run.py) and the task families it uses.
+Intervals, the default k range and the CLI's noise table: tests/lab/test_analysis_intervals.py."""
 
 from __future__ import annotations
 
@@ -64,14 +65,15 @@ def _brute_pass_at_k(correct: list[bool], k: int) -> float:
 def test_pass_at_k_matches_a_brute_force_count_over_subsets(c):
     n = 8
     correct = [True] * c + [False] * (n - c)
-    curve = analysis.pass_at_k_curve([c], n)
+    curve = analysis.pass_at_k_curve([c], n, range(1, n + 1))  # every k, asked for: k > n/2 is allowed when explicit
     assert sorted(curve) == list(range(1, n + 1))
+    assert sorted(analysis.pass_at_k_curve([c], n)) == list(range(1, n // 2 + 1))  # the default stops at n/2
     for k in range(1, n + 1):
         assert curve[k] == pytest.approx(_brute_pass_at_k(correct, k), abs=1e-12)
 
 
 def test_pass_at_k_curve_averages_tasks_and_rises_with_k():
-    curve = analysis.pass_at_k_curve([0, 4, 16], 16)
+    curve = analysis.pass_at_k_curve([0, 4, 16], 16, range(1, 17))
     assert curve[1] == pytest.approx((0 + 4 / 16 + 1) / 3)
     assert curve[16] == pytest.approx(2 / 3)
     assert all(curve[k] <= curve[k + 1] + 1e-12 for k in range(1, 16))
@@ -232,7 +234,10 @@ def test_analyze_writes_every_metric_per_step_and_resumes(tmp_path):
         assert all("value" in row for row in data[key])
     assert data["kl_to_base"][0]["value"] == 0.0 and data["hidden_state_shift"][0]["value"] == 0.0
     assert data["kl_to_base"][1]["value"] > 0 and data["hidden_state_shift"][1]["value"] > 0
-    assert [f"pass@{k}" in data["pass_at_k"][0] for k in range(1, 17)] == [True] * 16
+    assert [f"pass@{k}" in data["pass_at_k"][0] for k in range(1, 17)] == [True] * 16  # 32 samples: k <= 16
+    assert "pass@17" not in data["pass_at_k"][0] and data["pass_at_k"][0]["k"] == 16
+    steps = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
+    assert all(len(row["per_task"]["correct"]) == 2 for row in steps)  # per-task counts, for the paired changes
     for png in ("reflection_ratio", "pass_at_k_curves", "hidden_state_pca", "kl_to_base"):
         assert (out / f"{png}.png").stat().st_size > 0
     # resume: a second call measures nothing again
@@ -241,6 +246,33 @@ def test_analyze_writes_every_metric_per_step_and_resumes(tmp_path):
     analyze(run, str(base), out, config, log=logs.append)
     assert (out / "steps.jsonl").read_text().count("\n") == lines
     assert any("0 to go" in line for line in logs)
+
+
+def test_analyze_cli_writes_intervals_and_prints_which_changes_are_outside_the_noise(tmp_path, capsys):
+    import csv
+
+    from lab.cli import main
+    from runtime.models import init_model
+
+    base = init_model(tmp_path / "base", "qwen2", "tiny", seed=0)
+    run = _fake_run(tmp_path / "run", steps=(1,), evaluated=(0, 1))
+    out = tmp_path / "out"
+    args = ["analyze", str(run), "--base-model", str(base), "--output-dir", str(out), "--num-tasks", "3", "--num-ood-tasks", "1"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "pass@1 [95%]" in printed and "pass@16 [95%]" in printed and "distinct [95%]" in printed
+    assert "outside the noise" in printed and "analysis.csv" in printed
+    rows = list(csv.DictReader((out / "analysis.csv").open()))
+    assert [r["step"] for r in rows] == ["0", "1"] and rows[0]["tasks"] == "3" and rows[0]["samples"] == "32"
+    for name in ("pass@1", "pass@16", "distinct_solutions"):
+        assert float(rows[1][f"{name}_lo"]) <= float(rows[1][name]) <= float(rows[1][f"{name}_hi"]), name
+    for column in ("pass@1_change", "pass@16_change_lo", "distinct_solutions_change_hi"):
+        float(rows[1][column])  # a number at step 1, empty at step 0 (the reference)
+        assert rows[0][column] == ""
+    assert rows[1]["pass@16_outside_noise"] in ("True", "False") and "pass@17" not in rows[1]
+    data = json.loads((out / "analysis.json").read_text())
+    assert {"value_lo", "value_hi", "pass@1_lo", "pass@16_hi", "pass@1_change"} <= set(data["pass_at_k"][1])
+    assert {"value_lo", "value_hi", "change", "outside_noise"} <= set(data["distinct_solutions"][1])
 
 
 def test_plan_keeps_evaluated_checkpoints_and_lists_the_ones_not_saved(tmp_path):
