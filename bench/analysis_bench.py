@@ -79,7 +79,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=REPO / "runs" / "analysis-bench")
     parser.add_argument("--skip", nargs="*", default=[], choices=["drift", "self-improve"])
     args = parser.parse_args()
-    config = {"num_tasks": 32, "samples": 16, "num_ood_tasks": 64}  # the AnalyzeConfig defaults, stated
+    config = {"num_tasks": None, "samples": 32, "num_ood_tasks": 64}  # the AnalyzeConfig defaults, stated
     results = {"config": config}
     if "drift" not in args.skip:
         results["drift"] = drift(args.experiment, args.base, args.condition, args.seed, args.output / "drift", config)
