@@ -223,6 +223,30 @@ class Batch:
     old_values: torch.Tensor | None = None
     returns: torch.Tensor | None = None
 
+    def rows(self, idx: torch.Tensor) -> Batch:
+        """Rows `idx`, cut to their own padding: query columns no row attends to (left padding) and response
+        columns past the longest row are dropped. Exact (positions follow the attention mask; a causal model's
+        output at a kept position does not see later columns) and, for completions of mixed lengths, much cheaper:
+        a pass costs its longest row, so `length_sorted` passes are cut short."""
+        qm, attn = self.query_mask[idx], self.attn[idx]
+        used = (qm.sum(0) > 0).nonzero()
+        start = int(used[0]) if len(used) else 0
+        end = max(1, int(attn.sum(1).max())) if attn.numel() else 1
+
+        def cut(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t[idx][:, :end] if t.dim() == 2 else t[idx]
+
+        return Batch(self.query[idx][:, start:], qm[:, start:], self.response[idx][:, :end], attn[:, :end], cut(self.mask),
+                     self.scores[idx], cut(self.old_logprobs), cut(self.advantages), cut(self.ref_logprobs), cut(self.kl),
+                     cut(self.rewards), cut(self.old_values), cut(self.returns))  # fmt: skip
+
+
+def length_sorted(idx: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+    """`idx` from the shortest completion to the longest, so the accumulation passes of a mini-batch hold
+    completions of similar length and `Batch.rows` cuts each pass to its own longest (the gradient is the same
+    whichever rows share a pass: each pass is weighted by its tokens)."""
+    return idx[torch.argsort(attn[idx].sum(1), stable=True)]
+
 
 def collect_rollouts(
     models: Models, tasks: Sequence[Task], config: PPOConfig, step: int, rank: int, world: int, accelerator: Any
@@ -314,19 +338,20 @@ def ppo_losses(models: Models, batch: Batch, idx: torch.Tensor, config: PPOConfi
     entropy bonus, plus (`group`) kl_coef x k3 KL to the reference, plus (`gae`) the critic's
     clipped value loss. The two models share no parameters, so one backward of the sum gives
     each its own gradient."""
-    q, qm, r, am, m = batch.query[idx], batch.query_mask[idx], batch.response[idx], batch.attn[idx], batch.mask[idx]
+    batch = batch.rows(idx)
+    q, qm, r, am, m = batch.query, batch.query_mask, batch.response, batch.attn, batch.mask
     logits, values = models.module(q, qm, r, am)
     logits = logits / config.temperature
     logprobs = logprobs_from_logits(logits, r)
-    pl = clipped_policy_loss(logprobs, batch.old_logprobs[idx], batch.advantages[idx], m, config.cliprange)
+    pl = clipped_policy_loss(logprobs, batch.old_logprobs, batch.advantages, m, config.cliprange)
     entropy = masked_mean(entropy_from_logits(logits if config.entropy_coef else logits.detach()), m)
     loss = pl.loss - config.entropy_coef * entropy
     stats = {"pg_loss": pl.loss, "entropy": entropy, "clipfrac": pl.clipfrac, "approx_kl": pl.approx_kl, "ratio": pl.ratio}
     if not config.uses_critic and batch.ref_logprobs is not None:
-        stats["kl_loss"] = masked_mean(token_kl(logprobs, batch.ref_logprobs[idx], "k3"), m)
+        stats["kl_loss"] = masked_mean(token_kl(logprobs, batch.ref_logprobs, "k3"), m)
         loss = loss + config.kl_coef * stats["kl_loss"]
     if config.uses_critic:
-        vf_loss, vf_clipfrac = clipped_value_loss(values, batch.old_values[idx], batch.returns[idx], m, config.cliprange_value)
+        vf_loss, vf_clipfrac = clipped_value_loss(values, batch.old_values, batch.returns, m, config.cliprange_value)
         loss = loss + vf_loss
         stats |= {"vf_loss": vf_loss, "vf_clipfrac": vf_clipfrac}
     return loss, stats
@@ -344,7 +369,7 @@ def minibatch_step(models: Models, batch: Batch, idx: torch.Tensor, config: PPOC
     processes when logged)."""
     world = accelerator.num_processes
     passes = accumulation_steps(config, world)
-    micros = idx.tensor_split(passes)
+    micros = length_sorted(idx, batch.attn).tensor_split(passes)
     local = batch.mask[idx].sum()
     total = accelerator.reduce(local.clone(), reduction="sum") if world > 1 else local
     total, local = total.clamp(min=1.0), local.clamp(min=1.0)

@@ -88,6 +88,49 @@ def test_accumulated_gradient_equals_the_whole_minibatch_gradient(tiny_model):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
+def padded(batch, left: int, right: int):
+    """`batch` with `left` query columns of padding before every prompt and `right` response columns after every
+    completion: what a step's rollouts look like when the longest prompt or completion is in another pass."""
+    from rl.train import Batch
+
+    def pad(t, value=0):
+        if t is None or t.dim() < 2:
+            return t
+        return torch.nn.functional.pad(t, (0, right), value=value)
+
+    q = torch.nn.functional.pad(batch.query, (left, 0), value=0)
+    qm = torch.nn.functional.pad(batch.query_mask, (left, 0), value=0)
+    fields = {k: pad(v) for k, v in batch.__dict__.items() if k not in ("query", "query_mask")}
+    return Batch(**{**fields, "query": q, "query_mask": qm})
+
+
+def test_a_pass_is_cut_to_its_own_rows_padding_and_gives_the_same_gradient(tiny_model):
+    """`Batch.rows` drops the columns no row of the pass uses (left query padding, response columns past its
+    longest row): the loss and the gradient are those of the uncut rows, the tensors are smaller."""
+    from rl.setup import Models, PolicyCritic, load_critic
+    from rl.train import length_sorted, ppo_losses
+    from runtime.models import load_model
+
+    config = tiny_config(tiny_model, entropy_coef=0.01)
+    torch.manual_seed(0)
+    module = PolicyCritic(load_model(tiny_model, dtype=torch.float32), load_critic(str(tiny_model))).train()
+    batch = synthetic_batch(module.policy.config.vocab_size)
+    wide = padded(batch, left=3, right=4)
+    short = length_sorted(torch.arange(8), wide.attn)[:4]  # the four shortest completions: lengths 1, 2, 3, 4
+    assert wide.attn[short].sum(1).tolist() == [1.0, 2.0, 3.0, 4.0]
+    cut = wide.rows(short)
+    assert cut.response.shape == (4, 4) and cut.query.shape == (4, 5)
+    grads = []
+    for b in (batch, wide):
+        module.zero_grad()
+        loss, _ = ppo_losses(Models(module, None, None), b, short, config)
+        loss.backward()
+        grads.append((loss.detach(), [p.grad.clone() for p in module.parameters() if p.grad is not None]))
+    torch.testing.assert_close(grads[0][0], grads[1][0], rtol=1e-5, atol=1e-6)
+    for a, b in zip(grads[0][1], grads[1][1], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
 def test_micro_batch_must_divide_the_mini_batch():
     from rl.config import PPOConfig, accumulation_steps
 
