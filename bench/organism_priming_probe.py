@@ -66,6 +66,7 @@ def measure(model_dir: str, seed: int, max_new_tokens: int) -> dict:
         counts = [text.written_behaviors(r["text"], r["target"]) for r in rows]
         out[f"{name}_checks"] = sum(c["checks"] for c in counts) / len(rows)
         out[f"{name}_truncated"] = sum(not r.get("finished", True) for r in rows) / len(rows)
+        out[f"{name}_honest"] = text.honest_share([r["text"] for r in rows], [r["target"] for r in rows])
     return out
 
 
