@@ -96,6 +96,20 @@ def test_preset_loads_and_checks_overrides() -> None:
         load_organism("organism", {"num_eval_tasks": 0})
 
 
+def test_an_experiment_asks_only_for_tasks_the_generator_reaches() -> None:
+    """200 of the test split's 201 tasks: seed 43's draws stall at 198, so it is refused before any work, with
+    the most that may be asked for; the preset's own count is within reach for the seeds it is run with."""
+    from countdown_env import generate_tasks
+    from lab.pipeline.config import reachable_tasks, split_sizes
+
+    assert split_sizes("organism")["test"] == 201 and reachable_tasks(201) == 190
+    with pytest.raises((ValueError, UsageError), match="ask for at most 190"):
+        load_organism("organism", {"num_eval_tasks": 200})
+    config = load_organism("organism", {})
+    for seed in (41, 42, 43):
+        assert len(generate_tasks(config.num_eval_tasks, seed=seed, preset="organism", split="test")) == 190
+
+
 @pytest.mark.slow
 def test_organism_experiment_end_to_end_and_resume(tmp_path: Path) -> None:
     config = OrganismConfig(**{**TINY, "bases_cache": str(tmp_path / "bases")})
