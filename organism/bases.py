@@ -1,16 +1,20 @@
 """The organism's base models as the start of an experiment: made (or found) in the cache, gated.
 
     <cache>/seed-<s>/{init,trunk,rich,poor}/   pretrain.json, gates.json
+    <cache>/primed/<key>/model/                 a primed base, keyed by everything its SFT depends on
 
 `countdown-lab pretrain` and `start: organism` experiments share this cache; the seed-0 bases ship
-with the package (`organism/bases/seed-0`), so `countdown-lab demo` spends its minutes on RL.
+with the package (`organism/bases/seed-0`), and so does the demo's primed poor base
+(`organism/bases/primed/<key>`), so `countdown-lab demo` spends its minutes on RL.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -44,7 +48,47 @@ def install_shipped_bases(cache: str | Path) -> list[str]:
         if not has_model(target / stage / "model"):
             shutil.copytree(source / stage / "model", target / stage / "model", dirs_exist_ok=True)
             copied.append(stage)
+    for primed in sorted((SHIPPED_BASES / "primed").glob("*/model")):
+        if cached_primed(cache, primed.parent.name) is None:
+            store_primed(cache, primed.parent.name, primed)
+            copied.append(f"primed/{primed.parent.name}")
     return copied
+
+
+#: SFT settings that change where a run writes or what it logs, not the weights it makes.
+NOT_IN_PRIMED_KEY = ("model", "data", "output_dir", "logging_steps", "save_steps", "save_total_limit")
+
+
+def primed_key(sft: Any, traces: Path, model: Path) -> str:
+    """What a priming SFT's weights depend on: its settings (`sft`, an `SFTRunConfig`, but not where it reads and
+    writes), the traces (`traces/train.jsonl`) and the start model's weights; 16 hex digits."""
+    settings = {k: v for k, v in asdict(sft).items() if k not in NOT_IN_PRIMED_KEY}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    for path in [Path(traces) / "train.jsonl", *sorted(Path(model).glob("*.safetensors"))]:
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def cached_primed(cache: str | Path, key: str) -> Path | None:
+    """The cached primed model of `key`, or None."""
+    folder = Path(cache) / "primed" / key / "model"
+    return folder if has_model(folder) else None
+
+
+def store_primed(cache: str | Path, key: str, model: Path) -> Path:
+    """Copy the primed `model` folder into the cache under `key`, whole or not at all (copied aside, then renamed)."""
+    target = Path(cache) / "primed" / key
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{key}-") as tmp:
+        shutil.copytree(model, Path(tmp) / "model")
+        try:
+            os.replace(tmp, target)  # an empty or missing target is replaced; a filled one (a racing run) is kept
+        except OSError:
+            if cached_primed(cache, key) is None:
+                raise
+        else:
+            os.mkdir(tmp)  # TemporaryDirectory removes its folder on exit
+    return target / "model"
 
 
 def gate_tasks(config: PretrainConfig) -> list:

@@ -9,6 +9,7 @@ plus `traces/`, `sft/`, `*_classified.jsonl`, `run.json` (base, condition, seed)
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -121,11 +122,22 @@ def stage_sft(config: ExperimentConfig, run: Path, model: str, data: Path, seed:
     from priming.sft import last_checkpoint, run_sft
 
     out = run / "sft"
-    if not done(run, "sft"):
-        sft = config.sft_config(model, str(data), str(out), seed)
-        # Resume only from a saved checkpoint: the Trainer creates checkpoints/ before its first save.
-        result = run_sft(sft, resume=last_checkpoint(sft) is not None, progress=progress)
-        mark(run, "sft", {k: v for k, v in asdict(result).items() if isinstance(v, int | float | str)})
+    if done(run, "sft"):
+        return str(out / "model")
+    sft = config.sft_config(model, str(data), str(out), seed)
+    if config.start == "organism":  # tiny models: primed ones are cached with the bases, keyed by what made them
+        from organism.bases import cached_primed, primed_key, store_primed
+
+        key = primed_key(sft, data, Path(model))
+        if (cached := cached_primed(config.bases_cache, key)) is not None:
+            shutil.copytree(cached, out / "model", dirs_exist_ok=True)
+            mark(run, "sft", {"cached": key})
+            return str(out / "model")
+    # Resume only from a saved checkpoint: the Trainer creates checkpoints/ before its first save.
+    result = run_sft(sft, resume=last_checkpoint(sft) is not None, progress=progress)
+    if config.start == "organism":
+        store_primed(config.bases_cache, key, Path(result.model_dir))
+    mark(run, "sft", {k: v for k, v in asdict(result).items() if isinstance(v, int | float | str)})
     return str(out / "model")
 
 
