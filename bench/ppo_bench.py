@@ -1,12 +1,12 @@
 """PPO benchmarks: (a) our seconds per step vs TRL 1.12's experimental PPOTrainer; (b) a learning figure.
 
     nice -n 5 .venv/bin/python bench/ppo_bench.py            # everything
-    nice -n 5 .venv/bin/python bench/ppo_bench.py --stage speed
+    nice -n 5 .venv/bin/python bench/ppo_bench.py --stage speed [--rounds N] [--hf-too]
     nice -n 5 .venv/bin/python bench/ppo_bench.py --stage learn
 
 (a) speed: same model (a `small` 2.7M Qwen2 built locally), same batch (16 prompts x 4
     rollouts = 64 completions, one PPO epoch, mini-batches of 32), same response length
-    (64 tokens, no early stop for either: both generate the full length), same reward (our
+    (at most 64 new tokens, a completion ends at its EOS in both), same reward (our
     scorer). TRL 1.12's PPOTrainer only takes a reward *model* (an `nn.Module` whose
     backbone TRL calls, then its `score` head), so `bench/trl112_ppo.py` wraps our scorer
     in one: its backbone decodes the token ids and puts each completion's reward in the
@@ -58,32 +58,51 @@ def ensure_trl112_venv() -> Path:
     return python
 
 
-def speed(rounds: int = 2) -> dict[str, float]:
+def ours_speed(model: Path, out_dir: Path, decoder: str) -> tuple[float, float, float]:
+    """One `countdown-lab ppo` run on the speed workload, generating with `decoder` ($COUNTDOWN_DECODER:
+    `auto` = the fast CPU decoder, `hf` = transformers' `model.generate`): mean seconds per timed step,
+    of them generating, and the share of completions ending with EOS."""
+    import shutil
+
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    steps = SPEED["steps"]
+    # truncated=keep: every completion is trained on, as in TRL (which has no masking option).
+    sets = [f"prompts_per_step={SPEED['prompts']}", f"rollouts_per_prompt={SPEED['rollouts']}", f"max_response_length={SPEED['response_length']}",
+            f"mini_batch_size={SPEED['mini_batch']}", "eval_every=0", f"save_every={steps + 1}", "truncated=keep", "num_train_tasks=500"]  # fmt: skip
+    cmd = [CLI, "ppo", "--model", model, "--output-dir", out_dir, "--max-steps", steps, "--no-progress"]
+    for s in sets:
+        cmd += ["--set", s]
+    print("$", " ".join(map(str, cmd)), f"(COUNTDOWN_DECODER={decoder})", flush=True)
+    subprocess.run([str(c) for c in cmd], env={**ENV, "COUNTDOWN_DECODER": decoder}, check=True, capture_output=True)
+    rows = read_jsonl(out_dir / "metrics.jsonl")
+    timed = [row for row in rows if "time/seconds_per_step" in row][SPEED["warmup"] :]
+    mean = lambda key: sum(row[key] for row in timed) / len(timed)  # noqa: E731
+    return mean("time/seconds_per_step"), mean("time/generation_seconds"), 1 - mean("reward/truncated_rate")
+
+
+def speed(rounds: int = 2, hf_too: bool = False) -> dict[str, float]:
     """Seconds per PPO step, ours and TRL 1.12's, alternating A B A B so that load from other
-    jobs on the machine hits both alike; the first step of every run is warm-up, not timed."""
+    jobs on the machine hits both alike; the first step of every run is warm-up, not timed.
+    Ours generates with the fast CPU decoder (`COUNTDOWN_DECODER=auto`); `hf_too` also times ours
+    with transformers' `model.generate` (`COUNTDOWN_DECODER=hf`) in each round (A B C A B C)."""
     from runtime.models import init_model
 
     model = init_model(OUT / "speed-model", "qwen2", "small", seed=0)
     python = ensure_trl112_venv()
     steps = SPEED["steps"]
-    ours, theirs, ours_finished, theirs_finished = [], [], [], []
+    ours, theirs, ours_finished, theirs_finished, ours_gen = [], [], [], [], []
+    ours_hf, ours_hf_finished, ours_hf_gen = [], [], []
     for r in range(rounds):
-        ours_dir = OUT / f"speed-ours-{r}"
-        if ours_dir.exists():
-            import shutil
-
-            shutil.rmtree(ours_dir)
-        # truncated=keep: every completion is trained on, as in TRL (which has no masking option).
-        sets = [f"prompts_per_step={SPEED['prompts']}", f"rollouts_per_prompt={SPEED['rollouts']}", f"max_response_length={SPEED['response_length']}",
-                f"mini_batch_size={SPEED['mini_batch']}", "eval_every=0", f"save_every={steps + 1}", "truncated=keep", "num_train_tasks=500"]  # fmt: skip
-        cmd = [CLI, "ppo", "--model", model, "--output-dir", ours_dir, "--max-steps", steps, "--no-progress"]
-        for s in sets:
-            cmd += ["--set", s]
-        run(cmd, capture_output=True)
-        rows = read_jsonl(ours_dir / "metrics.jsonl")
-        timed = [row for row in rows if "time/seconds_per_step" in row][SPEED["warmup"] :]
-        ours.append(sum(row["time/seconds_per_step"] for row in timed) / len(timed))
-        ours_finished.append(1 - sum(row["reward/truncated_rate"] for row in timed) / len(timed))
+        s_per_step, generating, finished = ours_speed(model, OUT / f"speed-ours-{r}", "auto")
+        ours.append(s_per_step)
+        ours_gen.append(generating)
+        ours_finished.append(finished)
+        if hf_too:
+            s_per_step, generating, finished = ours_speed(model, OUT / f"speed-ours-hf-{r}", "hf")
+            ours_hf.append(s_per_step)
+            ours_hf_gen.append(generating)
+            ours_hf_finished.append(finished)
 
         out = subprocess.run([str(python), str(ROOT / "bench" / "trl112_ppo.py"), "--model", str(model), "--steps", str(steps),
                               *[f"--{k}={v}" for k, v in SPEED.items() if k != "steps"]],
@@ -91,10 +110,16 @@ def speed(rounds: int = 2) -> dict[str, float]:
         result = json.loads(out.stdout.strip().splitlines()[-1])
         theirs.append(result["s_per_step"])
         theirs_finished.append(result["finished_rate"])
-        print(f"round {r}: ours {ours[-1]:.3f} s/step, TRL 1.12 {theirs[-1]:.3f} s/step", flush=True)
+        hf = f", ours with model.generate {ours_hf[-1]:.3f} s/step" if hf_too else ""
+        print(f"round {r}: ours {ours[-1]:.3f} s/step{hf}, TRL 1.12 {theirs[-1]:.3f} s/step", flush=True)
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
-    return {"ours_s_per_step": mean(ours), "trl112_s_per_step": mean(theirs), "ratio": mean(ours) / mean(theirs),
-            "ours_runs": ours, "trl112_runs": theirs, "ours_finished_rate": mean(ours_finished), "trl112_finished_rate": mean(theirs_finished)}  # fmt: skip
+    result = {"ours_s_per_step": mean(ours), "trl112_s_per_step": mean(theirs), "ratio": mean(ours) / mean(theirs),
+              "ours_runs": ours, "trl112_runs": theirs, "ours_generation_s_per_step": mean(ours_gen),
+              "ours_finished_rate": mean(ours_finished), "trl112_finished_rate": mean(theirs_finished)}  # fmt: skip
+    if hf_too:
+        result |= {"ours_hf_s_per_step": mean(ours_hf), "ratio_hf": mean(ours_hf) / mean(theirs), "ours_hf_runs": ours_hf,
+                   "ours_hf_generation_s_per_step": mean(ours_hf_gen), "ours_hf_finished_rate": mean(ours_hf_finished)}  # fmt: skip
+    return result
 
 
 # ---- (b) learning -------------------------------------------------------------------
@@ -226,6 +251,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stage", choices=("all", "speed", "sft", "learn"), default="all")
     parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=2, help="speed: rounds of ours vs TRL (A B A B ...)")
+    parser.add_argument("--hf-too", action="store_true", help="speed: also time ours generating with model.generate (COUNTDOWN_DECODER=hf)")
     parser.add_argument("--start-model", help="primed model to start PPO from (default: SFT one on optimal-path traces)")
     parser.add_argument("--variant-prompts", type=int, default=32, help="also run tiny-cpu with this many prompts per step (0 = skip)")
     args = parser.parse_args()
@@ -233,7 +260,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     results = {}
     if args.stage in ("all", "speed"):
-        results["speed"] = speed()
+        results["speed"] = speed(args.rounds, hf_too=args.hf_too)
         print(json.dumps(results["speed"], indent=2), flush=True)
     if args.stage == "sft":
         print(primed_model(args.start_model))
