@@ -224,21 +224,37 @@ class Batch:
     returns: torch.Tensor | None = None
 
     def rows(self, idx: torch.Tensor) -> Batch:
-        """Rows `idx`, cut to their own padding: query columns no row attends to (left padding) and response
-        columns past the longest row are dropped. Exact (positions follow the attention mask; a causal model's
-        output at a kept position does not see later columns) and, for completions of mixed lengths, much cheaper:
-        a pass costs its longest row, so `length_sorted` passes are cut short."""
-        qm, attn = self.query_mask[idx], self.attn[idx]
-        used = (qm.sum(0) > 0).nonzero()
-        start = int(used[0]) if len(used) else 0
-        end = max(1, int(attn.sum(1).max())) if attn.numel() else 1
+        """Rows `idx`, cut to their own padding (`cut_rows`)."""
+        q, qm, r, attn, end = cut_rows(self.query, self.query_mask, self.response, self.attn, idx)
 
         def cut(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t[idx][:, :end] if t.dim() == 2 else t[idx]
 
-        return Batch(self.query[idx][:, start:], qm[:, start:], self.response[idx][:, :end], attn[:, :end], cut(self.mask),
-                     self.scores[idx], cut(self.old_logprobs), cut(self.advantages), cut(self.ref_logprobs), cut(self.kl),
-                     cut(self.rewards), cut(self.old_values), cut(self.returns))  # fmt: skip
+        return Batch(q, qm, r, attn, cut(self.mask), self.scores[idx], cut(self.old_logprobs), cut(self.advantages),
+                     cut(self.ref_logprobs), cut(self.kl), cut(self.rewards), cut(self.old_values), cut(self.returns))  # fmt: skip
+
+
+def cut_rows(
+    query: torch.Tensor, query_mask: torch.Tensor, response: torch.Tensor, attn: torch.Tensor, idx: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Rows `idx` of a prompt + response batch without the columns none of them uses: query columns no row attends
+    to (left padding) and response columns past the longest row; also how many response columns are kept. Exact
+    (positions follow the attention mask; a causal model's output at a kept position does not see later columns)
+    and, for completions of mixed lengths, much cheaper: a pass costs its longest row, so `length_sorted` passes
+    are cut short."""
+    qm, a = query_mask[idx], attn[idx]
+    used = (qm.sum(0) > 0).nonzero()
+    start = int(used[0]) if len(used) else 0
+    end = max(1, int(a.sum(1).max())) if a.numel() else 1
+    return query[idx][:, start:], qm[:, start:], response[idx][:, :end], a[:, :end], end
+
+
+def placed(parts: Sequence[torch.Tensor], chunks: Sequence[torch.Tensor], shape: torch.Size) -> torch.Tensor:
+    """Per-pass `(rows, columns kept)` outputs back at their rows, zero on the cut columns (padding: masked)."""
+    out = parts[0].new_zeros(shape)
+    for part, rows in zip(parts, chunks, strict=True):
+        out[rows, : part.shape[1]] = part
+    return out
 
 
 def length_sorted(idx: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
@@ -291,13 +307,15 @@ def prepare_batch(models: Models, rollout: Rollout, config: PPOConfig, device: A
     n = response.shape[0]
     if world > 1:  # multi-turn episodes give processes different counts: chunk by the largest
         n = int(accelerator.gather(torch.tensor([n], device=device)).max())
-    chunks = torch.arange(response.shape[0], device=device).tensor_split(micro_chunks(n, config, world))
+    # Passes of completions of similar length, each cut to its own padding (`cut_rows`); outputs placed back.
+    chunks = length_sorted(torch.arange(response.shape[0], device=device), attn).tensor_split(micro_chunks(n, config, world))
+    cuts = [cut_rows(query, query_mask, response, attn, i) for i in chunks]
 
     def run(fn: Any) -> torch.Tensor:
-        return torch.cat([fn(query[i], query_mask[i], response[i], attn[i], i) for i in chunks])
+        return placed([fn(q, qm, r, a) for q, qm, r, a, _ in cuts], chunks, response.shape)
 
-    def logprobs(logits: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
-        return logprobs_from_logits(logits / config.temperature, response[i])
+    def logprobs(logits: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        return logprobs_from_logits(logits / config.temperature, r)
 
     models.module.eval()
     autocast = accelerator.autocast() if accelerator is not None else torch.autocast("cpu", enabled=False)
@@ -305,17 +323,19 @@ def prepare_batch(models: Models, rollout: Rollout, config: PPOConfig, device: A
         need_logits = gen.logprobs is None
         old_logprobs = old_values = None
         if need_logits or config.uses_critic:
-            outputs = [models.module(query[i], query_mask[i], response[i], attn[i], with_logits=need_logits) for i in chunks]
+            outputs = [models.module(q, qm, r, a, with_logits=need_logits) for q, qm, r, a, _ in cuts]
             if need_logits:
-                old_logprobs = torch.cat([logprobs(logits, i) for (logits, _), i in zip(outputs, chunks, strict=True)])
+                old_logprobs = placed(
+                    [logprobs(logits, c[2]) for (logits, _), c in zip(outputs, cuts, strict=True)], chunks, response.shape
+                )
             if config.uses_critic:
-                old_values = torch.cat([values for _, values in outputs])
+                old_values = placed([values for _, values in outputs], chunks, response.shape)
             del outputs
         if not need_logits:
             old_logprobs = gen.logprobs.to(device)
         ref_logprobs = None
         if models.ref is not None:
-            ref_logprobs = run(lambda q, qm, r, a, i: logprobs(forward_response(models.ref, q, qm, r, a), i))
+            ref_logprobs = run(lambda q, qm, r, a: logprobs(forward_response(models.ref, q, qm, r, a), r))
     if config.uses_critic:
         # Rewards with the KL penalty folded in, then GAE and whitening (over every process's tokens).
         rewards, kl = kl_penalized_rewards(scores, old_logprobs, ref_logprobs, mask, config.kl_coef, config.kl_estimator)

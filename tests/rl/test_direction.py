@@ -131,3 +131,39 @@ def test_values_and_old_logprobs_are_computed_in_eval_mode(tiny_model):
     assert not policy.training and not critic.training
     assert torch.equal(batches[0].old_values, batches[1].old_values)
     assert torch.equal(batches[0].old_logprobs, batches[1].old_logprobs)
+
+
+def test_rollout_time_passes_cut_to_their_rows_give_the_uncut_numbers(tiny_model):
+    """prepare_batch runs its no-grad passes over completions of similar length, each cut to its own padding
+    (`cut_rows`), and places the outputs back: on every attended token, the old log-probs, reference log-probs
+    and values equal one uncut forward pass over the whole padded batch."""
+    from countdown_env import generate_tasks
+    from rl.rollout import collect
+    from rl.setup import Models, PolicyCritic, load_critic
+    from rl.train import prepare_batch
+    from runtime.logprobs import forward_response
+    from runtime.models import load_model, load_tokenizer
+
+    config = tiny_config(tiny_model, logprobs_from_generation=False, micro_batch_size=2, mini_batch_size=8)
+    policy, tokenizer = load_model(tiny_model).eval(), load_tokenizer(tiny_model)
+    tasks = [t for t in generate_tasks(2, seed=3, preset="tiny") for _ in range(config.rollouts_per_prompt)]
+    torch.manual_seed(0)
+    rollout = collect(policy, tokenizer, tasks, prompt=config.prompt, max_new_tokens=12, temperature=1.0)
+    gen = rollout.generation
+    for row, length in enumerate([12, 3, 7, 1][: len(gen.response_mask)]):  # ragged, as stopped completions are
+        gen.response_mask[row, length:] = 0
+        rollout.loss_mask[row, length:] = 0
+    lengths = gen.response_mask.sum(1)
+    assert lengths.min() < lengths.max(), "ragged completions: the cut matters"
+    critic = load_critic(str(tiny_model)).eval()
+    ref = load_model(tiny_model).eval()
+    models = Models(PolicyCritic(policy, critic), tokenizer, torch.optim.SGD(policy.parameters(), lr=0.0), ref)
+    batch = prepare_batch(models, rollout, config, torch.device("cpu"))
+    attn = gen.response_mask.bool()
+    with torch.no_grad():
+        whole = logprobs_from_logits(forward_response(policy, gen.query, gen.query_mask, gen.response, gen.response_mask), gen.response)
+        whole_ref = logprobs_from_logits(forward_response(ref, gen.query, gen.query_mask, gen.response, gen.response_mask), gen.response)
+        _, values = models.module(gen.query, gen.query_mask, gen.response, gen.response_mask)
+    torch.testing.assert_close(batch.old_logprobs[attn], whole[attn], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(batch.ref_logprobs[attn], whole_ref[attn], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(batch.old_values[attn], values[attn], rtol=1e-5, atol=1e-5)
