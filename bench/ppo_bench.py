@@ -1,7 +1,8 @@
 """PPO benchmarks: (a) our seconds per step vs TRL 1.12's experimental PPOTrainer; (b) a learning figure.
 
     nice -n 5 .venv/bin/python bench/ppo_bench.py            # everything
-    nice -n 5 .venv/bin/python bench/ppo_bench.py --stage speed [--rounds N] [--hf-too]
+    nice -n 5 .venv/bin/python bench/ppo_bench.py --stage speed [--rounds N] [--hf-too] [--set KEY=VALUE ...]
+        [--variant KEY=VALUE[,KEY=VALUE] ...]
     nice -n 5 .venv/bin/python bench/ppo_bench.py --stage learn
 
 (a) speed: same model (a `small` 2.7M Qwen2 built locally), same batch (16 prompts x 4
@@ -26,6 +27,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from countdown_env.files import read_jsonl
@@ -58,10 +60,11 @@ def ensure_trl112_venv() -> Path:
     return python
 
 
-def ours_speed(model: Path, out_dir: Path, decoder: str) -> tuple[float, float, float]:
+def ours_speed(model: Path, out_dir: Path, decoder: str, extra: Sequence[str] = ()) -> tuple[float, float, float]:
     """One `countdown-lab ppo` run on the speed workload, generating with `decoder` ($COUNTDOWN_DECODER:
-    `auto` = the fast CPU decoder, `hf` = transformers' `model.generate`): mean seconds per timed step,
-    of them generating, and the share of completions ending with EOS."""
+    `auto` = the fast CPU decoder, `hf` = transformers' `model.generate`), with `extra` PPO overrides
+    (`KEY=VALUE`, after the workload's): mean seconds per timed step, of them generating, and the share of
+    completions ending with EOS."""
     import shutil
 
     if out_dir.exists():
@@ -71,7 +74,7 @@ def ours_speed(model: Path, out_dir: Path, decoder: str) -> tuple[float, float, 
     sets = [f"prompts_per_step={SPEED['prompts']}", f"rollouts_per_prompt={SPEED['rollouts']}", f"max_response_length={SPEED['response_length']}",
             f"mini_batch_size={SPEED['mini_batch']}", "eval_every=0", f"save_every={steps + 1}", "truncated=keep", "num_train_tasks=500"]  # fmt: skip
     cmd = [CLI, "ppo", "--model", model, "--output-dir", out_dir, "--max-steps", steps, "--no-progress"]
-    for s in sets:
+    for s in [*sets, *extra]:
         cmd += ["--set", s]
     print("$", " ".join(map(str, cmd)), f"(COUNTDOWN_DECODER={decoder})", flush=True)
     subprocess.run([str(c) for c in cmd], env={**ENV, "COUNTDOWN_DECODER": decoder}, check=True, capture_output=True)
@@ -81,11 +84,14 @@ def ours_speed(model: Path, out_dir: Path, decoder: str) -> tuple[float, float, 
     return mean("time/seconds_per_step"), mean("time/generation_seconds"), 1 - mean("reward/truncated_rate")
 
 
-def speed(rounds: int = 2, hf_too: bool = False) -> dict[str, float]:
+def speed(rounds: int = 2, hf_too: bool = False, sets: Sequence[str] = (), variants: Sequence[str] = ()) -> dict[str, float]:
     """Seconds per PPO step, ours and TRL 1.12's, alternating A B A B so that load from other
     jobs on the machine hits both alike; the first step of every run is warm-up, not timed.
     Ours generates with the fast CPU decoder (`COUNTDOWN_DECODER=auto`); `hf_too` also times ours
-    with transformers' `model.generate` (`COUNTDOWN_DECODER=hf`) in each round (A B C A B C)."""
+    with transformers' `model.generate` (`COUNTDOWN_DECODER=hf`) in each round (A B C A B C).
+    `sets` (`KEY=VALUE` PPO overrides) apply to every run of ours, never to TRL's; each of `variants`
+    (`KEY=VALUE[,KEY=VALUE]`, e.g. `micro_batch_size=8`) adds one more run of ours (fast decoder) with
+    those overrides to each round, before TRL's."""
     from runtime.models import init_model
 
     model = init_model(OUT / "speed-model", "qwen2", "small", seed=0)
@@ -93,16 +99,20 @@ def speed(rounds: int = 2, hf_too: bool = False) -> dict[str, float]:
     steps = SPEED["steps"]
     ours, theirs, ours_finished, theirs_finished, ours_gen = [], [], [], [], []
     ours_hf, ours_hf_finished, ours_hf_gen = [], [], []
+    extra = {v: [*sets, *v.split(",")] for v in variants}
+    var_runs: dict[str, list[tuple[float, float, float]]] = {v: [] for v in variants}
     for r in range(rounds):
-        s_per_step, generating, finished = ours_speed(model, OUT / f"speed-ours-{r}", "auto")
+        s_per_step, generating, finished = ours_speed(model, OUT / f"speed-ours-{r}", "auto", sets)
         ours.append(s_per_step)
         ours_gen.append(generating)
         ours_finished.append(finished)
         if hf_too:
-            s_per_step, generating, finished = ours_speed(model, OUT / f"speed-ours-hf-{r}", "hf")
+            s_per_step, generating, finished = ours_speed(model, OUT / f"speed-ours-hf-{r}", "hf", sets)
             ours_hf.append(s_per_step)
             ours_hf_gen.append(generating)
             ours_hf_finished.append(finished)
+        for i, v in enumerate(variants):
+            var_runs[v].append(ours_speed(model, OUT / f"speed-ours-v{i}-{r}", "auto", extra[v]))
 
         out = subprocess.run([str(python), str(ROOT / "bench" / "trl112_ppo.py"), "--model", str(model), "--steps", str(steps),
                               *[f"--{k}={v}" for k, v in SPEED.items() if k != "steps"]],
@@ -111,6 +121,7 @@ def speed(rounds: int = 2, hf_too: bool = False) -> dict[str, float]:
         theirs.append(result["s_per_step"])
         theirs_finished.append(result["finished_rate"])
         hf = f", ours with model.generate {ours_hf[-1]:.3f} s/step" if hf_too else ""
+        hf += "".join(f", ours with {v} {var_runs[v][-1][0]:.3f} s/step" for v in variants)
         print(f"round {r}: ours {ours[-1]:.3f} s/step{hf}, TRL 1.12 {theirs[-1]:.3f} s/step", flush=True)
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
     result = {"ours_s_per_step": mean(ours), "trl112_s_per_step": mean(theirs), "ratio": mean(ours) / mean(theirs),
@@ -119,6 +130,14 @@ def speed(rounds: int = 2, hf_too: bool = False) -> dict[str, float]:
     if hf_too:
         result |= {"ours_hf_s_per_step": mean(ours_hf), "ratio_hf": mean(ours_hf) / mean(theirs), "ours_hf_runs": ours_hf,
                    "ours_hf_generation_s_per_step": mean(ours_hf_gen), "ours_hf_finished_rate": mean(ours_hf_finished)}  # fmt: skip
+    if sets:
+        result["ours_sets"] = list(sets)
+    if variants:
+        result["variants"] = {
+            v: {"s_per_step": mean([x[0] for x in rs]), "ratio": mean([x[0] for x in rs]) / mean(theirs), "runs": [x[0] for x in rs],
+                "generation_s_per_step": mean([x[1] for x in rs]), "finished_rate": mean([x[2] for x in rs])}
+            for v, rs in var_runs.items()
+        }  # fmt: skip
     return result
 
 
@@ -253,6 +272,22 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=2, help="speed: rounds of ours vs TRL (A B A B ...)")
     parser.add_argument("--hf-too", action="store_true", help="speed: also time ours generating with model.generate (COUNTDOWN_DECODER=hf)")
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="speed: PPO override for our runs only (not TRL's), after the workload's; repeatable",
+    )
+    parser.add_argument(
+        "--variant",
+        dest="variants",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE[,KEY=VALUE]",
+        help="speed: one more run of ours per round with these overrides (e.g. micro_batch_size=8); repeatable",
+    )
     parser.add_argument("--start-model", help="primed model to start PPO from (default: SFT one on optimal-path traces)")
     parser.add_argument("--variant-prompts", type=int, default=32, help="also run tiny-cpu with this many prompts per step (0 = skip)")
     args = parser.parse_args()
@@ -260,7 +295,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     results = {}
     if args.stage in ("all", "speed"):
-        results["speed"] = speed(args.rounds, hf_too=args.hf_too)
+        results["speed"] = speed(args.rounds, hf_too=args.hf_too, sets=args.sets, variants=args.variants)
         print(json.dumps(results["speed"], indent=2), flush=True)
     if args.stage == "sft":
         print(primed_model(args.start_model))
