@@ -92,7 +92,8 @@ class PPOConfig:
     processes, each process holding an equal share of every mini-batch."""
     micro_batch_size: int = 0
     """Completions per forward/backward pass on one process, the memory knob: a process's share of a mini-batch
-    goes through in passes of this many, accumulated into one optimiser step (0 = the whole share, no accumulation).
+    goes through in passes of at most this many, accumulated into one optimiser step (0 = the whole share, no
+    accumulation). Passes hold completions of similar length, each cut to its own longest: the same gradient.
     Also the chunk of the no-grad log-prob and value passes."""
     dtype: str = "float32"
     """`float32`, or `bfloat16`: bf16 autocast for the trained models (fp32 master weights and AdamW states) and a
@@ -198,7 +199,7 @@ class PPOConfig:
             raise ValueError("advantage_estimator 'group' needs rollouts_per_prompt >= 2 (a group of one has advantage 0)")
         if self.micro_batch_size < 0:
             raise ValueError(f"micro_batch_size must be >= 0 (0 = mini_batch_size), got {self.micro_batch_size}")
-        if self.micro_batch_size and self.mini_batch_size % self.micro_batch_size:
+        if self.micro_batch_size and self.micro_batch_size < self.mini_batch_size and self.mini_batch_size % self.micro_batch_size:
             raise ValueError(
                 f"mini_batch_size {self.mini_batch_size} must be a multiple of micro_batch_size {self.micro_batch_size}"
                 " (one optimiser step accumulates mini/micro forward-backward passes)"
@@ -286,8 +287,9 @@ def local_minibatch(config: PPOConfig, world: int) -> int:
 
 
 def micro_size(config: PPOConfig, world: int) -> int:
-    """Completions per forward/backward pass on one process (micro_batch_size, or the whole local mini-batch)."""
-    return config.micro_batch_size or local_minibatch(config, world)
+    """Completions per forward/backward pass on one process: micro_batch_size (at most: a smaller mini-batch is
+    one pass), or the whole local mini-batch."""
+    return min(config.micro_batch_size or local_minibatch(config, world), local_minibatch(config, world))
 
 
 def accumulation_steps(config: PPOConfig, world: int) -> int:

@@ -140,6 +140,8 @@ def test_micro_batch_must_divide_the_mini_batch():
     assert accumulation_steps(PPOConfig(mini_batch_size=32, micro_batch_size=8), 1) == 4
     assert accumulation_steps(PPOConfig(mini_batch_size=32, micro_batch_size=8), 2) == 2
     assert accumulation_steps(PPOConfig(mini_batch_size=32), 4) == 1
+    # micro_batch_size is "at most": a mini-batch smaller than it is one pass (ppo-tiny-cpu's 8 with a test's mini of 4)
+    assert accumulation_steps(PPOConfig(mini_batch_size=4, micro_batch_size=8), 1) == 1
 
 
 def test_minibatches_are_the_same_completions_on_any_number_of_processes():
