@@ -79,15 +79,14 @@ def store_primed(cache: str | Path, key: str, model: Path) -> Path:
     """Copy the primed `model` folder into the cache under `key`, whole or not at all (copied aside, then renamed)."""
     target = Path(cache) / "primed" / key
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{key}-") as tmp:
-        shutil.copytree(model, Path(tmp) / "model")
-        try:
-            os.replace(tmp, target)  # an empty or missing target is replaced; a filled one (a racing run) is kept
-        except OSError:
-            if cached_primed(cache, key) is None:
-                raise
-        else:
-            os.mkdir(tmp)  # TemporaryDirectory removes its folder on exit
+    aside = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{key}-"))
+    try:
+        shutil.copytree(model, aside / "model")
+        os.replace(aside, target)  # a missing or empty target is replaced; a filled one (a racing run's) is kept
+    except OSError:
+        shutil.rmtree(aside, ignore_errors=True)
+        if cached_primed(cache, key) is None:
+            raise
     return target / "model"
 
 
