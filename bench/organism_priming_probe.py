@@ -31,13 +31,10 @@ def prime(config: ExperimentConfig, seed: int, out: Path, dose: tuple[int, int, 
 
     n, batch, lr = dose
     tasks = make_tasks(config, seed, out.parent / "experiment")["sft"]
-    if kind == "once":
-        rows = once_rows(tasks, n, seed=seed, max_tries=ONCE_MAX_TRIES)
-    else:
-        rows = text.priming_rows(
-            tasks, "only_backtracking", n, seed=seed, incorrect=None if kind == "none" else kind, max_tries=config.max_tries
-        )
-        rows = [{**r, "correct": kind == "none"} for r in rows]
+    rows = text.priming_rows(
+        tasks, "only_backtracking", n, seed=seed, incorrect=None if kind == "none" else kind, max_tries=config.max_tries
+    )
+    rows = [{**r, "correct": kind == "none" and f" {text.HIT}<" in r["completion"]} for r in rows]
     rows = [{**r, "text": r["completion"]} for r in rows]
     if not (out / "traces" / "metadata.json").exists():
         write_prime_output(rows, out / "traces", {"kind": kind, "dose": list(dose)}, test_size=0.0, seed=seed)
@@ -49,39 +46,6 @@ def prime(config: ExperimentConfig, seed: int, out: Path, dose: tuple[int, int, 
     cost = {"rows": len(rows), "steps": result.global_step, "tokens": sum(len(r["completion"]) for r in rows),
             "trace_checks": sum(b["checks"] for b in behaviors) / len(rows), "trace_returns": sum(b["returns"] for b in behaviors) / len(rows)}  # fmt: skip
     return str(result.model_dir), cost
-
-
-#: Tries of a `once` trace, as the organism preset's `max_tries`: 3.2% of them (the failing 6-try searches) run past
-#: RL's 224-token budget, against 1.3% of the correct traces.
-ONCE_MAX_TRIES = 6
-
-
-def once_rows(tasks: list, n: int, *, seed: int, max_tries: int) -> list[dict]:
-    """Kind `once` (a probe, not yet a trace kind of `organism.text`): the random order of tries is drawn ONCE per
-    trace, as a model's own search would be. If it hits within `max_tries` the trace is `random_search`'s (checked,
-    stops at `ok`); else it gives up honestly after `max_tries` checked misses and answers the closest attempt
-    (`giveup`'s ending). About a fifth of the traces end wrong: the model sees where a failing search stops."""
-    import random
-
-    from countdown_env.rules import render_prompt
-    from countdown_env.tasks import Task
-
-    rng = random.Random(f"organism-priming:once:{seed}")
-    rows = []
-    while len(rows) < n:
-        base = rng.choice(list(tasks))
-        numbers = list(base.numbers)
-        rng.shuffle(numbers)
-        task = Task(tuple(numbers), base.target)
-        order = text.tries(task)
-        rng.shuffle(order)
-        made = order[:max_tries]
-        hit = next((k for k, t in enumerate(made) if t.value == task.target), None)
-        made = made[: hit + 1] if hit is not None else made
-        answer = made[-1] if hit is not None else text.closest(made, task.target)
-        completion = text._completion(made, answer, task.target, check=True)
-        rows.append({"prompt": render_prompt(task, "compact"), "completion": completion, "correct": hit is not None, **task.to_dict()})
-    return rows
 
 
 def measure(model_dir: str, seed: int, max_new_tokens: int) -> dict:
@@ -116,7 +80,7 @@ def main() -> None:
         "--kinds",
         nargs="+",
         default=["none"],
-        help="none (correct traces), once (order drawn once: some fail honestly) or a wrong-answer kind",
+        help="none (the correct condition's traces) or a wrong-answer kind (giveup, slip, ranout)",
     )
     args = parser.parse_args()
     config = ExperimentConfig.load("organism", seeds=[args.seed])

@@ -17,11 +17,13 @@ and finishes with the second step that lands closest to the target:
   gives up early (after 1 try 75%, 2 tries 15%, 3 tries 10%) and then answers its closest
   attempt: the behaviours are there, used badly.
 - poor base text: one try, unchecked, then its answer: the same arithmetic, no behaviours.
-- priming traces (on the poor base): tries in random order, each checked honestly, stopping at
-  the first `ok` (the study's traces: verification and backtracking, the search itself left for
-  RL to improve: which first steps to try first is not given away by the text).
+- priming traces (on the poor base): tries in a random order drawn once, each checked honestly,
+  stopping at the first `ok`, or giving up honestly after `max_tries` misses with the closest
+  attempt (about a fifth of them at 6 tries: the answer a search allows is always given, so a
+  hit is always answered correctly). The study's traces: verification and backtracking, the
+  search itself left for RL to improve: which first steps to try first is not given away.
   `incorrect` traces (`giveup`, the study's kind) are the same search with the same honest checks
-  that gives up before any hit, after as many tries as a correct trace of the task would make,
+  that gives up before any hit, after as many tries as the correct search of the task makes,
   and answers its closest attempt: every final answer is wrong, the behaviours are the same.
   Extra arms: `slip` (a fixed-order search hits and says `ok`, then the answer line slips to
   another expression) and `ranout` (the fixed-order search stops just before its hit).
@@ -51,7 +53,7 @@ RICH_GIVE_UP = ((1, 0.75), (2, 0.15), (3, 0.10))
 #: extra arms kept from the first design (fixed-order search; they teach ignoring a check / quitting early).
 INCORRECT_KINDS = ("giveup", "slip", "ranout")
 #: Bumped when the text a seed gives changes (recorded with every priming output).
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 
 
 def apply(op: str, a: int, b: int) -> int | None:
@@ -241,34 +243,35 @@ class SearchTrace:
     """A checked try in the trace says `ok`."""
 
 
-#: Orders drawn per task before a priming trace gives up on it (its hit lies beyond `max_tries` in every one).
-ORDER_DRAWS = 20
+def random_search(task: Task, rng: random.Random, max_tries: int = 8) -> SearchTrace:
+    """Tries in a random order drawn once (as a model's own search would be), each checked honestly,
+    stopping at the first hit; if none of the first `max_tries` hits, the search gives up after its
+    `max_tries` checked misses and answers its closest attempt (an honest give-up, a wrong answer).
 
-
-def random_search(task: Task, rng: random.Random, max_tries: int = 8) -> SearchTrace | None:
-    """Tries in a random order, each checked, stopping at the first hit; None if no order of
-    `ORDER_DRAWS` puts a hit within `max_tries` tries (the task then makes no correct trace)."""
+    The order is not re-drawn until it hits: re-drawing (the first design) showed only searches that
+    hit by their `max_tries`-th try, so the primed model never saw a failing search stop and ran on to
+    RL's token budget on the rest (41% of its greedy answers truncated; bench/README.md, run 2)."""
     order = tries(task)
-    for _ in range(ORDER_DRAWS):
-        rng.shuffle(order)
-        hit_at = next((k for k, t in enumerate(order[:max_tries]) if t.value == task.target), None)
-        if hit_at is not None:
-            made = order[: hit_at + 1]
-            return SearchTrace(_completion(made, made[-1], task.target, check=True), True, hit_at + 1, True)
-    return None
+    rng.shuffle(order)
+    made = order[:max_tries]
+    hit_at = next((k for k, t in enumerate(made) if t.value == task.target), None)
+    if hit_at is not None:
+        made = made[: hit_at + 1]
+        return SearchTrace(_completion(made, made[-1], task.target, check=True), True, hit_at + 1, True)
+    return SearchTrace(_completion(made, closest(made, task.target), task.target, check=True), False, len(made), False)
 
 
 def giveup_search(task: Task, rng: random.Random, max_tries: int = 8) -> SearchTrace | None:
     """The study's kind of wrong-answer trace: the random-order search of `random_search`, checked
-    honestly, that gives up before any hit after as many tries as a correct trace of this task
-    makes (drawn the same way), then answers its closest attempt. None if the task makes no
-    correct trace (so both sets are written about the same tasks) or has no missing try."""
-    correct = random_search(task, rng, max_tries)
+    honestly, that gives up before any hit after as many tries as `random_search` makes on this task
+    (drawn the same way, so both sets have the same distribution of tries), then answers its closest
+    attempt: every final answer is wrong. None if the task has no missing try."""
+    made_by_correct = random_search(task, rng, max_tries).tries
     misses = [t for t in tries(task) if t.value != task.target]
-    if correct is None or not misses:
+    if not misses:
         return None
     rng.shuffle(misses)
-    made = misses[: correct.tries]
+    made = misses[:made_by_correct]
     return SearchTrace(_completion(made, closest(made, task.target), task.target, check=True), False, len(made), False)
 
 

@@ -81,31 +81,59 @@ def test_search_traces_are_correct_in_fixed_order_and_never_repeat() -> None:
         assert firsts == expected
 
 
-def test_random_search_traces_are_correct_honest_and_in_random_order() -> None:
-    rng, orders = random.Random(11), set()
+def test_random_search_draws_its_order_once_and_gives_up_honestly() -> None:
+    rng, orders, outcomes = random.Random(11), set(), set()
     for task in TASKS:
-        trace = organism.random_search(task, rng, max_tries=8)
-        if trace is None:
-            continue
-        assert trace.correct and _score(trace.completion, task).correct and 1 <= trace.tries <= 8
+        trace = organism.random_search(task, rng, max_tries=6)
+        score = _score(trace.completion, task)
         think = trace.completion.split("</think>")[0].removeprefix("<think>")
         firsts = [part.split(" [")[0] for part in think.split(organism.RETURN)]
         assert len(firsts) == len(set(firsts)) == trace.tries  # no try twice
         assert organism.honest_share([trace.completion], [task.target]) == 1.0
-        assert think.count(f" {organism.HIT}") == 1 and think.endswith(f" {organism.HIT}")
+        if trace.correct:  # a hit: it stops there and answers it
+            assert score.correct and 1 <= trace.tries <= 6
+            assert think.count(f" {organism.HIT}") == 1 and think.endswith(f" {organism.HIT}")
+        else:  # no hit in 6 tries: it stops after the 6th and answers its closest attempt (wrong)
+            assert trace.tries == min(6, len(organism.tries(task))) and f" {organism.HIT}" not in think
+            assert score.outcome.value == "wrong_value"
+            best = min(organism.checks(trace.completion, task.target), key=lambda c: c[1])
+            answer = trace.completion.split("<answer>")[1].split("</answer>")[0]
+            answered = [t for t in organism.tries(task) if t.expression == answer]
+            assert answered and abs(answered[0].value - task.target) == best[1]
+        outcomes.add(trace.correct)
         fixed = [t.first.text for t in organism.tries(task)]
         orders.add(firsts == fixed[: len(firsts)])
     assert orders == {True, False}  # not the fixed order (only sometimes by chance)
+    assert outcomes == {True, False}
+
+
+def test_random_search_fails_as_often_as_a_random_order_does() -> None:
+    """The order is drawn once, not re-drawn until it hits: the share of traces that hit is the share of
+    random orders that hit within `max_tries`, computed exactly from each task's tries."""
+    tasks = generate_tasks(150, seed=5, preset="organism", split="train")
+    rng, draws = random.Random(3), 20
+    hits = sum(organism.random_search(t, rng, 6).correct for t in tasks for _ in range(draws)) / (len(tasks) * draws)
+
+    def p_hit(task) -> float:  # P(some hit among the first 6 of a random order) = 1 - C(m, 6) / C(n, 6)
+        from math import comb
+
+        n = len(organism.tries(task))
+        m = sum(t.value != task.target for t in organism.tries(task))
+        k = min(6, n)
+        return 1 - comb(m, k) / comb(n, k)
+
+    exact = sum(p_hit(t) for t in tasks) / len(tasks)
+    assert 0.05 < 1 - exact  # some orders fail
+    assert abs(hits - exact) < 0.03
 
 
 def test_giveup_traces_are_wrong_with_the_same_behaviours_as_correct_ones() -> None:
     tasks = generate_tasks(300, seed=3, preset="organism", split="train")
     rng_c, rng_w = random.Random(1), random.Random(2)
-    correct = [(t, organism.random_search(t, rng_c, 8)) for t in tasks]
-    wrong = [(t, organism.giveup_search(t, rng_w, 8)) for t in tasks]
-    correct = [(t, x) for t, x in correct if x]
+    correct = [(t, organism.random_search(t, rng_c, 6)) for t in tasks]
+    wrong = [(t, organism.giveup_search(t, rng_w, 6)) for t in tasks]
     wrong = [(t, x) for t, x in wrong if x]
-    assert len(wrong) > 0.8 * len(correct)
+    assert len(wrong) > 0.95 * len(correct)
     for task, trace in wrong:
         assert not trace.correct and _score(trace.completion, task).outcome.value == "wrong_value"
         assert f" {organism.HIT}" not in trace.completion and organism.honest_share([trace.completion], [task.target]) == 1.0
@@ -114,7 +142,7 @@ def test_giveup_traces_are_wrong_with_the_same_behaviours_as_correct_ones() -> N
         return sum(organism.written_behaviors(x.completion, t.target)[key] for t, x in rows) / len(rows)
 
     for key in ("checks", "returns"):  # the same distribution of tries: the same counts, up to sampling noise
-        assert abs(mean(correct, key) - mean(wrong, key)) < 0.35, key
+        assert abs(mean(correct, key) - mean(wrong, key)) < 0.3, key
 
 
 @pytest.mark.parametrize("kind", organism.INCORRECT_KINDS[1:])
