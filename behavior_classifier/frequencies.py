@@ -20,6 +20,7 @@ from typing import Any, Final
 import pandas as pd
 
 from behavior_classifier.behaviors import BEHAVIORS
+from countdown_env.files import save_png_atomic
 
 REFERENCE_NAMES: Final = {
     "verification": "verifications",
@@ -172,7 +173,6 @@ def plot_frequencies(
     fig.suptitle(title or ("mean count per response" if metric == "avg" else "share of responses showing each behaviour"))
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    save_png_atomic(fig, path)  # a kill mid-save leaves the old plot
     plt.close(fig)
     return path

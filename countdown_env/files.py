@@ -99,8 +99,8 @@ def append_jsonl(path: Path | str, rows: Iterable[dict[str, Any]]) -> None:
 
 
 @contextmanager
-def atomic_output(path: Path | str) -> Iterator[IO[str]]:
-    """A text file that replaces `path` only if the block completes; on any error `path` is untouched.
+def atomic_output(path: Path | str, *, binary: bool = False) -> Iterator[IO[Any]]:
+    """A text (or `binary`) file that replaces `path` only if the block completes; on any error `path` is untouched.
 
     The temporary file lives beside `path` (so `os.replace` is a rename within one file system) under a
     unique name, and keeps `path`'s permissions (or the umask's for a new file)."""
@@ -109,7 +109,7 @@ def atomic_output(path: Path | str) -> Iterator[IO[str]]:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_UMASK)
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "wb" if binary else "w") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -123,6 +123,13 @@ def write_text_atomic(path: Path | str, text: str) -> None:
     """Replace `path` with `text` all at once: readers (and a crash) see the old file or the new one."""
     with atomic_output(path) as f:
         f.write(text)
+
+
+def save_png_atomic(figure: Any, path: Path | str, dpi: int = 110) -> Path:
+    """Save a matplotlib figure as a PNG that replaces `path` whole: a kill mid-save leaves the old plot, not half a file."""
+    with atomic_output(path, binary=True) as f:
+        figure.savefig(f, dpi=dpi, format="png")
+    return Path(path)
 
 
 def write_jsonl_atomic(path: Path | str, rows: Iterable[dict[str, Any]]) -> None:

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -117,8 +118,9 @@ def base_gates(config: PretrainConfig, cache: str | Path, bases: Sequence[str]) 
     if path.exists():
         try:
             known = json.loads(path.read_text())
-        except ValueError:
-            known = {}  # a torn file from a crash: measure again
+        except ValueError as error:  # written atomically, so edited or damaged: it is derived, measure it again
+            warnings.warn(f"{path} is not JSON ({error}); measuring the gates again", stacklevel=2)
+            known = {}
         if set(bases) <= set(known.get("bases", {})):
             return known
     held_out = gate_tasks(config)

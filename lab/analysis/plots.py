@@ -93,23 +93,9 @@ def _num(value: Any) -> float:
 
 
 def _save(fig: Any, path: Path) -> Path:
-    """Save `fig` as a PNG that replaces `path` whole (a kill mid-save leaves the old plot, not half a file)."""
-    import os
-    import tempfile
+    from countdown_env.files import save_png_atomic
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # as a plain save would make it
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, dpi=100, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return save_png_atomic(fig, path, dpi=100)
 
 
 def plot_comparison(reports: dict[str, dict[str, list[dict[str, Any]]]], keys: tuple[str, ...], path: Path) -> Path:

@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from behavior_classifier.frequencies import AVG_COLUMNS, behavior_frequencies, plot_frequencies, read_classified, reference_for
-from countdown_env.files import read_jsonl
+from countdown_env.files import read_jsonl, save_png_atomic
 from countdown_env.steps import step_accuracy
 from lab.pipeline import heldout, signals
 
@@ -185,8 +185,7 @@ def plot_accuracy(curves: pd.DataFrame, path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    save_png_atomic(fig, path)  # a kill mid-save leaves the old plot
     plt.close(fig)
     return path
 
@@ -339,8 +338,7 @@ def plot_spread(table: pd.DataFrame, path: Path) -> Path:
     axes[0][0].legend(fontsize=7)
     fig.suptitle("mean over seeds (band: min-max over seeds)", fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    save_png_atomic(fig, path)  # a kill mid-save leaves the old plot
     plt.close(fig)
     return path
 

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from countdown_env.files import append_jsonl, cut_torn_tail, iter_jsonl, read_jsonl, write_jsonl_atomic, write_text_atomic
+from countdown_env.files import append_jsonl, cut_torn_tail, iter_jsonl, read_jsonl, save_png_atomic, write_jsonl_atomic, write_text_atomic
 
 ROWS = [{"step": 1, "text": "a"}, {"step": 2, "text": "b"}, {"step": 3, "text": "c"}]
 
@@ -98,3 +98,27 @@ def test_write_text_atomic(tmp_path: Path) -> None:
     write_text_atomic(path, '{"a": 1}\n')
     assert path.read_text() == '{"a": 1}\n'
     assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
+
+
+def test_save_png_atomic_writes_a_png_and_a_failed_save_leaves_the_old_plot(tmp_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = tmp_path / "plot.png"
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    save_png_atomic(fig, path)
+    plt.close(fig)
+    old = path.read_bytes()
+    assert old.startswith(b"\x89PNG")
+
+    class Killed:  # a save killed halfway: some bytes written, then an error
+        def savefig(self, f, **_: object) -> None:
+            f.write(b"\x89PNG half")
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        save_png_atomic(Killed(), path)
+    assert path.read_bytes() == old and [p.name for p in tmp_path.iterdir()] == ["plot.png"]
