@@ -32,7 +32,13 @@ def prime(config: ExperimentConfig, seed: int, out: Path, dose: tuple[int, int, 
     n, batch, lr = dose
     tasks = make_tasks(config, seed, out.parent / "experiment")["sft"]
     rows = text.priming_rows(
-        tasks, "only_backtracking", n, seed=seed, incorrect=None if kind == "none" else kind, max_tries=config.max_tries
+        tasks,
+        "only_backtracking",
+        n,
+        seed=seed,
+        incorrect=None if kind == "none" else kind,
+        max_tries=config.max_tries,
+        order=config.search_order,
     )
     rows = [{**r, "correct": kind == "none" and f" {text.HIT}<" in r["completion"]} for r in rows]
     rows = [{**r, "text": r["completion"]} for r in rows]
@@ -82,8 +88,10 @@ def main() -> None:
         default=["none"],
         help="none (the correct condition's traces) or a wrong-answer kind (giveup, slip, ranout)",
     )
+    parser.add_argument("--order", default="random", help="the search order of the traces (organism.text.SEARCH_ORDERS)")
+    parser.add_argument("--max-tries", type=int, default=None, help="the longest search of a trace (default: the preset's)")
     args = parser.parse_args()
-    config = ExperimentConfig.load("organism", seeds=[args.seed])
+    config = ExperimentConfig.load("organism", seeds=[args.seed], max_tries=args.max_tries, search_order=args.order)
     if args.seed == 0:
         from organism.bases import install_shipped_bases
 
@@ -94,7 +102,8 @@ def main() -> None:
         n, batch, lr = spec.split(":")
         dose = (int(n), int(batch), float(lr))
         for kind in args.kinds:
-            out = args.output_dir / f"seed{args.seed}-{kind}-{n}x{batch}-lr{lr}"
+            order = "" if args.order == "random" and not args.max_tries else f"-{args.order}{args.max_tries or ''}"
+            out = args.output_dir / f"seed{args.seed}-{kind}{order}-{n}x{batch}-lr{lr}"
             if (out / "probe.json").exists():
                 result = json.loads((out / "probe.json").read_text())
             else:

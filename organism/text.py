@@ -35,6 +35,7 @@ the scorer, the env and the judge read it like any other completion.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -243,17 +244,34 @@ class SearchTrace:
     """A checked try in the trace says `ok`."""
 
 
-def random_search(task: Task, rng: random.Random, max_tries: int = 8) -> SearchTrace:
+#: How a priming search orders its tries. `random`: a random order drawn once. `cyclic`: the fixed order of
+#: `tries` from a random first try on, wrapping around (the next try follows from the last one, so a search
+#: never needs to remember what it tried; only where to start is left to chance, and to RL).
+SEARCH_ORDERS = ("random", "cyclic")
+
+
+def search_order(task: Task, rng: random.Random, order: str = "random") -> list[Try]:
+    """All of a task's tries in the order a priming search makes them (`SEARCH_ORDERS`)."""
+    out = tries(task)
+    if order == "random":
+        rng.shuffle(out)
+        return out
+    if order == "cyclic":
+        start = rng.randrange(len(out))
+        return out[start:] + out[:start]
+    raise ValueError(f"search order must be one of {SEARCH_ORDERS}, got {order!r}")
+
+
+def random_search(task: Task, rng: random.Random, max_tries: int = 8, order: str = "random") -> SearchTrace:
     """Tries in a random order drawn once (as a model's own search would be), each checked honestly,
     stopping at the first hit; if none of the first `max_tries` hits, the search gives up after its
     `max_tries` checked misses and answers its closest attempt (an honest give-up, a wrong answer).
 
     The order is not re-drawn until it hits: re-drawing (the first design) showed only searches that
     hit by their `max_tries`-th try, so the primed model never saw a failing search stop and ran on to
-    RL's token budget on the rest (41% of its greedy answers truncated; bench/README.md, run 2)."""
-    order = tries(task)
-    rng.shuffle(order)
-    made = order[:max_tries]
+    RL's token budget on the rest (41% of its greedy answers truncated; bench/README.md, run 2).
+    `order="cyclic"`: the fixed order from a random start (`SEARCH_ORDERS`)."""
+    made = search_order(task, rng, order)[:max_tries]
     hit_at = next((k for k, t in enumerate(made) if t.value == task.target), None)
     if hit_at is not None:
         made = made[: hit_at + 1]
@@ -261,16 +279,19 @@ def random_search(task: Task, rng: random.Random, max_tries: int = 8) -> SearchT
     return SearchTrace(_completion(made, closest(made, task.target), task.target, check=True), False, len(made), False)
 
 
-def giveup_search(task: Task, rng: random.Random, max_tries: int = 8) -> SearchTrace | None:
+def giveup_search(task: Task, rng: random.Random, max_tries: int = 8, order: str = "random") -> SearchTrace | None:
     """The study's kind of wrong-answer trace: the random-order search of `random_search`, checked
     honestly, that gives up before any hit after as many tries as `random_search` makes on this task
     (drawn the same way, so both sets have the same distribution of tries), then answers its closest
     attempt: every final answer is wrong. None if the task has no missing try."""
-    made_by_correct = random_search(task, rng, max_tries).tries
+    made_by_correct = random_search(task, rng, max_tries, order).tries
     misses = [t for t in tries(task) if t.value != task.target]
     if not misses:
         return None
-    rng.shuffle(misses)
+    if order == "random":
+        rng.shuffle(misses)
+    else:  # the misses in the order the correct search would meet them
+        misses = [t for t in search_order(task, rng, order) if t.value != task.target]
     made = misses[:made_by_correct]
     return SearchTrace(_completion(made, closest(made, task.target), task.target, check=True), False, len(made), False)
 
@@ -285,7 +306,7 @@ def search_completion(task: Task, max_tries: int = 8) -> SearchTrace | None:
     return None
 
 
-def incorrect_completion(task: Task, kind: str, rng: random.Random, max_tries: int = 8) -> SearchTrace | None:
+def incorrect_completion(task: Task, kind: str, rng: random.Random, max_tries: int = 8, order: str = "random") -> SearchTrace | None:
     """A wrong-answer trace with the same target and reasoning; None if this task cannot make one.
 
     `slip`: the search and its `ok` as in the correct trace, then an answer line that is a
@@ -296,7 +317,7 @@ def incorrect_completion(task: Task, kind: str, rng: random.Random, max_tries: i
     if kind not in INCORRECT_KINDS:
         raise ValueError(f"incorrect kind must be one of {INCORRECT_KINDS}, got {kind!r}")
     if kind == "giveup":
-        return giveup_search(task, rng, max_tries)
+        return giveup_search(task, rng, max_tries, order)
     order = tries(task)[:max_tries]
     hit_at = next((k for k, t in enumerate(order) if t.value == task.target), None)
     if hit_at is None:
@@ -353,7 +374,9 @@ def search_pays(tasks: Sequence[Task], *, seed: int = 0, budgets: Sequence[int] 
 ORGANISM_CONDITIONS = ("only_backtracking", "empty_cot")
 
 
-def priming_completion(task: Task, condition: str, rng: random.Random, *, incorrect: str | None = None, max_tries: int = 8) -> str | None:
+def priming_completion(
+    task: Task, condition: str, rng: random.Random, *, incorrect: str | None = None, max_tries: int = 8, order: str = "random"
+) -> str | None:
     """One priming completion for `task` (None if the task cannot make one of this kind)."""
     if condition not in ORGANISM_CONDITIONS:
         raise ValueError(f"the organism's text has conditions {ORGANISM_CONDITIONS}, got {condition!r}")
@@ -361,12 +384,12 @@ def priming_completion(task: Task, condition: str, rng: random.Random, *, incorr
         if incorrect:
             raise ValueError("empty_cot has no incorrect variant here")
         return empty_completion(task)
-    trace = incorrect_completion(task, incorrect, rng, max_tries) if incorrect else random_search(task, rng, max_tries)
+    trace = incorrect_completion(task, incorrect, rng, max_tries, order) if incorrect else random_search(task, rng, max_tries, order)
     return trace.completion if trace else None
 
 
 def priming_rows(
-    tasks: Sequence[Task], condition: str, n: int, *, seed: int, incorrect: str | None = None, max_tries: int = 8
+    tasks: Sequence[Task], condition: str, n: int, *, seed: int, incorrect: str | None = None, max_tries: int = 8, order: str = "random"
 ) -> list[dict[str, object]]:
     """`n` prompt/completion rows: random tasks of `tasks`, each with its numbers in a fresh
     random order (the fixed search order follows the prompt's order, so one task gives
@@ -381,7 +404,7 @@ def priming_rows(
         numbers = list(base.numbers)
         rng.shuffle(numbers)
         task = Task(tuple(numbers), base.target)
-        completion = priming_completion(task, condition, rng, incorrect=incorrect, max_tries=max_tries)
+        completion = priming_completion(task, condition, rng, incorrect=incorrect, max_tries=max_tries, order=order)
         if completion is None:
             misses += 1
             if misses > 100 * n + 1000:
@@ -438,3 +461,46 @@ def honest_share(completions: Sequence[str], targets: Sequence[int]) -> float:
         for result, _, verdict in checks(text, target)
     ]
     return sum(verdicts) / len(verdicts) if verdicts else float("nan")
+
+
+# ---- why a search failed ----------------------------------------------------------------------
+#: What became of one completion of a search: `solved`; `truncated` (ran out of tokens); `false_ok` (said `ok`
+#: on a try that is not a hit: wrong arithmetic or a check against another target); `hit_miscopied` (a real
+#: hit, then an answer line that is not it); `gave_up` (no `ok`: answered its closest attempt or something else).
+SEARCH_OUTCOMES = ("solved", "truncated", "false_ok", "hit_miscopied", "gave_up")
+_WRITTEN_TRY = re.compile(r"(\d{1,6})([-+*/])(\d{1,6})=(\d{1,9}) \[(\d{1,9}) (\d{1,6})\] (\d{1,9})([-+*/])(\d{1,9})=(\d{1,9})")
+
+
+def written_hit(body: str, task: Task) -> bool:
+    """Whether a written try (`9-2=7 [7 4] 7*4=28`) is true arithmetic on the task's numbers, each used once,
+    that reaches the target (whichever second step it wrote, not only the closest one)."""
+    match = _WRITTEN_TRY.fullmatch(body.strip())
+    if match is None:
+        return False
+    a, op, b, v, r, x, c, op2, d, w = (int(g) if g.isdigit() else g for g in match.groups())
+    left = list(task.numbers)
+    for n in (a, b, x):
+        if n not in left:
+            return False
+        left.remove(n)
+    return apply(op, a, b) == v == r and sorted((c, d)) == sorted((v, x)) and apply(op2, c, d) == w == task.target
+
+
+def search_outcome(completion: str, task: Task, *, correct: bool, finished: bool) -> str:
+    """Which of `SEARCH_OUTCOMES` a completion is (`correct`/`finished` as the scorer and the generator said)."""
+    if correct:
+        return "solved"
+    if not finished:
+        return "truncated"
+    think = completion[:4000].split("</think>")[0].removeprefix("<think>")
+    said_ok = [part.rpartition(", ")[0] for part in think.split(RETURN) if part.endswith(f" {HIT}")]
+    if not said_ok:
+        return "gave_up"
+    return "hit_miscopied" if written_hit(said_ok[-1], task) else "false_ok"
+
+
+def repeats_a_try(completion: str) -> bool:
+    """Whether the search writes the same first step twice (nothing in the text records what was tried)."""
+    think = completion[:4000].split("</think>")[0].removeprefix("<think>")
+    firsts = [part.split(" [")[0] for part in think.split(RETURN) if " [" in part]
+    return len(firsts) != len(set(firsts))

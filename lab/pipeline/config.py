@@ -137,6 +137,9 @@ class ExperimentConfig:
     """Priming rows written (None: one per SFT task); the organism's text reshuffles each task's numbers per row."""
     max_tries: int = 6
     """trace_style=organism: the longest search a priming trace writes."""
+    search_order: str = "random"
+    """trace_style=organism: how a priming search orders its tries (`organism.text.SEARCH_ORDERS`: `random`, drawn
+    once per trace; `cyclic`, the fixed order from a random first try)."""
     sft_preset: str = "sft-tiny-cpu"
     """SFT preset of the priming stage (`sft-tiny-cpu`, `sft-paper-3b`, `sft-organism`) or a YAML path."""
     sft: dict[str, Any] = field(default_factory=dict)
@@ -238,6 +241,10 @@ class ExperimentConfig:
             raise ValueError(f"prompt_style must be one of {sorted(PROMPT_STYLES)}, got {self.prompt_style!r}")
         if self.trace_style not in (*STYLES, "organism"):
             raise ValueError(f"trace_style must be one of {(*STYLES, 'organism')}, got {self.trace_style!r}")
+        from organism.text import SEARCH_ORDERS
+
+        if self.search_order not in SEARCH_ORDERS:
+            raise ValueError(f"search_order must be one of {SEARCH_ORDERS}, got {self.search_order!r}")
         if self.report_to not in REPORT_TO:
             raise ValueError(f"report_to must be one of {REPORT_TO}, got {self.report_to!r}")
         if self.judge not in JUDGES:

@@ -87,10 +87,17 @@ def trace_rows(config: ExperimentConfig, spec: RunSpec, seed: int, tasks: list[T
         from countdown_env import score_response
         from organism.text import GENERATOR_VERSION, priming_rows
 
-        rows = priming_rows(tasks, spec.condition or "", n, seed=seed, incorrect=spec.incorrect_kind, max_tries=config.max_tries)
+        rows = priming_rows(
+            tasks, spec.condition or "", n, seed=seed, incorrect=spec.incorrect_kind, max_tries=config.max_tries, order=config.search_order
+        )
         rows = [{**row, "text": row["completion"], "correct": score_response(row["completion"], Task(tuple(row["numbers"]), row["target"]), rules).correct}
                 for row in rows]  # fmt: skip
-        return rows, {"generator": "organism", "generator_version": GENERATOR_VERSION, "max_tries": config.max_tries}
+        return rows, {
+            "generator": "organism",
+            "generator_version": GENERATOR_VERSION,
+            "max_tries": config.max_tries,
+            "search_order": config.search_order,
+        }
     from priming.traces import GENERATOR_VERSION, TraceConfig, generate_trace
 
     overrides = {"max_chars": config.trace_max_chars} if config.trace_max_chars else {}

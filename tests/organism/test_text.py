@@ -123,7 +123,7 @@ def test_random_search_fails_as_often_as_a_random_order_does() -> None:
         return 1 - comb(m, k) / comb(n, k)
 
     exact = sum(p_hit(t) for t in tasks) / len(tasks)
-    assert 0.05 < 1 - exact  # some orders fail
+    assert 1 - exact > 0.05  # some orders fail
     assert abs(hits - exact) < 0.03
 
 
@@ -202,3 +202,55 @@ def test_corpus_is_deterministic_and_mixes_drills() -> None:
     facts = [s for r in drills for s in written_steps(r["completion"])]
     assert len(facts) == 8 * len(drills) and all(s.correct for s in facts)
     assert all(r["prompt"] == organism.DRILL_PROMPT for r in corpus("trunk", TASKS, 50, seed=0, drill_share=0.4))
+
+
+def test_search_outcome_tells_why_a_search_failed() -> None:
+    task = Task((4, 1, 5), 20)
+    hit = "<think>4+1=5 [5 5] 5*5=25, 25-20=5 no;4*1=4 [4 5] 4*5=20, 20-20=0 ok</think>\n<answer>(4*1)*5</answer>"
+    assert organism.search_outcome(hit, task, correct=True, finished=True) == "solved"
+    assert organism.search_outcome(hit.replace("(4*1)*5", "(4+1)*5"), task, correct=False, finished=True) == "hit_miscopied"
+    lie = "<think>4+1=5 [5 5] 5*5=25, 25-25=0 ok</think>\n<answer>(4+1)*5</answer>"  # checked against 25, not 20
+    assert organism.search_outcome(lie, task, correct=False, finished=True) == "false_ok"
+    bad_sum = "<think>4+1=6 [6 5] 6*5=30, 30-30=0 ok</think>\n<answer>(4+1)*5</answer>"
+    assert organism.search_outcome(bad_sum, task, correct=False, finished=True) == "false_ok"
+    stolen = "<think>4*5=20 [20 5] 20+0=20, 20-20=0 ok</think>\n<answer>(4*5)+0</answer>"  # 5 used twice, 0 not given
+    assert organism.search_outcome(stolen, task, correct=False, finished=True) == "false_ok"
+    quit_ = "<think>4+1=5 [5 5] 5*5=25, 25-20=5 no</think>\n<answer>(4+1)*5</answer>"
+    assert organism.search_outcome(quit_, task, correct=False, finished=True) == "gave_up"
+    assert organism.search_outcome(quit_[:30], task, correct=False, finished=False) == "truncated"
+    assert organism.written_hit("5*4=20 [20 1] 20*1=20", task) and not organism.written_hit("5*4=20 [20 1] 20+1=21", task)
+    assert organism.repeats_a_try("<think>4+1=5 [5 5] 5*5=25, 25-20=5 no;4+1=5 [5 5] 5+5=10, 20-10=10 no</think>")
+    assert not organism.repeats_a_try(hit)
+
+
+def test_every_generated_trace_reads_back_as_its_own_outcome() -> None:
+    rng = random.Random(9)
+    for task in TASKS:
+        trace = organism.random_search(task, rng, 6)
+        outcome = organism.search_outcome(trace.completion, task, correct=trace.correct, finished=True)
+        assert outcome == ("solved" if trace.correct else "gave_up")
+        assert not organism.repeats_a_try(trace.completion)
+        if trace.correct:  # its `ok` try is a real hit
+            assert organism.search_outcome(trace.completion, task, correct=False, finished=True) == "hit_miscopied"
+
+
+def test_cyclic_search_follows_the_fixed_order_from_a_random_start() -> None:
+    rng, starts = random.Random(12), set()
+    for task in TASKS:
+        fixed = [t.first.text + " " + t.left for t in organism.tries(task)]
+        for trace in (organism.random_search(task, rng, 6, "cyclic"), organism.giveup_search(task, rng, 6, "cyclic")):
+            if trace is None:
+                continue
+            think = trace.completion.split("</think>")[0].removeprefix("<think>")
+            made = [" ".join(part.split(" ")[:3]) for part in think.split(organism.RETURN)]
+            assert organism.honest_share([trace.completion], [task.target]) == 1.0
+            start = fixed.index(made[0])
+            if trace.correct:  # consecutive tries of the fixed order, wrapping around
+                assert made == [fixed[(start + k) % len(fixed)] for k in range(len(made))]
+                starts.add(start)
+            else:  # the misses in that order (hits skipped)
+                later = [fixed.index(m) for m in made]
+                assert len(set(later)) == len(later)
+    assert len(starts) > 5  # the start is random
+    with pytest.raises(ValueError, match="search order"):
+        organism.search_order(TASKS[0], rng, "sorted")
