@@ -75,6 +75,20 @@ def test_bad_runs_are_refused(bad: str) -> None:
         ExperimentConfig.load("organism", conditions=[bad])
 
 
+def test_search_order_is_checked_and_reaches_the_traces() -> None:
+    with pytest.raises(ValueError, match="search_order must be one of"):
+        ExperimentConfig.load("organism", search_order="sorted")
+    from countdown_env import generate_tasks
+    from lab.pipeline.stages import trace_rows
+
+    config = ExperimentConfig.load("organism", search_order="cyclic", num_traces=20)
+    tasks = generate_tasks(30, seed=0, preset="organism", split="train")
+    rows, meta = trace_rows(config, parse_run("poor/only_backtracking", "organism"), 0, tasks)
+    assert meta["search_order"] == "cyclic" and len(rows) == 20
+    random_rows, _ = trace_rows(ExperimentConfig.load("organism", num_traces=20), parse_run("poor/only_backtracking", "organism"), 0, tasks)
+    assert [r["completion"] for r in rows] != [r["completion"] for r in random_rows]
+
+
 def test_shipped_bases_are_what_pretrain_makes_by_default() -> None:
     from organism.pretrain import PretrainConfig
 
