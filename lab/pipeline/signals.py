@@ -5,7 +5,9 @@
   advantage), from metrics.jsonl;
 - for the organism's text, from the logged training rollouts: `tries` per answer and
   `first_try_hit` (the first try already reaches the target): a better first guess and a longer
-  search are the two ways RL can raise accuracy here, and these tell them apart.
+  search are the two ways RL can raise accuracy here, and these tell them apart; `false_ok` (a
+  check that says `ok` on a try that is not a hit) and `repeats` (a first step written twice):
+  the two ways the tiny models' searches fail (`organism.text.search_outcome`, bench/README.md).
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ def metric_signals(metrics: pd.DataFrame) -> pd.DataFrame:
 
 
 def search_signals(run: Path) -> pd.DataFrame:
-    """step, tries, first_try_hit per logged step of the organism's training rollouts."""
-    from organism.text import try_results
+    """step, tries, first_try_hit, false_ok, repeats per logged step of the organism's training rollouts."""
+    from countdown_env.tasks import Task
+    from organism.text import repeats_a_try, search_outcome, try_results
 
     path = Path(run) / "rollouts.jsonl"
     if not path.exists():
@@ -37,7 +40,17 @@ def search_signals(run: Path) -> pd.DataFrame:
     rows = []
     for r in read_jsonl(path):
         results = try_results(r["text"])
-        rows.append({"step": int(r["step"]), "tries": len(results), "first_try_hit": bool(results) and results[0] == int(r["target"])})
+        task = Task(tuple(int(n) for n in r["numbers"]), int(r["target"]))
+        outcome = search_outcome(r["text"], task, correct=bool(r.get("correct")), finished=bool(r.get("finished", True)))
+        rows.append(
+            {
+                "step": int(r["step"]),
+                "tries": len(results),
+                "first_try_hit": bool(results) and results[0] == task.target,
+                "false_ok": outcome == "false_ok",
+                "repeats": repeats_a_try(r["text"]),
+            }
+        )
     if not rows:
         return pd.DataFrame()
     return pd.DataFrame(rows).groupby("step", as_index=False).mean()

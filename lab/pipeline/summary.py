@@ -286,6 +286,8 @@ PANELS = {
     "mixed_groups": "groups with mixed rewards",
     "tries": "tries per answer (rollouts)",
     "first_try_hit": "first try hits (rollouts)",
+    "false_ok": "false `ok`: checked against the wrong number (rollouts)",
+    "repeats": "writes a first step twice (rollouts)",
     "avg_verifications": "checks per answer",
     "avg_backtracking": "returns per answer",
 }

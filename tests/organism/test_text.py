@@ -254,3 +254,22 @@ def test_cyclic_search_follows_the_fixed_order_from_a_random_start() -> None:
     assert len(starts) > 5  # the start is random
     with pytest.raises(ValueError, match="search order"):
         organism.search_order(TASKS[0], rng, "sorted")
+
+
+def test_search_signals_count_false_oks_and_repeats_per_step(tmp_path) -> None:
+    import json
+
+    from lab.pipeline.signals import search_signals
+
+    task = Task((4, 1, 5), 20)
+    good = "<think>4+1=5 [5 5] 5*5=25, 25-20=5 no;4*1=4 [4 5] 4*5=20, 20-20=0 ok</think>\n<answer>(4*1)*5</answer>"
+    lie = "<think>4+1=5 [5 5] 5*5=25, 25-25=0 ok</think>\n<answer>(4+1)*5</answer>"
+    loop = "<think>4+1=5 [5 5] 5*5=25, 25-20=5 no;4+1=5 [5 5] 5*5=25, 25-20=5 no</think>\n<answer>(4+1)*5</answer>"
+    rows = [(1, good, True), (1, lie, False), (2, loop, False), (2, good, True)]
+    (tmp_path / "rollouts.jsonl").write_text(
+        "".join(json.dumps({"step": s, "text": t, **task.to_dict(), "correct": c, "finished": True}) + "\n" for s, t, c in rows)
+    )
+    table = search_signals(tmp_path).set_index("step")
+    assert table.loc[1, "false_ok"] == 0.5 and table.loc[1, "repeats"] == 0.0
+    assert table.loc[2, "false_ok"] == 0.0 and table.loc[2, "repeats"] == 0.5
+    assert table.loc[2, "tries"] == 2.0
