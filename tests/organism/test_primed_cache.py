@@ -57,3 +57,22 @@ def test_the_shipped_primed_bases_are_installed_with_the_bases(tmp_path: Path) -
         found = cached_primed(tmp_path / "cache", key)
         assert found is not None and (found / "model.safetensors").read_bytes() == (model / "model.safetensors").read_bytes()
     assert not any(c.startswith("primed/") for c in install_shipped_bases(tmp_path / "cache")), "installed once"
+
+
+def test_the_demo_finds_its_primed_base_in_the_shipped_ones(tmp_path: Path) -> None:
+    """The demo's priming (seed 0, its preset, the shipped poor base) has the key of a shipped primed base, so
+    `make demo` is RL only. A change to the trace text or the SFT settings fails here, not as a slow demo."""
+    from lab.pipeline.config import ExperimentConfig
+    from lab.pipeline.stages import make_tasks, stage_traces
+    from organism.pretrain import base_dir
+
+    config = ExperimentConfig.load("demo")
+    seed = config.seeds[0]
+    spec = next(s for s in config.runs() if s.condition)
+    tasks = make_tasks(config, seed, tmp_path / "exp")
+    run = tmp_path / "run"
+    traces = stage_traces(config, run, spec, seed, tasks["sft"])
+    install_shipped_bases(tmp_path / "cache")
+    poor = base_dir(tmp_path / "cache", config.bases_seed(seed), "poor") / "model"
+    key = primed_key(config.sft_config(str(poor), str(traces), str(run / "sft"), seed), traces, poor)
+    assert key in {m.parent.name for m in (SHIPPED_BASES / "primed").glob("*/model")}, key
