@@ -51,6 +51,25 @@ def per_run(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(cells)
 
 
+def failures(root: Path, table: pd.DataFrame) -> pd.DataFrame:
+    """Per run label and evaluated step (first and last), the mean over seeds of `heldout_outcomes`."""
+    from lab.pipeline.signals import heldout_outcomes
+    from lab.pipeline.summary import label, run_dirs, run_name
+
+    parts = []
+    for run in run_dirs(root):
+        if run_name(run)[1] not in set(table["seed"]):
+            continue
+        outcomes = heldout_outcomes(run, "greedy", "test")
+        if not outcomes.empty:
+            ends = outcomes[outcomes["step"].isin([outcomes["step"].min(), outcomes["step"].max()])]
+            parts.append(ends.assign(run=label(run)))
+    if not parts:
+        return pd.DataFrame()
+    out = pd.concat(parts).drop(columns="n").groupby(["run", "step"], as_index=False).mean()
+    return out.round(3)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output-dir", type=Path, required=True)
@@ -78,6 +97,8 @@ def main() -> None:
     print("\n## Goals (mean over seeds, range over seeds)")
     for g in goal_rows(table):
         print(f"- {g['goal']}: {g['mean']:+.2f} (seeds {g['min']:+.2f} .. {g['max']:+.2f}) {'met' if g['met'] else 'NOT met'}")
+    print("\n## Why searches fail (test split, greedy; mean over seeds at the first and last evaluation)")
+    print(to_markdown(failures(args.output_dir, table)))
     timing = args.output_dir / "timing.json"
     if timing.exists():
         print("\ntiming:", timing.read_text().strip())

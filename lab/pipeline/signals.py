@@ -65,3 +65,35 @@ def run_signals(run: Path, metrics: pd.DataFrame, organism_text: bool) -> pd.Dat
     for frame in frames[1:]:
         out = out.merge(frame, on="step", how="outer")
     return out.sort_values("step")
+
+
+def heldout_outcomes(run: Path, mode: str = "greedy", split: str | None = "test") -> pd.DataFrame:
+    """Per evaluated step of an organism run: the share of its held-out `mode` answers in each of
+    `organism.text.SEARCH_OUTCOMES`, the share that writes a first step twice, and tries per answer.
+    `split` picks the dev or test tasks of an experiment's run folder (`<root>/runs/<name>-seed<S>`, whose
+    evaluations hold both); other folders (a probe's) are read whole."""
+    from countdown_env.tasks import Task
+    from lab.pipeline.heldout import split_keys, task_key
+    from organism.text import SEARCH_OUTCOMES, repeats_a_try, search_outcome, try_results
+
+    run = Path(run)
+    name, _, seed = run.name.rpartition("-seed")
+    keys = split_keys(run.parent.parent, int(seed)) if split and name and seed.isdigit() and run.parent.name == "runs" else {}
+    rows = []
+    for r in read_jsonl(run / "eval_completions.jsonl"):
+        if r.get("mode", "greedy") != mode or (keys and keys.get(task_key(r["numbers"], r["target"])) != split):
+            continue
+        task = Task(tuple(int(n) for n in r["numbers"]), int(r["target"]))
+        outcome = search_outcome(r["text"], task, correct=bool(r["correct"]), finished=bool(r.get("finished", True)))
+        rows.append(
+            {
+                "step": int(r["step"]),
+                **{k: k == outcome for k in SEARCH_OUTCOMES},
+                "repeats": repeats_a_try(r["text"]),
+                "tries": len(try_results(r["text"])),
+            }
+        )
+    if not rows:
+        return pd.DataFrame()
+    frame = pd.DataFrame(rows)
+    return frame.groupby("step").mean().assign(n=frame.groupby("step").size()).reset_index()

@@ -273,3 +273,28 @@ def test_search_signals_count_false_oks_and_repeats_per_step(tmp_path) -> None:
     assert table.loc[1, "false_ok"] == 0.5 and table.loc[1, "repeats"] == 0.0
     assert table.loc[2, "false_ok"] == 0.0 and table.loc[2, "repeats"] == 0.5
     assert table.loc[2, "tries"] == 2.0
+
+
+def test_heldout_outcomes_share_per_step_and_mode(tmp_path) -> None:
+    import json
+
+    from lab.pipeline.signals import heldout_outcomes
+
+    task = Task((4, 1, 5), 20)
+    good = "<think>4+1=5 [5 5] 5*5=25, 25-20=5 no;4*1=4 [4 5] 4*5=20, 20-20=0 ok</think>\n<answer>(4*1)*5</answer>"
+    lie = "<think>4+1=5 [5 5] 5*5=25, 25-25=0 ok</think>\n<answer>(4+1)*5</answer>"
+    rows = [
+        (0, "greedy", good, True, True),
+        (0, "greedy", lie, False, True),
+        (0, "sample", good[:20], False, False),
+        (50, "greedy", good, True, True),
+    ]
+    (tmp_path / "eval_completions.jsonl").write_text(
+        "".join(
+            json.dumps({"step": s, "mode": m, "text": t, **task.to_dict(), "correct": c, "finished": f}) + "\n" for s, m, t, c, f in rows
+        )
+    )
+    greedy = heldout_outcomes(tmp_path, "greedy", None).set_index("step")
+    assert greedy.loc[0, "solved"] == 0.5 and greedy.loc[0, "false_ok"] == 0.5 and greedy.loc[0, "n"] == 2
+    assert greedy.loc[50, "solved"] == 1.0 and greedy.loc[0, "tries"] == 1.5
+    assert heldout_outcomes(tmp_path, "sample", None).set_index("step").loc[0, "truncated"] == 1.0
