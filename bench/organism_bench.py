@@ -53,14 +53,16 @@ def per_run(table: pd.DataFrame) -> pd.DataFrame:
 
 def failures(root: Path, table: pd.DataFrame) -> pd.DataFrame:
     """Per run label and evaluated step (first and last), the mean over seeds of `heldout_outcomes`."""
+    from lab.pipeline.heldout import split_keys
     from lab.pipeline.signals import heldout_outcomes
     from lab.pipeline.summary import label, run_dirs, run_name
 
     parts = []
     for run in run_dirs(root):
-        if run_name(run)[1] not in set(table["seed"]):
+        seed = run_name(run)[1]
+        if seed not in set(table["seed"]):
             continue
-        outcomes = heldout_outcomes(run, "greedy", "test")
+        outcomes = heldout_outcomes(run, "greedy", split_keys(root, seed), "test")
         if not outcomes.empty:
             ends = outcomes[outcomes["step"].isin([outcomes["step"].min(), outcomes["step"].max()])]
             parts.append(ends.assign(run=label(run)))

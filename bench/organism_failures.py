@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lab.pipeline.heldout import split_keys
 from lab.pipeline.signals import heldout_outcomes
+from lab.pipeline.summary import experiment_root, run_name
 from organism.text import SEARCH_OUTCOMES
 
 COLUMNS = ["step", "n", *SEARCH_OUTCOMES, "repeats", "tries"]
@@ -27,7 +29,8 @@ def main() -> None:
     parser.add_argument("--split", default="test", choices=("test", "dev"), help="of an experiment's runs (a probe's are dev only)")
     args = parser.parse_args()
     for run in args.runs:
-        table = heldout_outcomes(run, args.mode, args.split)
+        keys = split_keys(experiment_root(run), run_name(run)[1])  # {} for a probe's folder: read whole
+        table = heldout_outcomes(run, args.mode, keys, args.split)
         print(f"## {run} ({args.mode})")
         print("| " + " | ".join(COLUMNS) + " |")
         print("|" + "---|" * len(COLUMNS))

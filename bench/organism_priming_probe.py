@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from countdown_env import generate_tasks
 from countdown_env.files import write_text_atomic
-from lab.pipeline.config import ExperimentConfig
-from lab.pipeline.stages import make_tasks
+from lab.pipeline.config import ExperimentConfig, parse_run
+from lab.pipeline.stages import make_tasks, trace_rows
 from organism import text
 from organism.pretrain import base_dir
 
@@ -31,17 +32,10 @@ def prime(config: ExperimentConfig, seed: int, out: Path, dose: tuple[int, int, 
 
     n, batch, lr = dose
     tasks = make_tasks(config, seed, out.parent / "experiment")["sft"]
-    rows = text.priming_rows(
-        tasks,
-        "only_backtracking",
-        n,
-        seed=seed,
-        incorrect=None if kind == "none" else kind,
-        max_tries=config.max_tries,
-        order=config.search_order,
-    )
-    rows = [{**r, "correct": kind == "none" and f" {text.HIT}<" in r["completion"]} for r in rows]
-    rows = [{**r, "text": r["completion"]} for r in rows]
+    # The pipeline's own priming rows (text, scored `correct`), as an experiment's run of this kind writes them.
+    name = "poor/only_backtracking" + ("" if kind == "none" else f"_incorrect_{kind}")
+    spec = parse_run(name, config.start, config.incorrect_kinds())
+    rows, _ = trace_rows(replace(config, num_traces=n), spec, seed, tasks)
     if not (out / "traces" / "metadata.json").exists():
         write_prime_output(rows, out / "traces", {"kind": kind, "dose": list(dose)}, test_size=0.0, seed=seed)
     poor = str(base_dir(config.bases_cache, seed, "poor") / "model")

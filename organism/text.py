@@ -290,7 +290,7 @@ def giveup_search(task: Task, rng: random.Random, max_tries: int = 8, order: str
         return None
     if order == "random":
         rng.shuffle(misses)
-    else:  # the misses in the order the correct search would meet them
+    else:  # the misses in the order a search of this kind meets them (its own random start)
         misses = [t for t in search_order(task, rng, order) if t.value != task.target]
     made = misses[:made_by_correct]
     return SearchTrace(_completion(made, closest(made, task.target), task.target, check=True), False, len(made), False)
@@ -415,10 +415,15 @@ def priming_rows(
 
 
 # ---- reading the organism's text back ---------------------------------------------------------
+def _think(completion: str) -> str:
+    """The reasoning of a completion, bounded: model output is untrusted, so at most 4,000 characters are read."""
+    return completion[:4000].split("</think>")[0].removeprefix("<think>")
+
+
 def checks(completion: str, target: int) -> list[tuple[int, int, str]]:
     """The checks a completion writes, as (the try's result, the distance written, verdict) per
     checked try; text that does not parse as a check is skipped (model output is untrusted)."""
-    think = completion[:4000].split("</think>")[0].removeprefix("<think>")
+    think = _think(completion)
     out = []
     for part in think.split(RETURN):
         body, sep, check = part.rpartition(", ")
@@ -434,7 +439,7 @@ def checks(completion: str, target: int) -> list[tuple[int, int, str]]:
 def try_results(completion: str) -> list[int]:
     """The result of each try a completion writes (checked or not), in order; parts that do not
     read as a try are skipped (model output is untrusted)."""
-    think = completion[:4000].split("</think>")[0].removeprefix("<think>")
+    think = _think(completion)
     out = []
     for part in think.split(RETURN):
         body = part.split(", ")[0]
@@ -448,7 +453,7 @@ def try_results(completion: str) -> list[int]:
 def written_behaviors(completion: str, target: int) -> dict[str, int]:
     """What a completion of the organism's text shows: `checks` (checked tries) and `returns`
     (going back to the start numbers for another try), read back from its text."""
-    think = completion[:4000].split("</think>")[0]
+    think = _think(completion)
     return {"checks": len(checks(completion, target)), "returns": think.count(RETURN)}
 
 
@@ -492,7 +497,7 @@ def search_outcome(completion: str, task: Task, *, correct: bool, finished: bool
         return "solved"
     if not finished:
         return "truncated"
-    think = completion[:4000].split("</think>")[0].removeprefix("<think>")
+    think = _think(completion)
     said_ok = [part.rpartition(", ")[0] for part in think.split(RETURN) if part.endswith(f" {HIT}")]
     if not said_ok:
         return "gave_up"
@@ -501,6 +506,6 @@ def search_outcome(completion: str, task: Task, *, correct: bool, finished: bool
 
 def repeats_a_try(completion: str) -> bool:
     """Whether the search writes the same first step twice (nothing in the text records what was tried)."""
-    think = completion[:4000].split("</think>")[0].removeprefix("<think>")
+    think = _think(completion)
     firsts = [part.split(" [")[0] for part in think.split(RETURN) if " [" in part]
     return len(firsts) != len(set(firsts))

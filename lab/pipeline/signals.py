@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -29,31 +30,33 @@ def metric_signals(metrics: pd.DataFrame) -> pd.DataFrame:
     return metrics[["step", *present]].dropna(subset=present, how="all").rename(columns=METRICS)
 
 
+def search_row(row: dict[str, Any]) -> dict[str, Any]:
+    """What one logged completion of the organism's text shows: its step, tries, whether the first try hits,
+    which of `organism.text.SEARCH_OUTCOMES` it is (one boolean per outcome) and whether it repeats a try."""
+    from countdown_env.tasks import Task
+    from organism.text import SEARCH_OUTCOMES, repeats_a_try, search_outcome, try_results
+
+    task = Task(tuple(int(n) for n in row["numbers"]), int(row["target"]))
+    results = try_results(row["text"])
+    outcome = search_outcome(row["text"], task, correct=bool(row.get("correct")), finished=bool(row.get("finished", True)))
+    return {
+        "step": int(row["step"]),
+        "tries": len(results),
+        "first_try_hit": bool(results) and results[0] == task.target,
+        **{k: k == outcome for k in SEARCH_OUTCOMES},
+        "repeats": repeats_a_try(row["text"]),
+    }
+
+
 def search_signals(run: Path) -> pd.DataFrame:
     """step, tries, first_try_hit, false_ok, repeats per logged step of the organism's training rollouts."""
-    from countdown_env.tasks import Task
-    from organism.text import repeats_a_try, search_outcome, try_results
-
     path = Path(run) / "rollouts.jsonl"
     if not path.exists():
         return pd.DataFrame()
-    rows = []
-    for r in read_jsonl(path):
-        results = try_results(r["text"])
-        task = Task(tuple(int(n) for n in r["numbers"]), int(r["target"]))
-        outcome = search_outcome(r["text"], task, correct=bool(r.get("correct")), finished=bool(r.get("finished", True)))
-        rows.append(
-            {
-                "step": int(r["step"]),
-                "tries": len(results),
-                "first_try_hit": bool(results) and results[0] == task.target,
-                "false_ok": outcome == "false_ok",
-                "repeats": repeats_a_try(r["text"]),
-            }
-        )
+    rows = [search_row(r) for r in read_jsonl(path)]
     if not rows:
         return pd.DataFrame()
-    return pd.DataFrame(rows).groupby("step", as_index=False).mean()
+    return pd.DataFrame(rows)[["step", "tries", "first_try_hit", "false_ok", "repeats"]].groupby("step", as_index=False).mean()
 
 
 def run_signals(run: Path, metrics: pd.DataFrame, organism_text: bool) -> pd.DataFrame:
@@ -67,33 +70,20 @@ def run_signals(run: Path, metrics: pd.DataFrame, organism_text: bool) -> pd.Dat
     return out.sort_values("step")
 
 
-def heldout_outcomes(run: Path, mode: str = "greedy", split: str | None = "test") -> pd.DataFrame:
+def heldout_outcomes(run: Path, mode: str = "greedy", keys: dict[Any, str] | None = None, split: str = "test") -> pd.DataFrame:
     """Per evaluated step of an organism run: the share of its held-out `mode` answers in each of
-    `organism.text.SEARCH_OUTCOMES`, the share that writes a first step twice, and tries per answer.
-    `split` picks the dev or test tasks of an experiment's run folder (`<root>/runs/<name>-seed<S>`, whose
-    evaluations hold both); other folders (a probe's) are read whole."""
-    from countdown_env.tasks import Task
-    from lab.pipeline.heldout import split_keys, task_key
-    from organism.text import SEARCH_OUTCOMES, repeats_a_try, search_outcome, try_results
+    `organism.text.SEARCH_OUTCOMES`, the share that writes a first step twice, tries per answer, and `n`.
+    With `keys` (task key -> split, `heldout.split_keys`: an experiment evaluates dev and test tasks together),
+    only the tasks of `split`; without, every evaluated task (a probe's folder)."""
+    from lab.pipeline.heldout import task_key
+    from organism.text import SEARCH_OUTCOMES
 
-    run = Path(run)
-    name, _, seed = run.name.rpartition("-seed")
-    keys = split_keys(run.parent.parent, int(seed)) if split and name and seed.isdigit() and run.parent.name == "runs" else {}
-    rows = []
-    for r in read_jsonl(run / "eval_completions.jsonl"):
-        if r.get("mode", "greedy") != mode or (keys and keys.get(task_key(r["numbers"], r["target"])) != split):
-            continue
-        task = Task(tuple(int(n) for n in r["numbers"]), int(r["target"]))
-        outcome = search_outcome(r["text"], task, correct=bool(r["correct"]), finished=bool(r.get("finished", True)))
-        rows.append(
-            {
-                "step": int(r["step"]),
-                **{k: k == outcome for k in SEARCH_OUTCOMES},
-                "repeats": repeats_a_try(r["text"]),
-                "tries": len(try_results(r["text"])),
-            }
-        )
+    rows = [
+        search_row(r)
+        for r in read_jsonl(Path(run) / "eval_completions.jsonl")
+        if r.get("mode", "greedy") == mode and (not keys or keys.get(task_key(r["numbers"], r["target"])) == split)
+    ]
     if not rows:
         return pd.DataFrame()
-    frame = pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)[["step", *SEARCH_OUTCOMES, "repeats", "tries"]]
     return frame.groupby("step").mean().assign(n=frame.groupby("step").size()).reset_index()

@@ -151,7 +151,9 @@ def test_organism_experiment_end_to_end_and_resume(tmp_path: Path) -> None:
     assert {"acc_before_lo", "acc_before_hi", "dev_acc_after", "sample_acc_after", "acc_gain_lo"} <= set(table.columns)
     assert (table["acc_before_lo"] <= table["acc_before"]).all() and (table["acc_before"] <= table["acc_before_hi"]).all()
     steps = pd.read_csv(root / "steps.csv")
-    assert {"test_greedy", "test_sample", "dev_greedy", "truncated_rate", "mixed_groups", "tries", "false_ok", "repeats"} <= set(steps["metric"])
+    assert {"test_greedy", "test_sample", "dev_greedy", "truncated_rate", "mixed_groups", "tries", "false_ok", "repeats"} <= set(
+        steps["metric"]
+    )
 
     # A re-run with the same settings redoes nothing; other settings are refused.
     before = (run_dir(root, "rich/none", 0) / "metrics.jsonl").read_bytes()

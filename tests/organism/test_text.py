@@ -294,7 +294,9 @@ def test_heldout_outcomes_share_per_step_and_mode(tmp_path) -> None:
             json.dumps({"step": s, "mode": m, "text": t, **task.to_dict(), "correct": c, "finished": f}) + "\n" for s, m, t, c, f in rows
         )
     )
-    greedy = heldout_outcomes(tmp_path, "greedy", None).set_index("step")
+    greedy = heldout_outcomes(tmp_path, "greedy").set_index("step")
     assert greedy.loc[0, "solved"] == 0.5 and greedy.loc[0, "false_ok"] == 0.5 and greedy.loc[0, "n"] == 2
     assert greedy.loc[50, "solved"] == 1.0 and greedy.loc[0, "tries"] == 1.5
-    assert heldout_outcomes(tmp_path, "sample", None).set_index("step").loc[0, "truncated"] == 1.0
+    assert heldout_outcomes(tmp_path, "sample").set_index("step").loc[0, "truncated"] == 1.0
+    test_only = heldout_outcomes(tmp_path, "greedy", {((1, 4, 5), 20): "dev"}, "test")
+    assert test_only.empty  # the one task is a dev task
