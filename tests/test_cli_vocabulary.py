@@ -1,4 +1,4 @@
-"""One flag vocabulary across every `countdown-lab` subcommand (STYLE.md rule 11, issue 18 item 6).
+"""One flag vocabulary across every `countdown-lab` subcommand (the house style's rule 11, issue 18 item 6).
 
 `--config NAME|FILE` is a run preset, `--task-preset NAME` a task preset, `--output-dir DIR` a
 directory, `--output FILE`/`-o FILE` one file; `--samples`, `--num-ood-tasks` and `--quiet` are the

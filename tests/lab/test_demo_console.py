@@ -1,5 +1,5 @@
 """The end of `demo`/`experiment` on the console: what happened and where the plots are, not the
-full summary table (which stays on disk). STYLE.md rule 12, issue 18 item 9."""
+full summary table (which stays on disk). The house style's rule 12, issue 18 item 9."""
 
 from __future__ import annotations
 

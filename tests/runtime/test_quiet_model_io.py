@@ -1,5 +1,5 @@
 """`runtime.models.quiet_model_io`: a model's load or save prints no per-call bar or known-harmless
-warning, and nothing stays silenced after the call (STYLE.md rule 12, issue 18 item 9)."""
+warning, and nothing stays silenced after the call (the house style's rule 12, issue 18 item 9)."""
 
 from __future__ import annotations
 
