@@ -84,8 +84,10 @@ def main() -> None:
     )
     parser.add_argument("--order", default="random", help="the search order of the traces (organism.text.SEARCH_ORDERS)")
     parser.add_argument("--max-tries", type=int, default=None, help="the longest search of a trace (default: the preset's)")
+    parser.add_argument("--min-tries", type=int, default=None, help="the shortest search budget (default: every search checks max tries)")
     args = parser.parse_args()
-    config = ExperimentConfig.load("organism", seeds=[args.seed], max_tries=args.max_tries, search_order=args.order)
+    overrides = {"max_tries": args.max_tries} if args.max_tries else {}
+    config = ExperimentConfig.load("organism", seeds=[args.seed], search_order=args.order, min_tries=args.min_tries, **overrides)
     if args.seed == 0:
         from organism.bases import install_shipped_bases
 
@@ -97,6 +99,7 @@ def main() -> None:
         dose = (int(n), int(batch), float(lr))
         for kind in args.kinds:
             order = "" if args.order == "random" and not args.max_tries else f"-{args.order}{args.max_tries or ''}"
+            order += f"-min{args.min_tries}" if args.min_tries else ""
             out = args.output_dir / f"seed{args.seed}-{kind}{order}-{n}x{batch}-lr{lr}"
             if (out / "probe.json").exists():
                 result = json.loads((out / "probe.json").read_text())

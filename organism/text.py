@@ -262,7 +262,7 @@ def search_order(task: Task, rng: random.Random, order: str = "random") -> list[
     raise ValueError(f"search order must be one of {SEARCH_ORDERS}, got {order!r}")
 
 
-def random_search(task: Task, rng: random.Random, max_tries: int = 8, order: str = "random") -> SearchTrace:
+def random_search(task: Task, rng: random.Random, max_tries: int = 8, order: str = "random", min_tries: int | None = None) -> SearchTrace:
     """Tries in a random order drawn once (as a model's own search would be), each checked honestly,
     stopping at the first hit; if none of the first `max_tries` hits, the search gives up after its
     `max_tries` checked misses and answers its closest attempt (an honest give-up, a wrong answer).
@@ -270,8 +270,13 @@ def random_search(task: Task, rng: random.Random, max_tries: int = 8, order: str
     The order is not re-drawn until it hits: re-drawing (the first design) showed only searches that
     hit by their `max_tries`-th try, so the primed model never saw a failing search stop and ran on to
     RL's token budget on the rest (41% of its greedy answers truncated; bench/README.md, run 2).
-    `order="cyclic"`: the fixed order from a random start (`SEARCH_ORDERS`)."""
-    made = search_order(task, rng, order)[:max_tries]
+    `order="cyclic"`: the fixed order from a random start (`SEARCH_ORDERS`).
+
+    `min_tries` below `max_tries`: each search's budget (how many misses it checks before it gives up) is drawn
+    uniformly from `min_tries..max_tries`, as the rich base's text draws its own (`RICH_GIVE_UP`). A fixed budget
+    leaves RL nothing to lengthen; a drawn one leaves it the persistence the rich base gains by under RL."""
+    budget = max_tries if min_tries is None or min_tries >= max_tries else rng.randint(min_tries, max_tries)
+    made = search_order(task, rng, order)[:budget]
     hit_at = next((k for k, t in enumerate(made) if t.value == task.target), None)
     if hit_at is not None:
         made = made[: hit_at + 1]
@@ -279,12 +284,14 @@ def random_search(task: Task, rng: random.Random, max_tries: int = 8, order: str
     return SearchTrace(_completion(made, closest(made, task.target), task.target, check=True), False, len(made), False)
 
 
-def giveup_search(task: Task, rng: random.Random, max_tries: int = 8, order: str = "random") -> SearchTrace | None:
+def giveup_search(
+    task: Task, rng: random.Random, max_tries: int = 8, order: str = "random", min_tries: int | None = None
+) -> SearchTrace | None:
     """The study's kind of wrong-answer trace: the random-order search of `random_search`, checked
     honestly, that gives up before any hit after as many tries as `random_search` makes on this task
     (drawn the same way, so both sets have the same distribution of tries), then answers its closest
     attempt: every final answer is wrong. None if the task has no missing try."""
-    made_by_correct = random_search(task, rng, max_tries, order).tries
+    made_by_correct = random_search(task, rng, max_tries, order, min_tries).tries
     misses = [t for t in tries(task) if t.value != task.target]
     if not misses:
         return None
@@ -306,7 +313,9 @@ def search_completion(task: Task, max_tries: int = 8) -> SearchTrace | None:
     return None
 
 
-def incorrect_completion(task: Task, kind: str, rng: random.Random, max_tries: int = 8, order: str = "random") -> SearchTrace | None:
+def incorrect_completion(
+    task: Task, kind: str, rng: random.Random, max_tries: int = 8, order: str = "random", min_tries: int | None = None
+) -> SearchTrace | None:
     """A wrong-answer trace with the same target and reasoning; None if this task cannot make one.
 
     `slip`: the search and its `ok` as in the correct trace, then an answer line that is a
@@ -317,7 +326,7 @@ def incorrect_completion(task: Task, kind: str, rng: random.Random, max_tries: i
     if kind not in INCORRECT_KINDS:
         raise ValueError(f"incorrect kind must be one of {INCORRECT_KINDS}, got {kind!r}")
     if kind == "giveup":
-        return giveup_search(task, rng, max_tries, order)
+        return giveup_search(task, rng, max_tries, order, min_tries)
     order = tries(task)[:max_tries]
     hit_at = next((k for k, t in enumerate(order) if t.value == task.target), None)
     if hit_at is None:
@@ -375,7 +384,14 @@ ORGANISM_CONDITIONS = ("only_backtracking", "empty_cot")
 
 
 def priming_completion(
-    task: Task, condition: str, rng: random.Random, *, incorrect: str | None = None, max_tries: int = 8, order: str = "random"
+    task: Task,
+    condition: str,
+    rng: random.Random,
+    *,
+    incorrect: str | None = None,
+    max_tries: int = 8,
+    order: str = "random",
+    min_tries: int | None = None,
 ) -> str | None:
     """One priming completion for `task` (None if the task cannot make one of this kind)."""
     if condition not in ORGANISM_CONDITIONS:
@@ -384,12 +400,23 @@ def priming_completion(
         if incorrect:
             raise ValueError("empty_cot has no incorrect variant here")
         return empty_completion(task)
-    trace = incorrect_completion(task, incorrect, rng, max_tries, order) if incorrect else random_search(task, rng, max_tries, order)
+    if incorrect:
+        trace = incorrect_completion(task, incorrect, rng, max_tries, order, min_tries)
+    else:
+        trace = random_search(task, rng, max_tries, order, min_tries)
     return trace.completion if trace else None
 
 
 def priming_rows(
-    tasks: Sequence[Task], condition: str, n: int, *, seed: int, incorrect: str | None = None, max_tries: int = 8, order: str = "random"
+    tasks: Sequence[Task],
+    condition: str,
+    n: int,
+    *,
+    seed: int,
+    incorrect: str | None = None,
+    max_tries: int = 8,
+    order: str = "random",
+    min_tries: int | None = None,
 ) -> list[dict[str, object]]:
     """`n` prompt/completion rows: random tasks of `tasks`, each with its numbers in a fresh
     random order (the fixed search order follows the prompt's order, so one task gives
@@ -404,7 +431,7 @@ def priming_rows(
         numbers = list(base.numbers)
         rng.shuffle(numbers)
         task = Task(tuple(numbers), base.target)
-        completion = priming_completion(task, condition, rng, incorrect=incorrect, max_tries=max_tries, order=order)
+        completion = priming_completion(task, condition, rng, incorrect=incorrect, max_tries=max_tries, order=order, min_tries=min_tries)
         if completion is None:
             misses += 1
             if misses > 100 * n + 1000:

@@ -137,6 +137,10 @@ class ExperimentConfig:
     """Priming rows written (None: one per SFT task); the organism's text reshuffles each task's numbers per row."""
     max_tries: int = 6
     """trace_style=organism: the longest search a priming trace writes."""
+    min_tries: int | None = None
+    """trace_style=organism: the shortest search budget (None: every search checks up to `max_tries` misses). Below
+    `max_tries`, each search gives up after a budget drawn uniformly from `min_tries..max_tries`, as the rich base's
+    text does: the persistence RL can then lengthen (`organism.text.random_search`)."""
     search_order: str = "random"
     """trace_style=organism: how a priming search orders its tries (`organism.text.SEARCH_ORDERS`: `random`, drawn
     once per trace; `cyclic`, the fixed order from a random first try)."""
@@ -201,6 +205,8 @@ class ExperimentConfig:
         for name in ("num_sft_tasks", "num_rl_tasks", "num_eval_tasks", "jobs", "max_tries"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.min_tries is not None and not 1 <= self.min_tries <= self.max_tries:
+            raise ValueError(f"min_tries must be in 1..max_tries ({self.max_tries}) or null, got {self.min_tries}")
         if self.num_traces is not None and self.num_traces < 1:
             raise ValueError(f"num_traces must be >= 1 or null, got {self.num_traces}")
         sizes = split_sizes(self.task_preset)

@@ -88,7 +88,14 @@ def trace_rows(config: ExperimentConfig, spec: RunSpec, seed: int, tasks: list[T
         from organism.text import GENERATOR_VERSION, priming_rows
 
         rows = priming_rows(
-            tasks, spec.condition or "", n, seed=seed, incorrect=spec.incorrect_kind, max_tries=config.max_tries, order=config.search_order
+            tasks,
+            spec.condition or "",
+            n,
+            seed=seed,
+            incorrect=spec.incorrect_kind,
+            max_tries=config.max_tries,
+            order=config.search_order,
+            min_tries=config.min_tries,
         )
         rows = [{**row, "text": row["completion"], "correct": score_response(row["completion"], Task(tuple(row["numbers"]), row["target"]), rules).correct}
                 for row in rows]  # fmt: skip
@@ -97,6 +104,7 @@ def trace_rows(config: ExperimentConfig, spec: RunSpec, seed: int, tasks: list[T
             "generator_version": GENERATOR_VERSION,
             "max_tries": config.max_tries,
             "search_order": config.search_order,
+            **({"min_tries": config.min_tries} if config.min_tries is not None else {}),
         }
     from priming.traces import GENERATOR_VERSION, TraceConfig, generate_trace
 

@@ -89,6 +89,21 @@ def test_search_order_is_checked_and_reaches_the_traces() -> None:
     assert [r["completion"] for r in rows] != [r["completion"] for r in random_rows]
 
 
+@pytest.mark.parametrize("bad", [0, 7])
+def test_min_tries_is_checked_and_reaches_the_traces(bad: int) -> None:
+    with pytest.raises(ValueError, match="min_tries must be in 1..max_tries"):
+        ExperimentConfig.load("organism", min_tries=bad)
+    from countdown_env import generate_tasks
+    from lab.pipeline.stages import trace_rows
+
+    tasks = generate_tasks(30, seed=0, preset="organism", split="train")
+    spec = parse_run("poor/only_backtracking", "organism")
+    rows, meta = trace_rows(ExperimentConfig.load("organism", min_tries=1, num_traces=40), spec, 0, tasks)
+    fixed, fixed_meta = trace_rows(ExperimentConfig.load("organism", num_traces=40), spec, 0, tasks)
+    assert meta["min_tries"] == 1 and "min_tries" not in fixed_meta  # the default's metadata (and cache key) unchanged
+    assert [r["completion"] for r in rows] != [r["completion"] for r in fixed]
+
+
 def test_shipped_bases_are_what_pretrain_makes_by_default() -> None:
     from organism.pretrain import PretrainConfig
 

@@ -145,6 +145,29 @@ def test_giveup_traces_are_wrong_with_the_same_behaviours_as_correct_ones() -> N
         assert abs(mean(correct, key) - mean(wrong, key)) < 0.3, key
 
 
+def test_a_drawn_budget_gives_up_at_every_length_from_min_to_max_tries() -> None:
+    """`min_tries`: a search that misses gives up after a budget drawn from min..max tries, every budget occurs,
+    and the wrong-answer traces draw theirs the same way (the same counts of checks)."""
+    tasks = generate_tasks(300, seed=3, preset="organism", split="train")
+    rng = random.Random(5)
+    traces = [(t, organism.random_search(t, rng, 6, min_tries=2)) for t in tasks for _ in range(4)]
+    gave_up = [len(organism.checks(x.completion, t.target)) for t, x in traces if not x.correct and len(organism.tries(t)) >= 6]
+    assert set(gave_up) == {2, 3, 4, 5, 6}
+    assert all(1 <= x.tries <= 6 for _, x in traces)
+    fixed = [organism.random_search(t, random.Random(5), 6).correct for t in tasks]
+    drawn = [x.correct for _, x in traces]
+    assert sum(drawn) / len(drawn) < sum(fixed) / len(fixed) - 0.1  # shorter budgets hit less often
+    same = [organism.random_search(t, random.Random(7), 6, min_tries=6).completion for t in tasks]
+    assert same == [organism.random_search(t, random.Random(7), 6).completion for t in tasks]  # min = max: the fixed budget
+    wrong = [(t, organism.giveup_search(t, rng, 6, min_tries=2)) for t in tasks for _ in range(4)]
+    wrong = [(t, x) for t, x in wrong if x]
+
+    def checks(rows: list) -> float:
+        return sum(organism.written_behaviors(x.completion, t.target)["checks"] for t, x in rows) / len(rows)
+
+    assert abs(checks(traces) - checks(wrong)) < 0.2
+
+
 @pytest.mark.parametrize("kind", organism.INCORRECT_KINDS[1:])
 def test_incorrect_traces_keep_the_target_and_end_wrong(kind: str) -> None:
     rng, made = random.Random(4), 0
