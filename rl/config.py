@@ -6,6 +6,7 @@ The CLI and notebooks build it the same way: `load_config(path_or_preset, overri
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -271,8 +272,21 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
     return config_helper.parse_set(items)
 
 
+#: What a run's `config.json` records beside the config (`rl.setup`): not settings, so a run's config.json loads as a config.
+RUN_RECORD_FIELDS = ("num_processes", "resumed_from")
+
+
 def load_config(source: str | Path | None = None, overrides: dict[str, Any] | None = None) -> PPOConfig:
-    """A config from a YAML file or preset name (`ppo-tiny-cpu`, `ppo-paper-3b`), then `overrides`, each value typed by its field."""
+    """A config from a YAML file or preset name (`ppo-tiny-cpu`, `ppo-paper-3b`), or a run's own `config.json`, then
+    `overrides`, each value typed by its field."""
+    if source is not None and Path(source).name == "config.json" and Path(source).is_file():
+        try:
+            recorded = json.loads(Path(source).read_text())
+        except ValueError as error:
+            raise ValueError(f"{source} is not valid JSON ({error}); give a YAML preset or a run's intact config.json") from None
+        if isinstance(recorded, dict) and any(k in recorded for k in RUN_RECORD_FIELDS):  # a run's record: its settings
+            settings = {k: v for k, v in recorded.items() if k not in RUN_RECORD_FIELDS}
+            return config_helper.load_dataclass(PPOConfig, None, {**settings, **(overrides or {})}, SHELF, what="ppo")
     return config_helper.load_dataclass(PPOConfig, source, overrides, SHELF, what="ppo")
 
 

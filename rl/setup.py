@@ -395,7 +395,7 @@ def open_run(accelerator: Any, run: RunDir, config: PPOConfig, resume: bool) -> 
             # With no checkpoint, the step-0 evaluation is redone too, so nothing is kept
             # (else step 0 appears twice).
             truncate_after(log, start if start > 0 else -1)
-        info = {**config.to_dict(), "num_processes": accelerator.num_processes, "resumed_from": start}
+        info = {**config.to_dict(), "num_processes": accelerator.num_processes, "resumed_from": start}  # RUN_RECORD_FIELDS
         write_text_atomic(run.config, json.dumps(info, indent=2))
     accelerator.wait_for_everyone()
     return start

@@ -1,5 +1,7 @@
 """PPOConfig: every preset loads; the advantage estimator's options are validated."""
 
+import json
+
 import pytest
 
 from rl.config import PPOConfig, load_config, presets
@@ -37,3 +39,20 @@ def test_advantage_estimator_choices():
         PPOConfig(advantage_estimator="group", max_attempts=2)
     with pytest.raises(ValueError, match="rollouts_per_prompt >= 2"):
         PPOConfig(advantage_estimator="group", rollouts_per_prompt=1)
+
+
+def test_a_runs_own_config_json_loads_as_a_config(tmp_path):
+    """A run's config.json (the settings plus what rl.setup records beside them) is a valid --config: the record's
+    fields are dropped, the settings come back equal, and --set still wins; a damaged one says what to give."""
+    from rl.config import RUN_RECORD_FIELDS
+
+    config = load_config("ppo-tiny-cpu", {"lora_r": 16, "total_steps": 30, "prompts_per_step": 2})
+    path = tmp_path / "run" / "config.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps({**config.to_dict(), "num_processes": 1, "resumed_from": 0}))
+    assert set(RUN_RECORD_FIELDS) == {"num_processes", "resumed_from"}
+    assert load_config(path) == config
+    assert load_config(path, {"total_steps": 4}).total_steps == 4
+    path.write_text('{"lora_r": 16, "num_pro')
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_config(path)
