@@ -86,8 +86,9 @@ def main() -> None:
     parser.add_argument("--max-tries", type=int, default=None, help="the longest search of a trace (default: the preset's)")
     parser.add_argument("--min-tries", type=int, default=None, help="the shortest search budget (default: every search checks max tries)")
     args = parser.parse_args()
-    overrides = {"max_tries": args.max_tries} if args.max_tries else {}
-    config = ExperimentConfig.load("organism", seeds=[args.seed], search_order=args.order, min_tries=args.min_tries, **overrides)
+    config = ExperimentConfig.load(
+        "organism", seeds=[args.seed], max_tries=args.max_tries, search_order=args.order, min_tries=args.min_tries
+    )
     if args.seed == 0:
         from organism.bases import install_shipped_bases
 

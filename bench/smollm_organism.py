@@ -71,7 +71,7 @@ def interval(row: pd.Series, prefix: str, when: str) -> str:
 
 
 def report(out: Path, seeds: list[int]) -> None:
-    print("| model | run | seed | test greedy (95% CI) | checks per answer | truncated | last RL step |")
+    print("| model | run | seed | test greedy (95% CI) | checks per answer | rollouts truncated | last RL step |")
     print("|---|---|---|---|---|---|---|")
     for seed in seeds:
         base = out / f"base-seed{seed}.json"

@@ -276,17 +276,25 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
 RUN_RECORD_FIELDS = ("num_processes", "resumed_from")
 
 
+def run_settings(path: str | Path) -> dict[str, Any] | None:
+    """The settings a run's `config.json` records (its run record dropped), or None if `path` is not one. One reader
+    for `--config <run>/config.json` and for `--resume`."""
+    if Path(path).name != "config.json" or not Path(path).is_file():
+        return None
+    try:
+        recorded = json.loads(Path(path).read_text())
+    except ValueError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); give a YAML preset or a run's intact config.json") from None
+    if not isinstance(recorded, dict) or not any(k in recorded for k in RUN_RECORD_FIELDS):
+        return None
+    return {k: v for k, v in recorded.items() if k not in RUN_RECORD_FIELDS}
+
+
 def load_config(source: str | Path | None = None, overrides: dict[str, Any] | None = None) -> PPOConfig:
     """A config from a YAML file or preset name (`ppo-tiny-cpu`, `ppo-paper-3b`), or a run's own `config.json`, then
     `overrides`, each value typed by its field."""
-    if source is not None and Path(source).name == "config.json" and Path(source).is_file():
-        try:
-            recorded = json.loads(Path(source).read_text())
-        except ValueError as error:
-            raise ValueError(f"{source} is not valid JSON ({error}); give a YAML preset or a run's intact config.json") from None
-        if isinstance(recorded, dict) and any(k in recorded for k in RUN_RECORD_FIELDS):  # a run's record: its settings
-            settings = {k: v for k, v in recorded.items() if k not in RUN_RECORD_FIELDS}
-            return config_helper.load_dataclass(PPOConfig, None, {**settings, **(overrides or {})}, SHELF, what="ppo")
+    if source is not None and (settings := run_settings(source)) is not None:
+        return config_helper.load_dataclass(PPOConfig, None, {**settings, **(overrides or {})}, SHELF, what="ppo")
     return config_helper.load_dataclass(PPOConfig, source, overrides, SHELF, what="ppo")
 
 

@@ -191,15 +191,15 @@ def _init_model(args: argparse.Namespace) -> int:
 def resolve_config(args: argparse.Namespace) -> Any:
     """The run's config: --config (or, on --resume, the run's own config.json), then --set, --model, --max-steps."""
     from lab.pipeline.presets import resolve
-    from rl.config import DEFAULT_PRESET, PPOConfig, load_config, parse_overrides
+    from rl.config import DEFAULT_PRESET, PPOConfig, load_config, parse_overrides, run_settings
     from runtime.models import PACKAGED_MODELS, check_model, resolve_model_path
 
     saved = args.output_dir / "config.json"
     overrides: dict[str, Any] = {}
     source: str | None = args.config
     if args.resume and not args.config and saved.exists():
-        known = set(PPOConfig.__dataclass_fields__)
-        overrides = {k: v for k, v in json.loads(saved.read_text()).items() if k in known}
+        known = set(PPOConfig.__dataclass_fields__)  # a field since removed from PPOConfig: an old run still resumes
+        overrides = {k: v for k, v in (run_settings(saved) or {}).items() if k in known}
     elif source is None:
         source = DEFAULT_PRESET
     overrides.update(parse_overrides(args.overrides))
