@@ -54,7 +54,7 @@ RICH_GIVE_UP = ((1, 0.75), (2, 0.15), (3, 0.10))
 #: extra arms kept from the first design (fixed-order search; they teach ignoring a check / quitting early).
 INCORRECT_KINDS = ("giveup", "slip", "ranout")
 #: Bumped when the text a seed gives changes (recorded with every priming output).
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 
 
 def apply(op: str, a: int, b: int) -> int | None:
@@ -290,16 +290,27 @@ def giveup_search(
     """The study's kind of wrong-answer trace: the random-order search of `random_search`, checked
     honestly, that gives up before any hit after as many tries as `random_search` makes on this task
     (drawn the same way, so both sets have the same distribution of tries), then answers its closest
-    attempt: every final answer is wrong. None if the task has no missing try."""
+    attempt: every final answer is wrong. None if the task has no missing try (in `cyclic` order: no run of that
+    many consecutive misses)."""
     made_by_correct = random_search(task, rng, max_tries, order, min_tries).tries
-    misses = [t for t in tries(task) if t.value != task.target]
-    if not misses:
-        return None
     if order == "random":
+        misses = [t for t in tries(task) if t.value != task.target]
+        if not misses:
+            return None
         rng.shuffle(misses)
-    else:  # the misses in the order a search of this kind meets them (its own random start)
-        misses = [t for t in search_order(task, rng, order) if t.value != task.target]
-    made = misses[:made_by_correct]
+        made = misses[:made_by_correct]
+    else:
+        # Consecutive tries of the fixed order from a random start whose run of `made_by_correct` tries holds no hit:
+        # the search ran out of budget before reaching a hit. Dropping the hits from the order instead (the first
+        # version) taught the model to skip the try that hits: its greedy first tries hit half as often as the
+        # correct-primed model's (0.11 vs 0.22 on dev, bench/README.md).
+        fixed = tries(task)
+        n = len(fixed)
+        starts = [s for s in range(n) if all(fixed[(s + k) % n].value != task.target for k in range(min(made_by_correct, n)))]
+        if not starts:
+            return None
+        start = rng.choice(starts)
+        made = [fixed[(start + k) % n] for k in range(min(made_by_correct, n))]
     return SearchTrace(_completion(made, closest(made, task.target), task.target, check=True), False, len(made), False)
 
 
