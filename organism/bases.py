@@ -135,7 +135,8 @@ def base_gates(config: PretrainConfig, cache: str | Path, bases: Sequence[str]) 
     return out
 
 
-def _pretrain_job(config: PretrainConfig, cache: str, base: str) -> str:
+def pretrain_job(config: PretrainConfig, cache: str, base: str) -> str:
+    """One base in a pool worker (one thread), from the trunk already in `cache`."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
 
@@ -155,6 +156,6 @@ def ensure_bases(config_of: Callable[[int], PretrainConfig], cache: str, seeds: 
             pretrain(config_of(seed), cache, bases=(), progress=False)
     missing = [(config_of(seed), cache, base) for seed in seeds for base in bases if not has_model(base_dir(cache, seed, base) / "model")]
     if missing:
-        in_pool(jobs, missing, _pretrain_job, "base")
+        in_pool(jobs, missing, pretrain_job, "base")
     for seed in seeds:
         base_gates(config_of(seed), cache, bases)

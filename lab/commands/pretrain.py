@@ -24,6 +24,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trunk-steps", type=int, default=d.trunk_steps, help="steps on arithmetic drills (default %(default)s)")
     p.add_argument("--base-steps", type=int, default=d.base_steps, help="steps of each base on its own text (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="(default %(default)s)")
+    p.add_argument("--group-by-length", action="store_true",
+                   help="batch rows of similar length (less padding, faster; the shipped bases were made without it)")  # fmt: skip
+    p.add_argument("--jobs", type=int, default=2, help="bases trained at once, one process and one thread each, after the shared "
+                   "trunk (default %(default)s: the two bases on 2 cores)")  # fmt: skip
     p.add_argument("--no-gates", action="store_true", help="skip the held-out gate evaluation")
     add_option(p, "--quiet", old=("--no-progress",), action="store_true", help="no progress bar")
     p.set_defaults(func=_pretrain)
@@ -36,7 +40,10 @@ def _pretrain(args: argparse.Namespace) -> int:
     from organism.pretrain import PretrainConfig, evaluate_base, gates, pretrain
 
     with user_input():
-        config = PretrainConfig(seed=args.seed, trunk_steps=args.trunk_steps, base_steps=args.base_steps, batch_size=args.batch_size)
+        config = PretrainConfig(seed=args.seed, trunk_steps=args.trunk_steps, base_steps=args.base_steps, batch_size=args.batch_size,
+                                group_by_length=args.group_by_length)  # fmt: skip
+        if args.jobs < 1:
+            raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
     output_dir(args.bases_dir, "--bases-dir")
     from organism.bases import gate_tasks
 
@@ -46,6 +53,14 @@ def _pretrain(args: argparse.Namespace) -> int:
         "search pays (held-out tasks, tries with random distinct first steps, each finished greedily): "
         + ", ".join(f"{k} tr{'y' if k == 1 else 'ies'} {v:.2f}" for k, v in pays.items())
     )
+    if args.jobs > 1 and len(args.bases) > 1:  # the trunk first (both bases start from it), then the bases side by side
+        from organism.bases import pretrain_job, has_model
+        from organism.pretrain import base_dir
+        from runtime.pool import in_pool
+
+        pretrain(config, args.bases_dir, bases=(), progress=not args.quiet)
+        todo = [(config, str(args.bases_dir), b) for b in args.bases if not has_model(base_dir(args.bases_dir, config.seed, b) / "model")]
+        in_pool(args.jobs, todo, pretrain_job, "base")
     models = pretrain(config, args.bases_dir, bases=tuple(args.bases), progress=not args.quiet)
     for stage, path in models.items():
         print(f"{stage}: {path}")

@@ -1,0 +1,63 @@
+"""Minutes to make one seed's two organism bases: random batches (the default) vs batches grouped by length.
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/pretrain_bench.py --seed 71 --output-dir runs/pretrain-bench
+
+Runs `countdown-lab pretrain --seed S --jobs 2` (the trunk, then rich and poor side by side, one thread each) into
+`<output-dir>/random` and, with `--group-by-length`, into `<output-dir>/grouped`, one after the other on the same
+machine, and prints for each the wall minutes (pretraining, then the gates' evaluation) and the gates: arithmetic,
+greedy accuracy and checks of both bases on 400 held-out tasks. The issue's goal: new bases for one seed in at most
+10 minutes on 2 cores, with the gates passing. Resumable: a finished variant is read back from its `bench.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+VARIANTS = {"random": [], "grouped": ["--group-by-length"]}
+
+
+def run_variant(name: str, seed: int, out: Path) -> dict:
+    folder = out / name
+    done = folder / "bench.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    folder.mkdir(parents=True, exist_ok=True)
+    cli = Path(sys.executable).with_name("countdown-lab")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    common = [str(cli), "pretrain", "--seed", str(seed), "--bases-dir", str(folder), "--jobs", "2", "--quiet", *VARIANTS[name]]
+    start = time.perf_counter()
+    subprocess.run([*common, "--no-gates"], check=True, env=env)
+    trained = time.perf_counter() - start
+    subprocess.run(common, check=True, env=env)  # the bases are cached now: this is the gates' evaluation
+    gates = json.loads((folder / f"seed-{seed}" / "gates.json").read_text())
+    result = {"variant": name, "seed": seed, "train_minutes": trained / 60, "total_minutes": (time.perf_counter() - start) / 60, **gates}
+    done.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seed", type=int, default=71)
+    parser.add_argument("--output-dir", type=Path, required=True)
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    args = parser.parse_args()
+    results = [run_variant(name, args.seed, args.output_dir) for name in args.variants]
+    print("| batches | pretrain (min) | with gates (min) | rich acc | poor acc | arithmetic rich / poor | rich checked | gates |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in results:
+        rich, poor = r["bases"]["rich"], r["bases"]["poor"]
+        passed = sum(g["pass"] for g in r["gates"])
+        print(
+            f"| {r['variant']} | {r['train_minutes']:.1f} | {r['total_minutes']:.1f} | {rich['accuracy']:.3f} | {poor['accuracy']:.3f} | "
+            f"{rich['step_accuracy']:.3f} / {poor['step_accuracy']:.3f} | {rich['checks']:.2f} | {passed}/{len(r['gates'])} pass |"
+        )
+
+
+if __name__ == "__main__":
+    main()
