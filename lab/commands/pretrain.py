@@ -54,7 +54,7 @@ def _pretrain(args: argparse.Namespace) -> int:
         + ", ".join(f"{k} tr{'y' if k == 1 else 'ies'} {v:.2f}" for k, v in pays.items())
     )
     if args.jobs > 1 and len(args.bases) > 1:  # the trunk first (both bases start from it), then the bases side by side
-        from organism.bases import pretrain_job, has_model
+        from organism.bases import has_model, pretrain_job
         from organism.pretrain import base_dir
         from runtime.pool import in_pool
 
