@@ -85,9 +85,15 @@ def main() -> None:
     parser.add_argument("--order", default="random", help="the search order of the traces (organism.text.SEARCH_ORDERS)")
     parser.add_argument("--max-tries", type=int, default=None, help="the longest search of a trace (default: the preset's)")
     parser.add_argument("--min-tries", type=int, default=None, help="the shortest search budget (default: every search checks max tries)")
+    parser.add_argument("--give-up", type=float, default=None, help="the chance a search gives up after each miss (instead of --min-tries)")
     args = parser.parse_args()
     config = ExperimentConfig.load(
-        "organism", seeds=[args.seed], max_tries=args.max_tries, search_order=args.order, min_tries=args.min_tries
+        "organism",
+        seeds=[args.seed],
+        max_tries=args.max_tries,
+        search_order=args.order,
+        min_tries=args.min_tries,
+        give_up=args.give_up,
     )
     if args.seed == 0:
         from organism.bases import install_shipped_bases
@@ -101,6 +107,7 @@ def main() -> None:
         for kind in args.kinds:
             order = "" if args.order == "random" and not args.max_tries else f"-{args.order}{args.max_tries or ''}"
             order += f"-min{args.min_tries}" if args.min_tries else ""
+            order += f"-giveup{args.give_up}" if args.give_up else ""
             out = args.output_dir / f"seed{args.seed}-{kind}{order}-{n}x{batch}-lr{lr}"
             if (out / "probe.json").exists():
                 result = json.loads((out / "probe.json").read_text())

@@ -262,7 +262,9 @@ def search_order(task: Task, rng: random.Random, order: str = "random") -> list[
     raise ValueError(f"search order must be one of {SEARCH_ORDERS}, got {order!r}")
 
 
-def random_search(task: Task, rng: random.Random, max_tries: int = 8, order: str = "random", min_tries: int | None = None) -> SearchTrace:
+def random_search(
+    task: Task, rng: random.Random, max_tries: int = 8, order: str = "random", min_tries: int | None = None, give_up: float | None = None
+) -> SearchTrace:
     """Tries in a random order drawn once (as a model's own search would be), each checked honestly,
     stopping at the first hit; if none of the first `max_tries` hits, the search gives up after its
     `max_tries` checked misses and answers its closest attempt (an honest give-up, a wrong answer).
@@ -274,8 +276,13 @@ def random_search(task: Task, rng: random.Random, max_tries: int = 8, order: str
 
     `min_tries` below `max_tries`: each search's budget (how many misses it checks before it gives up) is drawn
     uniformly from `min_tries..max_tries`, as the rich base's text draws its own (`RICH_GIVE_UP`). A fixed budget
-    leaves RL nothing to lengthen; a drawn one leaves it the persistence the rich base gains by under RL."""
-    budget = max_tries if min_tries is None or min_tries >= max_tries else rng.randint(min_tries, max_tries)
+    leaves RL nothing to lengthen; a drawn one leaves it the persistence the rich base gains by under RL.
+
+    `give_up` (instead of `min_tries`): after each miss the search gives up with this probability (a budget of
+    1, 2, ... tries with geometric odds, at most `max_tries`). A uniform budget of 1-3 never shows a fourth try,
+    and RL did not find one (bench/README.md, session 27); with a fixed chance to go on after every miss, going on
+    is one habit at every length, which RL can strengthen."""
+    budget = search_budget(rng, max_tries, min_tries, give_up)
     made = search_order(task, rng, order)[:budget]
     hit_at = next((k for k, t in enumerate(made) if t.value == task.target), None)
     if hit_at is not None:
@@ -284,15 +291,29 @@ def random_search(task: Task, rng: random.Random, max_tries: int = 8, order: str
     return SearchTrace(_completion(made, closest(made, task.target), task.target, check=True), False, len(made), False)
 
 
+def search_budget(rng: random.Random, max_tries: int, min_tries: int | None = None, give_up: float | None = None) -> int:
+    """How many tries a priming search may make before it gives up (`random_search`)."""
+    if give_up is not None:
+        if min_tries is not None:
+            raise ValueError("give a search either min_tries or give_up, not both")
+        if not 0.0 < give_up < 1.0:
+            raise ValueError(f"give_up must be in (0, 1), got {give_up}")
+        budget = 1
+        while budget < max_tries and rng.random() >= give_up:
+            budget += 1
+        return budget
+    return max_tries if min_tries is None or min_tries >= max_tries else rng.randint(min_tries, max_tries)
+
+
 def giveup_search(
-    task: Task, rng: random.Random, max_tries: int = 8, order: str = "random", min_tries: int | None = None
+    task: Task, rng: random.Random, max_tries: int = 8, order: str = "random", min_tries: int | None = None, give_up: float | None = None
 ) -> SearchTrace | None:
     """The study's kind of wrong-answer trace: the random-order search of `random_search`, checked
     honestly, that gives up before any hit after as many tries as `random_search` makes on this task
     (drawn the same way, so both sets have the same distribution of tries), then answers its closest
     attempt: every final answer is wrong. None if the task has no missing try (in `cyclic` order: no run of that
     many consecutive misses)."""
-    made_by_correct = random_search(task, rng, max_tries, order, min_tries).tries
+    made_by_correct = random_search(task, rng, max_tries, order, min_tries, give_up).tries
     if order == "random":
         misses = [t for t in tries(task) if t.value != task.target]
         if not misses:
@@ -325,7 +346,13 @@ def search_completion(task: Task, max_tries: int = 8) -> SearchTrace | None:
 
 
 def incorrect_completion(
-    task: Task, kind: str, rng: random.Random, max_tries: int = 8, order: str = "random", min_tries: int | None = None
+    task: Task,
+    kind: str,
+    rng: random.Random,
+    max_tries: int = 8,
+    order: str = "random",
+    min_tries: int | None = None,
+    give_up: float | None = None,
 ) -> SearchTrace | None:
     """A wrong-answer trace with the same target and reasoning; None if this task cannot make one.
 
@@ -337,7 +364,7 @@ def incorrect_completion(
     if kind not in INCORRECT_KINDS:
         raise ValueError(f"incorrect kind must be one of {INCORRECT_KINDS}, got {kind!r}")
     if kind == "giveup":
-        return giveup_search(task, rng, max_tries, order, min_tries)
+        return giveup_search(task, rng, max_tries, order, min_tries, give_up)
     order = tries(task)[:max_tries]
     hit_at = next((k for k, t in enumerate(order) if t.value == task.target), None)
     if hit_at is None:
@@ -403,6 +430,7 @@ def priming_completion(
     max_tries: int = 8,
     order: str = "random",
     min_tries: int | None = None,
+    give_up: float | None = None,
 ) -> str | None:
     """One priming completion for `task` (None if the task cannot make one of this kind)."""
     if condition not in ORGANISM_CONDITIONS:
@@ -412,9 +440,9 @@ def priming_completion(
             raise ValueError("empty_cot has no incorrect variant here")
         return empty_completion(task)
     if incorrect:
-        trace = incorrect_completion(task, incorrect, rng, max_tries, order, min_tries)
+        trace = incorrect_completion(task, incorrect, rng, max_tries, order, min_tries, give_up)
     else:
-        trace = random_search(task, rng, max_tries, order, min_tries)
+        trace = random_search(task, rng, max_tries, order, min_tries, give_up)
     return trace.completion if trace else None
 
 
@@ -428,6 +456,7 @@ def priming_rows(
     max_tries: int = 8,
     order: str = "random",
     min_tries: int | None = None,
+    give_up: float | None = None,
 ) -> list[dict[str, object]]:
     """`n` prompt/completion rows: random tasks of `tasks`, each with its numbers in a fresh
     random order (the fixed search order follows the prompt's order, so one task gives
@@ -442,7 +471,9 @@ def priming_rows(
         numbers = list(base.numbers)
         rng.shuffle(numbers)
         task = Task(tuple(numbers), base.target)
-        completion = priming_completion(task, condition, rng, incorrect=incorrect, max_tries=max_tries, order=order, min_tries=min_tries)
+        completion = priming_completion(
+            task, condition, rng, incorrect=incorrect, max_tries=max_tries, order=order, min_tries=min_tries, give_up=give_up
+        )
         if completion is None:
             misses += 1
             if misses > 100 * n + 1000:

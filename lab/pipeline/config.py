@@ -141,6 +141,9 @@ class ExperimentConfig:
     """trace_style=organism: the shortest search budget (None: every search checks up to `max_tries` misses). Below
     `max_tries`, each search gives up after a budget drawn uniformly from `min_tries..max_tries`, as the rich base's
     text does: the persistence RL can then lengthen (`organism.text.random_search`)."""
+    give_up: float | None = None
+    """trace_style=organism, instead of `min_tries`: after each miss a priming search gives up with this probability
+    (geometric budgets, at most `max_tries`; `organism.text.search_budget`)."""
     search_order: str = "random"
     """trace_style=organism: how a priming search orders its tries (`organism.text.SEARCH_ORDERS`: `random`, drawn
     once per trace; `cyclic`, the fixed order from a random first try)."""
@@ -207,6 +210,10 @@ class ExperimentConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.min_tries is not None and not 1 <= self.min_tries <= self.max_tries:
             raise ValueError(f"min_tries must be in 1..max_tries ({self.max_tries}) or null, got {self.min_tries}")
+        if self.give_up is not None and not 0.0 < self.give_up < 1.0:
+            raise ValueError(f"give_up must be in (0, 1) or null, got {self.give_up}")
+        if self.give_up is not None and self.min_tries is not None:
+            raise ValueError("set min_tries (a uniform search budget) or give_up (a chance to stop after each miss), not both")
         if self.num_traces is not None and self.num_traces < 1:
             raise ValueError(f"num_traces must be >= 1 or null, got {self.num_traces}")
         sizes = split_sizes(self.task_preset)

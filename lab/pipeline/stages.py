@@ -96,6 +96,7 @@ def trace_rows(config: ExperimentConfig, spec: RunSpec, seed: int, tasks: list[T
             max_tries=config.max_tries,
             order=config.search_order,
             min_tries=config.min_tries,
+            give_up=config.give_up,
         )
         rows = [{**row, "text": row["completion"], "correct": score_response(row["completion"], Task(tuple(row["numbers"]), row["target"]), rules).correct}
                 for row in rows]  # fmt: skip
@@ -105,6 +106,7 @@ def trace_rows(config: ExperimentConfig, spec: RunSpec, seed: int, tasks: list[T
             "max_tries": config.max_tries,
             "search_order": config.search_order,
             **({"min_tries": config.min_tries} if config.min_tries is not None else {}),
+            **({"give_up": config.give_up} if config.give_up is not None else {}),
         }
     from priming.traces import GENERATOR_VERSION, TraceConfig, generate_trace
 

@@ -104,6 +104,23 @@ def test_min_tries_is_checked_and_reaches_the_traces(bad: int) -> None:
     assert [r["completion"] for r in rows] != [r["completion"] for r in fixed]
 
 
+def test_give_up_is_checked_and_reaches_the_traces() -> None:
+    from countdown_env import generate_tasks
+    from lab.pipeline.stages import trace_rows
+
+    for bad, match in ((0.0, "give_up must be"), (1.5, "give_up must be")):
+        with pytest.raises(ValueError, match=match):
+            ExperimentConfig.load("organism", give_up=bad)
+    with pytest.raises(ValueError, match="not both"):
+        ExperimentConfig.load("organism", give_up=0.4, min_tries=2)
+    tasks = generate_tasks(30, seed=0, preset="organism", split="train")
+    spec = parse_run("poor/only_backtracking", "organism")
+    rows, meta = trace_rows(ExperimentConfig.load("organism", give_up=0.4, num_traces=40), spec, 0, tasks)
+    fixed, fixed_meta = trace_rows(ExperimentConfig.load("organism", num_traces=40), spec, 0, tasks)
+    assert meta["give_up"] == 0.4 and "give_up" not in fixed_meta
+    assert sum(len(r["completion"]) for r in rows) < sum(len(r["completion"]) for r in fixed)  # shorter searches
+
+
 def test_shipped_bases_are_what_pretrain_makes_by_default() -> None:
     from organism.pretrain import PretrainConfig
 

@@ -324,3 +324,23 @@ def test_heldout_outcomes_share_per_step_and_mode(tmp_path) -> None:
     assert heldout_outcomes(tmp_path, "sample").set_index("step").loc[0, "truncated"] == 1.0
     test_only = heldout_outcomes(tmp_path, "greedy", {((1, 4, 5), 20): "dev"}, "test")
     assert test_only.empty  # the one task is a dev task
+
+
+def test_give_up_draws_geometric_budgets_and_excludes_min_tries() -> None:
+    import collections
+
+    rng = random.Random(3)
+    counts = collections.Counter(organism.search_budget(rng, 6, give_up=0.4) for _ in range(20_000))
+    assert set(counts) == {1, 2, 3, 4, 5, 6}
+    # after each miss the search goes on with chance 0.6: P(budget >= k+1 | budget >= k) is 0.6 at every k below 6
+    for k in range(1, 5):
+        at_least = sum(v for b, v in counts.items() if b >= k)
+        assert abs(sum(v for b, v in counts.items() if b >= k + 1) / at_least - 0.6) < 0.03
+    # correct and wrong-answer traces of the same budgets show the same behaviours
+    correct = [organism.random_search(t, rng, 6, "cyclic", give_up=0.4) for t in TASKS for _ in range(20)]
+    wrong = [w for t in TASKS for _ in range(20) if (w := organism.giveup_search(t, rng, 6, "cyclic", give_up=0.4))]
+    assert abs(sum(t.tries for t in correct) / len(correct) - sum(t.tries for t in wrong) / len(wrong)) < 0.35
+    with pytest.raises(ValueError, match="not both"):
+        organism.search_budget(rng, 6, min_tries=2, give_up=0.4)
+    with pytest.raises(ValueError, match="give_up must be"):
+        organism.search_budget(rng, 6, give_up=1.0)
