@@ -58,11 +58,6 @@ class PretrainConfig:
     """Peak AdamW learning rate (cosine schedule, 5% warm-up) of every stage."""
     gate_tasks: int = 400
     """Held-out tasks of the gate evaluation."""
-    group_by_length: bool = False
-    """Batch rows of similar length (transformers' `LengthGroupedSampler`, `train_sampling_strategy`). The rich
-    text's rows run from 60 to 200 characters, so random batches of 64 are about half padding; grouped, a step
-    computes on about the rows' own length. Off by default: the shipped seed-0 bases were made with random batches,
-    and a recorded `pretrain.json` without this field reads as off."""
 
     def __post_init__(self) -> None:
         for name in ("num_tasks", "trunk_steps", "base_steps", "batch_size", "gate_tasks"):
@@ -76,10 +71,7 @@ class PretrainConfig:
             raise ValueError(f"seed must be in 0..2**32-1, got {self.seed}")
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        if not self.group_by_length:  # bases recorded before the field existed (the shipped ones) match the default
-            del out["group_by_length"]
-        return out
+        return asdict(self)
 
 
 # ---- the corpus -------------------------------------------------------------------------
@@ -119,12 +111,14 @@ def train_on_rows(
     learning_rate: float,
     seed: int,
     progress: bool,
-    group_by_length: bool = False,
 ) -> Any:
     """The organism's SFT recipe (every pretraining stage and every priming condition): `rows`
     (prompt/completion) written once to `run/rows.jsonl`, then `steps` steps of TRL's SFTTrainer
-    from `model` (cosine, 5% warm-up), resumed from the run's checkpoint if it has one; `group_by_length`
-    batches rows of similar length (`PretrainConfig.group_by_length`)."""
+    from `model` (cosine, 5% warm-up), resumed from the run's checkpoint if it has one.
+
+    Batches are random, not grouped by length: the rich text's random batches of 64 are about half padding, but
+    grouped batches (transformers' `train_sampling_strategy="group_by_length"`) gave bases that fail the gates
+    (arithmetic 0.49 instead of 0.97) and took about as long (bench/README.md, organism: bases)."""
     from countdown_env.files import write_jsonl_atomic
     from priming.sft import SFTRunConfig, last_checkpoint, run_sft
 
@@ -150,7 +144,6 @@ def train_on_rows(
         save_steps=200,
         save_total_limit=1,
         eval_samples=0,
-        extra={"train_sampling_strategy": "group_by_length"} if group_by_length else {},
     )
     return run_sft(sft, resume=last_checkpoint(sft) is not None, progress=progress)
 
@@ -172,7 +165,6 @@ def _train_stage(config: PretrainConfig, cache: Path, stage: str, start_model: s
         learning_rate=config.learning_rate,
         seed=config.seed,
         progress=progress,
-        group_by_length=config.group_by_length,
     )
     return result.model_dir
 
