@@ -145,17 +145,27 @@ def pretrain_job(config: PretrainConfig, cache: str, base: str) -> str:
 
 
 def ensure_bases(config_of: Callable[[int], PretrainConfig], cache: str, seeds: Sequence[int], bases: Sequence[str], *, jobs: int) -> None:
-    """Every (seed, base) in the cache, pretrained where missing (the trunk first, shared by both bases,
-    so parallel base jobs never race on it), then each seed's gates."""
-    from runtime.pool import in_pool
-
+    """Every (seed, base) in the cache (the shipped ones installed, the rest pretrained: `train_bases`), then each
+    seed's gates."""
     for seed in seeds:
         if seed == 0 and config_of(0) == PretrainConfig(seed=0):
             install_shipped_bases(cache)
+    train_bases(config_of, cache, seeds, bases, jobs=jobs)
+    for seed in seeds:
+        base_gates(config_of(seed), cache, bases)
+
+
+def train_bases(
+    config_of: Callable[[int], PretrainConfig], cache: str, seeds: Sequence[int], bases: Sequence[str], *, jobs: int, progress: bool = False
+) -> None:
+    """Pretrain every (seed, base) missing from the cache: each seed's trunk first (shared by its bases, so parallel
+    base jobs never race on it), then the bases in `jobs` one-thread processes (`countdown-lab pretrain` and
+    `ensure_bases`)."""
+    from runtime.pool import in_pool
+
+    for seed in seeds:
         if not all(has_model(base_dir(cache, seed, base) / "model") for base in bases):
-            pretrain(config_of(seed), cache, bases=(), progress=False)
+            pretrain(config_of(seed), cache, bases=(), progress=progress)
     missing = [(config_of(seed), cache, base) for seed in seeds for base in bases if not has_model(base_dir(cache, seed, base) / "model")]
     if missing:
         in_pool(jobs, missing, pretrain_job, "base")
-    for seed in seeds:
-        base_gates(config_of(seed), cache, bases)

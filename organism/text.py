@@ -326,12 +326,12 @@ def giveup_search(
         # version) taught the model to skip the try that hits: its greedy first tries hit half as often as the
         # correct-primed model's (0.11 vs 0.22 on dev, bench/README.md).
         fixed = tries(task)
-        n = len(fixed)
-        starts = [s for s in range(n) if all(fixed[(s + k) % n].value != task.target for k in range(min(made_by_correct, n)))]
-        if not starts:
+        n, length = len(fixed), min(made_by_correct, len(fixed))
+        runs = [[fixed[(start + k) % n] for k in range(length)] for start in range(n)]
+        runs = [run for run in runs if all(t.value != task.target for t in run)]
+        if not runs:
             return None
-        start = rng.choice(starts)
-        made = [fixed[(start + k) % n] for k in range(min(made_by_correct, n))]
+        made = rng.choice(runs)
     return SearchTrace(_completion(made, closest(made, task.target), task.target, check=True), False, len(made), False)
 
 

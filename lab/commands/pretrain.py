@@ -50,14 +50,9 @@ def _pretrain(args: argparse.Namespace) -> int:
         "search pays (held-out tasks, tries with random distinct first steps, each finished greedily): "
         + ", ".join(f"{k} tr{'y' if k == 1 else 'ies'} {v:.2f}" for k, v in pays.items())
     )
-    if args.jobs > 1 and len(args.bases) > 1:  # the trunk first (both bases start from it), then the bases side by side
-        from organism.bases import has_model, pretrain_job
-        from organism.pretrain import base_dir
-        from runtime.pool import in_pool
+    from organism.bases import train_bases
 
-        pretrain(config, args.bases_dir, bases=(), progress=not args.quiet)
-        todo = [(config, str(args.bases_dir), b) for b in args.bases if not has_model(base_dir(args.bases_dir, config.seed, b) / "model")]
-        in_pool(args.jobs, todo, pretrain_job, "base")
+    train_bases(lambda _: config, str(args.bases_dir), [config.seed], args.bases, jobs=args.jobs, progress=not args.quiet)
     models = pretrain(config, args.bases_dir, bases=tuple(args.bases), progress=not args.quiet)
     for stage, path in models.items():
         print(f"{stage}: {path}")
