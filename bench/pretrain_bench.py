@@ -1,6 +1,6 @@
 """Minutes to make one seed's two organism bases: side by side (`--jobs 2`, the default) or one after the other.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/pretrain_bench.py --seed 71 --output-dir runs/pretrain-bench [--variants jobs2 jobs1]
+    OMP_NUM_THREADS=1 .venv/bin/python bench/pretrain_bench.py --seed 71 --output-dir runs/pretrain-bench [--variants jobs2 jobs1 jobs2-micro1]
 
 Runs `countdown-lab pretrain --seed S` (the trunk, then rich and poor: side by side in two one-thread processes, or
 one after the other) into `<output-dir>/<variant>`, one variant after the other on the same machine, and prints for
@@ -19,7 +19,11 @@ import sys
 import time
 from pathlib import Path
 
-VARIANTS = {"jobs2": ["--jobs", "2"], "jobs1": ["--jobs", "1"]}
+VARIANTS = {
+    "jobs2": ["--jobs", "2"],  # the default: micro-batches of similar length (`--micro-batches 4`), bases side by side
+    "jobs1": ["--jobs", "1"],
+    "jobs2-micro1": ["--jobs", "2", "--micro-batches", "1"],  # one padded pass per step, as before 2026-12-05
+}
 
 
 def run_variant(name: str, seed: int, out: Path) -> dict:

@@ -64,6 +64,9 @@ def primed_key(sft: Any, traces: Path, model: Path) -> str:
     """What a priming SFT's weights depend on: its settings (`sft`, an `SFTRunConfig`, but not where it reads and
     writes), the traces (`traces/train.jsonl`) and the start model's weights; 16 hex digits."""
     settings = {k: v for k, v in asdict(sft).items() if k not in NOT_IN_PRIMED_KEY}
+    if not settings.get("length_balanced"):
+        # Added after the shipped primed base's key was taken; off is what every earlier run did.
+        settings.pop("length_balanced", None)
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
     for path in [Path(traces) / "train.jsonl", *sorted(Path(model).glob("*.safetensors"))]:
         digest.update(path.name.encode() + path.read_bytes())
@@ -148,7 +151,7 @@ def ensure_bases(config_of: Callable[[int], PretrainConfig], cache: str, seeds: 
     """Every (seed, base) in the cache (the shipped ones installed, the rest pretrained: `train_bases`), then each
     seed's gates."""
     for seed in seeds:
-        if seed == 0 and config_of(0) == PretrainConfig(seed=0):
+        if seed == 0 and config_of(0).identity() == PretrainConfig(seed=0).identity():
             install_shipped_bases(cache)
     train_bases(config_of, cache, seeds, bases, jobs=jobs)
     for seed in seeds:

@@ -54,15 +54,22 @@ class PretrainConfig:
     drill_share: float = 0.4
     """Share of drill lines in a base's corpus."""
     batch_size: int = 64
+    micro_batches: int = 4
+    """Passes each step's batch is computed in: its rows sorted by length and cut into this many micro-batches of
+    near-equal padded cost, their gradients summed (`train_on_rows`). The rows of every step and their gradient do not
+    depend on it (up to float rounding): it says how a step is computed, not what the bases learn, so it is not part
+    of their identity (`identity()`). The rich text's batches of 64 are about half padding in one pass."""
     learning_rate: float = 2e-3
     """Peak AdamW learning rate (cosine schedule, 5% warm-up) of every stage."""
     gate_tasks: int = 400
     """Held-out tasks of the gate evaluation."""
 
     def __post_init__(self) -> None:
-        for name in ("num_tasks", "trunk_steps", "base_steps", "batch_size", "gate_tasks"):
+        for name in ("num_tasks", "trunk_steps", "base_steps", "batch_size", "micro_batches", "gate_tasks"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.batch_size % self.micro_batches:
+            raise ValueError(f"micro_batches ({self.micro_batches}) must divide batch_size ({self.batch_size})")
         if not 0.0 <= self.drill_share < 1.0:
             raise ValueError(f"drill_share must be in [0, 1), got {self.drill_share}")
         if not 0.0 < self.learning_rate < 1.0:
@@ -72,6 +79,15 @@ class PretrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def identity(self) -> dict[str, Any]:
+        """The settings the bases' weights depend on (`to_dict` without how a step is computed): what a cache's
+        pretrain.json must match."""
+        return {k: v for k, v in self.to_dict().items() if k not in EXECUTION_SETTINGS}
+
+
+#: PretrainConfig fields that say how the work is done, not what it makes.
+EXECUTION_SETTINGS = ("micro_batches",)
 
 
 # ---- the corpus -------------------------------------------------------------------------
@@ -111,14 +127,18 @@ def train_on_rows(
     learning_rate: float,
     seed: int,
     progress: bool,
+    micro_batches: int | None = None,
 ) -> Any:
     """The organism's SFT recipe (every pretraining stage and every priming condition): `rows`
     (prompt/completion) written once to `run/rows.jsonl`, then `steps` steps of TRL's SFTTrainer
     from `model` (cosine, 5% warm-up), resumed from the run's checkpoint if it has one.
 
-    Batches are random, not grouped by length: the rich text's random batches of 64 are about half padding, but
-    grouped batches (transformers' `train_sampling_strategy="group_by_length"`) gave bases that fail the gates
-    (arithmetic 0.49 instead of 0.97) and took about as long (bench/README.md, organism: bases)."""
+    Each step's rows are drawn at random. With `micro_batches` (pretraining), they are drawn by transformers'
+    `BatchRebalanceSampler` and cut into that many micro-batches of similar length: the same rows per step whatever
+    the number (the sampler's draw does not depend on it), each step's mix of drills and text kept. Batches grouped
+    by length *across* steps (transformers' `group_by_length`) gave bases that fail the gates (arithmetic 0.49
+    instead of 0.97; bench/README.md, organism: bases). None: transformers' random sampler, one pass per step
+    (priming and self-improve, whose cached models were made that way)."""
     from countdown_env.files import write_jsonl_atomic
     from priming.sft import SFTRunConfig, last_checkpoint, run_sft
 
@@ -135,8 +155,9 @@ def train_on_rows(
         learning_rate=learning_rate,
         warmup_ratio=0.05,
         weight_decay=0.01,
-        batch_size=batch_size,
-        gradient_accumulation_steps=1,
+        batch_size=batch_size // (micro_batches or 1),
+        gradient_accumulation_steps=micro_batches or 1,
+        length_balanced=micro_batches is not None,
         max_length=320,
         prompt_style="compact",
         seed=seed,
@@ -165,6 +186,7 @@ def _train_stage(config: PretrainConfig, cache: Path, stage: str, start_model: s
         learning_rate=config.learning_rate,
         seed=config.seed,
         progress=progress,
+        micro_batches=config.micro_batches,
     )
     return result.model_dir
 
@@ -187,7 +209,7 @@ def pretrain(config: PretrainConfig, cache: str | Path, *, bases: tuple[str, ...
             raise UsageError(
                 f"{recorded} is not valid JSON (a crash while it was written?); delete {root} to pretrain these bases afresh"
             ) from None
-        if before != config.to_dict():
+        if {k: v for k, v in before.items() if k not in EXECUTION_SETTINGS} != config.identity():
             raise UsageError(f"{root} holds bases made with other settings ({recorded}); use another --bases-dir or delete it")
     write_text_atomic(recorded, json.dumps(config.to_dict(), indent=2) + "\n")
     if bases and all((base_dir(cache, config.seed, base) / "model" / "config.json").is_file() for base in bases):

@@ -46,7 +46,7 @@ TRL_FIELDS_SET = frozenset(
         "per_device_train_batch_size", "gradient_accumulation_steps", "max_length", "completion_only_loss", "seed", "data_seed",
         "logging_steps", "logging_first_step", "save_strategy", "save_steps", "save_total_limit", "bf16", "gradient_checkpointing",
         "activation_checkpointing", "dataloader_pin_memory", "report_to", "use_cpu", "ddp_find_unused_parameters", "disable_tqdm",
-        "dataset_num_proc", "eval_strategy", "eval_steps", "per_device_eval_batch_size",
+        "dataset_num_proc", "eval_strategy", "eval_steps", "per_device_eval_batch_size", "train_sampling_strategy",
     }
 )  # fmt: skip
 
@@ -95,6 +95,12 @@ class SFTRunConfig:
     """Sequences per device per forward pass."""
     gradient_accumulation_steps: int = 8
     """Forward passes per optimiser step (the effective batch is batch_size x this x devices)."""
+    length_balanced: bool = False
+    """Each optimiser step's rows (drawn at random, as without it) sorted by length and cut into
+    `gradient_accumulation_steps` micro-batches of near-equal padded cost, whose sizes vary (transformers'
+    `BatchRebalanceSampler`, seeded by `seed`): the same rows and gradient per step, far less padding when lengths
+    vary. The loss is summed over every token of the step and divided by their count, so the split does not
+    change the gradient."""
     max_length: int | None = 1024
     """Longest prompt + completion in tokens; longer sequences are truncated (None: never)."""
     prompt_style: str = "tinyzero"
@@ -245,6 +251,7 @@ class SFTRunConfig:
             adam_beta2=self.adam_beta2,
             per_device_train_batch_size=self.batch_size,
             gradient_accumulation_steps=self.gradient_accumulation_steps,
+            train_sampling_strategy="batch_rebalance" if self.length_balanced else "random",
             max_length=self.max_length,
             # Loss on the completion only: the prompt is given, not something to learn.
             completion_only_loss=True,
@@ -484,8 +491,6 @@ def build_job(config: SFTRunConfig, *, resume: bool = False, progress: bool = Tr
     run directory has none yet, e.g. a run killed before its first save. Without it, a run
     directory that already has checkpoints is refused rather than silently mixed with a new run.
     """
-    from trl import SFTTrainer
-
     from priming.sft_data import check_prompt_style, load_sft_data, tasks_of
     from runtime.hub import check_reachable
     from runtime.models import load_model, load_tokenizer
@@ -526,7 +531,7 @@ def build_job(config: SFTRunConfig, *, resume: bool = False, progress: bool = Tr
 
         peft_config = lora_config(config.lora_r, config.lora_alpha, config.lora_dropout)
     callbacks = _make_callbacks(config, tokenizer, evaluate=test is not None, held_out=held_out)
-    trainer = SFTTrainer(
+    trainer = _trainer_class()(
         model=model,
         args=config.to_trl(evaluate=test is not None, progress=progress),
         train_dataset=train.select_columns(["prompt", "completion"]),
@@ -565,6 +570,22 @@ def run_sft(config: SFTRunConfig, *, resume: bool = False, progress: bool = True
         resumed_from=job.checkpoint,
         final_eval=final_eval,
     )
+
+
+def _trainer_class() -> type:
+    """TRL's SFTTrainer, with the length-balanced sampler seeded by the run's seed: transformers builds
+    `BatchRebalanceSampler` with its own default seed (42), and every random choice here flows from `seed`."""
+    from transformers.trainer_pt_utils import BatchRebalanceSampler
+    from trl import SFTTrainer
+
+    class SeededSFTTrainer(SFTTrainer):
+        def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+            sampler = super()._get_train_sampler(train_dataset)
+            if isinstance(sampler, BatchRebalanceSampler):
+                sampler.seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return sampler
+
+    return SeededSFTTrainer
 
 
 def open_run_dir(job: SFTJob) -> None:

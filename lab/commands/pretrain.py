@@ -24,6 +24,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trunk-steps", type=int, default=d.trunk_steps, help="steps on arithmetic drills (default %(default)s)")
     p.add_argument("--base-steps", type=int, default=d.base_steps, help="steps of each base on its own text (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="(default %(default)s)")
+    p.add_argument("--micro-batches", type=int, default=d.micro_batches, help="passes per step: each step's rows sorted by length "
+                   "and cut into this many micro-batches of similar padded cost; the same rows and gradient, less padding "
+                   "(default %(default)s)")  # fmt: skip
     p.add_argument("--jobs", type=int, default=2, help="bases trained at once, one process and one thread each, after the shared "
                    "trunk (default %(default)s: the two bases on 2 cores)")  # fmt: skip
     p.add_argument("--no-gates", action="store_true", help="skip the held-out gate evaluation")
@@ -38,7 +41,13 @@ def _pretrain(args: argparse.Namespace) -> int:
     from organism.pretrain import PretrainConfig, evaluate_base, gates, pretrain
 
     with user_input():
-        config = PretrainConfig(seed=args.seed, trunk_steps=args.trunk_steps, base_steps=args.base_steps, batch_size=args.batch_size)
+        config = PretrainConfig(
+            seed=args.seed,
+            trunk_steps=args.trunk_steps,
+            base_steps=args.base_steps,
+            batch_size=args.batch_size,
+            micro_batches=args.micro_batches,
+        )
         if args.jobs < 1:
             raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
     output_dir(args.bases_dir, "--bases-dir")

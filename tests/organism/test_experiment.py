@@ -125,7 +125,8 @@ def test_shipped_bases_are_what_pretrain_makes_by_default() -> None:
     from organism.pretrain import PretrainConfig
 
     recorded = json.loads((SHIPPED_BASES / "seed-0" / "pretrain.json").read_text())
-    assert recorded == PretrainConfig(seed=0).to_dict()  # else the demo refuses the cache they land in
+    # else the demo refuses the cache they land in (how a step is computed, `micro_batches`, is not compared)
+    assert {k: v for k, v in recorded.items() if k != "micro_batches"} == PretrainConfig(seed=0).identity()
     for base in ("rich", "poor"):
         assert (SHIPPED_BASES / "seed-0" / base / "model" / "model.safetensors").stat().st_size > 1_000_000
 
