@@ -25,7 +25,9 @@ from organism import text
 from organism.pretrain import base_dir
 
 
-def prime(config: ExperimentConfig, seed: int, out: Path, dose: tuple[int, int, float], kind: str) -> tuple[str, dict]:
+def prime(
+    config: ExperimentConfig, seed: int, out: Path, dose: tuple[int, int, float], kind: str, micro_batches: int = 1
+) -> tuple[str, dict]:
     """Priming rows of `kind` at `dose`, then one epoch of SFT from the poor base; (model folder, what it cost)."""
     from priming.export import write_prime_output
     from priming.sft import last_checkpoint, run_sft
@@ -40,7 +42,8 @@ def prime(config: ExperimentConfig, seed: int, out: Path, dose: tuple[int, int, 
         write_prime_output(rows, out / "traces", {"kind": kind, "dose": list(dose)}, test_size=0.0, seed=seed)
     poor = str(base_dir(config.bases_cache, seed, "poor") / "model")
     sft = config.sft_config(poor, str(out / "traces"), str(out / "sft"), seed)
-    sft = type(sft)(**{**sft.__dict__, "batch_size": batch, "learning_rate": lr, "epochs": 1.0, "max_steps": None})
+    sft = type(sft)(**{**sft.__dict__, "batch_size": batch // micro_batches, "learning_rate": lr, "epochs": 1.0, "max_steps": None,
+                       "gradient_accumulation_steps": micro_batches, "length_balanced": micro_batches > 1})  # fmt: skip
     result = run_sft(sft, resume=last_checkpoint(sft) is not None, progress=False)
     behaviors = [text.written_behaviors(r["completion"], r["target"]) for r in rows]
     cost = {"rows": len(rows), "steps": result.global_step, "tokens": sum(len(r["completion"]) for r in rows),
@@ -86,6 +89,8 @@ def main() -> None:
     parser.add_argument("--max-tries", type=int, default=None, help="the longest search of a trace (default: the preset's)")
     parser.add_argument("--min-tries", type=int, default=None, help="the shortest search budget (default: every search checks max tries)")
     parser.add_argument("--give-up", type=float, default=None, help="the chance a search gives up after each miss (instead of --min-tries)")
+    parser.add_argument("--micro-batches", type=int, default=1, help="each SFT step's batch in this many micro-batches of "
+                        "similar length (SFTRunConfig.length_balanced): the same rows per step, less padding")  # fmt: skip
     args = parser.parse_args()
     config = ExperimentConfig.load(
         "organism",
@@ -108,11 +113,12 @@ def main() -> None:
             order = "" if args.order == "random" and not args.max_tries else f"-{args.order}{args.max_tries or ''}"
             order += f"-min{args.min_tries}" if args.min_tries else ""
             order += f"-giveup{args.give_up}" if args.give_up else ""
+            order += f"-mb{args.micro_batches}" if args.micro_batches > 1 else ""
             out = args.output_dir / f"seed{args.seed}-{kind}{order}-{n}x{batch}-lr{lr}"
             if (out / "probe.json").exists():
                 result = json.loads((out / "probe.json").read_text())
             else:
-                model_dir, cost = prime(config, args.seed, out, dose, kind)
+                model_dir, cost = prime(config, args.seed, out, dose, kind, args.micro_batches)
                 result = {"kind": kind, "dose": spec, **cost, **measure(model_dir, args.seed, budget)}
                 write_text_atomic(out / "probe.json", json.dumps(result, indent=2))
             print(json.dumps(result))
