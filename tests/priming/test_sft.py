@@ -311,6 +311,43 @@ def test_resume_continues_from_the_last_checkpoint(tiny_model, traces, tmp_path)
     assert steps[0] == 1 and steps[-1] == 16
 
 
+def test_length_balanced_steps_keep_their_rows_sort_them_and_resume_exactly(tiny_model, traces, tmp_path):
+    import itertools
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+    from transformers.trainer_pt_utils import BatchRebalanceSampler
+
+    def config(out: Path, **overrides) -> SFTRunConfig:
+        return _config(tiny_model, traces, out, batch_size=2, gradient_accumulation_steps=4, length_balanced=True,
+                       eval_samples=0, max_steps=6, save_steps=3, **overrides)  # fmt: skip
+
+    job = build_job(config(tmp_path / "probe", seed=5), progress=False)
+    sampler = job.trainer._get_train_sampler()
+    assert isinstance(sampler, BatchRebalanceSampler) and sampler.seed == 5  # the run's seed, not transformers' 42
+    lengths = [len(row["input_ids"]) for row in job.trainer.train_dataset]
+    micro = list(sampler)
+    steps = [micro[k : k + 4] for k in range(0, len(micro), 4)]
+    assert len(steps) == 6 and sorted(i for step in steps for m in step for i in m) == list(range(48))  # each row once
+    for step in steps:
+        assert sum(map(len, step)) == 8  # a step is still 8 rows
+        spans = sorted((min(lengths[i] for i in m), max(lengths[i] for i in m)) for m in step)
+        assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))  # cut from the step's rows sorted by length
+    other = list(build_job(config(tmp_path / "probe7", seed=7), progress=False).trainer._get_train_sampler())
+    rows_of = lambda ms: [sorted(i for m in ms[k : k + 4] for i in m) for k in range(0, len(ms), 4)]  # noqa: E731
+    assert rows_of(other) != rows_of(micro)  # another seed draws other steps
+
+    whole = run_sft(config(tmp_path / "whole"), progress=False)
+    # a run stopped after its step-3 checkpoint and resumed makes the same weights as one that never stopped
+    (tmp_path / "cut" / "checkpoints").mkdir(parents=True)
+    shutil.copytree(tmp_path / "whole" / "checkpoints" / "checkpoint-3", tmp_path / "cut" / "checkpoints" / "checkpoint-3")
+    resumed = run_sft(config(tmp_path / "cut"), resume=True, progress=False)
+    assert resumed.resumed_from.endswith("checkpoint-3") and resumed.global_step == whole.global_step == 6
+    a, b = load_file(whole.model_dir / "model.safetensors"), load_file(resumed.model_dir / "model.safetensors")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
 @pytest.mark.parametrize("resume", [False, True])
 def test_restart_of_a_run_killed_before_its_first_checkpoint(tiny_model, traces, tmp_path, capsys, resume):
     # What a run killed before its first save leaves: rows of its first steps, and the empty
