@@ -24,6 +24,13 @@ def OrganismConfig(**overrides) -> ExperimentConfig:  # noqa: N802 - the organis
     return ExperimentConfig.load("organism", **overrides)
 
 
+def full_searches(**overrides) -> ExperimentConfig:
+    """The organism preset with searches that check up to 6 misses (no drawn give-up), then `overrides`."""
+    from dataclasses import replace
+
+    return replace(ExperimentConfig.load("organism"), **{"give_up": None, "max_tries": 6, **overrides})
+
+
 def run_dir(root: Path, name: str, seed: int) -> Path:
     return root / "runs" / parse_run(name, "organism").folder(seed)
 
@@ -92,14 +99,14 @@ def test_search_order_is_checked_and_reaches_the_traces() -> None:
 @pytest.mark.parametrize("bad", [0, 7])
 def test_min_tries_is_checked_and_reaches_the_traces(bad: int) -> None:
     with pytest.raises(ValueError, match="min_tries must be in 1..max_tries"):
-        ExperimentConfig.load("organism", min_tries=bad)
+        full_searches(min_tries=bad)
     from countdown_env import generate_tasks
     from lab.pipeline.stages import trace_rows
 
     tasks = generate_tasks(30, seed=0, preset="organism", split="train")
     spec = parse_run("poor/only_backtracking", "organism")
-    rows, meta = trace_rows(ExperimentConfig.load("organism", min_tries=1, num_traces=40), spec, 0, tasks)
-    fixed, fixed_meta = trace_rows(ExperimentConfig.load("organism", num_traces=40), spec, 0, tasks)
+    rows, meta = trace_rows(full_searches(min_tries=1, num_traces=40), spec, 0, tasks)
+    fixed, fixed_meta = trace_rows(full_searches(num_traces=40), spec, 0, tasks)
     assert meta["min_tries"] == 1 and "min_tries" not in fixed_meta  # the default's metadata (and cache key) unchanged
     assert [r["completion"] for r in rows] != [r["completion"] for r in fixed]
 
@@ -110,13 +117,13 @@ def test_give_up_is_checked_and_reaches_the_traces() -> None:
 
     for bad, match in ((0.0, "give_up must be"), (1.5, "give_up must be")):
         with pytest.raises(ValueError, match=match):
-            ExperimentConfig.load("organism", give_up=bad)
+            full_searches(give_up=bad)
     with pytest.raises(ValueError, match="not both"):
-        ExperimentConfig.load("organism", give_up=0.4, min_tries=2)
+        full_searches(give_up=0.4, min_tries=2)
     tasks = generate_tasks(30, seed=0, preset="organism", split="train")
     spec = parse_run("poor/only_backtracking", "organism")
-    rows, meta = trace_rows(ExperimentConfig.load("organism", give_up=0.4, num_traces=40), spec, 0, tasks)
-    fixed, fixed_meta = trace_rows(ExperimentConfig.load("organism", num_traces=40), spec, 0, tasks)
+    rows, meta = trace_rows(full_searches(give_up=0.4, num_traces=40), spec, 0, tasks)
+    fixed, fixed_meta = trace_rows(full_searches(num_traces=40), spec, 0, tasks)
     assert meta["give_up"] == 0.4 and "give_up" not in fixed_meta
     assert sum(len(r["completion"]) for r in rows) < sum(len(r["completion"]) for r in fixed)  # shorter searches
 
