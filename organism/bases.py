@@ -64,9 +64,6 @@ def primed_key(sft: Any, traces: Path, model: Path) -> str:
     """What a priming SFT's weights depend on: its settings (`sft`, an `SFTRunConfig`, but not where it reads and
     writes), the traces (`traces/train.jsonl`) and the start model's weights; 16 hex digits."""
     settings = {k: v for k, v in asdict(sft).items() if k not in NOT_IN_PRIMED_KEY}
-    if not settings.get("length_balanced"):
-        # Added after the shipped primed base's key was taken; off is what every earlier run did.
-        settings.pop("length_balanced", None)
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
     for path in [Path(traces) / "train.jsonl", *sorted(Path(model).glob("*.safetensors"))]:
         digest.update(path.name.encode() + path.read_bytes())

@@ -129,7 +129,7 @@ def train_on_rows(
     progress: bool,
     micro_batches: int | None = None,
 ) -> Any:
-    """The organism's SFT recipe (every pretraining stage and every priming condition): `rows`
+    """The organism's SFT recipe (every pretraining stage, and self-improve's rounds): `rows`
     (prompt/completion) written once to `run/rows.jsonl`, then `steps` steps of TRL's SFTTrainer
     from `model` (cosine, 5% warm-up), resumed from the run's checkpoint if it has one.
 
@@ -138,7 +138,7 @@ def train_on_rows(
     the number (the sampler's draw does not depend on it), each step's mix of drills and text kept. Batches grouped
     by length *across* steps (transformers' `group_by_length`) gave bases that fail the gates (arithmetic 0.49
     instead of 0.97; bench/README.md, organism: bases). None: transformers' random sampler, one pass per step
-    (priming and self-improve, whose cached models were made that way)."""
+    (self-improve, as before)."""
     from countdown_env.files import write_jsonl_atomic
     from priming.sft import SFTRunConfig, last_checkpoint, run_sft
 
@@ -211,7 +211,8 @@ def pretrain(config: PretrainConfig, cache: str | Path, *, bases: tuple[str, ...
             ) from None
         if {k: v for k, v in before.items() if k not in EXECUTION_SETTINGS} != config.identity():
             raise UsageError(f"{root} holds bases made with other settings ({recorded}); use another --bases-dir or delete it")
-    write_text_atomic(recorded, json.dumps(config.to_dict(), indent=2) + "\n")
+    else:  # bases reused from a cache keep the record of how they were made (`micro_batches` may differ)
+        write_text_atomic(recorded, json.dumps(config.to_dict(), indent=2) + "\n")
     if bases and all((base_dir(cache, config.seed, base) / "model" / "config.json").is_file() for base in bases):
         return {base: base_dir(cache, config.seed, base) / "model" for base in bases}  # cached: no trunk needed
     fresh = root / "init"

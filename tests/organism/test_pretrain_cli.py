@@ -55,6 +55,7 @@ def test_micro_batches_change_how_a_step_is_computed_not_what_it_learns(tmp_path
     before = (one / "seed-6" / "rich" / "model" / "model.safetensors").stat().st_mtime_ns
     assert main(["pretrain", *small, "--seed", "6", "--bases-dir", str(one), "--micro-batches", "2"]) == 0
     assert (one / "seed-6" / "rich" / "model" / "model.safetensors").stat().st_mtime_ns == before
+    assert json.loads((one / "seed-6" / "pretrain.json").read_text())["micro_batches"] == 1  # the record of how they were made
     assert torch.equal(a["model.norm.weight"], load_file(one / "seed-6" / "rich" / "model" / "model.safetensors")["model.norm.weight"])
 
 
