@@ -39,7 +39,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from countdown_env.rules import format_completion
+from countdown_env.rules import THINK_CLOSE, THINK_OPEN, format_completion
 from countdown_env.tasks import Task
 
 OPS = ("+", "-", "*", "/")
@@ -54,7 +54,7 @@ RICH_GIVE_UP = ((1, 0.75), (2, 0.15), (3, 0.10))
 #: extra arms kept from the first design (fixed-order search; they teach ignoring a check / quitting early).
 INCORRECT_KINDS = ("giveup", "slip", "ranout")
 #: Bumped when the text a seed gives changes (recorded with every priming output).
-GENERATOR_VERSION = 4
+GENERATOR_VERSION = 5  # 5: empty_cot keeps the answers of the only_backtracking traces, as the study's did
 
 
 def apply(op: str, a: int, b: int) -> int | None:
@@ -394,10 +394,17 @@ def _swapped(attempt: Try, target: int) -> list[str]:
     return out
 
 
-def empty_completion(task: Task) -> str | None:
-    """No reasoning, the answer only (the first hit of the fixed-order search)."""
-    hit = next((t for t in tries(task) if t.value == task.target), None)
-    return format_completion("", hit.expression) if hit else None
+def without_reasoning(completion: str) -> str:
+    """`completion` with its reasoning emptied and its answer kept: the study's empty-CoT control, whose
+    data is its priming traces with the `<think>` content removed (`generate_cot_datasets/generate_empty_cot.py`
+    in the study's repository), so the control sees the same tasks and the same answers, right or wrong.
+
+    The solver's answer (this lab's control until generator 5) is a stronger control than the study's: always
+    right, it taught one good guess and started above every primed run (bench/README.md, run 4)."""
+    _, sep, answer = completion.partition(THINK_CLOSE)
+    if not sep:
+        raise ValueError("a priming completion has no reasoning to remove (no </think>)")
+    return f"{THINK_OPEN}{THINK_CLOSE}{answer}"
 
 
 # ---- the search-pays check --------------------------------------------------------------
@@ -435,10 +442,11 @@ def priming_completion(
     """One priming completion for `task` (None if the task cannot make one of this kind)."""
     if condition not in ORGANISM_CONDITIONS:
         raise ValueError(f"the organism's text has conditions {ORGANISM_CONDITIONS}, got {condition!r}")
-    if condition == "empty_cot":
+    if condition == "empty_cot":  # the only_backtracking trace with its reasoning removed, as the study's control
         if incorrect:
             raise ValueError("empty_cot has no incorrect variant here")
-        return empty_completion(task)
+        trace = random_search(task, rng, max_tries, order, min_tries, give_up)
+        return without_reasoning(trace.completion)
     if incorrect:
         trace = incorrect_completion(task, incorrect, rng, max_tries, order, min_tries, give_up)
     else:
@@ -460,10 +468,12 @@ def priming_rows(
 ) -> list[dict[str, object]]:
     """`n` prompt/completion rows: random tasks of `tasks`, each with its numbers in a fresh
     random order (the fixed search order follows the prompt's order, so one task gives
-    several different searches). Same seed, same rows."""
+    several different searches). Same seed, same rows; `empty_cot`'s rows are the `only_backtracking` rows of
+    the same seed with the reasoning removed (the same draws)."""
     from countdown_env.rules import render_prompt
 
-    rng = random.Random(f"organism-priming:{condition}:{incorrect}:{seed}")
+    source = "only_backtracking" if condition == "empty_cot" else condition
+    rng = random.Random(f"organism-priming:{source}:{incorrect}:{seed}")
     rows: list[dict[str, object]] = []
     misses = 0
     while len(rows) < n:

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from behavior_classifier import HeuristicJudge
-from countdown_env import Task, generate_tasks, score_response
+from countdown_env import Task, generate_tasks, preset_rules, score_response
 from countdown_env.steps import written_steps
 from countdown_env.tasks import TaskConfig
 from organism import text as organism
@@ -207,6 +207,22 @@ def test_priming_rows_are_deterministic_and_shuffle_the_numbers() -> None:
     assert len({tuple(r["numbers"]) for r in a}) > len(keys)  # the same task in several orders
     empty = organism.priming_rows(TASKS[:20], "empty_cot", 10, seed=7)
     assert all(r["completion"].startswith("<think></think>") for r in empty)
+
+
+def test_empty_cot_is_the_primed_traces_without_their_reasoning() -> None:
+    """As the study's control: the same prompts and answers (right or wrong) as only_backtracking's rows."""
+    settings = {"seed": 5, "max_tries": 3, "give_up": 0.75}
+    primed = organism.priming_rows(TASKS[:40], "only_backtracking", 300, **settings)
+    empty = organism.priming_rows(TASKS[:40], "empty_cot", 300, **settings)
+    assert [r["prompt"] for r in empty] == [r["prompt"] for r in primed]
+    for p, e in zip(primed, empty, strict=True):
+        assert e["completion"] == "<think></think>" + p["completion"].split("</think>", 1)[1]
+    rules = preset_rules("organism")
+    right = [score_response(r["completion"], Task(tuple(r["numbers"]), r["target"]), rules).correct for r in empty]
+    assert 0.1 < sum(right) / len(right) < 0.9  # the give-ups' wrong answers are kept, not replaced by the solver's
+    assert organism.priming_rows(TASKS[:40], "empty_cot", 300, **{**settings, "seed": 6}) != empty
+    with pytest.raises(ValueError, match="no reasoning"):
+        organism.without_reasoning("<answer>1+2</answer>")
     with pytest.raises(ValueError, match="conditions"):
         organism.priming_rows(TASKS[:20], "all_strategies", 5, seed=0)
 
