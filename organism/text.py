@@ -445,8 +445,8 @@ def priming_completion(
     if condition == "empty_cot":  # the only_backtracking trace with its reasoning removed, as the study's control
         if incorrect:
             raise ValueError("empty_cot has no incorrect variant here")
-        trace = random_search(task, rng, max_tries, order, min_tries, give_up)
-        return without_reasoning(trace.completion)
+        primed = priming_completion(task, "only_backtracking", rng, max_tries=max_tries, order=order, min_tries=min_tries, give_up=give_up)
+        return without_reasoning(primed) if primed else None
     if incorrect:
         trace = incorrect_completion(task, incorrect, rng, max_tries, order, min_tries, give_up)
     else:

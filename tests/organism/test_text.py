@@ -207,6 +207,8 @@ def test_priming_rows_are_deterministic_and_shuffle_the_numbers() -> None:
     assert len({tuple(r["numbers"]) for r in a}) > len(keys)  # the same task in several orders
     empty = organism.priming_rows(TASKS[:20], "empty_cot", 10, seed=7)
     assert all(r["completion"].startswith("<think></think>") for r in empty)
+    with pytest.raises(ValueError, match="conditions"):
+        organism.priming_rows(TASKS[:20], "all_strategies", 5, seed=0)
 
 
 def test_empty_cot_is_the_primed_traces_without_their_reasoning() -> None:
@@ -223,8 +225,6 @@ def test_empty_cot_is_the_primed_traces_without_their_reasoning() -> None:
     assert organism.priming_rows(TASKS[:40], "empty_cot", 300, **{**settings, "seed": 6}) != empty
     with pytest.raises(ValueError, match="no reasoning"):
         organism.without_reasoning("<answer>1+2</answer>")
-    with pytest.raises(ValueError, match="conditions"):
-        organism.priming_rows(TASKS[:20], "all_strategies", 5, seed=0)
 
 
 def test_search_pays_on_the_organism_preset() -> None:
