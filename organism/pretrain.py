@@ -53,6 +53,12 @@ class PretrainConfig:
     """Optimiser steps of each base on its own text (with drills replayed)."""
     drill_share: float = 0.4
     """Share of drill lines in a base's corpus."""
+    verdict_share: float = 0.0
+    """Share of drill facts (trunk and both bases alike) that are a check with its verdict (`28-28=0 ok`,
+    `organism.text.verdict_fact`): what a check means, as arithmetic, without a Countdown try ever being checked in the
+    poor base's text. The study's Llama knew what it is for an answer to be right before any priming; a poor base
+    without it reads every check of wrong-answer priming as `no` and says `no` to its own hits (bench/README.md,
+    verdicts). 0 (the shipped bases): the drills as before."""
     batch_size: int = 64
     micro_batches: int = 4
     """Passes each step's batch is computed in: its rows sorted by length and cut into this many micro-batches of
@@ -72,6 +78,8 @@ class PretrainConfig:
             raise ValueError(f"micro_batches ({self.micro_batches}) must divide batch_size ({self.batch_size})")
         if not 0.0 <= self.drill_share < 1.0:
             raise ValueError(f"drill_share must be in [0, 1), got {self.drill_share}")
+        if not 0.0 <= self.verdict_share < 1.0:
+            raise ValueError(f"verdict_share must be in [0, 1), got {self.verdict_share}")
         if not 0.0 < self.learning_rate < 1.0:
             raise ValueError(f"learning_rate must be in (0, 1), got {self.learning_rate}")
         if not 0 <= self.seed < 2**32:
@@ -90,10 +98,16 @@ class PretrainConfig:
 EXECUTION_SETTINGS = ("micro_batches",)
 
 
+def made_with(record: dict[str, Any]) -> dict[str, Any]:
+    """The identity (`PretrainConfig.identity`) of bases from the `pretrain.json` they were cached with. A setting added
+    since they were made is absent from their record: it had its default then (defaults keep the corpus a seed gave)."""
+    return {**PretrainConfig().identity(), **{k: v for k, v in record.items() if k not in EXECUTION_SETTINGS}}
+
+
 # ---- the corpus -------------------------------------------------------------------------
-def corpus(kind: str, tasks: list[Task], n: int, *, seed: int, drill_share: float) -> list[dict[str, Any]]:
+def corpus(kind: str, tasks: list[Task], n: int, *, seed: int, drill_share: float, verdicts: float = 0.0) -> list[dict[str, Any]]:
     """`n` prompt/completion rows of one stage: `trunk` (drills only), `rich` or `poor`
-    (task text, with `drill_share` of drills mixed in). Same seed, same rows."""
+    (task text, with `drill_share` of drills mixed in; `verdicts`: `organism.text.drill`'s). Same seed, same rows."""
     from countdown_env.rules import render_prompt
 
     if kind not in STAGES:
@@ -103,7 +117,7 @@ def corpus(kind: str, tasks: list[Task], n: int, *, seed: int, drill_share: floa
     rows = []
     for _ in range(n):
         if kind == "trunk" or rng.random() < drill_share:
-            prompt, completion = organism.drill(rng)
+            prompt, completion = organism.drill(rng, verdicts=verdicts)
             rows.append({"prompt": prompt, "completion": completion})
         else:
             task = rng.choice(tasks)
@@ -175,7 +189,7 @@ def _train_stage(config: PretrainConfig, cache: Path, stage: str, start_model: s
         return run / "model"
     steps = config.trunk_steps if stage == "trunk" else config.base_steps
     tasks = generate_tasks(config.num_tasks, seed=config.seed, preset=config.task_preset, split="train")
-    rows = corpus(stage, tasks, steps * config.batch_size, seed=config.seed, drill_share=config.drill_share)
+    rows = corpus(stage, tasks, steps * config.batch_size, seed=config.seed, drill_share=config.drill_share, verdicts=config.verdict_share)
     print(f"pretrain: {stage} (seed {config.seed}): {steps} steps on {len(rows)} rows", file=sys.stderr)
     result = train_on_rows(
         start_model,
@@ -209,7 +223,7 @@ def pretrain(config: PretrainConfig, cache: str | Path, *, bases: tuple[str, ...
             raise UsageError(
                 f"{recorded} is not valid JSON (a crash while it was written?); delete {root} to pretrain these bases afresh"
             ) from None
-        if {k: v for k, v in before.items() if k not in EXECUTION_SETTINGS} != config.identity():
+        if made_with(before) != config.identity():
             raise UsageError(f"{root} holds bases made with other settings ({recorded}); use another --bases-dir or delete it")
     else:  # bases reused from a cache keep the record of how they were made (`micro_batches` may differ)
         write_text_atomic(recorded, json.dumps(config.to_dict(), indent=2) + "\n")

@@ -226,10 +226,23 @@ def drill_fact(rng: random.Random, max_number: int = 12) -> str:
             return Step(a, op, b, value).text
 
 
-def drill(rng: random.Random, facts: int = 8) -> tuple[str, str]:
+def verdict_fact(rng: random.Random, low: int = 10, high: int = 50) -> str:
+    """One check as a try writes it, with its verdict (`28-28=0 ok`, `42-36=6 no`): the distance between a result and
+    a target in `low..high`, and whether it is 0. Half are hits. This is what a check *means*, as arithmetic: a base
+    that has it knows that a distance of 0 is `ok` without ever checking a Countdown try (`verdicts` of `drill`)."""
+    target = rng.randint(low, high)
+    result = target if rng.random() < 0.5 else max(0, target + rng.choice((-1, 1)) * rng.randint(1, 20))
+    return f"{check_step(result, target).text} {HIT if result == target else MISS}"
+
+
+def drill(rng: random.Random, facts: int = 8, verdicts: float = 0.0) -> tuple[str, str]:
     """One drill row as (prompt, completion): `facts` arithmetic facts joined by commas. Many
-    facts per row, so the completion-only loss sees the arithmetic often, not only an answer."""
-    return DRILL_PROMPT, ",".join(drill_fact(rng) for _ in range(facts))
+    facts per row, so the completion-only loss sees the arithmetic often, not only an answer.
+    With `verdicts` > 0, each fact is a check with its verdict (`verdict_fact`) with that chance; at 0 no extra
+    draw is made, so the rows are the ones a seed gave before verdicts existed."""
+    if verdicts <= 0.0:
+        return DRILL_PROMPT, ",".join(drill_fact(rng) for _ in range(facts))
+    return DRILL_PROMPT, ",".join(verdict_fact(rng) if rng.random() < verdicts else drill_fact(rng) for _ in range(facts))
 
 
 # ---- priming traces -------------------------------------------------------------------

@@ -27,6 +27,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--micro-batches", type=int, default=d.micro_batches, help="passes per step: each step's rows sorted by length "
                    "and cut into this many micro-batches of similar padded cost; the same rows and gradient, less padding "
                    "(default %(default)s)")  # fmt: skip
+    p.add_argument("--verdict-share", type=float, default=d.verdict_share, help="share of drill facts that are a check with its "
+                   "verdict (`28-28=0 ok`), in the trunk and both bases: what a check means, as arithmetic (default %(default)s)")  # fmt: skip
     p.add_argument("--jobs", type=int, default=2, help="bases trained at once, one process and one thread each, after the shared "
                    "trunk (default %(default)s: the two bases on 2 cores)")  # fmt: skip
     p.add_argument("--no-gates", action="store_true", help="skip the held-out gate evaluation")
@@ -47,6 +49,7 @@ def _pretrain(args: argparse.Namespace) -> int:
             base_steps=args.base_steps,
             batch_size=args.batch_size,
             micro_batches=args.micro_batches,
+            verdict_share=args.verdict_share,
         )
         if args.jobs < 1:
             raise ValueError(f"--jobs must be >= 1, got {args.jobs}")

@@ -129,11 +129,13 @@ def test_give_up_is_checked_and_reaches_the_traces() -> None:
 
 
 def test_shipped_bases_are_what_pretrain_makes_by_default() -> None:
-    from organism.pretrain import PretrainConfig
+    from organism.pretrain import PretrainConfig, made_with
 
     recorded = json.loads((SHIPPED_BASES / "seed-0" / "pretrain.json").read_text())
-    # else the demo refuses the cache they land in (how a step is computed, `micro_batches`, is not compared)
-    assert {k: v for k, v in recorded.items() if k != "micro_batches"} == PretrainConfig(seed=0).identity()
+    # else the demo refuses the cache they land in (how a step is computed, `micro_batches`, is not compared; a setting
+    # added since, such as `verdict_share`, had its default)
+    assert made_with(recorded) == PretrainConfig(seed=0).identity()
+    assert made_with(recorded) != PretrainConfig(seed=0, verdict_share=0.25).identity()
     for base in ("rich", "poor"):
         assert (SHIPPED_BASES / "seed-0" / base / "model" / "model.safetensors").stat().st_size > 1_000_000
 

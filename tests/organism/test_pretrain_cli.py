@@ -62,3 +62,23 @@ def test_micro_batches_change_how_a_step_is_computed_not_what_it_learns(tmp_path
 def test_micro_batches_must_divide_the_batch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["pretrain", *FAST, "--bases-dir", str(tmp_path / "b"), "--micro-batches", "3"]) != 0
     assert "micro_batches (3) must divide batch_size (4)" in capsys.readouterr().err
+
+
+def test_a_cache_made_before_verdict_drills_is_reused_by_default_and_refused_with_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from organism.pretrain import PretrainConfig
+
+    seed = tmp_path / "seed-5"
+    for base in ("rich", "poor"):
+        (seed / base / "model").mkdir(parents=True)
+        for name in ("config.json", "model.safetensors"):  # what counts as a cached model
+            (seed / base / "model" / name).write_text("{}")
+    record = {k: v for k, v in PretrainConfig(seed=5, batch_size=4, trunk_steps=2, base_steps=3).to_dict().items() if k != "verdict_share"}
+    (seed / "pretrain.json").write_text(json.dumps(record))  # what bases made before `verdict_share` existed record
+    assert main(["pretrain", *FAST, "--bases-dir", str(tmp_path)]) == 0  # reused: nothing to train, no trunk
+    assert not (seed / "trunk").exists()
+    assert main(["pretrain", *FAST, "--bases-dir", str(tmp_path), "--verdict-share", "0.25"]) != 0
+    assert "other settings" in capsys.readouterr().err
+    assert main(["pretrain", *FAST, "--bases-dir", str(tmp_path / "new"), "--verdict-share", "1.5"]) != 0
+    assert "verdict_share must be in [0, 1)" in capsys.readouterr().err

@@ -243,6 +243,27 @@ def test_corpus_is_deterministic_and_mixes_drills() -> None:
     assert all(r["prompt"] == organism.DRILL_PROMPT for r in corpus("trunk", TASKS, 50, seed=0, drill_share=0.4))
 
 
+def test_verdict_drills_are_honest_checks_and_leave_the_old_drills_alone() -> None:
+    plain = corpus("trunk", TASKS, 200, seed=3, drill_share=0.4)
+    assert corpus("trunk", TASKS, 200, seed=3, drill_share=0.4, verdicts=0.0) == plain  # the shipped bases' corpus
+    rows = corpus("poor", TASKS, 600, seed=3, drill_share=0.4, verdicts=0.25)
+    facts = [f for r in rows if r["prompt"] == organism.DRILL_PROMPT for f in r["completion"].split(",")]
+    checks = [f for f in facts if " " in f]
+    assert 0.18 < len(checks) / len(facts) < 0.32
+    verdicts = []
+    for fact in checks:
+        step, verdict = fact.split(" ")
+        left, distance = step.split("=")
+        high, low = map(int, left.split("-"))
+        assert high >= low and high - low == int(distance)  # the check's arithmetic is right, larger number first
+        assert verdict == (organism.HIT if distance == "0" else organism.MISS)  # and its verdict is honest
+        verdicts.append(verdict)
+    assert 0.35 < verdicts.count(organism.HIT) / len(verdicts) < 0.65
+    # the poor base's own text still never checks: verdicts live in the drills only
+    task_rows = [r for r in rows if r["prompt"] != organism.DRILL_PROMPT]
+    assert task_rows and not any(organism.checks(r["completion"], r["target"]) for r in task_rows)
+
+
 def test_search_outcome_tells_why_a_search_failed() -> None:
     task = Task((4, 1, 5), 20)
     hit = "<think>4+1=5 [5 5] 5*5=25, 25-20=5 no;4*1=4 [4 5] 4*5=20, 20-20=0 ok</think>\n<answer>(4*1)*5</answer>"
