@@ -9,8 +9,9 @@ are read: `ok`, `no`, or neither. A base that never checks (poor) shows whether 
 means in a Countdown context; a primed model shows what its priming taught.
 
 `--rollouts`: a run folder's `rollouts.jsonl` (RL, T=1), per window of steps: accuracy, tries per answer, `ok`s per
-answer, how often the search goes on after a `no` and after an `ok`, and the share of written hits (true arithmetic
-on the task's numbers reaching the target, `organism.text.written_hit`) whose verdict is `ok`. A verdict that is the
+answer, how often the search goes on after a `no`, and the share of written hits (true arithmetic
+on the task's numbers reaching the target) whose verdict is `ok` (`organism.text.verdict_use`, which the experiments'
+`steps.csv` also carry per step). A verdict that is the
 same on hits and misses carries nothing RL can condition persistence on. Reads files only.
 """
 
@@ -74,22 +75,16 @@ def verdict_rows(rows: list[dict], window: int) -> list[dict[str, float]]:
         for r in rows:
             if not lo <= r["step"] < lo + window:
                 continue
-            task = Task(tuple(r["numbers"]), r["target"])
-            think = r["text"].split(THINK_CLOSE)[0].removeprefix(THINK_OPEN)
-            parts = think.split(organism.RETURN)
+            think = r["text"].split(THINK_CLOSE)[0]
+            use = organism.verdict_use(r["text"], Task(tuple(r["numbers"]), r["target"]))
             c["n"] += 1
             c["correct"] += bool(r["correct"])
-            c["tries"] += len(parts)
-            for i, part in enumerate(parts):
-                body, sep, check = part.rpartition(", ")
-                verdict = check.rsplit(" ", 1)[-1] if sep else ""
-                if verdict not in (organism.HIT, organism.MISS):
-                    continue
-                c[verdict] += 1
-                c[verdict + " on"] += i < len(parts) - 1
-                if organism.written_hit(body, task):
-                    c["hits"] += 1
-                    c["hits ok"] += verdict == organism.HIT
+            c["tries"] += think.count(organism.RETURN) + 1
+            c["ok"] += think.count(f" {organism.HIT}")
+            c["no"] += use.misses_said
+            c["no on"] += use.went_on_after_miss
+            c["hits"] += use.hits_written
+            c["hits ok"] += use.hits_said_ok
         if c["n"]:
             out.append(
                 {
@@ -99,7 +94,6 @@ def verdict_rows(rows: list[dict], window: int) -> list[dict[str, float]]:
                     "tries": c["tries"] / c["n"],
                     "ok per answer": c["ok"] / c["n"],
                     "goes on after no": c["no on"] / c["no"] if c["no"] else float("nan"),
-                    "goes on after ok": c["ok on"] / c["ok"] if c["ok"] else float("nan"),
                     "hits per answer": c["hits"] / c["n"],
                     "hits said ok": c["hits ok"] / c["hits"] if c["hits"] else float("nan"),
                 }

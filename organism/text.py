@@ -596,6 +596,40 @@ def search_outcome(completion: str, task: Task, *, correct: bool, finished: bool
     return "hit_miscopied" if written_hit(said_ok[-1], task) else "false_ok"
 
 
+@dataclass(frozen=True)
+class VerdictUse:
+    """What one completion's check verdicts carry (counts, so a step's shares are ratios of sums)."""
+
+    misses_said: int
+    """Checks that say `no`."""
+    went_on_after_miss: int
+    """Of those, the ones another try follows (the search went on after `no`)."""
+    hits_written: int
+    """Tries that are true arithmetic on the task's numbers reaching the target (`written_hit`), checked."""
+    hits_said_ok: int
+    """Of those, the ones whose check says `ok`."""
+
+
+def verdict_use(completion: str, task: Task) -> VerdictUse:
+    """Whether a completion's verdicts can steer its search: does it go on after `no`, and does it say `ok` to its own
+    hits? A model primed only on searches that miss says `no` to every hit, and then RL cannot make going on depend on
+    the verdict (bench/README.md, why wrong-answer priming does not search). Unparsable parts are skipped."""
+    parts = _think(completion).split(RETURN)
+    no = on = hits = ok = 0
+    for k, part in enumerate(parts):
+        body, sep, check = part.rpartition(", ")
+        verdict = check.rsplit(" ", 1)[-1] if sep else ""
+        if verdict not in (HIT, MISS):
+            continue
+        if verdict == MISS:
+            no += 1
+            on += k < len(parts) - 1
+        if written_hit(body, task):
+            hits += 1
+            ok += verdict == HIT
+    return VerdictUse(no, on, hits, ok)
+
+
 def repeats_a_try(completion: str) -> bool:
     """Whether the search writes the same first step twice (nothing in the text records what was tried)."""
     think = _think(completion)

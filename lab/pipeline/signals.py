@@ -7,7 +7,9 @@
   `first_try_hit` (the first try already reaches the target): a better first guess and a longer
   search are the two ways RL can raise accuracy here, and these tell them apart; `false_ok` (a
   check that says `ok` on a try that is not a hit) and `repeats` (a first step written twice):
-  the two ways the tiny models' searches fail (`organism.text.search_outcome`, bench/README.md).
+  the two ways the tiny models' searches fail (`organism.text.search_outcome`, bench/README.md);
+  `goes_on_after_no` (of the checks that say `no`, the share another try follows) and `hits_said_ok` (of the written
+  hits, the share checked `ok`): whether the verdicts can steer the search (`organism.text.verdict_use`).
 """
 
 from __future__ import annotations
@@ -34,29 +36,44 @@ def search_row(row: dict[str, Any]) -> dict[str, Any]:
     """What one logged completion of the organism's text shows: its step, tries, whether the first try hits,
     which of `organism.text.SEARCH_OUTCOMES` it is (one boolean per outcome) and whether it repeats a try."""
     from countdown_env.tasks import Task
-    from organism.text import SEARCH_OUTCOMES, repeats_a_try, search_outcome, try_results
+    from organism.text import SEARCH_OUTCOMES, repeats_a_try, search_outcome, try_results, verdict_use
 
     task = Task(tuple(int(n) for n in row["numbers"]), int(row["target"]))
     results = try_results(row["text"])
     outcome = search_outcome(row["text"], task, correct=bool(row.get("correct")), finished=bool(row.get("finished", True)))
+    verdicts = verdict_use(row["text"], task)
     return {
         "step": int(row["step"]),
         "tries": len(results),
         "first_try_hit": bool(results) and results[0] == task.target,
         **{k: k == outcome for k in SEARCH_OUTCOMES},
         "repeats": repeats_a_try(row["text"]),
+        "misses_said": verdicts.misses_said,
+        "went_on_after_miss": verdicts.went_on_after_miss,
+        "hits_written": verdicts.hits_written,
+        "hits_said_ok": verdicts.hits_said_ok,
     }
 
 
 def search_signals(run: Path) -> pd.DataFrame:
-    """step, tries, first_try_hit, false_ok, repeats per logged step of the organism's training rollouts."""
+    """step, tries, first_try_hit, false_ok, repeats (means over the step's completions), goes_on_after_no and
+    hits_said_ok (ratios of the step's counts; NaN when it has none) per logged step of the organism's rollouts."""
     path = Path(run) / "rollouts.jsonl"
     if not path.exists():
         return pd.DataFrame()
     rows = [search_row(r) for r in read_jsonl(path)]
     if not rows:
         return pd.DataFrame()
-    return pd.DataFrame(rows)[["step", "tries", "first_try_hit", "false_ok", "repeats"]].groupby("step", as_index=False).mean()
+    frame = pd.DataFrame(rows)
+    out = frame[["step", "tries", "first_try_hit", "false_ok", "repeats"]].groupby("step", as_index=False).mean()
+    counts = frame.groupby("step")[["misses_said", "went_on_after_miss", "hits_written", "hits_said_ok"]].sum()
+    ratios = pd.DataFrame(
+        {
+            "goes_on_after_no": counts["went_on_after_miss"] / counts["misses_said"].where(counts["misses_said"] > 0),
+            "hits_said_ok": counts["hits_said_ok"] / counts["hits_written"].where(counts["hits_written"] > 0),
+        }
+    )
+    return out.merge(ratios.reset_index(), on="step")
 
 
 def run_signals(run: Path, metrics: pd.DataFrame, organism_text: bool) -> pd.DataFrame:

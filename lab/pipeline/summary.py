@@ -288,6 +288,8 @@ PANELS = {
     "first_try_hit": "first try hits (rollouts)",
     "false_ok": "false `ok`: checked against the wrong number (rollouts)",
     "repeats": "writes a first step twice (rollouts)",
+    "goes_on_after_no": "goes on after `no` (rollouts)",
+    "hits_said_ok": "own hits checked `ok` (rollouts)",
     "avg_verifications": "checks per answer",
     "avg_backtracking": "returns per answer",
 }

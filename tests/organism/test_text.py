@@ -334,6 +334,23 @@ def test_search_signals_count_false_oks_and_repeats_per_step(tmp_path) -> None:
     assert table.loc[1, "false_ok"] == 0.5 and table.loc[1, "repeats"] == 0.0
     assert table.loc[2, "false_ok"] == 0.0 and table.loc[2, "repeats"] == 0.5
     assert table.loc[2, "tries"] == 2.0
+    # step 1: one `no` followed by a try (good), one hit said `ok` (good); `lie` says `ok` to a miss, not a hit
+    assert table.loc[1, "goes_on_after_no"] == 1.0 and table.loc[1, "hits_said_ok"] == 1.0
+    # step 2: `loop` goes on after its first `no` but not after its last; `good` as before
+    assert table.loc[2, "goes_on_after_no"] == 2 / 3 and table.loc[2, "hits_said_ok"] == 1.0
+
+
+def test_verdict_use_tells_whether_a_verdict_can_steer_the_search() -> None:
+    task = Task((4, 1, 5), 20)
+    honest = "<think>4+1=5 [5 5] 5*5=25, 25-20=5 no;4*1=4 [4 5] 4*5=20, 20-20=0 ok</think>\n<answer>(4*1)*5</answer>"
+    assert organism.verdict_use(honest, task) == organism.VerdictUse(1, 1, 1, 1)
+    # primed on searches that only miss: the hit is checked `no`, and the search stops there
+    blind = "<think>4*1=4 [4 5] 4*5=20, 20-20=0 no</think>\n<answer>(4*1)*5</answer>"
+    assert organism.verdict_use(blind, task) == organism.VerdictUse(1, 0, 1, 0)
+    # a hit on numbers the task does not have is no hit; an unchecked try carries no verdict; junk is skipped
+    wrong_numbers = "<think>4*2=8 [8 5] 8*5=40, 40-20=20 no;2*2=4 [4 5] 4*5=20, 20-20=0 ok;5+5=10 [10 1] 10*1=10</think>"
+    assert organism.verdict_use(wrong_numbers, task) == organism.VerdictUse(1, 1, 0, 0)
+    assert organism.verdict_use("<think>" + "ok, no;" * 5000, task).hits_written == 0
 
 
 def test_heldout_outcomes_share_per_step_and_mode(tmp_path) -> None:
