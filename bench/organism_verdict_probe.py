@@ -8,22 +8,21 @@ seed 0) are written as the organism's text up to the verdict (`... 7*4=28, 28-28
 are read: `ok`, `no`, or neither. A base that never checks (poor) shows whether it knows what a check of distance 0
 means in a Countdown context; a primed model shows what its priming taught.
 
-`--rollouts`: a run folder's `rollouts.jsonl` (RL, T=1), per window of steps: accuracy, tries per answer, `ok`s per
-answer, how often the search goes on after a `no`, and the share of written hits (true arithmetic
-on the task's numbers reaching the target) whose verdict is `ok` (`organism.text.verdict_use`, which the experiments'
-`steps.csv` also carry per step). A verdict that is the
-same on hits and misses carries nothing RL can condition persistence on. Reads files only.
+`--rollouts`: a run folder's `rollouts.jsonl` (RL, T=1), per window of steps: accuracy, tries per answer, how often
+the search goes on after a `no`, and the share of written hits (true arithmetic on the task's numbers reaching the
+target) whose verdict is `ok` (`organism.text.verdict_use`; experiments' `steps.csv` carry both per step). A verdict
+that is the same on hits and misses carries nothing RL can condition persistence on. Reads files only.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import random
 from collections import Counter
 from pathlib import Path
 
 from countdown_env import Task, generate_tasks
+from countdown_env.files import read_jsonl
 from countdown_env.rules import THINK_CLOSE, THINK_OPEN, render_prompt
 from organism import text as organism
 
@@ -80,7 +79,6 @@ def verdict_rows(rows: list[dict], window: int) -> list[dict[str, float]]:
             c["n"] += 1
             c["correct"] += bool(r["correct"])
             c["tries"] += think.count(organism.RETURN) + 1
-            c["ok"] += think.count(f" {organism.HIT}")
             c["no"] += use.misses_said
             c["no on"] += use.went_on_after_miss
             c["hits"] += use.hits_written
@@ -92,7 +90,6 @@ def verdict_rows(rows: list[dict], window: int) -> list[dict[str, float]]:
                     "n": c["n"],
                     "accuracy": c["correct"] / c["n"],
                     "tries": c["tries"] / c["n"],
-                    "ok per answer": c["ok"] / c["n"],
                     "goes on after no": c["no on"] / c["no"] if c["no"] else float("nan"),
                     "hits per answer": c["hits"] / c["n"],
                     "hits said ok": c["hits ok"] / c["hits"] if c["hits"] else float("nan"),
@@ -113,7 +110,7 @@ def main() -> None:
     if args.models:
         probe_models(args.models, args.tasks)
     for run in args.rollouts:
-        rows = [json.loads(line) for line in (run / "rollouts.jsonl").read_text().splitlines() if line.strip()]
+        rows = list(read_jsonl(run / "rollouts.jsonl"))
         table = verdict_rows(rows, args.window)
         print(f"\n## {run}")
         if not table:

@@ -512,19 +512,28 @@ def _think(completion: str) -> str:
     return completion[:4000].split("</think>")[0].removeprefix("<think>")
 
 
+def _checked_tries(completion: str) -> list[tuple[int, bool, str, str, str]]:
+    """Each checked try a completion writes, as (its index, whether another try follows it, the try's text, the
+    check's step, the verdict word); parts that do not read as `<try>, <step> <verdict>` are skipped (model output is
+    untrusted). The one parser of checks: `checks` and `verdict_use` read it."""
+    parts = _think(completion).split(RETURN)
+    out = []
+    for k, part in enumerate(parts):
+        body, sep, check = part.rpartition(", ")
+        bits = check.split(" ")
+        if sep and len(bits) == 2 and "=" in body and "=" in bits[0]:
+            out.append((k, k < len(parts) - 1, body, bits[0], bits[1]))
+    return out
+
+
 def checks(completion: str, target: int) -> list[tuple[int, int, str]]:
     """The checks a completion writes, as (the try's result, the distance written, verdict) per
     checked try; text that does not parse as a check is skipped (model output is untrusted)."""
-    think = _think(completion)
     out = []
-    for part in think.split(RETURN):
-        body, sep, check = part.rpartition(", ")
-        bits = check.split(" ")
-        if not sep or len(bits) != 2 or "=" not in body or "=" not in bits[0]:
-            continue
-        result, distance = body.rsplit("=", 1)[1], bits[0].rsplit("=", 1)[1]
+    for _, _, body, step, verdict in _checked_tries(completion):
+        result, distance = body.rsplit("=", 1)[1], step.rsplit("=", 1)[1]
         if result.isdigit() and distance.isdigit() and len(result) < 12 and len(distance) < 12:
-            out.append((int(result), int(distance), bits[1]))
+            out.append((int(result), int(distance), verdict))
     return out
 
 
@@ -614,16 +623,13 @@ def verdict_use(completion: str, task: Task) -> VerdictUse:
     """Whether a completion's verdicts can steer its search: does it go on after `no`, and does it say `ok` to its own
     hits? A model primed only on searches that miss says `no` to every hit, and then RL cannot make going on depend on
     the verdict (bench/README.md, why wrong-answer priming does not search). Unparsable parts are skipped."""
-    parts = _think(completion).split(RETURN)
     no = on = hits = ok = 0
-    for k, part in enumerate(parts):
-        body, sep, check = part.rpartition(", ")
-        verdict = check.rsplit(" ", 1)[-1] if sep else ""
+    for _, followed, body, _, verdict in _checked_tries(completion):
         if verdict not in (HIT, MISS):
             continue
         if verdict == MISS:
             no += 1
-            on += k < len(parts) - 1
+            on += followed
         if written_hit(body, task):
             hits += 1
             ok += verdict == HIT
