@@ -17,6 +17,7 @@ from its checkpoint.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import sys
@@ -59,6 +60,13 @@ class PretrainConfig:
     poor base's text. The study's Llama knew what it is for an answer to be right before any priming; a poor base
     without it reads every check of wrong-answer priming as `no` and says `no` to its own hits (bench/README.md,
     verdicts). 0 (the shipped bases): the drills as before."""
+    poor_checks: float = 0.0
+    """Share of the poor base's Countdown tries that are checked honestly, with their verdict, and answered whatever
+    it says (`organism.text.poor_completion`): it verifies now and then and never goes back. The study's poor model
+    was not without the behaviour: Llama-3.2-3B verified 0.10 times per answer before RL, Qwen-2.5-3B 0.62
+    (../reference, step 0), a ratio of about 0.16. A poor base that never checks has no verdict of its own to read
+    in its own context; wrong-answer priming, whose traces never hit, then teaches it `no` after every check, hits
+    included (bench/README.md, verdicts). 0 (the shipped bases): the poor text as before, byte for byte."""
     batch_size: int = 64
     micro_batches: int = 4
     """Passes each step's batch is computed in: its rows sorted by length and cut into this many micro-batches of
@@ -80,6 +88,8 @@ class PretrainConfig:
             raise ValueError(f"drill_share must be in [0, 1), got {self.drill_share}")
         if not 0.0 <= self.verdict_share < 1.0:
             raise ValueError(f"verdict_share must be in [0, 1), got {self.verdict_share}")
+        if not 0.0 <= self.poor_checks <= 1.0:
+            raise ValueError(f"poor_checks must be in [0, 1], got {self.poor_checks}")
         if not 0.0 < self.learning_rate < 1.0:
             raise ValueError(f"learning_rate must be in (0, 1), got {self.learning_rate}")
         if not 0 <= self.seed < 2**32:
@@ -105,15 +115,18 @@ def made_with(record: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---- the corpus -------------------------------------------------------------------------
-def corpus(kind: str, tasks: list[Task], n: int, *, seed: int, drill_share: float, verdicts: float = 0.0) -> list[dict[str, Any]]:
+def corpus(
+    kind: str, tasks: list[Task], n: int, *, seed: int, drill_share: float, verdicts: float = 0.0, poor_checks: float = 0.0
+) -> list[dict[str, Any]]:
     """`n` prompt/completion rows of one stage: `trunk` (drills only), `rich` or `poor`
-    (task text, with `drill_share` of drills mixed in; `verdicts`: `organism.text.drill`'s). Same seed, same rows."""
+    (task text, with `drill_share` of drills mixed in; `verdicts`: `organism.text.drill`'s; `poor_checks`:
+    `organism.text.poor_completion`'s `checks`). Same seed, same rows."""
     from countdown_env.rules import render_prompt
 
     if kind not in STAGES:
         raise ValueError(f"corpus kind must be one of {STAGES}, got {kind!r}")
     rng = random.Random(f"organism-corpus:{kind}:{seed}")
-    write = organism.rich_completion if kind == "rich" else organism.poor_completion
+    write = functools.partial(organism.poor_completion, checks=poor_checks) if kind != "rich" else organism.rich_completion
     rows = []
     for _ in range(n):
         if kind == "trunk" or rng.random() < drill_share:
@@ -189,7 +202,8 @@ def _train_stage(config: PretrainConfig, cache: Path, stage: str, start_model: s
         return run / "model"
     steps = config.trunk_steps if stage == "trunk" else config.base_steps
     tasks = generate_tasks(config.num_tasks, seed=config.seed, preset=config.task_preset, split="train")
-    rows = corpus(stage, tasks, steps * config.batch_size, seed=config.seed, drill_share=config.drill_share, verdicts=config.verdict_share)
+    rows = corpus(stage, tasks, steps * config.batch_size, seed=config.seed, drill_share=config.drill_share, verdicts=config.verdict_share,
+                  poor_checks=config.poor_checks)  # fmt: skip
     print(f"pretrain: {stage} (seed {config.seed}): {steps} steps on {len(rows)} rows", file=sys.stderr)
     result = train_on_rows(
         start_model,

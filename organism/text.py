@@ -16,7 +16,9 @@ and finishes with the second step that lands closest to the target:
 - rich base text: tries in random order, joined by `;`, each checked; it stops at `ok`, but
   gives up early (after 1 try 75%, 2 tries 15%, 3 tries 10%) and then answers its closest
   attempt: the behaviours are there, used badly.
-- poor base text: one try, unchecked, then its answer: the same arithmetic, no behaviours.
+- poor base text: one try, unchecked, then its answer: the same arithmetic, no behaviours. With `poor_checks`
+  (`organism.pretrain`), a share of its tries is checked honestly and answered whatever the verdict: verification
+  now and then, never backtracking (the study's Llama verified 0.10 times per answer before RL, Qwen 0.62).
 - priming traces (on the poor base): tries in a random order drawn once, each checked honestly,
   stopping at the first `ok`, or giving up honestly after `max_tries` misses with the closest
   attempt (about a fifth of them at 6 tries: the answer a search allows is always given, so a
@@ -199,10 +201,13 @@ def rich_completion(task: Task, rng: random.Random) -> str:
     return _completion(made, closest(made, task.target), task.target, check=True)
 
 
-def poor_completion(task: Task, rng: random.Random) -> str:
-    """One try from a random first step, unchecked, then its answer."""
+def poor_completion(task: Task, rng: random.Random, checks: float = 0.0) -> str:
+    """One try from a random first step, then its answer; unchecked, or with `checks` chance checked honestly
+    (`, 28-28=0 ok`) and answered whatever the verdict: it verifies now and then, it never goes back. At 0 no extra
+    draw is made, so the text is the one a seed gave before `checks` existed."""
     attempt = rng.choice(tries(task))
-    return _completion([attempt], attempt, task.target, check=False)
+    checked = checks > 0.0 and rng.random() < checks
+    return _completion([attempt], attempt, task.target, check=checked)
 
 
 #: The prompt of an arithmetic drill row (the trunk's text and the bases' replay).

@@ -29,6 +29,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    "(default %(default)s)")  # fmt: skip
     p.add_argument("--verdict-share", type=float, default=d.verdict_share, help="share of drill facts that are a check with its "
                    "verdict (`28-28=0 ok`), in the trunk and both bases: what a check means, as arithmetic (default %(default)s)")  # fmt: skip
+    p.add_argument("--poor-checks", type=float, default=d.poor_checks, help="share of the poor base's tries that are checked "
+                   "honestly and answered whatever the verdict: verification now and then, never going back, as the study's "
+                   "Llama (default %(default)s: never)")  # fmt: skip
     p.add_argument("--jobs", type=int, default=2, help="bases trained at once, one process and one thread each, after the shared "
                    "trunk (default %(default)s: the two bases on 2 cores)")  # fmt: skip
     p.add_argument("--no-gates", action="store_true", help="skip the held-out gate evaluation")
@@ -50,6 +53,7 @@ def _pretrain(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             micro_batches=args.micro_batches,
             verdict_share=args.verdict_share,
+            poor_checks=args.poor_checks,
         )
         if args.jobs < 1:
             raise ValueError(f"--jobs must be >= 1, got {args.jobs}")

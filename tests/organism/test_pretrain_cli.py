@@ -74,11 +74,19 @@ def test_a_cache_made_before_verdict_drills_is_reused_by_default_and_refused_wit
         (seed / base / "model").mkdir(parents=True)
         for name in ("config.json", "model.safetensors"):  # what counts as a cached model
             (seed / base / "model" / name).write_text("{}")
-    record = {k: v for k, v in PretrainConfig(seed=5, batch_size=4, trunk_steps=2, base_steps=3).to_dict().items() if k != "verdict_share"}
-    (seed / "pretrain.json").write_text(json.dumps(record))  # what bases made before `verdict_share` existed record
+    record = {
+        k: v
+        for k, v in PretrainConfig(seed=5, batch_size=4, trunk_steps=2, base_steps=3).to_dict().items()
+        if k not in ("verdict_share", "poor_checks")
+    }
+    (seed / "pretrain.json").write_text(json.dumps(record))  # what bases made before `verdict_share`/`poor_checks` existed record
     assert main(["pretrain", *FAST, "--bases-dir", str(tmp_path)]) == 0  # reused: nothing to train, no trunk
     assert not (seed / "trunk").exists()
     assert main(["pretrain", *FAST, "--bases-dir", str(tmp_path), "--verdict-share", "0.25"]) != 0
     assert "other settings" in capsys.readouterr().err
     assert main(["pretrain", *FAST, "--bases-dir", str(tmp_path / "new"), "--verdict-share", "1.5"]) != 0
     assert "verdict_share must be in [0, 1)" in capsys.readouterr().err
+    assert main(["pretrain", *FAST, "--bases-dir", str(tmp_path), "--poor-checks", "0.15"]) != 0  # a poor base that checks is another base
+    assert "other settings" in capsys.readouterr().err
+    assert main(["pretrain", *FAST, "--bases-dir", str(tmp_path / "new"), "--poor-checks", "-0.1"]) != 0
+    assert "poor_checks must be in [0, 1]" in capsys.readouterr().err

@@ -398,3 +398,29 @@ def test_give_up_draws_geometric_budgets_and_excludes_min_tries() -> None:
         organism.search_budget(rng, 6, min_tries=2, give_up=0.4)
     with pytest.raises(ValueError, match="give_up must be"):
         organism.search_budget(rng, 6, give_up=1.0)
+
+
+def test_a_poor_base_that_checks_now_and_then_checks_honestly_and_never_goes_back() -> None:
+    # poor_checks 0 (the shipped bases): the poor corpus is the one a seed gave before the setting existed
+    assert corpus("poor", TASKS, 300, seed=4, drill_share=0.4, poor_checks=0.0) == corpus("poor", TASKS, 300, seed=4, drill_share=0.4)
+    # the rich corpus does not read it
+    assert corpus("rich", TASKS, 100, seed=4, drill_share=0.4, poor_checks=0.5) == corpus("rich", TASKS, 100, seed=4, drill_share=0.4)
+    rows = [r for r in corpus("poor", TASKS, 2000, seed=4, drill_share=0.4, poor_checks=0.15) if r["prompt"] != organism.DRILL_PROMPT]
+    checked = [r for r in rows if organism.checks(r["completion"], r["target"])]
+    assert 0.10 < len(checked) / len(rows) < 0.20
+    judge = HeuristicJudge()
+    hits = 0
+    for row in checked:
+        think = row["completion"].split("</think>")[0].removeprefix("<think>")
+        assert organism.RETURN not in think and judge(row["completion"])["backtracking"] == 0  # one try: it never goes back
+        body, distance, verdict = think.rsplit(" ", 2)
+        value = int(body.removesuffix(",").rsplit("=", 1)[1])
+        assert distance.endswith(f"={abs(value - row['target'])}")
+        assert verdict == (organism.HIT if value == row["target"] else organism.MISS)  # honest
+        hits += verdict == organism.HIT
+        answer = row["completion"].split("<answer>")[1].split("</answer>")[0]
+        task = Task(tuple(row["numbers"]), row["target"])
+        assert answer == next(
+            t.expression for t in organism.tries(task) if body.startswith(t.text(False, task.target))
+        )  # answered whatever it said
+    assert 0 < hits < len(checked)  # it sees both verdicts in its own context
