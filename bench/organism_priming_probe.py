@@ -17,7 +17,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from countdown_env import generate_tasks
+from countdown_env import Task, generate_tasks
 from countdown_env.files import write_text_atomic
 from lab.pipeline.config import ExperimentConfig, parse_run
 from lab.pipeline.stages import make_tasks, trace_rows
@@ -71,6 +71,11 @@ def measure(model_dir: str, seed: int, max_new_tokens: int) -> dict:
         out[f"{name}_checks"] = sum(c["checks"] for c in counts) / len(rows)
         out[f"{name}_truncated"] = sum(not r.get("finished", True) for r in rows) / len(rows)
         out[f"{name}_honest"] = text.honest_share([r["text"] for r in rows], [r["target"] for r in rows])
+        use = [text.verdict_use(r["text"], Task(tuple(r["numbers"]), r["target"])) for r in rows]
+        hits, nos = sum(u.hits_written for u in use), sum(u.misses_said for u in use)
+        # does its verdict carry anything RL can use: `ok` on its own hits, going on after `no`
+        out[f"{name}_hits_said_ok"] = sum(u.hits_said_ok for u in use) / hits if hits else float("nan")
+        out[f"{name}_goes_on_after_no"] = sum(u.went_on_after_miss for u in use) / nos if nos else float("nan")
     return out
 
 
@@ -89,6 +94,8 @@ def main() -> None:
     parser.add_argument("--max-tries", type=int, default=None, help="the longest search of a trace (default: the preset's)")
     parser.add_argument("--min-tries", type=int, default=None, help="the shortest search budget (default: every search checks max tries)")
     parser.add_argument("--give-up", type=float, default=None, help="the chance a search gives up after each miss (instead of --min-tries)")
+    parser.add_argument("--bases-dir", default=None, help="the bases' cache (default: the organism preset's, with the "
+                        "shipped seed-0 bases)")  # fmt: skip
     parser.add_argument("--micro-batches", type=int, default=1, help="each SFT step's batch in this many micro-batches of "
                         "similar length (SFTRunConfig.length_balanced): the same rows per step, less padding")  # fmt: skip
     args = parser.parse_args()
@@ -100,7 +107,9 @@ def main() -> None:
         min_tries=args.min_tries,
         give_up=args.give_up,
     )
-    if args.seed == 0:
+    if args.bases_dir:
+        config = replace(config, bases_cache=args.bases_dir)
+    elif args.seed == 0:
         from organism.bases import install_shipped_bases
 
         install_shipped_bases(config.bases_cache)
