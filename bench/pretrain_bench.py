@@ -23,6 +23,8 @@ VARIANTS = {
     "jobs2": ["--jobs", "2"],  # the default: micro-batches of similar length (`--micro-batches 4`), bases side by side
     "jobs1": ["--jobs", "1"],
     "jobs2-micro1": ["--jobs", "2", "--micro-batches", "1"],  # one padded pass per step, as before 2026-12-05
+    # half the rows per step, the same steps: half the tokens of every stage (a candidate recipe for the 10-minute goal)
+    "jobs2-batch32": ["--jobs", "2", "--batch-size", "32", "--micro-batches", "2"],
 }
 
 
