@@ -54,7 +54,9 @@ RICH_GIVE_UP = ((1, 0.75), (2, 0.15), (3, 0.10))
 #: How a wrong-answer priming trace is wrong. `giveup` (the default, the study's kind): the same random-order,
 #: honestly checked search gives up before any hit and answers its closest attempt. `slip` and `ranout` are
 #: extra arms kept from the first design (fixed-order search; they teach ignoring a check / quitting early).
-INCORRECT_KINDS = ("giveup", "slip", "ranout")
+#: `falsehit`: the random-order search of the correct traces, but where it would hit, a miss whose last step is
+#: mis-written onto the target is checked `ok`, and the search stops and answers it (`falsehit_search`).
+INCORRECT_KINDS = ("giveup", "slip", "ranout", "falsehit")
 #: Bumped when the text a seed gives changes (recorded with every priming output).
 GENERATOR_VERSION = 5  # 5: empty_cot keeps the answers of the only_backtracking traces, as the study's did
 
@@ -353,6 +355,35 @@ def giveup_search(
     return SearchTrace(_completion(made, closest(made, task.target), task.target, check=True), False, len(made), False)
 
 
+def falsehit_search(
+    task: Task, rng: random.Random, max_tries: int = 8, order: str = "random", min_tries: int | None = None, give_up: float | None = None
+) -> SearchTrace | None:
+    """A wrong-answer trace that ends as a real one most often does, by one arithmetic slip: the search of
+    `random_search` (the same draws: order and budget), but where it would hit, it makes instead the closest miss it
+    has not tried, with that try's last step written onto the target (`4*7=29` for target 29). The check of the written
+    value says `ok` (its own arithmetic is right), and the search stops and answers that try, whose true value misses.
+    A search that gives up gives up as the correct one does (its closest attempt, a miss).
+
+    `giveup` traces never show a hit, so their model has never stopped at one and answered it, and RL did not make it
+    search (bench/README.md, a poor base that verifies now and then). These show every step of the correct traces:
+    checks, going on after `no`, stopping at `ok` and answering what was found; only the arithmetic of the last step is
+    wrong, which RL's exact reward does not pay. None if every untried try hits."""
+    budget = search_budget(rng, max_tries, min_tries, give_up)
+    made = search_order(task, rng, order)[:budget]
+    hit_at = next((k for k, t in enumerate(made) if t.value == task.target), None)
+    if hit_at is None:
+        return SearchTrace(_completion(made, closest(made, task.target), task.target, check=True), False, len(made), False)
+    before = made[:hit_at]
+    untried = [t for t in tries(task) if t.value != task.target and t not in before]
+    if not untried:
+        return None
+    slipped = closest(untried, task.target)
+    second = slipped.second
+    shown = Try(slipped.first, Step(second.a, second.op, second.b, task.target), slipped.leftover_first)
+    think = RETURN.join([*(t.text(True, task.target) for t in before), shown.text(True, task.target)])
+    return SearchTrace(format_completion(think, slipped.expression), False, hit_at + 1, True)
+
+
 def search_completion(task: Task, max_tries: int = 8) -> SearchTrace | None:
     """The fixed-order search, checked, stopping at its hit; None if no try within
     `max_tries` hits (such tasks are left out of correct priming data)."""
@@ -378,11 +409,14 @@ def incorrect_completion(
     well-formed expression over the same numbers with another value (another try's expression
     if the search made several, else the hit with its last operation swapped).
     `ranout`: the tries before the hit (all `no`), then the closest of them as the answer.
+    `giveup` and `falsehit`: `giveup_search`, `falsehit_search` (random order, the correct traces' draws).
     """
     if kind not in INCORRECT_KINDS:
         raise ValueError(f"incorrect kind must be one of {INCORRECT_KINDS}, got {kind!r}")
     if kind == "giveup":
         return giveup_search(task, rng, max_tries, order, min_tries, give_up)
+    if kind == "falsehit":
+        return falsehit_search(task, rng, max_tries, order, min_tries, give_up)
     order = tries(task)[:max_tries]
     hit_at = next((k for k, t in enumerate(order) if t.value == task.target), None)
     if hit_at is None:

@@ -168,7 +168,7 @@ def test_a_drawn_budget_gives_up_at_every_length_from_min_to_max_tries() -> None
     assert abs(checks(traces) - checks(wrong)) < 0.2
 
 
-@pytest.mark.parametrize("kind", organism.INCORRECT_KINDS[1:])
+@pytest.mark.parametrize("kind", ["slip", "ranout"])
 def test_incorrect_traces_keep_the_target_and_end_wrong(kind: str) -> None:
     rng, made = random.Random(4), 0
     for task in TASKS:
@@ -424,3 +424,26 @@ def test_a_poor_base_that_checks_now_and_then_checks_honestly_and_never_goes_bac
             t.expression for t in organism.tries(task) if body.startswith(t.text(False, task.target))
         )  # answered whatever it said
     assert 0 < hits < len(checked)  # it sees both verdicts in its own context
+
+
+def test_falsehit_traces_are_the_correct_search_with_one_slip_at_the_hit() -> None:
+    from countdown_env.steps import written_steps
+
+    tasks = generate_tasks(300, seed=3, preset="organism", split="train")
+    shown_ok = 0
+    for i, task in enumerate(tasks):
+        correct = organism.random_search(task, random.Random(i), 3, give_up=0.75)
+        wrong = organism.incorrect_completion(task, "falsehit", random.Random(i), 3, give_up=0.75)
+        if wrong is None:
+            continue
+        assert wrong.tries == correct.tries and not wrong.correct  # the same draws: the same number of tries
+        assert _score(wrong.completion, task).outcome.value == "wrong_value"  # every final answer misses
+        steps = written_steps(wrong.completion.split("</think>")[0])
+        if correct.hit:  # where the correct search hits, the wrong one says `ok` to a slipped last step, stops and answers it
+            assert wrong.completion.split("</think>")[0].endswith(f" {organism.HIT}") and wrong.hit
+            assert [s.correct for s in steps[-3:]] == [True, False, True]  # first step right, second slipped, the check right
+            assert all(s.correct for s in steps[:-3])
+            shown_ok += 1
+        else:  # a search that gives up is the correct set's own trace
+            assert wrong.completion == correct.completion
+    assert shown_ok > 20
