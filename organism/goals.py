@@ -42,6 +42,15 @@ def _check(goals: list[Goal], text: str, values: pd.Series, threshold: float, *,
     goals.append(Goal(text, mean, float(values.min()), float(values.max()), met))
 
 
+def wrong_answer_runs(table: pd.DataFrame) -> list[str]:
+    """The table's wrong-answer arms of the primed poor base: `poor/only_backtracking_incorrect` (the study's kind)
+    first, then any extra kind (`..._incorrect_falsehit`), or the study's kind alone when the table has none."""
+    found = sorted({f"{b}/{c}" for b, c in zip(table["base"], table["condition"], strict=True)
+                    if b == "poor" and c.startswith("only_backtracking_incorrect")})  # fmt: skip
+    study = "poor/only_backtracking_incorrect"
+    return [study, *(r for r in found if r != study)]
+
+
 def goals(table: pd.DataFrame) -> list[Goal]:
     """Every goal of the organism issue that the table has the runs for."""
     out: list[Goal] = []
@@ -50,14 +59,15 @@ def goals(table: pd.DataFrame) -> list[Goal]:
     _check(out, "rich/none gains >= 10 points", gain("rich/none"), 10)
     _check(out, "rich/none ends >= 10 points above poor/none", after("rich/none") - after("poor/none"), 10)
     _check(out, "RL lifts poor/only_backtracking by >= 15 points", gain("poor/only_backtracking"), 15)
-    _check(out, "RL lifts poor/only_backtracking_incorrect by >= 10 points", gain("poor/only_backtracking_incorrect"), 10)
-    _check(out, "poor/only_backtracking_incorrect ends >= 7 points above poor/none",
-           after("poor/only_backtracking_incorrect") - after("poor/none"), 7)  # fmt: skip
-    _check(out, "poor/only_backtracking_incorrect ends within 8 points of poor/only_backtracking",
-           (after("poor/only_backtracking") - after("poor/only_backtracking_incorrect")).abs(), 8, at_most=True)  # fmt: skip
+    wrong = wrong_answer_runs(table)
+    for run in wrong:  # the study's kind first; an extra arm (`_incorrect_<kind>`) is held to the same goals
+        _check(out, f"RL lifts {run} by >= 10 points", gain(run), 10)
+        _check(out, f"{run} ends >= 7 points above poor/none", after(run) - after("poor/none"), 7)
+        _check(out, f"{run} ends within 8 points of poor/only_backtracking",
+               (after("poor/only_backtracking") - after(run)).abs(), 8, at_most=True)  # fmt: skip
     _check(out, "poor/empty_cot ends >= 10 points below poor/only_backtracking",
            after("poor/only_backtracking") - after("poor/empty_cot"), 10)  # fmt: skip
-    for run in ("poor/only_backtracking", "poor/only_backtracking_incorrect"):
+    for run in ("poor/only_backtracking", *wrong):
         for what in ("verifications", "backtracking"):
             column = f"heldout_avg_{what}"
             change = _per_seed(table, run, f"{column}_after") - _per_seed(table, run, f"{column}_before")
