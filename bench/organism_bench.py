@@ -89,7 +89,10 @@ def main() -> None:
     config = load_experiment("organism", overrides)
     if not args.report_only:
         run_experiment(config, args.output_dir)
-    table = pd.read_csv(args.output_dir / "summary.csv")
+    summary = args.output_dir / "summary.csv"
+    if not summary.is_file():  # --report-only before the experiment has written its summary
+        raise SystemExit(f"no {summary}: run without --report-only first (it resumes), or let the running experiment finish")
+    table = pd.read_csv(summary)
     table = table[table["seed"].isin(args.seeds)]
     print_bases(config, args.seeds)
     print("\n## Per run (test split; 95% bootstrap intervals over tasks)")
