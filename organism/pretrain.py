@@ -64,7 +64,7 @@ class PretrainConfig:
     """Share of the poor base's Countdown tries that are checked honestly, with their verdict, and answered whatever
     it says (`organism.text.poor_completion`): it verifies now and then and never goes back. The study's poor model
     was not without the behaviour: Llama-3.2-3B verified 0.10 times per answer before RL, Qwen-2.5-3B 0.62
-    (../reference, step 0), a ratio of about 0.16. A poor base that never checks has no verdict of its own to read
+    (`behavior_classifier/reference/`, `base_ppo`, step 0), a ratio of about 0.16. A poor base that never checks has no verdict of its own to read
     in its own context; wrong-answer priming, whose traces never hit, then teaches it `no` after every check, hits
     included (bench/README.md, verdicts). 0 (the shipped bases): the poor text as before, byte for byte."""
     batch_size: int = 64

@@ -302,13 +302,26 @@ def random_search(
     1, 2, ... tries with geometric odds, at most `max_tries`). A uniform budget of 1-3 never shows a fourth try,
     and RL did not find one (bench/README.md, session 27); with a fixed chance to go on after every miss, going on
     is one habit at every length, which RL can strengthen."""
-    budget = search_budget(rng, max_tries, min_tries, give_up)
-    made = search_order(task, rng, order)[:budget]
-    hit_at = next((k for k, t in enumerate(made) if t.value == task.target), None)
+    made, hit_at = _search_draws(task, rng, max_tries, order, min_tries, give_up)
     if hit_at is not None:
         made = made[: hit_at + 1]
         return SearchTrace(_completion(made, made[-1], task.target, check=True), True, hit_at + 1, True)
+    return _gave_up(made, task)
+
+
+def _gave_up(made: list[Try], task: Task) -> SearchTrace:
+    """A search that made `made`, all misses, and answers its closest attempt (an honest give-up, a wrong answer)."""
     return SearchTrace(_completion(made, closest(made, task.target), task.target, check=True), False, len(made), False)
+
+
+def _search_draws(
+    task: Task, rng: random.Random, max_tries: int, order: str, min_tries: int | None, give_up: float | None
+) -> tuple[list[Try], int | None]:
+    """A priming search's draws (its budget, then its order), cut to the budget, and where its first hit is (None:
+    no hit within the budget). `random_search` and `falsehit_search` share them, so both sets make the same tries."""
+    budget = search_budget(rng, max_tries, min_tries, give_up)
+    made = search_order(task, rng, order)[:budget]
+    return made, next((k for k, t in enumerate(made) if t.value == task.target), None)
 
 
 def search_budget(rng: random.Random, max_tries: int, min_tries: int | None = None, give_up: float | None = None) -> int:
@@ -352,7 +365,7 @@ def giveup_search(
         if not runs:
             return None
         made = rng.choice(runs)
-    return SearchTrace(_completion(made, closest(made, task.target), task.target, check=True), False, len(made), False)
+    return _gave_up(made, task)
 
 
 def falsehit_search(
@@ -368,11 +381,9 @@ def falsehit_search(
     search (bench/README.md, a poor base that verifies now and then). These show every step of the correct traces:
     checks, going on after `no`, stopping at `ok` and answering what was found; only the arithmetic of the last step is
     wrong, which RL's exact reward does not pay. None if every untried try hits."""
-    budget = search_budget(rng, max_tries, min_tries, give_up)
-    made = search_order(task, rng, order)[:budget]
-    hit_at = next((k for k, t in enumerate(made) if t.value == task.target), None)
-    if hit_at is None:
-        return SearchTrace(_completion(made, closest(made, task.target), task.target, check=True), False, len(made), False)
+    made, hit_at = _search_draws(task, rng, max_tries, order, min_tries, give_up)
+    if hit_at is None:  # the correct search gives up here: so does this one, with the same trace
+        return _gave_up(made, task)
     before = made[:hit_at]
     untried = [t for t in tries(task) if t.value != task.target and t not in before]
     if not untried:
@@ -425,7 +436,7 @@ def incorrect_completion(
         if hit_at == 0:
             return None
         made = order[:hit_at]
-        return SearchTrace(_completion(made, closest(made, task.target), task.target, check=True), False, hit_at, False)
+        return _gave_up(made, task)
     made = order[: hit_at + 1]
     wrong = [t.expression for t in made[:-1] if t.value != task.target]
     if not wrong:
