@@ -467,7 +467,7 @@ def test_miscopy_traces_are_the_correct_traces_with_only_the_answer_slipped() ->
             written = answer.split("<answer>")[1].split("</answer>")[0]
             # the same numbers in the same places, one operation changed
             assert re.sub(r"[-+*/]", "?", written) == re.sub(r"[-+*/]", "?", hit) and written != hit
-            assert sum(a != b for a, b in zip(written, hit)) == 1
+            assert sum(a != b for a, b in zip(written, hit, strict=True)) == 1
             miscopied += 1
         else:
             assert wrong.completion == correct.completion
