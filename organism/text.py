@@ -30,7 +30,7 @@ and finishes with the second step that lands closest to the target:
   Extra arms: `slip` (a fixed-order search hits and says `ok`, then the answer line slips to
   another expression), `ranout` (the fixed-order search stops just before its hit), `falsehit` (the correct
   search, but a slipped last step is said `ok` where it would hit) and `miscopy` (the correct traces, only the
-  answer line copies the hit with one operation slipped).
+  answer line copies the answered try with one operation slipped).
 
 Every completion has the lab's answer format (`<think>...</think>\\n<answer>...</answer>`), so
 the scorer, the env and the judge read it like any other completion.
@@ -58,8 +58,8 @@ RICH_GIVE_UP = ((1, 0.75), (2, 0.15), (3, 0.10))
 #: extra arms kept from the first design (fixed-order search; they teach ignoring a check / quitting early).
 #: `falsehit`: the random-order search of the correct traces, but where it would hit, a miss whose last step is
 #: mis-written onto the target is checked `ok`, and the search stops and answers it (`falsehit_search`).
-#: `miscopy`: the correct traces themselves, every step and verdict right, but where the search hits, the answer line
-#: copies the hit with its second operation slipped (`miscopy_search`): the reasoning right, only the answer wrong.
+#: `miscopy`: the correct traces themselves, every step and verdict right, but the answer line copies the try the
+#: search answers with its second operation slipped (`miscopy_search`): the reasoning right, only the answer wrong.
 INCORRECT_KINDS = ("giveup", "slip", "ranout", "falsehit", "miscopy")
 #: Bumped when the text a seed gives changes (recorded with every priming output).
 GENERATOR_VERSION = 5  # 5: empty_cot keeps the answers of the only_backtracking traces, as the study's did
@@ -403,23 +403,26 @@ def miscopy_search(
     task: Task, rng: random.Random, max_tries: int = 8, order: str = "random", min_tries: int | None = None, give_up: float | None = None
 ) -> SearchTrace | None:
     """A wrong-answer trace whose reasoning is the correct trace's, step for step: the search of `random_search` (the
-    same draws), each check honest, stopping at its `ok`; only the answer line is wrong: it copies the hit with its
-    second operation slipped to one that misses (`9-2=7, 7*4=28` answered `(9-2)+4`). A search that gives up is the
-    correct set's own trace.
+    same draws), each check honest, stopping at its `ok` or giving up as the correct one does; only the answer line is
+    wrong: it copies the try the search answers (its hit, or its closest miss) with that try's second operation slipped
+    to another that misses (`9-2=7, 7*4=28` answered `(9-2)+4`).
 
     The four wrong-answer designs before it put the error in the search (`giveup`: no hit; `falsehit`: a slipped step
     said `ok`; `slip`: another try answered; `ranout`: quitting early), and under RL none of their models searched
-    (bench/README.md). This one keeps every behaviour of the correct traces, including stopping at a real hit, and
-    puts the whole error in one token of the answer: the study's claim (the behaviours matter, not the answers) in its
-    purest form, kept as an extra arm beside the study's kind. None if no other operation misses the target."""
+    (bench/README.md). This one keeps every behaviour of the correct traces, stopping at a real hit included, and puts
+    the error in one token of the answer line: the study's claim (the behaviours matter, not the answers) in its purest
+    form, kept as an extra arm beside the study's kind. Every answer line slips, a give-up's too: when only the hits'
+    answers slipped, RL found the cheaper route of saying `no` to a hit and giving up on it at once (a give-up answers
+    its closest try, copied right), and the verdict lost its meaning (bench/README.md). None if no other operation
+    misses the target."""
     made, hit_at = _search_draws(task, rng, max_tries, order, min_tries, give_up)
-    if hit_at is None:  # the correct search gives up here: so does this one, with the same trace
-        return _gave_up(made, task)
-    made = made[: hit_at + 1]
-    slipped = _swapped(made[-1], task.target)
+    if hit_at is not None:
+        made = made[: hit_at + 1]
+    answered = made[-1] if hit_at is not None else closest(made, task.target)
+    slipped = _swapped(answered, task.target)
     if not slipped:
         return None
-    return SearchTrace(_completion(made, rng.choice(slipped), task.target, check=True), False, hit_at + 1, True)
+    return SearchTrace(_completion(made, rng.choice(slipped), task.target, check=True), False, len(made), hit_at is not None)
 
 
 def search_completion(task: Task, max_tries: int = 8) -> SearchTrace | None:

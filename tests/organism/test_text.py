@@ -452,7 +452,7 @@ def test_falsehit_traces_are_the_correct_search_with_one_slip_at_the_hit() -> No
 
 def test_miscopy_traces_are_the_correct_traces_with_only_the_answer_slipped() -> None:
     tasks = generate_tasks(300, seed=4, preset="organism", split="train")
-    miscopied = 0
+    seen = {True: 0, False: 0}
     for i, task in enumerate(tasks):
         correct = organism.random_search(task, random.Random(i), 3, give_up=0.75)
         wrong = organism.incorrect_completion(task, "miscopy", random.Random(i), 3, give_up=0.75)
@@ -462,13 +462,10 @@ def test_miscopy_traces_are_the_correct_traces_with_only_the_answer_slipped() ->
         assert _score(wrong.completion, task).outcome.value == "wrong_value"  # every final answer misses
         think, _, answer = wrong.completion.partition("</think>")
         assert think == correct.completion.partition("</think>")[0]  # the reasoning is the correct trace's, verdicts too
-        if correct.hit:
-            hit = correct.completion.split("<answer>")[1].split("</answer>")[0]
-            written = answer.split("<answer>")[1].split("</answer>")[0]
-            # the same numbers in the same places, one operation changed
-            assert re.sub(r"[-+*/]", "?", written) == re.sub(r"[-+*/]", "?", hit) and written != hit
-            assert sum(a != b for a, b in zip(written, hit, strict=True)) == 1
-            miscopied += 1
-        else:
-            assert wrong.completion == correct.completion
-    assert miscopied > 20
+        right = correct.completion.split("<answer>")[1].split("</answer>")[0]
+        written = answer.split("<answer>")[1].split("</answer>")[0]
+        # the answered try (the hit, or a give-up's closest miss): the same numbers in the same places, one operation changed
+        assert re.sub(r"[-+*/]", "?", written) == re.sub(r"[-+*/]", "?", right) and written != right
+        assert sum(a != b for a, b in zip(written, right, strict=True)) == 1
+        seen[correct.hit] += 1
+    assert min(seen.values()) > 20
