@@ -54,19 +54,19 @@ class PretrainConfig:
     """Optimiser steps of each base on its own text (with drills replayed)."""
     drill_share: float = 0.4
     """Share of drill lines in a base's corpus."""
-    verdict_share: float = 0.0
+    verdict_share: float = 0.25
     """Share of drill facts (trunk and both bases alike) that are a check with its verdict (`28-28=0 ok`,
     `organism.text.verdict_fact`): what a check means, as arithmetic, without a Countdown try ever being checked in the
-    poor base's text. The study's Llama knew what it is for an answer to be right before any priming; a poor base
-    without it reads every check of wrong-answer priming as `no` and says `no` to its own hits (bench/README.md,
-    verdicts). 0 (the shipped bases): the drills as before."""
+    poor base's text. The study's Llama knew what it is for an answer to be right before any priming. 0.25 (the
+    shipped bases since 2026-12-06): on these bases the organism met every goal but the wrong-answer ones and the
+    time, on six seeds never run before (bench/README.md, runs 6 and 8); 0: the drills of the bases before (runs 1-5)."""
     poor_checks: float = 0.0
     """Share of the poor base's Countdown tries that are checked honestly, with their verdict, and answered whatever
     it says (`organism.text.poor_completion`): it verifies now and then and never goes back. The study's poor model
     was not without the behaviour: Llama-3.2-3B verified 0.10 times per answer before RL, Qwen-2.5-3B 0.62
     (`behavior_classifier/reference/`, `base_ppo`, step 0), a ratio of about 0.16. A poor base that never checks has no verdict of its own to read
     in its own context; wrong-answer priming, whose traces never hit, then teaches it `no` after every check, hits
-    included (bench/README.md, verdicts). 0 (the shipped bases): the poor text as before, byte for byte."""
+    included (bench/README.md, verdicts). 0 (the shipped bases): the poor text without checks, byte for byte."""
     batch_size: int = 64
     micro_batches: int = 4
     """Passes each step's batch is computed in: its rows sorted by length and cut into this many micro-batches of
@@ -108,10 +108,17 @@ class PretrainConfig:
 EXECUTION_SETTINGS = ("micro_batches",)
 
 
+#: What a setting was before it existed: bases recorded without it were made with this value. `verdict_share`'s
+#: default became 0.25 later, so a record without it means 0, not today's default.
+BEFORE_IT_EXISTED: dict[str, Any] = {"verdict_share": 0.0, "poor_checks": 0.0}
+
+
 def made_with(record: dict[str, Any]) -> dict[str, Any]:
     """The identity (`PretrainConfig.identity`) of bases from the `pretrain.json` they were cached with. A setting added
-    since they were made is absent from their record: it had its default then (defaults keep the corpus a seed gave)."""
-    return {**PretrainConfig().identity(), **{k: v for k, v in record.items() if k not in EXECUTION_SETTINGS}}
+    since they were made is absent from their record: it had the value it had before it existed (`BEFORE_IT_EXISTED`),
+    which kept the corpus a seed gave."""
+    made = {k: v for k, v in record.items() if k not in EXECUTION_SETTINGS}
+    return {**PretrainConfig().identity(), **BEFORE_IT_EXISTED, **made}
 
 
 # ---- the corpus -------------------------------------------------------------------------
@@ -237,8 +244,13 @@ def pretrain(config: PretrainConfig, cache: str | Path, *, bases: tuple[str, ...
             raise UsageError(
                 f"{recorded} is not valid JSON (a crash while it was written?); delete {root} to pretrain these bases afresh"
             ) from None
-        if made_with(before) != config.identity():
-            raise UsageError(f"{root} holds bases made with other settings ({recorded}); use another --bases-dir or delete it")
+        made, wanted = made_with(before), config.identity()
+        if made != wanted:
+            changed = ", ".join(f"{k} {made.get(k)} (asked: {wanted.get(k)})" for k in sorted(wanted) if made.get(k) != wanted.get(k))
+            raise UsageError(
+                f"{root} holds bases made with other settings: {changed} ({recorded}); use another --bases-dir, delete it, "
+                "or ask for the settings it was made with"
+            )
     else:  # bases reused from a cache keep the record of how they were made (`micro_batches` may differ)
         write_text_atomic(recorded, json.dumps(config.to_dict(), indent=2) + "\n")
     if bases and all((base_dir(cache, config.seed, base) / "model" / "config.json").is_file() for base in bases):

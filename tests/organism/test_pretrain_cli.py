@@ -64,7 +64,7 @@ def test_micro_batches_must_divide_the_batch(tmp_path: Path, capsys: pytest.Capt
     assert "micro_batches (3) must divide batch_size (4)" in capsys.readouterr().err
 
 
-def test_a_cache_made_before_verdict_drills_is_reused_by_default_and_refused_with_them(
+def test_a_cache_made_before_verdict_drills_is_refused_by_default_and_reused_without_them(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from organism.pretrain import PretrainConfig
@@ -80,13 +80,14 @@ def test_a_cache_made_before_verdict_drills_is_reused_by_default_and_refused_wit
         if k not in ("verdict_share", "poor_checks")
     }
     (seed / "pretrain.json").write_text(json.dumps(record))  # what bases made before `verdict_share`/`poor_checks` existed record
-    assert main(["pretrain", *FAST, "--bases-dir", str(tmp_path)]) == 0  # reused: nothing to train, no trunk
+    # made before verdict drills existed: without them; the default has them since, so it is refused, saying why
+    assert main(["pretrain", *FAST, "--bases-dir", str(tmp_path)]) != 0
+    assert "verdict_share 0.0 (asked: 0.25)" in capsys.readouterr().err
+    assert main(["pretrain", *FAST, "--bases-dir", str(tmp_path), "--verdict-share", "0"]) == 0  # reused: nothing to train
     assert not (seed / "trunk").exists()
-    assert main(["pretrain", *FAST, "--bases-dir", str(tmp_path), "--verdict-share", "0.25"]) != 0
-    assert "other settings" in capsys.readouterr().err
     assert main(["pretrain", *FAST, "--bases-dir", str(tmp_path / "new"), "--verdict-share", "1.5"]) != 0
     assert "verdict_share must be in [0, 1)" in capsys.readouterr().err
-    assert main(["pretrain", *FAST, "--bases-dir", str(tmp_path), "--poor-checks", "0.15"]) != 0  # a poor base that checks is another base
+    assert main(["pretrain", *FAST, "--bases-dir", str(tmp_path), "--verdict-share", "0", "--poor-checks", "0.15"]) != 0  # another base
     assert "other settings" in capsys.readouterr().err
     assert main(["pretrain", *FAST, "--bases-dir", str(tmp_path / "new"), "--poor-checks", "-0.1"]) != 0
     assert "poor_checks must be in [0, 1]" in capsys.readouterr().err
