@@ -306,10 +306,9 @@ def random_search(
     1, 2, ... tries with geometric odds, at most `max_tries`). A uniform budget of 1-3 never shows a fourth try,
     and RL did not find one (bench/README.md, session 27); with a fixed chance to go on after every miss, going on
     is one habit at every length, which RL can strengthen."""
-    made, hit_at = _search_draws(task, rng, max_tries, order, min_tries, give_up)
-    if hit_at is not None:
-        made = made[: hit_at + 1]
-        return SearchTrace(_completion(made, made[-1], task.target, check=True), True, hit_at + 1, True)
+    made, hit = _search_draws(task, rng, max_tries, order, min_tries, give_up)
+    if hit:
+        return SearchTrace(_completion(made, made[-1], task.target, check=True), True, len(made), True)
     return _gave_up(made, task)
 
 
@@ -320,12 +319,14 @@ def _gave_up(made: list[Try], task: Task) -> SearchTrace:
 
 def _search_draws(
     task: Task, rng: random.Random, max_tries: int, order: str, min_tries: int | None, give_up: float | None
-) -> tuple[list[Try], int | None]:
-    """A priming search's draws (its budget, then its order), cut to the budget, and where its first hit is (None:
-    no hit within the budget). `random_search` and `falsehit_search` share them, so both sets make the same tries."""
+) -> tuple[list[Try], bool]:
+    """A priming search's draws (its budget, then its order): the tries it makes, cut to the budget and at its first
+    hit, and whether it hit (then the hit is the last try). `random_search`, `falsehit_search` and `miscopy_search`
+    share them, so their sets make the same tries."""
     budget = search_budget(rng, max_tries, min_tries, give_up)
     made = search_order(task, rng, order)[:budget]
-    return made, next((k for k, t in enumerate(made) if t.value == task.target), None)
+    hit_at = next((k for k, t in enumerate(made) if t.value == task.target), None)
+    return (made, False) if hit_at is None else (made[: hit_at + 1], True)
 
 
 def search_budget(rng: random.Random, max_tries: int, min_tries: int | None = None, give_up: float | None = None) -> int:
@@ -385,10 +386,10 @@ def falsehit_search(
     search (bench/README.md, a poor base that verifies now and then). These show every step of the correct traces:
     checks, going on after `no`, stopping at `ok` and answering what was found; only the arithmetic of the last step is
     wrong, which RL's exact reward does not pay. None if every untried try hits."""
-    made, hit_at = _search_draws(task, rng, max_tries, order, min_tries, give_up)
-    if hit_at is None:  # the correct search gives up here: so does this one, with the same trace
+    made, hit = _search_draws(task, rng, max_tries, order, min_tries, give_up)
+    if not hit:  # the correct search gives up here: so does this one, with the same trace
         return _gave_up(made, task)
-    before = made[:hit_at]
+    before = made[:-1]
     untried = [t for t in tries(task) if t.value != task.target and t not in before]
     if not untried:
         return None
@@ -396,7 +397,7 @@ def falsehit_search(
     second = slipped.second
     shown = Try(slipped.first, Step(second.a, second.op, second.b, task.target), slipped.leftover_first)
     think = RETURN.join([*(t.text(True, task.target) for t in before), shown.text(True, task.target)])
-    return SearchTrace(format_completion(think, slipped.expression), False, hit_at + 1, True)
+    return SearchTrace(format_completion(think, slipped.expression), False, len(made), True)
 
 
 def miscopy_search(
@@ -415,14 +416,11 @@ def miscopy_search(
     answers slipped, RL found the cheaper route of saying `no` to a hit and giving up on it at once (a give-up answers
     its closest try, copied right), and the verdict lost its meaning (bench/README.md). None if no other operation
     misses the target."""
-    made, hit_at = _search_draws(task, rng, max_tries, order, min_tries, give_up)
-    if hit_at is not None:
-        made = made[: hit_at + 1]
-    answered = made[-1] if hit_at is not None else closest(made, task.target)
-    slipped = _swapped(answered, task.target)
+    made, hit = _search_draws(task, rng, max_tries, order, min_tries, give_up)
+    slipped = _swapped(made[-1] if hit else closest(made, task.target), task.target)
     if not slipped:
         return None
-    return SearchTrace(_completion(made, rng.choice(slipped), task.target, check=True), False, len(made), hit_at is not None)
+    return SearchTrace(_completion(made, rng.choice(slipped), task.target, check=True), False, len(made), hit)
 
 
 def search_completion(task: Task, max_tries: int = 8) -> SearchTrace | None:
