@@ -83,6 +83,7 @@ def verdict_rows(rows: list[dict], window: int) -> list[dict[str, float]]:
             c["no on"] += use.went_on_after_miss
             c["hits"] += use.hits_written
             c["hits ok"] += use.hits_said_ok
+            c["hits stop"] += use.hits_stopped_at
         if c["n"]:
             out.append(
                 {
@@ -93,6 +94,7 @@ def verdict_rows(rows: list[dict], window: int) -> list[dict[str, float]]:
                     "goes on after no": c["no on"] / c["no"] if c["no"] else float("nan"),
                     "hits per answer": c["hits"] / c["n"],
                     "hits said ok": c["hits ok"] / c["hits"] if c["hits"] else float("nan"),
+                    "stops at hit": c["hits stop"] / c["hits"] if c["hits"] else float("nan"),
                 }
             )
     return out

@@ -29,8 +29,9 @@ and finishes with the second step that lands closest to the target:
   and answers its closest attempt: every final answer is wrong, the behaviours are the same.
   Extra arms: `slip` (a fixed-order search hits and says `ok`, then the answer line slips to
   another expression), `ranout` (the fixed-order search stops just before its hit), `falsehit` (the correct
-  search, but a slipped last step is said `ok` where it would hit) and `miscopy` (the correct traces, only the
-  answer line copies the answered try with one operation slipped).
+  search, but a slipped last step is said `ok` where it would hit), `miscopy` (the correct traces, only the
+  answer line copies the answered try with one operation slipped) and `lasttry` (the `giveup` traces answering
+  their last try instead of their closest).
 
 Every completion has the lab's answer format (`<think>...</think>\\n<answer>...</answer>`), so
 the scorer, the env and the judge read it like any other completion.
@@ -60,7 +61,8 @@ RICH_GIVE_UP = ((1, 0.75), (2, 0.15), (3, 0.10))
 #: mis-written onto the target is checked `ok`, and the search stops and answers it (`falsehit_search`).
 #: `miscopy`: the correct traces themselves, every step and verdict right, but the answer line copies the try the
 #: search answers with its second operation slipped (`miscopy_search`): the reasoning right, only the answer wrong.
-INCORRECT_KINDS = ("giveup", "slip", "ranout", "falsehit", "miscopy")
+#: `lasttry`: the `giveup` traces, each answering its last try instead of its closest (`giveup_search`).
+INCORRECT_KINDS = ("giveup", "slip", "ranout", "falsehit", "miscopy", "lasttry")
 #: Bumped when the text a seed gives changes (recorded with every priming output).
 GENERATOR_VERSION = 5  # 5: empty_cot keeps the answers of the only_backtracking traces, as the study's did
 
@@ -344,13 +346,25 @@ def search_budget(rng: random.Random, max_tries: int, min_tries: int | None = No
 
 
 def giveup_search(
-    task: Task, rng: random.Random, max_tries: int = 8, order: str = "random", min_tries: int | None = None, give_up: float | None = None
+    task: Task,
+    rng: random.Random,
+    max_tries: int = 8,
+    order: str = "random",
+    min_tries: int | None = None,
+    give_up: float | None = None,
+    answer: str = "closest",
 ) -> SearchTrace | None:
     """The study's kind of wrong-answer trace: the random-order search of `random_search`, checked
     honestly, that gives up before any hit after as many tries as `random_search` makes on this task
     (drawn the same way, so both sets have the same distribution of tries), then answers its closest
     attempt: every final answer is wrong. None if the task has no missing try (in `cyclic` order: no run of that
-    many consecutive misses)."""
+    many consecutive misses).
+
+    `answer="last"` (the `lasttry` kind): the same trace answering its last try instead. Picking the closest of
+    several tries and copying it is a step the tiny primed model does badly (in run 6's first 40 RL steps, 28-43% of
+    its multi-try answers were its closest try, 42-58% not one of its tries at all), so a hit it checked `no`
+    and then gave up on was answered right only 11-43% of the time, and a longer search did not pay. Answering the
+    last try is the step the correct traces teach at `ok`: the try just checked is the one answered."""
     made_by_correct = random_search(task, rng, max_tries, order, min_tries, give_up).tries
     if order == "random":
         misses = [t for t in tries(task) if t.value != task.target]
@@ -370,6 +384,8 @@ def giveup_search(
         if not runs:
             return None
         made = rng.choice(runs)
+    if answer == "last":
+        return SearchTrace(_completion(made, made[-1], task.target, check=True), False, len(made), False)
     return _gave_up(made, task)
 
 
@@ -453,8 +469,9 @@ def incorrect_completion(
     """
     if kind not in INCORRECT_KINDS:
         raise ValueError(f"incorrect kind must be one of {INCORRECT_KINDS}, got {kind!r}")
-    if kind == "giveup":
-        return giveup_search(task, rng, max_tries, order, min_tries, give_up)
+    if kind in ("giveup", "lasttry"):
+        answer = "last" if kind == "lasttry" else "closest"
+        return giveup_search(task, rng, max_tries, order, min_tries, give_up, answer=answer)
     if kind == "falsehit":
         return falsehit_search(task, rng, max_tries, order, min_tries, give_up)
     if kind == "miscopy":
@@ -698,13 +715,16 @@ class VerdictUse:
     """Tries that are true arithmetic on the task's numbers reaching the target (`written_hit`), checked."""
     hits_said_ok: int
     """Of those, the ones whose check says `ok`."""
+    hits_stopped_at: int = 0
+    """Of the written hits, the ones no other try follows: the search stopped at its hit, whatever the verdict said
+    (a model primed on searches that never hit says `no` to its hits; RL can still teach it to stop at them)."""
 
 
 def verdict_use(completion: str, task: Task) -> VerdictUse:
     """Whether a completion's verdicts can steer its search: does it go on after `no`, and does it say `ok` to its own
     hits? A model primed only on searches that miss says `no` to every hit, and then RL cannot make going on depend on
     the verdict (bench/README.md, why wrong-answer priming does not search). Unparsable parts are skipped."""
-    no = on = hits = ok = 0
+    no = on = hits = ok = stopped = 0
     for _, followed, body, _, verdict in _checked_tries(completion):
         if verdict not in (HIT, MISS):
             continue
@@ -714,7 +734,8 @@ def verdict_use(completion: str, task: Task) -> VerdictUse:
         if written_hit(body, task):
             hits += 1
             ok += verdict == HIT
-    return VerdictUse(no, on, hits, ok)
+            stopped += not followed
+    return VerdictUse(no, on, hits, ok, stopped)
 
 
 def repeats_a_try(completion: str) -> bool:

@@ -9,7 +9,9 @@
   check that says `ok` on a try that is not a hit) and `repeats` (a first step written twice):
   the two ways the tiny models' searches fail (`organism.text.search_outcome`, bench/README.md);
   `goes_on_after_no` (of the checks that say `no`, the share another try follows) and `hits_said_ok` (of the written
-  hits, the share checked `ok`): whether the verdicts can steer the search (`organism.text.verdict_use`).
+  hits, the share checked `ok`): whether the verdicts can steer the search (`organism.text.verdict_use`); and
+  `stops_at_hit` (of the written hits, the share no other try follows): whether the search stops where it should,
+  whatever its verdict says.
 """
 
 from __future__ import annotations
@@ -52,12 +54,14 @@ def search_row(row: dict[str, Any]) -> dict[str, Any]:
         "went_on_after_miss": verdicts.went_on_after_miss,
         "hits_written": verdicts.hits_written,
         "hits_said_ok": verdicts.hits_said_ok,
+        "hits_stopped_at": verdicts.hits_stopped_at,
     }
 
 
 def search_signals(run: Path) -> pd.DataFrame:
-    """step, tries, first_try_hit, false_ok, repeats (means over the step's completions), goes_on_after_no and
-    hits_said_ok (ratios of the step's counts; NaN when it has none) per logged step of the organism's rollouts."""
+    """step, tries, first_try_hit, false_ok, repeats (means over the step's completions), goes_on_after_no,
+    hits_said_ok and stops_at_hit (ratios of the step's counts; NaN when it has none) per logged step of the organism's
+    rollouts."""
     path = Path(run) / "rollouts.jsonl"
     if not path.exists():
         return pd.DataFrame()
@@ -66,11 +70,12 @@ def search_signals(run: Path) -> pd.DataFrame:
         return pd.DataFrame()
     frame = pd.DataFrame(rows)
     out = frame[["step", "tries", "first_try_hit", "false_ok", "repeats"]].groupby("step", as_index=False).mean()
-    counts = frame.groupby("step")[["misses_said", "went_on_after_miss", "hits_written", "hits_said_ok"]].sum()
+    counts = frame.groupby("step")[["misses_said", "went_on_after_miss", "hits_written", "hits_said_ok", "hits_stopped_at"]].sum()
     ratios = pd.DataFrame(
         {
             "goes_on_after_no": counts["went_on_after_miss"] / counts["misses_said"].where(counts["misses_said"] > 0),
             "hits_said_ok": counts["hits_said_ok"] / counts["hits_written"].where(counts["hits_written"] > 0),
+            "stops_at_hit": counts["hits_stopped_at"] / counts["hits_written"].where(counts["hits_written"] > 0),
         }
     )
     return out.merge(ratios.reset_index(), on="step")

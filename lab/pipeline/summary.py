@@ -290,6 +290,7 @@ PANELS = {
     "repeats": "writes a first step twice (rollouts)",
     "goes_on_after_no": "goes on after `no` (rollouts)",
     "hits_said_ok": "own hits checked `ok` (rollouts)",
+    "stops_at_hit": "stops at its own hits (rollouts)",
     "avg_verifications": "checks per answer",
     "avg_backtracking": "returns per answer",
 }

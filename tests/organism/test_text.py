@@ -337,6 +337,7 @@ def test_search_signals_count_false_oks_and_repeats_per_step(tmp_path) -> None:
     assert table.loc[2, "tries"] == 2.0
     # step 1: one `no` followed by a try (good), one hit said `ok` (good); `lie` says `ok` to a miss, not a hit
     assert table.loc[1, "goes_on_after_no"] == 1.0 and table.loc[1, "hits_said_ok"] == 1.0
+    assert table.loc[1, "stops_at_hit"] == 1.0
     # step 2: `loop` goes on after its first `no` but not after its last; `good` as before
     assert table.loc[2, "goes_on_after_no"] == 2 / 3 and table.loc[2, "hits_said_ok"] == 1.0
 
@@ -344,10 +345,13 @@ def test_search_signals_count_false_oks_and_repeats_per_step(tmp_path) -> None:
 def test_verdict_use_tells_whether_a_verdict_can_steer_the_search() -> None:
     task = Task((4, 1, 5), 20)
     honest = "<think>4+1=5 [5 5] 5*5=25, 25-20=5 no;4*1=4 [4 5] 4*5=20, 20-20=0 ok</think>\n<answer>(4*1)*5</answer>"
-    assert organism.verdict_use(honest, task) == organism.VerdictUse(1, 1, 1, 1)
+    assert organism.verdict_use(honest, task) == organism.VerdictUse(1, 1, 1, 1, 1)
     # primed on searches that only miss: the hit is checked `no`, and the search stops there
     blind = "<think>4*1=4 [4 5] 4*5=20, 20-20=0 no</think>\n<answer>(4*1)*5</answer>"
-    assert organism.verdict_use(blind, task) == organism.VerdictUse(1, 0, 1, 0)
+    assert organism.verdict_use(blind, task) == organism.VerdictUse(1, 0, 1, 0, 1)  # it stopped at its hit all the same
+    # said `no` and went on past its hit: neither said `ok` nor stopped at
+    past = "<think>4*1=4 [4 5] 4*5=20, 20-20=0 no;4+1=5 [5 5] 5*5=25, 25-20=5 no</think>\n<answer>(4+1)*5</answer>"
+    assert organism.verdict_use(past, task) == organism.VerdictUse(2, 1, 1, 0, 0)
     # a hit on numbers the task does not have is no hit; an unchecked try carries no verdict; junk is skipped
     wrong_numbers = "<think>4*2=8 [8 5] 8*5=40, 40-20=20 no;2*2=4 [4 5] 4*5=20, 20-20=0 ok;5+5=10 [10 1] 10*1=10</think>"
     assert organism.verdict_use(wrong_numbers, task) == organism.VerdictUse(1, 1, 0, 0)
@@ -469,3 +473,24 @@ def test_miscopy_traces_are_the_correct_traces_with_only_the_answer_slipped() ->
         assert sum(a != b for a, b in zip(written, right, strict=True)) == 1
         seen[correct.hit] += 1
     assert min(seen.values()) > 20
+
+
+def test_lasttry_traces_are_the_giveup_traces_answering_their_last_try() -> None:
+    tasks = generate_tasks(300, seed=5, preset="organism", split="train")
+    answered_other = 0
+    for i, task in enumerate(tasks):
+        giveup = organism.incorrect_completion(task, "giveup", random.Random(i), 3, give_up=0.75)
+        last = organism.incorrect_completion(task, "lasttry", random.Random(i), 3, give_up=0.75)
+        if giveup is None:
+            assert last is None
+            continue
+        assert last.tries == giveup.tries and not last.correct and not last.hit
+        assert _score(last.completion, task).outcome.value == "wrong_value"  # no try hits, so every answer misses
+        think, _, answer = last.completion.partition("</think>")
+        assert think == giveup.completion.partition("</think>")[0]  # the same search, the same honest `no`s
+        written = answer.split("<answer>")[1].split("</answer>")[0]
+        last_try = think.removeprefix("<think>").split(organism.RETURN)[-1]
+        first = last_try.split(" [")[0].split("=")[0]  # `9-2=7 [7 4] 7*4=28, ...`: the answer starts with (9-2)
+        assert written.startswith(f"({first})") or written.endswith(f"({first})")
+        answered_other += written != giveup.completion.split("<answer>")[1].split("</answer>")[0]
+    assert answered_other > 10  # where the closest try was not the last, the answers differ
