@@ -30,8 +30,8 @@ and finishes with the second step that lands closest to the target:
   Extra arms: `slip` (a fixed-order search hits and says `ok`, then the answer line slips to
   another expression), `ranout` (the fixed-order search stops just before its hit), `falsehit` (the correct
   search, but a slipped last step is said `ok` where it would hit), `miscopy` (the correct traces, only the
-  answer line copies the answered try with one operation slipped) and `lasttry` (the `giveup` traces answering
-  their last try instead of their closest).
+  answer line copies the answered try with one operation slipped), `lasttry` (the `giveup` traces answering
+  their last try instead of their closest) and `persist` (the `giveup` traces as long as the correct search's budget).
 
 Every completion has the lab's answer format (`<think>...</think>\\n<answer>...</answer>`), so
 the scorer, the env and the judge read it like any other completion.
@@ -61,8 +61,9 @@ RICH_GIVE_UP = ((1, 0.75), (2, 0.15), (3, 0.10))
 #: mis-written onto the target is checked `ok`, and the search stops and answers it (`falsehit_search`).
 #: `miscopy`: the correct traces themselves, every step and verdict right, but the answer line copies the try the
 #: search answers with its second operation slipped (`miscopy_search`): the reasoning right, only the answer wrong.
-#: `lasttry`: the `giveup` traces, each answering its last try instead of its closest (`giveup_search`).
-INCORRECT_KINDS = ("giveup", "slip", "ranout", "falsehit", "miscopy", "lasttry")
+#: `lasttry`: the `giveup` traces, each answering its last try instead of its closest (`giveup_search`). `persist`: the
+#: `giveup` traces as long as the correct search's budget, not its tries, so both go on after `no` as often.
+INCORRECT_KINDS = ("giveup", "slip", "ranout", "falsehit", "miscopy", "lasttry", "persist")
 #: Bumped when the text a seed gives changes (recorded with every priming output).
 GENERATOR_VERSION = 5  # 5: empty_cot keeps the answers of the only_backtracking traces, as the study's did
 
@@ -353,6 +354,7 @@ def giveup_search(
     min_tries: int | None = None,
     give_up: float | None = None,
     answer: str = "closest",
+    length: str = "tries",
 ) -> SearchTrace | None:
     """The study's kind of wrong-answer trace: the random-order search of `random_search`, checked
     honestly, that gives up before any hit after as many tries as `random_search` makes on this task
@@ -364,8 +366,20 @@ def giveup_search(
     several tries and copying it is a step the tiny primed model does badly (in run 6's first 40 RL steps, 28-43% of
     its multi-try answers were its closest try, 42-58% not one of its tries at all), so a hit it checked `no`
     and then gave up on was answered right only 11-43% of the time, and a longer search did not pay. Answering the
-    last try is the step the correct traces teach at `ok`: the try just checked is the one answered."""
-    made_by_correct = random_search(task, rng, max_tries, order, min_tries, give_up).tries
+    last try is the step the correct traces teach at `ok`: the try just checked is the one answered.
+
+    `length="budget"` (the `persist` kind): as many tries as the correct search's *budget* (the misses it checks before
+    it gives up, `search_budget`), not as many as it makes. The two differ where the correct search hits early: its
+    one-try traces are then first-try hits, while the `giveup` set's one-try traces are all a miss and a quit, so the
+    `giveup` traces go on after `no` less often than the correct ones (0.19 vs 0.24 of their `no`s), and the primed
+    models start RL going on after 16% against 43% of their first misses (bench/README.md). With the budget both sets
+    go on after `no` with the same chance; the wrong set then shows slightly more tries per trace."""
+    if length not in ("tries", "budget"):
+        raise ValueError(f"length must be 'tries' or 'budget', got {length!r}")
+    if length == "budget":
+        made_by_correct = search_budget(rng, max_tries, min_tries, give_up)
+    else:
+        made_by_correct = random_search(task, rng, max_tries, order, min_tries, give_up).tries
     if order == "random":
         misses = [t for t in tries(task) if t.value != task.target]
         if not misses:
@@ -469,9 +483,10 @@ def incorrect_completion(
     """
     if kind not in INCORRECT_KINDS:
         raise ValueError(f"incorrect kind must be one of {INCORRECT_KINDS}, got {kind!r}")
-    if kind in ("giveup", "lasttry"):
+    if kind in ("giveup", "lasttry", "persist"):
         answer = "last" if kind == "lasttry" else "closest"
-        return giveup_search(task, rng, max_tries, order, min_tries, give_up, answer=answer)
+        length = "budget" if kind == "persist" else "tries"
+        return giveup_search(task, rng, max_tries, order, min_tries, give_up, answer=answer, length=length)
     if kind == "falsehit":
         return falsehit_search(task, rng, max_tries, order, min_tries, give_up)
     if kind == "miscopy":

@@ -494,3 +494,34 @@ def test_lasttry_traces_are_the_giveup_traces_answering_their_last_try() -> None
         assert written.startswith(f"({first})") or written.endswith(f"({first})")
         answered_other += written != giveup.completion.split("<answer>")[1].split("</answer>")[0]
     assert answered_other > 10  # where the closest try was not the last, the answers differ
+
+
+def test_persist_traces_go_on_after_no_as_often_as_the_correct_traces() -> None:
+    tasks = generate_tasks(1200, seed=6, preset="organism", split="train")
+
+    def counts(kind: str | None) -> tuple[float, float]:
+        rows = tries_made = said_no = went_on = 0
+        for i, task in enumerate(tasks):
+            rng = random.Random(i)
+            trace = (
+                organism.random_search(task, rng, 3, give_up=0.75)
+                if kind is None
+                else organism.incorrect_completion(task, kind, rng, 3, give_up=0.75)
+            )
+            if trace is None:
+                continue
+            if kind is not None:
+                assert not trace.correct and _score(trace.completion, task).outcome.value == "wrong_value"
+            use = organism.verdict_use(trace.completion, task)
+            assert kind is None or use.hits_written == 0  # a wrong-answer search never writes a hit
+            rows, tries_made = rows + 1, tries_made + trace.tries
+            said_no, went_on = said_no + use.misses_said, went_on + use.went_on_after_miss
+        return tries_made / rows, went_on / said_no
+
+    correct_tries, correct_on = counts(None)
+    giveup_tries, giveup_on = counts("giveup")
+    persist_tries, persist_on = counts("persist")
+    assert giveup_tries == pytest.approx(correct_tries, abs=0.03)  # `giveup` copies the correct searches' tries...
+    assert giveup_on < correct_on - 0.02  # ...so it quits after `no` more often (a correct one-try trace is a hit)
+    assert persist_on == pytest.approx(correct_on, abs=0.02)  # `persist` goes on as often
+    assert correct_tries < persist_tries < correct_tries * 1.1  # at slightly more tries per trace
