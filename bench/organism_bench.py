@@ -75,7 +75,7 @@ def failures(root: Path, table: pd.DataFrame) -> pd.DataFrame:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output-dir", type=Path, required=True)
-    parser.add_argument("--seeds", nargs="+", type=int, default=[21, 22, 23])
+    parser.add_argument("--seeds", nargs="+", type=int, help="default: 21 22 23, or with --report-only the experiment's own")
     parser.add_argument("--runs", nargs="+", help="base/condition runs (default: the preset's)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override an experiment field (YAML value)")
@@ -83,10 +83,18 @@ def main() -> None:
     args = parser.parse_args()
     from runtime.config import parse_set
 
-    overrides = {"seeds": args.seeds, "jobs": args.jobs, **parse_set(args.set)}
+    made = args.output_dir / "experiment.json"
+    # --report-only reads the experiment as it was made (its seeds, bases and settings), so its gates are its own bases'.
+    source = made if args.report_only and made.is_file() else "organism"
+    overrides = {"jobs": args.jobs, **parse_set(args.set)}
+    if args.seeds:
+        overrides["seeds"] = args.seeds
+    elif source == "organism":
+        overrides["seeds"] = [21, 22, 23]
     if args.runs:
         overrides["conditions"] = args.runs
-    config = load_experiment("organism", overrides)
+    config = load_experiment(source, overrides)
+    args.seeds = list(config.seeds)
     if not args.report_only:
         run_experiment(config, args.output_dir)
     summary = args.output_dir / "summary.csv"
