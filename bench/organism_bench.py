@@ -112,7 +112,8 @@ def main() -> None:
         print(f"- {g['goal']}: {g['mean']:+.2f} (seeds {g['min']:+.2f} .. {g['max']:+.2f}) {'met' if g['met'] else 'NOT met'}")
     print("\n## Why searches fail (test split, greedy; mean over seeds at the first and last evaluation)")
     print(to_markdown(failures(args.output_dir, table)))
-    timing = args.output_dir / "timing.json"
+    timings = args.output_dir / "timings.jsonl"  # every command on the directory (timing.json: the last one's)
+    timing = timings if timings.exists() else args.output_dir / "timing.json"
     if timing.exists():
         print("\ntiming:", timing.read_text().strip())
 

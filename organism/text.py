@@ -371,9 +371,9 @@ def giveup_search(
     `length="budget"` (the `persist` kind): as many tries as the correct search's *budget* (the misses it checks before
     it gives up, `search_budget`), not as many as it makes. The two differ where the correct search hits early: its
     one-try traces are then first-try hits, while the `giveup` set's one-try traces are all a miss and a quit, so the
-    `giveup` traces go on after `no` less often than the correct ones (0.19 vs 0.24 of their `no`s), and the primed
-    models start RL going on after 16% against 43% of their first misses (bench/README.md). With the budget both sets
-    go on after `no` with the same chance; the wrong set then shows slightly more tries per trace."""
+    `giveup` traces go on after `no` less often than the correct ones (0.19 vs 0.24 of their `no`s; the primed models
+    start RL near those rates, bench/README.md). With the budget both sets go on after `no` with the same chance; the
+    wrong set then shows slightly more tries per trace."""
     if length not in ("tries", "budget"):
         raise ValueError(f"length must be 'tries' or 'budget', got {length!r}")
     if length == "budget":

@@ -5,7 +5,7 @@ Layout of an experiment directory:
     experiment.json                  the resolved ExperimentConfig
     tasks/seed-<s>/{sft,rl,eval}.jsonl
     runs/[<base>-]<condition>-seed<s>/   a run directory (lab.pipeline.stages)
-    summary.csv, summary.md, frequencies.csv, plots/*.png, timing.json
+    summary.csv, summary.md, frequencies.csv, plots/*.png, timing.json (the last command's), timings.jsonl (every command's)
 
 Re-running the same command skips what is done and resumes what was interrupted; a directory made
 with other settings is refused before anything is written.
@@ -130,5 +130,14 @@ def _run_locked(config: ExperimentConfig, root: Path) -> Path:
     summarize(root)
     timing = {"minutes": round((time.perf_counter() - start) / 60, 2), "prepare_minutes": round((prepared - start) / 60, 2),
               "runs": len(calls), "jobs": config.jobs}  # fmt: skip
-    write_text_atomic(root / "timing.json", json.dumps(timing) + "\n")
+    record_timing(root, {**timing, "conditions": list(config.conditions), "seeds": list(config.seeds)})
     return root
+
+
+def record_timing(root: Path, timing: dict) -> None:
+    """timing.json: this invocation's wall time (what the console and the benches read); timings.jsonl: every
+    invocation's, appended. Conditions and seeds are free to change on resume, so a second command on the same
+    directory (more runs) must not erase how long the first one took."""
+    write_text_atomic(root / "timing.json", json.dumps(timing) + "\n")
+    with open(root / "timings.jsonl", "a") as f:
+        f.write(json.dumps(timing) + "\n")

@@ -42,6 +42,10 @@ def test_rerun_skips_finished_runs(quick_experiment):
     run_experiment(ExperimentConfig.load("quick"), quick_experiment)
     after = {p: p.stat().st_mtime_ns for p in quick_experiment.rglob("metrics.jsonl")}
     assert before == after  # nothing retrained
+    # timing.json is the last command's; timings.jsonl keeps every command's, the first (which trained) included
+    timings = [json.loads(line) for line in (quick_experiment / "timings.jsonl").read_text().splitlines()]
+    assert len(timings) >= 2 and json.loads((quick_experiment / "timing.json").read_text()) == timings[-1]
+    assert timings[0]["minutes"] > timings[-1]["minutes"] and timings[0]["seeds"] == list(ExperimentConfig.load("quick").seeds)
 
 
 @pytest.mark.slow  # more than ~5 s; `pytest -m 'not slow'` skips it
