@@ -374,8 +374,8 @@ def giveup_search(
     `giveup` traces go on after `no` less often than the correct ones (0.19 vs 0.24 of their `no`s; the primed models
     start RL near those rates, bench/README.md). With the budget both sets go on after `no` with the same chance; the
     wrong set then shows slightly more tries per trace."""
-    if length not in ("tries", "budget"):
-        raise ValueError(f"length must be 'tries' or 'budget', got {length!r}")
+    if length not in ("tries", "budget") or answer not in ("closest", "last"):
+        raise ValueError(f"length must be 'tries' or 'budget' and answer 'closest' or 'last', got {length!r} and {answer!r}")
     if length == "budget":
         made_by_correct = search_budget(rng, max_tries, min_tries, give_up)
     else:

@@ -494,6 +494,8 @@ def test_lasttry_traces_are_the_giveup_traces_answering_their_last_try() -> None
         assert written.startswith(f"({first})") or written.endswith(f"({first})")
         answered_other += written != giveup.completion.split("<answer>")[1].split("</answer>")[0]
     assert answered_other > 10  # where the closest try was not the last, the answers differ
+    with pytest.raises(ValueError, match="answer 'closest' or 'last'"):
+        organism.giveup_search(tasks[0], random.Random(0), 3, answer="first")
 
 
 def test_persist_traces_go_on_after_no_as_often_as_the_correct_traces() -> None:
