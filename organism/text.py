@@ -315,9 +315,11 @@ def random_search(
     return _gave_up(made, task)
 
 
-def _gave_up(made: list[Try], task: Task) -> SearchTrace:
-    """A search that made `made`, all misses, and answers its closest attempt (an honest give-up, a wrong answer)."""
-    return SearchTrace(_completion(made, closest(made, task.target), task.target, check=True), False, len(made), False)
+def _gave_up(made: list[Try], task: Task, answer: str = "closest") -> SearchTrace:
+    """A search that made `made`, all misses, and answers its closest attempt (an honest give-up, a wrong answer), or
+    with `answer="last"` its last one."""
+    answered = made[-1] if answer == "last" else closest(made, task.target)
+    return SearchTrace(_completion(made, answered, task.target, check=True), False, len(made), False)
 
 
 def _search_draws(
@@ -398,9 +400,7 @@ def giveup_search(
         if not runs:
             return None
         made = rng.choice(runs)
-    if answer == "last":
-        return SearchTrace(_completion(made, made[-1], task.target, check=True), False, len(made), False)
-    return _gave_up(made, task)
+    return _gave_up(made, task, answer)
 
 
 def falsehit_search(
@@ -730,7 +730,7 @@ class VerdictUse:
     """Tries that are true arithmetic on the task's numbers reaching the target (`written_hit`), checked."""
     hits_said_ok: int
     """Of those, the ones whose check says `ok`."""
-    hits_stopped_at: int = 0
+    hits_stopped_at: int
     """Of the written hits, the ones no other try follows: the search stopped at its hit, whatever the verdict said
     (a model primed on searches that never hit says `no` to its hits; RL can still teach it to stop at them)."""
 

@@ -354,7 +354,7 @@ def test_verdict_use_tells_whether_a_verdict_can_steer_the_search() -> None:
     assert organism.verdict_use(past, task) == organism.VerdictUse(2, 1, 1, 0, 0)
     # a hit on numbers the task does not have is no hit; an unchecked try carries no verdict; junk is skipped
     wrong_numbers = "<think>4*2=8 [8 5] 8*5=40, 40-20=20 no;2*2=4 [4 5] 4*5=20, 20-20=0 ok;5+5=10 [10 1] 10*1=10</think>"
-    assert organism.verdict_use(wrong_numbers, task) == organism.VerdictUse(1, 1, 0, 0)
+    assert organism.verdict_use(wrong_numbers, task) == organism.VerdictUse(1, 1, 0, 0, 0)
     assert organism.verdict_use("<think>" + "ok, no;" * 5000, task).hits_written == 0
 
 
